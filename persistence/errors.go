@@ -1,0 +1,37 @@
+package persistence
+
+import "errors"
+
+var (
+	// ErrNotFound is returned by the reads when the key is absent. Callers
+	// test for it with errors.Is; the error they get names what was looked up.
+	ErrNotFound = errors.New("persistence: not found")
+
+	// ErrSchemaTooNew is returned by Open and OpenReadOnly when the file was
+	// written by a newer schema than this binary knows. The file is left
+	// untouched.
+	ErrSchemaTooNew = errors.New("persistence: schema version is newer than this binary")
+
+	// ErrSchemaTooOld is returned by OpenReadOnly when the file still needs a
+	// migration: open it once read-write (Open migrates) and retry.
+	ErrSchemaTooOld = errors.New("persistence: schema version is older than this binary; open read-write to migrate")
+
+	// ErrClosed is returned by Commit and by the reads once Close was called.
+	ErrClosed = errors.New("persistence: database closed")
+
+	// ErrReadOnly is returned by Commit and PruneTelemetry on a DB opened with
+	// OpenReadOnly.
+	ErrReadOnly = errors.New("persistence: database opened read-only")
+
+	// ErrLocked is returned by Open and OpenReadOnly when another process
+	// holds the file lock for longer than Options.LockTimeout (typically a
+	// running `twinmesh serve` on the same data folder).
+	ErrLocked = errors.New("persistence: database file is locked by another process")
+
+	// ErrInvalid is returned (by Commit, before anything is queued, or by a
+	// read) when an argument cannot be encoded as a key: an empty or
+	// NUL-containing ID that is part of a composite key, a doc bucket that does
+	// not exist, a telemetry timestamp outside 1970..2262. Plain empty keys are
+	// left to bbolt, which refuses them inside the transaction.
+	ErrInvalid = errors.New("persistence: invalid argument")
+)

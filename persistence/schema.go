@@ -1,0 +1,125 @@
+package persistence
+
+import (
+	"fmt"
+	"strconv"
+
+	"go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the schema this binary writes. Open migrates older files
+// up to it and refuses newer ones with ErrSchemaTooNew.
+const SchemaVersion = 1
+
+// Bucket names inside the bbolt file.
+var (
+	bktMeta       = []byte("meta")
+	bktTwins      = []byte("twins")
+	bktEntities   = []byte("entities")
+	bktChildren   = []byte("idx_children")     // parent NUL child → ""
+	bktVia        = []byte("idx_connectedVia") // gateway NUL device → ""
+	bktIdentities = []byte("identities")
+	bktTelemetry  = []byte("telemetry") // device NUL be64(unix ns) be32(seq) → JSON
+	bktInbox      = []byte("inbox")     // device NUL messageID → JSON
+	keySchema     = []byte("schema")
+)
+
+// migration moves a file from schema to-1 to schema to. It runs inside the
+// single transaction that Open uses, so a failed migration changes nothing.
+type migration struct {
+	to    int
+	name  string
+	apply func(tx *bbolt.Tx) error
+}
+
+// migrations returns the ordered list of migrations; entry i moves a file to
+// version i+1. Append new versions at the end, never edit old ones.
+func migrations() []migration {
+	return []migration{
+		{to: 1, name: "create buckets", apply: ensureBuckets},
+	}
+}
+
+// ensureBuckets creates the buckets of the current schema that are missing.
+// Open runs it after the migrations too, so a file whose buckets were
+// dropped by hand still opens.
+func ensureBuckets(tx *bbolt.Tx) error {
+	for _, name := range allBuckets() {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// allBuckets lists every bucket of schema v1.
+func allBuckets() [][]byte {
+	return [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities,
+		bktTelemetry, bktInbox,
+		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants)}
+}
+
+// readSchema returns the stored schema version; a file without a meta bucket
+// or schema key is version 0.
+func readSchema(tx *bbolt.Tx) (int, error) {
+	b := tx.Bucket(bktMeta)
+	if b == nil {
+		return 0, nil
+	}
+	v := b.Get(keySchema)
+	if v == nil {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad schema version %q in meta bucket", v)
+	}
+	return n, nil
+}
+
+// migrate brings tx from its stored version to the last of ms and records the
+// new version. It returns the versions before and after.
+func migrate(tx *bbolt.Tx, ms []migration) (from, to int, err error) {
+	target := len(ms)
+	for i, m := range ms {
+		if m.to != i+1 {
+			return 0, 0, fmt.Errorf("migration %q: is number %d but targets version %d", m.name, i+1, m.to)
+		}
+	}
+	from, err = readSchema(tx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if from > target {
+		return from, from, fmt.Errorf("%w: file has schema %d, this binary knows %d", ErrSchemaTooNew, from, target)
+	}
+	for _, m := range ms[from:] {
+		if err := m.apply(tx); err != nil {
+			return from, from, fmt.Errorf("migrate to schema %d (%s): %w", m.to, m.name, err)
+		}
+	}
+	meta, err := tx.CreateBucketIfNotExists(bktMeta)
+	if err != nil {
+		return from, from, err
+	}
+	if err := meta.Put(keySchema, []byte(strconv.Itoa(target))); err != nil {
+		return from, from, err
+	}
+	return from, target, nil
+}
+
+// checkReadable verifies, in a read-only transaction, that the file is at
+// exactly SchemaVersion.
+func checkReadable(tx *bbolt.Tx) error {
+	v, err := readSchema(tx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case v > SchemaVersion:
+		return fmt.Errorf("%w: file has schema %d, this binary knows %d", ErrSchemaTooNew, v, SchemaVersion)
+	case v < SchemaVersion:
+		return fmt.Errorf("%w: file has schema %d, this binary writes %d", ErrSchemaTooOld, v, SchemaVersion)
+	}
+	return nil
+}
