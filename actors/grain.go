@@ -1,0 +1,670 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/twin"
+	"github.com/twinmesh/twinmesh/persistence"
+)
+
+// Grain operations (Request.Op).
+const (
+	opGet        = "get"
+	opPutEntity  = "put-entity"
+	opDelete     = "delete"
+	opPatch      = "patch"
+	opReported   = "reported"
+	opTelemetry  = "telemetry"
+	opConnection = "connection"
+	opTouch      = "touch"
+)
+
+// Notify operations between grains.
+const notifyContrib = "contrib"
+
+// Edges along which contributions flow. A "contains" contribution carries
+// the child's whole subtree and propagates further up; a "via" contribution
+// (device → gateway) counts only in the gateway's own rollup.
+const (
+	edgeContains = "c"
+	edgeVia      = "v"
+)
+
+// contribution is what one child adds to an ancestor's rollup.
+type contribution struct {
+	Devices   int `json:"devices"`
+	Connected int `json:"connected"`
+}
+
+type contribMsg struct {
+	Edge    string       `json:"edge"`
+	Removed bool         `json:"removed,omitempty"`
+	Value   contribution `json:"value"`
+}
+
+func contribKey(parent, edge, child string) string { return parent + "/" + edge + "/" + child }
+
+// grain is the actor behind one entity. Its Receive routes messages and does
+// the IO; the twin itself is a pure state machine (package twin).
+type grain struct {
+	sys      *System
+	behavior Behavior
+	id, kind string
+	log      *slog.Logger
+
+	exists bool
+	ent    persistence.Entity
+	tw     *twin.Twin
+
+	// contributions received from children, by edge then child ID.
+	contribs map[string]map[string]contribution
+}
+
+func (s *System) grainProducer(b Behavior) actor.Producer {
+	return func() actor.Actor {
+		return &grain{sys: s, behavior: b, kind: b.Kind()}
+	}
+}
+
+// Receive implements actor.Actor.
+func (g *grain) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *pcluster.ClusterInit:
+		g.activate(ctx, m.Identity.Identity)
+	case *actorspb.Request:
+		g.handle(ctx, m)
+	case *actorspb.Notify:
+		g.handleNotify(ctx, m)
+	case *actor.ReceiveTimeout:
+		ctx.Stop(ctx.Self())
+	case *actor.Stopped:
+		if g.id != "" {
+			g.sys.activeGrains.Add(-1)
+			g.sys.metrics.active.WithLabelValues(g.kind).Dec()
+		}
+	}
+}
+
+func (g *grain) activate(ctx actor.Context, id string) {
+	g.id = id
+	g.log = g.sys.log.With("entity", id, "kind", g.kind)
+	g.sys.activeGrains.Add(1)
+	g.sys.metrics.activations.WithLabelValues(g.kind).Inc()
+	g.sys.metrics.active.WithLabelValues(g.kind).Inc()
+	ctx.SetReceiveTimeout(g.sys.cfg.IdleTimeout)
+	if err := g.load(); err != nil {
+		// Without its state the grain must not answer; stopping makes the
+		// next request re-activate it and try again.
+		g.log.Error("activation failed", "err", err)
+		ctx.Stop(ctx.Self())
+		return
+	}
+	if !g.exists {
+		return
+	}
+	g.activated()
+	if isAggregating(g.behavior) {
+		g.repairRollup(ctx)
+	}
+}
+
+// activated runs the plugin's Activator hook once the grain holds a live
+// entity: at activation, or when the entity is created in this activation.
+func (g *grain) activated() {
+	if a, ok := g.behavior.(Activator); ok {
+		if err := a.Activate(context.Background(), g.id); err != nil {
+			g.log.Warn("plugin activation hook", "err", err)
+		}
+	}
+}
+
+func (g *grain) load() error {
+	ent, err := g.sys.store.GetEntity(g.id)
+	if errors.Is(err, persistence.ErrNotFound) {
+		g.exists = false
+		g.tw = nil
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load entity %s: %w", g.id, err)
+	}
+	if ent.Kind != g.kind {
+		return fmt.Errorf("entity %s is a %s, not a %s", g.id, ent.Kind, g.kind)
+	}
+	g.ent, g.exists = ent, true
+	doc, err := g.sys.store.GetTwin(g.id)
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+		g.tw = twin.New(g.id, g.kind)
+	case err != nil:
+		return fmt.Errorf("load twin %s: %w", g.id, err)
+	default:
+		t := twin.New(g.id, g.kind)
+		if err := t.UnmarshalJSON(doc); err != nil {
+			return fmt.Errorf("decode twin %s: %w", g.id, err)
+		}
+		g.tw = t
+	}
+	g.contribs = map[string]map[string]contribution{edgeContains: {}, edgeVia: {}}
+	if isAggregating(g.behavior) {
+		docs, err := g.sys.store.ListDocs(persistence.BucketContrib, g.id+"/")
+		if err != nil {
+			return fmt.Errorf("load contributions of %s: %w", g.id, err)
+		}
+		for k, v := range docs {
+			edge, child, ok := splitContribKey(k[len(g.id)+1:])
+			if !ok {
+				continue
+			}
+			var c contribution
+			if json.Unmarshal(v, &c) == nil {
+				g.contribs[edge][child] = c
+			}
+		}
+	}
+	return nil
+}
+
+func splitContribKey(rest string) (edge, child string, ok bool) {
+	if len(rest) < 3 || rest[1] != '/' {
+		return "", "", false
+	}
+	return rest[:1], rest[2:], true
+}
+
+func (g *grain) now() time.Time { return g.sys.cfg.Now().UTC() }
+
+func (g *grain) commitCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), g.sys.cfg.RequestTimeout)
+}
+
+func respond(ctx actor.Context, body []byte, err error) {
+	if err != nil {
+		st, code := statusOf(err)
+		ctx.Respond(&actorspb.Response{Status: st, Code: code, Message: err.Error()})
+		return
+	}
+	ctx.Respond(&actorspb.Response{Status: 200, Body: body})
+}
+
+func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
+	if req.Op != opPutEntity && !g.exists {
+		respond(ctx, nil, fmt.Errorf("%w: entity %s", ErrNotFound, g.id))
+		if req.Op != opTouch {
+			// An absent entity has nothing to keep; do not hold memory for it.
+			ctx.Stop(ctx.Self())
+		}
+		return
+	}
+	var (
+		body []byte
+		err  error
+	)
+	switch req.Op {
+	case opGet, opTouch:
+		body, err = g.tw.MarshalJSON()
+	case opPutEntity:
+		body, err = g.putEntity(ctx, req.Body)
+	case opDelete:
+		err = g.delete(ctx)
+		if err == nil {
+			respond(ctx, []byte(`{}`), nil)
+			ctx.Stop(ctx.Self())
+			return
+		}
+	case opPatch:
+		body, err = g.patch(req.Body, req.IfVersion)
+	case opReported:
+		body, err = g.reported(req.Body)
+	case opTelemetry:
+		body, err = g.telemetry(req.Body)
+	case opConnection:
+		body, err = g.connection(ctx, req.Body)
+	case opInboxSend, opInboxPending, opInboxDelivered:
+		body, err = g.inbox(ctx, req.Op, req.Body)
+	default:
+		err = fmt.Errorf("%w: unknown operation %q", ErrBadRequest, req.Op)
+	}
+	respond(ctx, body, err)
+}
+
+// commit persists the twin together with extra ops and publishes events
+// only after the commit succeeded. On a failed commit the in-memory state is
+// ahead of the disk, so the grain reloads from the store.
+func (g *grain) commit(extra []persistence.Op, events ...Event) error {
+	doc, err := g.tw.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("encode twin %s: %w", g.id, err)
+	}
+	ops := append([]persistence.Op{persistence.PutTwin(g.id, doc)}, extra...)
+	cctx, cancel := g.commitCtx()
+	defer cancel()
+	if err := g.sys.store.Commit(cctx, ops...); err != nil {
+		if lerr := g.load(); lerr != nil {
+			g.log.Error("reload after failed commit", "err", lerr)
+		}
+		return fmt.Errorf("%w: commit %s: %v", ErrUnavailable, g.id, err)
+	}
+	for _, e := range events {
+		e.Entity, e.Kind = g.id, g.kind
+		if e.TS.IsZero() {
+			e.TS = g.now()
+		}
+		g.sys.publish(e)
+	}
+	return nil
+}
+
+func changeEvent(typ string, c twin.Change) Event {
+	return Event{Type: typ, Version: c.Version, Section: c.Section, Data: c.Data}
+}
+
+// EntitySpec is the body of PUT /entities/{id}.
+type EntitySpec struct {
+	Kind         string         `json:"kind"`
+	Parent       string         `json:"parent,omitempty"`
+	ConnectedVia string         `json:"connectedVia,omitempty"`
+	Tags         map[string]any `json:"tags,omitempty"`
+}
+
+func (g *grain) putEntity(ctx actor.Context, body []byte) ([]byte, error) {
+	var spec EntitySpec
+	if err := json.Unmarshal(body, &spec); err != nil {
+		return nil, fmt.Errorf("%w: entity: %v", ErrBadRequest, err)
+	}
+	now := g.now()
+	old := g.ent
+	created := !g.exists
+	if created {
+		g.tw = twin.New(g.id, g.kind)
+		g.contribs = map[string]map[string]contribution{edgeContains: {}, edgeVia: {}}
+		old = persistence.Entity{}
+	}
+	ent := persistence.Entity{ID: g.id, Kind: g.kind, Parent: spec.Parent, ConnectedVia: spec.ConnectedVia,
+		Tags: spec.Tags, CreatedAt: now, UpdatedAt: now}
+	if !created {
+		ent.CreatedAt = old.CreatedAt
+	}
+	// Replacing the entity replaces its tags: express that as a merge patch.
+	tagPatch := map[string]any{}
+	for k := range g.tw.Section(twin.Tags) {
+		if _, keep := spec.Tags[k]; !keep {
+			tagPatch[k] = nil
+		}
+	}
+	for k, v := range spec.Tags {
+		tagPatch[k] = v
+	}
+	var events []Event
+	if len(tagPatch) > 0 {
+		p, _ := json.Marshal(tagPatch)
+		c, err := g.tw.Patch(twin.Tags, p, now, g.sys.cfg.Limits)
+		if err != nil {
+			g.reloadOrForget(created)
+			return nil, mapTwinErr(err)
+		}
+		if !c.Noop {
+			events = append(events, changeEvent(EventTwin, c))
+		}
+	}
+	ops := []persistence.Op{persistence.PutEntity(ent)}
+	mine := g.ownContribution()
+	moves := g.contribMoves(old, ent, mine, &ops)
+	topo, _ := json.Marshal(map[string]any{"entity": ent, "created": created})
+	events = append(events, Event{Type: EventTopology, Version: g.tw.Version(), Data: topo})
+	g.ent, g.exists = ent, true
+	if err := g.commit(ops, events...); err != nil {
+		return nil, err
+	}
+	if created {
+		g.activated()
+	}
+	g.sendMoves(ctx, moves)
+	return json.Marshal(ent)
+}
+
+func (g *grain) reloadOrForget(created bool) {
+	if created {
+		g.exists, g.tw = false, nil
+		return
+	}
+	if err := g.load(); err != nil {
+		g.log.Error("reload", "err", err)
+	}
+}
+
+// contribMove is one notification to send to an ancestor after a commit.
+type contribMove struct {
+	target string
+	msg    contribMsg
+}
+
+// contribMoves computes the contribution records and notifications that an
+// entity change implies: retractions from old parents, contributions to new.
+func (g *grain) contribMoves(old, cur persistence.Entity, mine contribution, ops *[]persistence.Op) []contribMove {
+	var moves []contribMove
+	edges := []struct {
+		edge     string
+		from, to string
+		value    contribution
+	}{
+		{edgeContains, old.Parent, cur.Parent, mine},
+		{edgeVia, old.ConnectedVia, cur.ConnectedVia, g.selfContribution()},
+	}
+	for _, e := range edges {
+		if e.from != "" && e.from != e.to {
+			*ops = append(*ops, persistence.DeleteDoc(persistence.BucketContrib, contribKey(e.from, e.edge, g.id)))
+			moves = append(moves, contribMove{e.from, contribMsg{Edge: e.edge, Removed: true}})
+		}
+		if e.to != "" && (e.from != e.to || e.value != (contribution{})) {
+			v, _ := json.Marshal(e.value)
+			*ops = append(*ops, persistence.PutDoc(persistence.BucketContrib, contribKey(e.to, e.edge, g.id), v))
+			moves = append(moves, contribMove{e.to, contribMsg{Edge: e.edge, Value: e.value}})
+		}
+	}
+	return moves
+}
+
+func (g *grain) sendMoves(ctx actor.Context, moves []contribMove) {
+	for _, m := range moves {
+		ent, err := g.sys.store.GetEntity(m.target)
+		if err != nil {
+			// The ancestor does not exist (yet); its activation will read
+			// the stored contribution.
+			continue
+		}
+		body, _ := json.Marshal(m.msg)
+		g.sys.notify(ctx, m.target, ent.Kind, notifyContrib, g.id, body)
+	}
+}
+
+// selfContribution is what this entity alone adds: one device when it is
+// connectable, connected or not.
+func (g *grain) selfContribution() contribution {
+	if !isConnectable(g.behavior) {
+		return contribution{}
+	}
+	c := contribution{Devices: 1}
+	if g.tw != nil && g.tw.Connection().State == "connected" {
+		c.Connected = 1
+	}
+	return c
+}
+
+// ownContribution is what this entity adds to its contains-parent: itself
+// plus everything it contains.
+func (g *grain) ownContribution() contribution {
+	c := g.selfContribution()
+	for _, v := range g.contribs[edgeContains] {
+		c.Devices += v.Devices
+		c.Connected += v.Connected
+	}
+	return c
+}
+
+func (g *grain) rollupDoc() map[string]any {
+	var sum contribution
+	for _, edge := range []string{edgeContains, edgeVia} {
+		for _, v := range g.contribs[edge] {
+			sum.Devices += v.Devices
+			sum.Connected += v.Connected
+		}
+	}
+	return map[string]any{"devices": float64(sum.Devices), "connected": float64(sum.Connected)}
+}
+
+// refreshUp recomputes this grain's rollup and its contributions to its
+// ancestors after something changed, and commits and sends what differs.
+func (g *grain) refreshUp(ctx actor.Context, events []Event, force bool) error {
+	var ops []persistence.Op
+	if isAggregating(g.behavior) {
+		if c := g.tw.SetRollup(g.rollupDoc()); !c.Noop {
+			events = append(events, changeEvent(EventRollup, c))
+		}
+	}
+	var moves []contribMove
+	for _, e := range []struct {
+		edge, to string
+		value    contribution
+	}{
+		{edgeContains, g.ent.Parent, g.ownContribution()},
+		{edgeVia, g.ent.ConnectedVia, g.selfContribution()},
+	} {
+		if e.to == "" {
+			continue
+		}
+		key := contribKey(e.to, e.edge, g.id)
+		v, _ := json.Marshal(e.value)
+		if !force {
+			if stored, err := g.sys.store.GetDoc(persistence.BucketContrib, key); err == nil && string(stored) == string(v) {
+				continue
+			}
+		}
+		ops = append(ops, persistence.PutDoc(persistence.BucketContrib, key, v))
+		moves = append(moves, contribMove{e.to, contribMsg{Edge: e.edge, Value: e.value}})
+	}
+	if len(events) == 0 && len(ops) == 0 {
+		return nil
+	}
+	if err := g.commit(ops, events...); err != nil {
+		return err
+	}
+	g.sendMoves(ctx, moves)
+	return nil
+}
+
+// repairRollup runs at activation: the stored contributions of the children
+// are the truth, so a rollup or an upward contribution that a crash left
+// stale is corrected here.
+func (g *grain) repairRollup(ctx actor.Context) {
+	if err := g.refreshUp(ctx, nil, false); err != nil {
+		g.log.Warn("rollup repair", "err", err)
+	}
+}
+
+func (g *grain) handleNotify(ctx actor.Context, n *actorspb.Notify) {
+	if n.Op != notifyContrib || !g.exists {
+		return
+	}
+	var m contribMsg
+	if err := json.Unmarshal(n.Body, &m); err != nil || (m.Edge != edgeContains && m.Edge != edgeVia) {
+		g.log.Warn("bad contribution", "from", n.From)
+		return
+	}
+	if m.Removed {
+		delete(g.contribs[m.Edge], n.From)
+	} else {
+		g.contribs[m.Edge][n.From] = m.Value
+	}
+	if err := g.refreshUp(ctx, nil, false); err != nil {
+		g.log.Warn("rollup update", "err", err)
+	}
+}
+
+func (g *grain) delete(ctx actor.Context) error {
+	kids, err := g.sys.store.Children(g.id)
+	if err != nil {
+		return fmt.Errorf("children of %s: %w", g.id, err)
+	}
+	if len(kids) > 0 {
+		return fmt.Errorf("%w: entity %s has %d children (delete them first or use ?recursive=true)", ErrConflict, g.id, len(kids))
+	}
+	var ops []persistence.Op
+	ops = append(ops, persistence.DeleteEntity(g.id))
+	moves := g.contribMoves(g.ent, persistence.Entity{}, contribution{}, &ops)
+	cctx, cancel := g.commitCtx()
+	defer cancel()
+	if err := g.sys.store.Commit(cctx, ops...); err != nil {
+		return fmt.Errorf("%w: delete %s: %v", ErrUnavailable, g.id, err)
+	}
+	topo, _ := json.Marshal(map[string]any{"entity": g.ent, "deleted": true})
+	g.sys.publish(Event{Type: EventTopology, Entity: g.id, Kind: g.kind, Version: g.tw.Version(), Data: topo, TS: g.now()})
+	g.sendMoves(ctx, moves)
+	g.exists, g.tw = false, nil
+	return nil
+}
+
+// PatchBody is the body of PATCH /twins/{id}.
+type PatchBody struct {
+	Desired json.RawMessage `json:"desired,omitempty"`
+	Tags    json.RawMessage `json:"tags,omitempty"`
+}
+
+func (g *grain) patch(body []byte, ifVersion *int64) ([]byte, error) {
+	var p PatchBody
+	if err := json.Unmarshal(body, &p); err != nil {
+		return nil, fmt.Errorf("%w: patch: %v", ErrBadRequest, err)
+	}
+	if ifVersion != nil && *ifVersion != g.tw.Version() {
+		return nil, fmt.Errorf("%w: twin %s is at version %d, not %d", ErrPrecondition, g.id, g.tw.Version(), *ifVersion)
+	}
+	// Apply to a copy so a failure of the second section leaves nothing half-applied.
+	next := g.tw.Clone()
+	now := g.now()
+	var events []Event
+	tagsChanged := false
+	for _, sp := range []struct {
+		sec   twin.Section
+		patch json.RawMessage
+	}{{twin.Desired, p.Desired}, {twin.Tags, p.Tags}} {
+		if len(sp.patch) == 0 {
+			continue
+		}
+		c, err := next.Patch(sp.sec, sp.patch, now, g.sys.cfg.Limits)
+		if err != nil {
+			return nil, mapTwinErr(err)
+		}
+		if !c.Noop {
+			events = append(events, changeEvent(EventTwin, c))
+			tagsChanged = tagsChanged || sp.sec == twin.Tags
+		}
+	}
+	if len(events) == 0 {
+		return g.tw.MarshalJSON()
+	}
+	prev := g.tw
+	g.tw = next
+	var ops []persistence.Op
+	if tagsChanged {
+		ent := g.ent
+		ent.Tags = g.tw.Section(twin.Tags)
+		ent.UpdatedAt = now
+		ops = append(ops, persistence.PutEntity(ent))
+		defer func() { g.ent.Tags = ent.Tags }()
+	}
+	if err := g.commit(ops, events...); err != nil {
+		g.tw = prev
+		return nil, err
+	}
+	return g.tw.MarshalJSON()
+}
+
+func mapTwinErr(err error) error {
+	switch {
+	case errors.Is(err, twin.ErrTooLarge), errors.Is(err, twin.ErrTooDeep):
+		return fmt.Errorf("%w: %v", ErrTooLarge, err)
+	case errors.Is(err, twin.ErrMalformed), errors.Is(err, twin.ErrReservedKey):
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return err
+}
+
+func (g *grain) reported(body []byte) ([]byte, error) {
+	next := g.tw.Clone()
+	c, err := next.Patch(twin.Reported, body, g.now(), g.sys.cfg.Limits)
+	if err != nil {
+		return nil, mapTwinErr(err)
+	}
+	if !c.Noop {
+		prev := g.tw
+		g.tw = next
+		if err := g.commit(nil, changeEvent(EventTwin, c)); err != nil {
+			g.tw = prev
+			return nil, err
+		}
+	}
+	return json.Marshal(map[string]int64{"version": g.tw.Version(), "$version": g.tw.SectionVersion(twin.Reported)})
+}
+
+// TelemetryIn is the body of a telemetry request from a protocol adapter.
+type TelemetryIn struct {
+	TS          time.Time         `json:"ts"`
+	Points      map[string]any    `json:"points,omitempty"`
+	Raw         []byte            `json:"raw,omitempty"`
+	ContentType string            `json:"contentType,omitempty"`
+	Properties  map[string]string `json:"properties,omitempty"`
+}
+
+func (g *grain) telemetry(body []byte) ([]byte, error) {
+	var in TelemetryIn
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, fmt.Errorf("%w: telemetry: %v", ErrBadRequest, err)
+	}
+	if in.TS.IsZero() {
+		in.TS = g.now()
+	}
+	if f, ok := g.behavior.(TelemetryFilter); ok && in.Points != nil {
+		pts, err := f.FilterTelemetry(context.Background(), g.id, in.Points)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
+		in.Points = pts
+	}
+	rec := persistence.TelemetryRecord{TS: in.TS, Points: in.Points, Raw: in.Raw, ContentType: in.ContentType, Properties: in.Properties}
+	ops := []persistence.Op{persistence.AppendTelemetry(g.id, rec)}
+	var events []Event
+	if len(in.Points) > 0 {
+		c := g.tw.SetTelemetry(in.Points, in.TS)
+		data, _ := json.Marshal(map[string]any{"ts": in.TS, "points": in.Points})
+		events = append(events, Event{Type: EventTelemetry, Version: c.Version, Data: data, TS: in.TS})
+	} else {
+		data, _ := json.Marshal(map[string]any{"ts": in.TS, "contentType": in.ContentType, "size": len(in.Raw)})
+		events = append(events, Event{Type: EventTelemetry, Version: g.tw.Version(), Data: data, TS: in.TS})
+	}
+	if err := g.commit(ops, events...); err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]int64{"version": g.tw.Version()})
+}
+
+// ConnectionIn is the body of a connection-state request.
+type ConnectionIn struct {
+	Connected bool      `json:"connected"`
+	Node      string    `json:"node,omitempty"`
+	Since     time.Time `json:"since,omitempty"`
+}
+
+func (g *grain) connection(ctx actor.Context, body []byte) ([]byte, error) {
+	var in ConnectionIn
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, fmt.Errorf("%w: connection: %v", ErrBadRequest, err)
+	}
+	if !isConnectable(g.behavior) {
+		return nil, fmt.Errorf("%w: a %s does not connect", ErrBadRequest, g.kind)
+	}
+	if in.Since.IsZero() {
+		in.Since = g.now()
+	}
+	state := "disconnected"
+	if in.Connected {
+		state = "connected"
+	}
+	c := g.tw.SetConnection(twin.Connection{State: state, Since: in.Since.UTC(), Node: in.Node})
+	var events []Event
+	if !c.Noop {
+		events = append(events, changeEvent(EventConnection, c))
+	}
+	if err := g.refreshUp(ctx, events, false); err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]int64{"version": g.tw.Version()})
+}

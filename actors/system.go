@@ -1,0 +1,283 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/twin"
+)
+
+// Config configures a System. The zero value of every field but Store and
+// Provider means its default.
+type Config struct {
+	// ClusterName must be equal on every node of a cluster. Default "twinmesh".
+	ClusterName string
+	// NodeName names this node in twin connection state and logs.
+	NodeName string
+	// RemoteAddr is the protoactor remote bind address. Default "127.0.0.1:0".
+	RemoteAddr string
+	// Provider supplies cluster membership (our memberlist provider).
+	Provider pcluster.ClusterProvider
+	// IdentityLookup places grains; nil means protoactor's disthash.
+	IdentityLookup pcluster.IdentityLookup
+	// Store persists entities, twins and identities.
+	Store Store
+	// Registry holds the kinds to host; nil means DefaultRegistry().
+	Registry *Registry
+	// IdleTimeout is how long a grain stays active without messages before
+	// it passivates. Default 10 minutes.
+	IdleTimeout time.Duration
+	// RequestTimeout bounds a grain call when the caller's context has no
+	// deadline. Default 10 seconds.
+	RequestTimeout time.Duration
+	// Limits bound twin sections. Default twin.DefaultLimits().
+	Limits twin.Limits
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil means none are registered.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now. Tests inject a virtual clock.
+	Now func() time.Time
+}
+
+func (c *Config) validate() error {
+	if c.Store == nil {
+		return errors.New("actors: Config.Store is required")
+	}
+	if c.Provider == nil {
+		return errors.New("actors: Config.Provider is required")
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = "twinmesh"
+	}
+	if c.RemoteAddr == "" {
+		c.RemoteAddr = "127.0.0.1:0"
+	}
+	if c.Registry == nil {
+		c.Registry = DefaultRegistry()
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 10 * time.Minute
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.Limits == (twin.Limits{}) {
+		c.Limits = twin.DefaultLimits()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if len(c.Registry.Kinds()) == 0 {
+		return errors.New("actors: no kinds registered (import _ \"github.com/twinmesh/twinmesh/actors/kinds\")")
+	}
+	return nil
+}
+
+type metrics struct {
+	activations *prometheus.CounterVec
+	active      *prometheus.GaugeVec
+	requests    *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		activations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "twinmesh_grain_activations_total", Help: "Grain activations by kind.",
+		}, []string{"kind"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "twinmesh_grains_active", Help: "Grains active on this node by kind.",
+		}, []string{"kind"}),
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "twinmesh_grain_request_seconds", Help: "Grain request latency by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+		}, []string{"op"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.activations, m.active, m.requests)
+	}
+	return m
+}
+
+// System is a node's actor layer: the protoactor actor system, remote and
+// cluster, hosting one grain kind per registered Behavior, plus the Go
+// facade that adapters call. It is safe for concurrent use.
+type System struct {
+	cfg     Config
+	log     *slog.Logger
+	store   Store
+	metrics *metrics
+
+	actors  *actor.ActorSystem
+	cluster *pcluster.Cluster
+
+	sinksMu sync.RWMutex
+	sinks   []EventSink
+
+	activeGrains atomic.Int64
+	started      atomic.Bool
+	stopped      atomic.Bool
+}
+
+// New validates cfg and builds a System; Start brings it up.
+func New(cfg Config) (*System, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &System{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "actors"),
+		store:   cfg.Store,
+		metrics: newMetrics(cfg.Registerer),
+	}, nil
+}
+
+// OnEvent adds a sink that receives every event published on this node.
+// Add sinks before Start.
+func (s *System) OnEvent(sink EventSink) {
+	s.sinksMu.Lock()
+	s.sinks = append(s.sinks, sink)
+	s.sinksMu.Unlock()
+}
+
+func (s *System) publish(e Event) {
+	s.sinksMu.RLock()
+	sinks := s.sinks
+	s.sinksMu.RUnlock()
+	for _, sink := range sinks {
+		sink(e)
+	}
+}
+
+// Start starts the actor system, remote and cluster member. protoactor
+// panics when it cannot bind or join; Start turns that into an error.
+func (s *System) Start(ctx context.Context) (err error) {
+	host, portStr, err := net.SplitHostPort(s.cfg.RemoteAddr)
+	if err != nil {
+		return fmt.Errorf("remote address %q: %w", s.cfg.RemoteAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("remote address %q: bad port: %w", s.cfg.RemoteAddr, err)
+	}
+	// Fail early and clearly on a port in use instead of a protoactor panic.
+	if port != 0 {
+		l, lerr := net.Listen("tcp", s.cfg.RemoteAddr)
+		if lerr != nil {
+			return fmt.Errorf("remote listener: %w", lerr)
+		}
+		_ = l.Close()
+	}
+	logger := slog.New(minLevel{s.cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
+	s.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
+	lookup := s.cfg.IdentityLookup
+	if lookup == nil {
+		lookup = disthash.New()
+	}
+	var kinds []*pcluster.Kind
+	for _, k := range s.cfg.Registry.Kinds() {
+		b, _ := s.cfg.Registry.Lookup(k)
+		kinds = append(kinds, pcluster.NewKind(k, actor.PropsFromProducer(s.grainProducer(b))))
+	}
+	ccfg := pcluster.Configure(s.cfg.ClusterName, s.cfg.Provider, lookup,
+		remote.Configure(host, port),
+		pcluster.WithKinds(kinds...),
+		pcluster.WithRequestTimeout(s.cfg.RequestTimeout),
+		pcluster.WithRequestLog(false),
+	)
+	s.cluster = pcluster.New(s.actors, ccfg)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("start cluster member: %v", r)
+		}
+	}()
+	s.cluster.StartMember()
+	s.started.Store(true)
+	s.log.Info("actor system started", "remote", s.actors.Address(), "id", s.actors.ID, "kinds", s.cfg.Registry.Kinds())
+	return nil
+}
+
+// RemoteAddr returns the protoactor remote address actually bound.
+func (s *System) RemoteAddr() string { return s.actors.Address() }
+
+// NodeName returns the configured node name.
+func (s *System) NodeName() string { return s.cfg.NodeName }
+
+// Ready reports whether the system is started and not stopping.
+func (s *System) Ready() bool { return s.started.Load() && !s.stopped.Load() }
+
+// ActiveGrains returns the number of grains active on this node.
+func (s *System) ActiveGrains() int64 { return s.activeGrains.Load() }
+
+// Stop leaves the cluster (gracefully when graceful is true) and stops every
+// grain. Grains persist before they answer, so nothing acknowledged is lost.
+func (s *System) Stop(graceful bool) {
+	if !s.started.Load() || s.stopped.Swap(true) {
+		return
+	}
+	s.cluster.Shutdown(graceful)
+	s.log.Info("actor system stopped")
+}
+
+// call sends a Request to the grain of (id, kind) and waits for its answer,
+// turning error responses back into sentinels.
+func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifVersion *int64) ([]byte, error) {
+	if !s.Ready() {
+		return nil, fmt.Errorf("%w: node not started or stopping", ErrUnavailable)
+	}
+	timeout := s.cfg.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, ctx.Err()
+		}
+	}
+	start := time.Now()
+	res, err := s.cluster.Request(id, kind, &actorspb.Request{Op: op, Body: body, IfVersion: ifVersion},
+		pcluster.WithTimeout(timeout), pcluster.WithRetryCount(3))
+	s.metrics.requests.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: grain %s/%s: %v", ErrUnavailable, kind, id, err)
+	}
+	r, ok := res.(*actorspb.Response)
+	if !ok {
+		return nil, fmt.Errorf("%w: grain %s/%s answered %T", ErrUnavailable, kind, id, res)
+	}
+	if r.Status >= 400 {
+		return nil, errorOf(r.Code, r.Message)
+	}
+	return r.Body, nil
+}
+
+// notify sends a fire-and-forget message to a grain, activating it if needed.
+func (s *System) notify(sender actor.SenderContext, id, kind, op, from string, body []byte) {
+	pid := s.cluster.Get(id, kind)
+	if pid == nil {
+		s.log.Warn("notify: no activation", "entity", id, "kind", kind, "op", op)
+		return
+	}
+	sender.Send(pid, &actorspb.Notify{Op: op, From: from, Body: body})
+}
+
+var _ proto.Message = (*actorspb.Request)(nil)
