@@ -1,0 +1,45 @@
+# twinmesh — make test runs everything CI runs.
+GO        ?= go
+PKGS      := ./...
+GOBIN     ?= $(shell $(GO) env GOPATH)/bin
+STATICCHECK_VERSION := 2026.1
+export PATH := $(GOBIN):$(PATH)
+
+.PHONY: all build test deps lint unit fuzz-smoke proto bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/twinmesh ./cmd/twinmesh
+
+## test: install missing test dependencies, lint, then run every test with -race.
+test: deps lint unit
+
+deps:
+	./scripts/test-deps.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . ; echo "gofmt: files above need formatting"; exit 1)
+	$(GO) vet $(PKGS)
+	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	staticcheck $(PKGS)
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## fuzz-smoke: a short run of every fuzz target (seed corpora also run in `make test`).
+fuzz-smoke:
+	./scripts/fuzz-smoke.sh 10s
+
+## proto: regenerate the committed protobuf code.
+proto:
+	@command -v protoc >/dev/null || (echo "protoc missing: apt-get install protobuf-compiler"; exit 1)
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	protoc --go_out=. --go_opt=module=github.com/twinmesh/twinmesh actors/actorspb/grain.proto
+
+## bench: the go benchmarks quoted in BENCHMARKS.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin

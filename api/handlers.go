@@ -1,0 +1,320 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/persistence"
+)
+
+func asMaxBytes(err error, target **http.MaxBytesError) bool { return errors.As(err, target) }
+
+type items[T any] struct {
+	Items []T  `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+func (s *Server) putEntity(w http.ResponseWriter, r *http.Request) error {
+	var spec actors.EntitySpec
+	if err := decode(r, &spec); err != nil {
+		return err
+	}
+	ent, created, err := s.sys.PutEntity(r.Context(), r.PathValue("id"), spec)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, ent)
+	return nil
+}
+
+func (s *Server) getEntity(w http.ResponseWriter, r *http.Request) error {
+	ent, err := s.sys.GetEntity(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, ent)
+	return nil
+}
+
+func (s *Server) deleteEntity(w http.ResponseWriter, r *http.Request) error {
+	recursive, _ := strconv.ParseBool(r.URL.Query().Get("recursive"))
+	n, err := s.sys.DeleteEntity(r.Context(), r.PathValue("id"), recursive)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]int{"deleted": n})
+	return nil
+}
+
+func (s *Server) children(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.sys.Children(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, items[persistence.Entity]{Items: nonNil(list)})
+	return nil
+}
+
+func (s *Server) tree(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.sys.Tree(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, items[persistence.Entity]{Items: nonNil(list)})
+	return nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func filterFrom(r *http.Request) (persistence.EntityFilter, string, int, error) {
+	q := r.URL.Query()
+	f := persistence.EntityFilter{Kind: q.Get("kind"), Under: q.Get("under")}
+	for k, v := range q {
+		if name, ok := strings.CutPrefix(k, "tag."); ok && len(v) > 0 {
+			if f.Tags == nil {
+				f.Tags = map[string]string{}
+			}
+			f.Tags[name] = v[0]
+		}
+	}
+	limit := 0
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 {
+			return f, "", 0, badRequest("limit must be a positive integer")
+		}
+		limit = n
+	}
+	return f, q.Get("cursor"), limit, nil
+}
+
+func (s *Server) listEntities(w http.ResponseWriter, r *http.Request) error {
+	f, cursor, limit, err := filterFrom(r)
+	if err != nil {
+		return err
+	}
+	if limit == 0 || limit > 1000 {
+		limit = min(max(limit, 100), 1000)
+	}
+	list, next, err := s.sys.ListEntities(r.Context(), f, cursor, limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, items[persistence.Entity]{Items: nonNil(list), Next: next})
+	return nil
+}
+
+// deviceBody is the optional body of PUT /devices/{id}.
+type deviceBody struct {
+	actors.EntitySpec
+}
+
+type deviceOut struct {
+	ID           string `json:"id"`
+	PrimaryKey   string `json:"primaryKey"`
+	SecondaryKey string `json:"secondaryKey"`
+	Status       string `json:"status"`
+}
+
+func identityOut(i persistence.Identity) deviceOut {
+	return deviceOut{ID: i.DeviceID, PrimaryKey: i.PrimaryKey, SecondaryKey: i.SecondaryKey, Status: i.Status}
+}
+
+func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) error {
+	var b deviceBody
+	if r.ContentLength != 0 {
+		if err := decode(r, &b); err != nil && !isEmptyBody(err) {
+			return err
+		}
+	}
+	spec := b.EntitySpec
+	idn, created, err := s.sys.RegisterDevice(r.Context(), r.PathValue("id"), spec.Kind, &spec)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, identityOut(idn))
+	return nil
+}
+
+func isEmptyBody(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && strings.HasPrefix(e.Message, "empty body")
+}
+
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
+	idn, err := s.sys.Identity(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, identityOut(idn))
+	return nil
+}
+
+func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
+	var b struct {
+		Status string `json:"status"`
+	}
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	idn, err := s.sys.SetDeviceStatus(r.Context(), r.PathValue("id"), b.Status)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, identityOut(idn))
+	return nil
+}
+
+func (s *Server) deviceToken(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.SignToken == nil {
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "token minting is not configured"}
+	}
+	ttl := time.Hour
+	if v := r.URL.Query().Get("ttl"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 365*24*3600 {
+			return badRequest("ttl must be seconds between 1 and 31536000")
+		}
+		ttl = time.Duration(n) * time.Second
+	}
+	idn, err := s.sys.Identity(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	tok, exp, err := s.cfg.SignToken(idn.DeviceID, idn.PrimaryKey, ttl)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]any{"token": tok, "expiresAt": exp.UTC()})
+	return nil
+}
+
+func (s *Server) getTwin(w http.ResponseWriter, r *http.Request) error {
+	doc, v, err := s.sys.GetTwin(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	etag := fmt.Sprintf("%q", strconv.FormatInt(v, 10))
+	w.Header().Set("ETag", etag)
+	if match := r.Header.Get("If-None-Match"); match != "" && match == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	writeJSON(w, 200, doc)
+	return nil
+}
+
+// parseIfMatch reads an If-Match header: a quoted (or bare) version, or
+// "*" / absent for an unconditional write (nil).
+func parseIfMatch(h string) (*int64, error) {
+	h = strings.TrimSpace(h)
+	if h == "" || h == "*" {
+		return nil, nil
+	}
+	h = strings.TrimPrefix(h, "W/")
+	v, err := strconv.ParseInt(strings.Trim(h, `"`), 10, 64)
+	if err != nil || v < 0 {
+		return nil, badRequest("If-Match must be a twin version such as \"7\"")
+	}
+	return &v, nil
+}
+
+func (s *Server) patchTwin(w http.ResponseWriter, r *http.Request) error {
+	ifv, err := parseIfMatch(r.Header.Get("If-Match"))
+	if err != nil {
+		return err
+	}
+	var raw map[string]json.RawMessage
+	if err := decode(r, &raw); err != nil {
+		return err
+	}
+	for k := range raw {
+		if k != "desired" && k != "tags" {
+			return badRequest(fmt.Sprintf("a twin patch may change \"desired\" and \"tags\" only, not %q", k))
+		}
+	}
+	doc, v, err := s.sys.PatchTwin(r.Context(), r.PathValue("id"), actors.PatchBody{Desired: raw["desired"], Tags: raw["tags"]}, ifv)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("ETag", fmt.Sprintf("%q", strconv.FormatInt(v, 10)))
+	writeJSON(w, 200, doc)
+	return nil
+}
+
+func (s *Server) queryTwins(w http.ResponseWriter, r *http.Request) error {
+	f, cursor, limit, err := filterFrom(r)
+	if err != nil {
+		return err
+	}
+	list, next, err := s.sys.QueryTwins(r.Context(), f, cursor, limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, items[json.RawMessage]{Items: nonNil(list), Next: next})
+	return nil
+}
+
+func parseTime(name, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return t, badRequest(name + " must be an RFC 3339 time")
+	}
+	return t, nil
+}
+
+func (s *Server) telemetry(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	from, err := parseTime("from", q.Get("from"))
+	if err != nil {
+		return err
+	}
+	to, err := parseTime("to", q.Get("to"))
+	if err != nil {
+		return err
+	}
+	limit := 0
+	if l := q.Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit < 1 || limit > 10000 {
+			return badRequest("limit must be between 1 and 10000")
+		}
+	}
+	recs, err := s.sys.TelemetryHistory(r.Context(), r.PathValue("id"),
+		persistence.TelemetryQuery{Name: q.Get("name"), From: from, To: to, Limit: limit})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, items[persistence.TelemetryRecord]{Items: nonNil(recs)})
+	return nil
+}
+
+func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) error {
+	if s.cfg.Cluster == nil {
+		writeJSON(w, 200, map[string]any{"self": s.sys.NodeName(), "members": []any{}})
+		return nil
+	}
+	writeJSON(w, 200, s.cfg.Cluster())
+	return nil
+}

@@ -1,0 +1,213 @@
+package api
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/twinmesh/twinmesh/actors"
+)
+
+// Config configures the HTTP handler.
+type Config struct {
+	// Token is the admin bearer token every /api/v1 call must carry.
+	Token string
+	// System is the node's actor layer.
+	System *actors.System
+	// MaxBody bounds request bodies; larger ones get 413. Default 1 MiB.
+	MaxBody int64
+	// SignToken mints a SAS token for a device (POST /devices/{id}/token).
+	SignToken func(deviceID, key string, ttl time.Duration) (token string, expires time.Time, err error)
+	// Cluster reports the cluster view for GET /cluster.
+	Cluster func() any
+	// Ready reports readiness for /readyz; nil means the System's readiness.
+	Ready func() error
+	// Extra mounts further handlers (WebSocket hub, dashboard, commands).
+	Extra func(mux *http.ServeMux, auth func(http.Handler) http.Handler)
+	// Logger and metrics.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+}
+
+// Server is the HTTP handler of a node.
+type Server struct {
+	cfg      Config
+	sys      *actors.System
+	log      *slog.Logger
+	mux      *http.ServeMux
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New builds the handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.System == nil {
+		return nil, fmt.Errorf("api: Config.System is required")
+	}
+	if cfg.Token == "" {
+		return nil, fmt.Errorf("api: Config.Token is required")
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, sys: cfg.System, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "twinmesh_http_requests_total", Help: "HTTP requests by route and status.",
+	}, []string{"route", "status"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "twinmesh_http_request_seconds", Help: "HTTP request latency by route.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2.5, 12),
+	}, []string{"route"})
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.requests, s.latency)
+	}
+	s.routes()
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) routes() {
+	a := s.auth
+	h := func(pattern string, fn func(http.ResponseWriter, *http.Request) error) {
+		s.mux.Handle(pattern, s.instrument(pattern, a(handlerFunc(fn))))
+	}
+	h("PUT /api/v1/entities/{id}", s.putEntity)
+	h("GET /api/v1/entities/{id}", s.getEntity)
+	h("DELETE /api/v1/entities/{id}", s.deleteEntity)
+	h("GET /api/v1/entities/{id}/children", s.children)
+	h("GET /api/v1/entities/{id}/tree", s.tree)
+	h("GET /api/v1/entities", s.listEntities)
+	h("PUT /api/v1/devices/{id}", s.putDevice)
+	h("GET /api/v1/devices/{id}", s.getDevice)
+	h("PATCH /api/v1/devices/{id}", s.patchDevice)
+	h("POST /api/v1/devices/{id}/token", s.deviceToken)
+	h("GET /api/v1/twins/{id}", s.getTwin)
+	h("PATCH /api/v1/twins/{id}", s.patchTwin)
+	h("GET /api/v1/twins", s.queryTwins)
+	h("GET /api/v1/twins/{id}/telemetry", s.telemetry)
+	h("GET /api/v1/cluster", s.cluster)
+	s.mux.Handle("/api/", s.instrument("unknown", a(handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path}
+	}))))
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, 200, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	gatherer := s.cfg.Gatherer
+	if gatherer == nil {
+		gatherer = prometheus.DefaultGatherer
+	}
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if s.cfg.Extra != nil {
+		s.cfg.Extra(s.mux, func(next http.Handler) http.Handler { return a(next) })
+	}
+}
+
+// handlerFunc lets handlers return errors that are written as JSON.
+type handlerFunc func(http.ResponseWriter, *http.Request) error
+
+func (f handlerFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := f(w, r); err != nil {
+		writeError(w, err)
+	}
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) instrument(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.MaxBody)
+		next.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = 200
+		}
+		s.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
+		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// Authorized reports whether r carries the admin token, as a bearer header
+// or (for WebSocket clients that cannot set headers) an access_token query.
+func (s *Server) Authorized(r *http.Request) bool {
+	tok := ""
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		tok = strings.TrimPrefix(h, "Bearer ")
+	} else {
+		tok = r.URL.Query().Get("access_token")
+	}
+	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1
+}
+
+func (s *Server) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.Authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="twinmesh"`)
+			writeError(w, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or invalid bearer token"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	var err error
+	if s.cfg.Ready != nil {
+		err = s.cfg.Ready()
+	} else if !s.sys.Ready() {
+		err = fmt.Errorf("actor system not ready")
+	}
+	if err != nil {
+		writeError(w, &Error{Status: http.StatusServiceUnavailable, Code: "not_ready", Message: err.Error()})
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+// decode reads a JSON body into v: 413 over MaxBody, 400 on malformed JSON
+// or trailing data.
+func decode(r *http.Request, v any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if asMaxBytes(err, &mbe) {
+			return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
+		}
+		return badRequest("read body: " + err.Error())
+	}
+	if len(body) == 0 {
+		return badRequest("empty body: a JSON document is required")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return badRequest("malformed JSON: " + err.Error())
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// serveConfig is every setting of `twinmesh serve`. Each field is a flag
+// (--name), an environment variable (TWINMESH_NAME) and a YAML key (name);
+// the flag wins over the variable, which wins over the file.
+type serveConfig struct {
+	Config             string
+	Data               string
+	HTTP               string
+	MQTT               string
+	MQTTS              string
+	TLSCert            string
+	TLSKey             string
+	NodeName           string
+	Gossip             string
+	Remote             string
+	Join               string
+	GossipKey          string
+	APIToken           string
+	HubHost            string
+	IdleTimeout        time.Duration
+	MaxSectionBytes    int
+	MaxDepth           int
+	CommitMaxBatch     int
+	CommitMaxWait      time.Duration
+	TelemetryRetention time.Duration
+	MaxConnections     int
+	DeviceRate         float64
+	DeviceBurst        int
+	MaxPayload         int
+	LogLevel           string
+	LogFormat          string
+}
+
+func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "node"
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.Config, "config", "", "optional YAML config file (keys are the flag names)")
+	fs.StringVar(&c.Data, "data", "./data", "folder for the bbolt file and generated secrets")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "REST, WebSocket, dashboard, /metrics, /healthz, /readyz")
+	fs.StringVar(&c.MQTT, "mqtt", "127.0.0.1:1883", "MQTT listener (plain); empty disables")
+	fs.StringVar(&c.MQTTS, "mqtts", "", "MQTT over TLS listener; needs --tls-cert and --tls-key")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for --mqtts")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --mqtts")
+	fs.StringVar(&c.NodeName, "node-name", host, "member name in the cluster")
+	fs.StringVar(&c.Gossip, "gossip", "127.0.0.1:7946", "memberlist bind address")
+	fs.StringVar(&c.Remote, "remote", "127.0.0.1:0", "protoactor remote bind address")
+	fs.StringVar(&c.Join, "join", "", "comma-separated gossip addresses of existing members")
+	fs.StringVar(&c.GossipKey, "gossip-key", "", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip")
+	fs.StringVar(&c.APIToken, "api-token", "", "admin bearer token; generated into <data>/admin.token when empty")
+	fs.StringVar(&c.HubHost, "hub-host", "twinmesh.local", "host name put in the sr of SAS tokens this node mints")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "grains passivate after this long without messages")
+	fs.IntVar(&c.MaxSectionBytes, "max-section-bytes", 32<<10, "largest twin section (desired, reported, tags) in bytes")
+	fs.IntVar(&c.MaxDepth, "max-depth", 10, "deepest nesting of a twin section")
+	fs.IntVar(&c.CommitMaxBatch, "commit-max-batch", 1000, "most requests group-committed in one transaction")
+	fs.DurationVar(&c.CommitMaxWait, "commit-max-wait", 2*time.Millisecond, "longest a write waits for others to share its commit")
+	fs.DurationVar(&c.TelemetryRetention, "telemetry-retention", 7*24*time.Hour, "how long the warm store keeps telemetry")
+	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent MQTT connections")
+	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "messages per second a device may publish (token bucket)")
+	fs.IntVar(&c.DeviceBurst, "device-burst", 200, "burst size of the per-device rate limit")
+	fs.IntVar(&c.MaxPayload, "max-payload", 256<<10, "largest MQTT payload in bytes")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	return fs
+}
+
+// envName is the environment variable of a flag: TWINMESH_<FLAG>.
+func envName(flagName string) string {
+	return "TWINMESH_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseLayered parses args, then fills every flag not given on the command
+// line from its environment variable, then from the YAML file.
+func parseLayered(fs *flag.FlagSet, args []string, configFlag *string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var setErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || setErr != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				setErr = fmt.Errorf("%w: %s=%q: %v", errUsage, envName(f.Name), v, err)
+			}
+			set[f.Name] = true
+		}
+	})
+	if setErr != nil {
+		return setErr
+	}
+	if configFlag == nil || *configFlag == "" {
+		return nil
+	}
+	raw, err := os.ReadFile(*configFlag)
+	if err != nil {
+		return fmt.Errorf("%w: config file: %v", errUsage, err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return fmt.Errorf("%w: config file %s: %v", errUsage, *configFlag, err)
+	}
+	for k, v := range doc {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("%w: config file %s: unknown key %q", errUsage, *configFlag, k)
+		}
+		if set[k] {
+			continue
+		}
+		var s string
+		switch x := v.(type) {
+		case []any:
+			parts := make([]string, len(x))
+			for i, p := range x {
+				parts[i] = fmt.Sprint(p)
+			}
+			s = strings.Join(parts, ",")
+		case nil:
+			s = ""
+		default:
+			s = fmt.Sprint(x)
+		}
+		if err := fs.Set(k, s); err != nil {
+			return fmt.Errorf("%w: config file %s: %s: %v", errUsage, *configFlag, k, err)
+		}
+	}
+	return nil
+}
+
+func (c *serveConfig) validate() error {
+	if c.Data == "" {
+		return fmt.Errorf("%w: --data must not be empty", errUsage)
+	}
+	if c.HTTP == "" {
+		return fmt.Errorf("%w: --http must not be empty", errUsage)
+	}
+	if c.MQTTS != "" && (c.TLSCert == "" || c.TLSKey == "") {
+		return fmt.Errorf("%w: --mqtts needs --tls-cert and --tls-key", errUsage)
+	}
+	if c.NodeName == "" {
+		return fmt.Errorf("%w: --node-name must not be empty", errUsage)
+	}
+	if c.MaxSectionBytes < 64 || c.MaxDepth < 1 {
+		return fmt.Errorf("%w: --max-section-bytes must be >= 64 and --max-depth >= 1", errUsage)
+	}
+	if c.IdleTimeout < time.Second {
+		return fmt.Errorf("%w: --idle-timeout must be at least 1s", errUsage)
+	}
+	if c.CommitMaxBatch < 1 || c.CommitMaxWait < 0 {
+		return fmt.Errorf("%w: --commit-max-batch must be >= 1 and --commit-max-wait >= 0", errUsage)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("%w: --log-format must be text or json", errUsage)
+	}
+	return nil
+}
+
+func (c *serveConfig) joinList() []string {
+	var out []string
+	for _, s := range strings.Split(c.Join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/twinmesh/twinmesh/actors"
+	_ "github.com/twinmesh/twinmesh/actors/kinds"
+	"github.com/twinmesh/twinmesh/actors/twin"
+	"github.com/twinmesh/twinmesh/api"
+	tmcluster "github.com/twinmesh/twinmesh/cluster"
+	"github.com/twinmesh/twinmesh/persistence"
+	"github.com/twinmesh/twinmesh/protocols/sas"
+)
+
+func newLogger(c *serveConfig, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level: %v", errUsage, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// prepareData makes sure the data folder exists and is writable.
+func prepareData(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data folder %s: %w", dir, err)
+	}
+	probe, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("data folder %s is not writable: %w", dir, err)
+	}
+	name := probe.Name()
+	_ = probe.Close()
+	return os.Remove(name)
+}
+
+// adminToken returns the configured token, or the one kept in
+// <data>/admin.token, generating it (mode 0600) on first start.
+func adminToken(c *serveConfig) (string, bool, error) {
+	if c.APIToken != "" {
+		return c.APIToken, false, nil
+	}
+	path := filepath.Join(c.Data, "admin.token")
+	if b, err := os.ReadFile(path); err == nil {
+		if tok := strings.TrimSpace(string(b)); tok != "" {
+			return tok, false, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", false, fmt.Errorf("read %s: %w", path, err)
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", false, err
+	}
+	tok := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	return tok, true, nil
+}
+
+// node is everything `serve` runs, in start order; stop runs in reverse.
+type node struct {
+	log   *slog.Logger
+	db    *persistence.DB
+	prov  *tmcluster.Provider
+	sys   *actors.System
+	http  *http.Server
+	httpL net.Listener
+	stops []func(context.Context)
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c serveConfig
+	fs := serveFlags(&c, stderr)
+	if err := parseLayered(fs, args, &c.Config); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	log, err := newLogger(&c, stderr)
+	if err != nil {
+		return err
+	}
+	n, err := startNode(ctx, &c, log)
+	if err != nil {
+		if n != nil {
+			n.stop()
+		}
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	n.stop()
+	log.Info("stopped")
+	return nil
+}
+
+func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, error) {
+	n := &node{log: log}
+	if err := prepareData(c.Data); err != nil {
+		return nil, err
+	}
+	token, generated, err := adminToken(c)
+	if err != nil {
+		return nil, err
+	}
+	if generated {
+		log.Info("generated admin token", "file", filepath.Join(c.Data, "admin.token"))
+	}
+	var gossipKey []byte
+	if c.GossipKey != "" {
+		if gossipKey, err = base64.StdEncoding.DecodeString(c.GossipKey); err != nil {
+			return nil, fmt.Errorf("%w: --gossip-key is not base64: %v", errUsage, err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	commitSize := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "twinmesh_commit_batch_requests", Help: "Requests group-committed per bbolt transaction.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+	})
+	commitLatency := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "twinmesh_commit_seconds", Help: "Duration of one group-commit transaction including fsync.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+	})
+	reg.MustRegister(commitSize, commitLatency)
+
+	dbPath := filepath.Join(c.Data, "twinmesh.db")
+	n.db, err = persistence.Open(dbPath, &persistence.Options{
+		MaxBatch: c.CommitMaxBatch, MaxWait: c.CommitMaxWait, Logger: log.With("component", "persistence"),
+		Observer: func(requests, _ int, d time.Duration) {
+			commitSize.Observe(float64(requests))
+			commitLatency.Observe(d.Seconds())
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dbPath, err)
+	}
+	n.stops = append(n.stops, func(context.Context) {
+		if err := n.db.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	})
+
+	n.prov, err = tmcluster.NewProvider(tmcluster.Config{
+		NodeName: c.NodeName, GossipAddr: c.Gossip, Join: c.joinList(), GossipKey: gossipKey,
+		Logger: log.With("component", "cluster"),
+	})
+	if err != nil {
+		return n, fmt.Errorf("%w: cluster: %v", errUsage, err)
+	}
+	n.sys, err = actors.New(actors.Config{
+		NodeName: c.NodeName, RemoteAddr: c.Remote, Provider: n.prov, Store: n.db,
+		IdleTimeout: c.IdleTimeout, Limits: twin.Limits{MaxSectionBytes: c.MaxSectionBytes, MaxDepth: c.MaxDepth},
+		Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return n, err
+	}
+	if err := n.sys.Start(ctx); err != nil {
+		return n, err
+	}
+	n.stops = append(n.stops, func(context.Context) { n.sys.Stop(true) })
+	log.Info("listening", "listener", "gossip", "addr", n.prov.GossipAddr())
+	log.Info("listening", "listener", "remote", "addr", n.sys.RemoteAddr())
+
+	apiSrv, err := api.New(api.Config{
+		Token: token, System: n.sys, Logger: log, Registerer: reg, Gatherer: reg,
+		SignToken: func(id, key string, ttl time.Duration) (string, time.Time, error) {
+			exp := time.Now().Add(ttl)
+			tok, err := sas.Sign(c.HubHost+"/devices/"+id, key, exp)
+			return tok, exp, err
+		},
+		Cluster: func() any { return clusterView(c.NodeName, n.prov, n.sys) },
+	})
+	if err != nil {
+		return n, err
+	}
+	n.httpL, err = net.Listen("tcp", c.HTTP)
+	if err != nil {
+		return n, fmt.Errorf("http listener: %w", err)
+	}
+	n.http = &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := n.http.Serve(n.httpL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	n.stops = append(n.stops, func(ctx context.Context) { _ = n.http.Shutdown(ctx) })
+	log.Info("listening", "listener", "http", "addr", n.httpL.Addr().String())
+	if err := writeNodeInfo(c.Data, n.httpL.Addr().String()); err != nil {
+		log.Warn("write node.json", "err", err)
+	}
+	n.stops = append(n.stops, func(context.Context) { _ = os.Remove(filepath.Join(c.Data, "node.json")) })
+
+	touched, err := n.sys.Touch(ctx)
+	if err != nil {
+		log.Warn("rollup repair at start", "err", err)
+	} else {
+		log.Info("rollups checked", "aggregates", touched)
+	}
+	log.Info("node ready", "node", c.NodeName, "data", c.Data)
+	return n, nil
+}
+
+// stop shuts everything down in reverse start order.
+func (n *node) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for i := len(n.stops) - 1; i >= 0; i-- {
+		n.stops[i](ctx)
+	}
+}
+
+// clusterView is the body of GET /api/v1/cluster.
+func clusterView(self string, p *tmcluster.Provider, sys *actors.System) any {
+	type member struct {
+		Name   string `json:"name"`
+		Gossip string `json:"gossip"`
+		Remote string `json:"remote"`
+		State  string `json:"state"`
+		Grains int64  `json:"grains"`
+		Self   bool   `json:"self,omitempty"`
+	}
+	var ms []member
+	for _, m := range p.Members() {
+		mm := member{Name: m.Name, Gossip: m.Gossip, Remote: m.Remote, State: m.State, Self: m.Self}
+		if m.Self {
+			mm.Grains = sys.ActiveGrains()
+		}
+		ms = append(ms, mm)
+	}
+	if ms == nil {
+		ms = []member{}
+	}
+	return map[string]any{"self": self, "members": ms}
+}

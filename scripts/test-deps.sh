@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing: protoc is not needed
+# (generated code is committed); the MQTT command-line clients, Chromium for
+# the dashboard browser test, and staticcheck. Safe to run repeatedly.
+set -euo pipefail
+need=()
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
