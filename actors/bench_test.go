@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"

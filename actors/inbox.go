@@ -16,8 +16,8 @@ import (
 
 // Cloud-to-device inbox limits (IoT Hub's defaults).
 const (
-	DefaultMessageTTL = time.Hour
-	MaxMessageTTL     = 48 * time.Hour
+	DefaultMessageTTL   = time.Hour
+	MaxMessageTTL       = 48 * time.Hour
 	MaxPendingPerDevice = 50
 	// completedRetention is how long delivered/expired outcomes stay
 	// visible through the API before they are purged.

@@ -16,7 +16,7 @@ import (
 func asMaxBytes(err error, target **http.MaxBytesError) bool { return errors.As(err, target) }
 
 type items[T any] struct {
-	Items []T  `json:"items"`
+	Items []T    `json:"items"`
 	Next  string `json:"next,omitempty"`
 }
 
