@@ -78,10 +78,16 @@ var listenRE = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+)`)
 // default to 127.0.0.1:0. It waits for "node ready" (or fails the test).
 func Start(t testing.TB, data string, extra ...string) *Node {
 	t.Helper()
+	return StartBinary(t, Binary(t), data, extra...)
+}
+
+// StartBinary is Start with another twinmesh build (e.g. one with plugins).
+func StartBinary(t testing.TB, bin, data string, extra ...string) *Node {
+	t.Helper()
 	args := []string{"serve", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
 		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", "n-" + filepath.Base(data)}
 	args = append(args, extra...)
-	cmd := exec.Command(Binary(t), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "TWINMESH_API_TOKEN=")
 	n := &Node{t: t, Cmd: cmd, Data: data, Addrs: map[string]string{}, done: make(chan struct{})}
 	stderr, err := cmd.StderrPipe()

@@ -1,0 +1,73 @@
+// Package cli is the twinmesh command line: `serve` runs a node, `token`
+// mints a device SAS token, `bench` drives load against a node, `version`
+// prints the version. cmd/twinmesh is a one-line main around Main; a custom
+// binary that links plugin kinds in is the same one line plus blank imports
+// (see examples/plugin).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Version is set at build time with
+// -ldflags "-X github.com/twinmesh/twinmesh/cmd/twinmesh/cli.Version=...".
+var Version = "dev"
+
+// Main runs the command line with args (without the program name) and
+// returns the process exit status: 0 on success, 2 on a usage error, 1 on
+// any other failure.
+func Main(args []string, stdout, stderr io.Writer) int {
+	return run(args, stdout, stderr)
+}
+
+const usage = `usage: twinmesh <command> [flags]
+
+commands:
+  serve     run a node (embedded defaults: ./data, HTTP :8080, MQTT :1883)
+  token     print a SAS token for a device: twinmesh token --data DIR DEVICE_ID [--ttl 1h]
+  version   print the version
+
+Run 'twinmesh <command> -h' for the flags of a command.
+`
+
+// errUsage marks errors that are the caller's fault (exit status 2).
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stdout, stderr)
+	case "token":
+		err = tokenCmd(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "twinmesh %s\n", Version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "twinmesh: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "twinmesh %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "twinmesh %s: %v\n", args[0], err)
+		return 1
+	}
+}

@@ -1,0 +1,28 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/twinmesh/twinmesh/internal/testutil"
+)
+
+// TestCustomBinaryServesPluginKind builds this example and checks that the
+// node it runs accepts thermostats, which the stock binary refuses.
+func TestCustomBinaryServesPluginKind(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "twinmesh-plugin")
+	build := exec.Command("go", "build", "-o", bin, "./examples/plugin")
+	build.Dir = testutil.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	n := testutil.StartBinary(t, bin, t.TempDir())
+	c := n.Client()
+	c.MustDo(t, "PUT", "/api/v1/entities/lab", `{"kind":"room"}`, 201)
+	c.MustDo(t, "PUT", "/api/v1/devices/t1", `{"kind":"thermostat","parent":"lab"}`, 201)
+	c.MustDo(t, "GET", "/api/v1/twins/t1", nil, 200)
+
+	stock := testutil.Start(t, t.TempDir())
+	stock.Client().MustDo(t, "PUT", "/api/v1/devices/t1", `{"kind":"thermostat"}`, 400)
+}
