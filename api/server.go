@@ -27,6 +27,8 @@ type Config struct {
 	MaxBody int64
 	// SignToken mints a SAS token for a device (POST /devices/{id}/token).
 	SignToken func(deviceID, key string, ttl time.Duration) (token string, expires time.Time, err error)
+	// Methods invokes direct methods (the MQTT adapter); nil answers 404.
+	Methods Methods
 	// Cluster reports the cluster view for GET /cluster.
 	Cluster func() any
 	// Ready reports readiness for /readyz; nil means the System's readiness.
@@ -101,6 +103,7 @@ func (s *Server) routes() {
 	h("GET /api/v1/twins", s.queryTwins)
 	h("GET /api/v1/twins/{id}/telemetry", s.telemetry)
 	h("GET /api/v1/cluster", s.cluster)
+	s.deviceRoutes(h)
 	s.mux.Handle("/api/", s.instrument("unknown", a(handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path}
 	}))))

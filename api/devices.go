@@ -1,0 +1,174 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/persistence"
+)
+
+// Methods invokes direct methods on connected devices. It returns
+// actors.ErrNotConnected or actors.ErrTimeout (wrapped) when it cannot.
+type Methods interface {
+	InvokeMethod(ctx context.Context, deviceID, method string, payload []byte) (status int, resp []byte, err error)
+}
+
+func (s *Server) deviceRoutes(h func(string, func(http.ResponseWriter, *http.Request) error)) {
+	h("POST /api/v1/devices/{id}/methods/{name}", s.invoke)
+	h("POST /api/v1/devices/{id}/messages", s.sendMessage)
+	h("GET /api/v1/devices/{id}/messages", s.listMessages)
+	h("GET /api/v1/devices/{id}/messages/{mid}", s.getMessage)
+	h("GET /api/v1/devices/{id}/grants", s.listGrants)
+	h("PUT /api/v1/devices/{id}/grants/{grantee}", s.putGrant)
+	h("DELETE /api/v1/devices/{id}/grants/{grantee}", s.deleteGrant)
+}
+
+type invokeBody struct {
+	Payload        json.RawMessage `json:"payload"`
+	TimeoutSeconds *int            `json:"timeoutSeconds"`
+}
+
+func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
+	var b invokeBody
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	timeout := 30
+	if b.TimeoutSeconds != nil {
+		timeout = *b.TimeoutSeconds
+	}
+	if timeout < 5 || timeout > 300 {
+		return badRequest("timeoutSeconds must be between 5 and 300")
+	}
+	id := r.PathValue("id")
+	if _, err := s.sys.Identity(r.Context(), id); err != nil {
+		return err
+	}
+	if s.cfg.Methods == nil {
+		return &Error{Status: http.StatusNotFound, Code: "not_connected", Message: "no protocol adapter is running on this node"}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(timeout)*time.Second)
+	defer cancel()
+	payload := []byte(b.Payload)
+	if len(payload) == 0 {
+		payload = []byte("null")
+	}
+	status, resp, err := s.cfg.Methods.InvokeMethod(ctx, id, r.PathValue("name"), payload)
+	if err != nil {
+		return err
+	}
+	if !json.Valid(resp) {
+		// Devices should answer JSON; keep whatever they sent readable.
+		resp, _ = json.Marshal(string(resp))
+	}
+	writeJSON(w, 200, map[string]any{"status": status, "payload": json.RawMessage(resp)})
+	return nil
+}
+
+type messageBody struct {
+	Payload    json.RawMessage   `json:"payload"`
+	TTLSeconds int               `json:"ttlSeconds"`
+	Properties map[string]string `json:"properties"`
+}
+
+// messageOut is a cloud-to-device message as the API shows it: the payload
+// as JSON when it is JSON, else as base64 in payloadBase64.
+type messageOut struct {
+	ID            string            `json:"messageId"`
+	State         string            `json:"state"`
+	Payload       json.RawMessage   `json:"payload,omitempty"`
+	PayloadBase64 string            `json:"payloadBase64,omitempty"`
+	Properties    map[string]string `json:"properties,omitempty"`
+	EnqueuedAt    time.Time         `json:"enqueuedAt"`
+	ExpiresAt     time.Time         `json:"expiresAt"`
+	DeliveredAt   *time.Time        `json:"deliveredAt,omitempty"`
+}
+
+func messageView(m persistence.InboxMessage) messageOut {
+	o := messageOut{ID: m.ID, State: m.State, Properties: m.Properties, EnqueuedAt: m.EnqueuedAt, ExpiresAt: m.ExpiresAt}
+	if json.Valid(m.Payload) {
+		o.Payload = m.Payload
+	} else {
+		o.PayloadBase64 = base64.StdEncoding.EncodeToString(m.Payload)
+	}
+	if !m.DeliveredAt.IsZero() {
+		t := m.DeliveredAt
+		o.DeliveredAt = &t
+	}
+	return o
+}
+
+func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
+	var b messageBody
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	if len(b.Payload) == 0 {
+		return badRequest("payload is required")
+	}
+	payload := []byte(b.Payload)
+	// A JSON string payload is sent as its text, so a device gets "hello",
+	// not "\"hello\"".
+	var str string
+	if json.Unmarshal(b.Payload, &str) == nil {
+		payload = []byte(str)
+	}
+	m, err := s.sys.SendMessage(r.Context(), r.PathValue("id"), actors.OutgoingMessage{
+		Payload: payload, Properties: b.Properties, TTL: time.Duration(b.TTLSeconds) * time.Second})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"messageId": m.ID, "expiresAt": m.ExpiresAt})
+	return nil
+}
+
+func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
+	msgs, err := s.sys.Messages(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := make([]messageOut, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, messageView(m))
+	}
+	writeJSON(w, 200, items[messageOut]{Items: out})
+	return nil
+}
+
+func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.sys.Message(r.Context(), r.PathValue("id"), r.PathValue("mid"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, messageView(m))
+	return nil
+}
+
+func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.sys.Grants(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, items[string]{Items: g})
+	return nil
+}
+
+func (s *Server) putGrant(w http.ResponseWriter, r *http.Request) error {
+	if err := s.sys.Grant(r.Context(), r.PathValue("id"), r.PathValue("grantee")); err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]string{"device": r.PathValue("id"), "grantee": r.PathValue("grantee")})
+	return nil
+}
+
+func (s *Server) deleteGrant(w http.ResponseWriter, r *http.Request) error {
+	if err := s.sys.Revoke(r.Context(), r.PathValue("id"), r.PathValue("grantee")); err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]string{"revoked": r.PathValue("grantee")})
+	return nil
+}

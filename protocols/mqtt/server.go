@@ -1,0 +1,501 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Identity is what the adapter needs of a device identity.
+type Identity struct {
+	DeviceID, PrimaryKey, SecondaryKey string
+	Enabled                            bool
+}
+
+// Telemetry is one device-to-cloud message.
+type Telemetry struct {
+	TS          time.Time
+	Payload     []byte
+	ContentType string
+	Properties  map[string]string
+	QoS         byte
+}
+
+// C2DMessage is a pending cloud-to-device message.
+type C2DMessage struct {
+	ID         string
+	Payload    []byte
+	Properties map[string]string
+	ExpiresAt  time.Time
+}
+
+// Sentinel errors. A Backend may return (wrapped) ErrUnknownDevice,
+// ErrBadRequest, ErrTooLarge or ErrThrottled; the adapter maps them to the
+// hub's status codes.
+var (
+	ErrUnknownDevice = errors.New("unknown device")
+	ErrNotConnected  = errors.New("device not connected")
+	ErrTimeout       = errors.New("device did not answer in time")
+	ErrBadRequest    = errors.New("bad request")
+	ErrTooLarge      = errors.New("too large")
+	ErrThrottled     = errors.New("throttled")
+)
+
+// Backend is implemented by the actor layer. Every method may block on IO,
+// must honour ctx, and must be safe for concurrent use.
+type Backend interface {
+	Identity(ctx context.Context, deviceID string) (Identity, error)
+	// MayActFor reports whether deviceID is connectedVia gatewayID.
+	MayActFor(ctx context.Context, gatewayID, deviceID string) (bool, error)
+	// MayRead reports whether subscriberID was granted deviceID's telemetry.
+	MayRead(ctx context.Context, subscriberID, deviceID string) (bool, error)
+	// Telemetry returns after the message is durably stored.
+	Telemetry(ctx context.Context, deviceID string, m Telemetry) error
+	// GetTwin returns the desired and reported sections, each with "$version".
+	GetTwin(ctx context.Context, deviceID string) (desired, reported json.RawMessage, err error)
+	// PatchReported applies a merge patch and returns the reported $version.
+	PatchReported(ctx context.Context, deviceID string, patch []byte) (int64, error)
+	SetConnection(ctx context.Context, deviceID string, connected bool) error
+	PendingMessages(ctx context.Context, deviceID string) ([]C2DMessage, error)
+	MessageDelivered(ctx context.Context, deviceID, messageID string) error
+}
+
+// Config configures a Server. Zero values mean the defaults.
+type Config struct {
+	Addr           string // plain listener; "" disables
+	TLSAddr        string // TLS listener; "" disables
+	TLSCert        string // PEM files for TLSAddr
+	TLSKey         string
+	MaxConnections int     // default 10,000
+	MessageRate    float64 // per-device publishes per second, default 100
+	Burst          int     // default 200
+	MaxPayload     int     // default 256 KiB
+	QoS0Queue      int     // bounded QoS 0 telemetry queue, default 10,000
+	QoS0Workers    int     // default 8
+	// RequestTimeout bounds each Backend call. Default 10 s.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+	// Now is the clock for token expiry; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) defaults() error {
+	if c.Addr == "" && c.TLSAddr == "" {
+		return errors.New("mqtt: no listener configured")
+	}
+	if c.TLSAddr != "" && (c.TLSCert == "" || c.TLSKey == "") {
+		return errors.New("mqtt: a TLS listener needs a certificate and a key")
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 10000
+	}
+	if c.MessageRate <= 0 {
+		c.MessageRate = 100
+	}
+	if c.Burst <= 0 {
+		c.Burst = 200
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = 256 << 10
+	}
+	if c.QoS0Queue <= 0 {
+		c.QoS0Queue = 10000
+	}
+	if c.QoS0Workers <= 0 {
+		c.QoS0Workers = 8
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+type metrics struct {
+	messages    *prometheus.CounterVec
+	refused     *prometheus.CounterVec
+	qos0Dropped prometheus.Counter
+	connections prometheus.Gauge
+	queue       prometheus.GaugeFunc
+}
+
+// Server is the embedded broker. It is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	backend Backend
+	broker  *mochi.Server
+	metrics metrics
+
+	addr, tlsAddr string
+
+	qos0 chan qos0Item
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	rid       atomic.Uint64
+	mu        sync.Mutex
+	sessions  map[string]*session // by client (device) ID
+	methodsMu sync.Mutex
+	methods   map[string]chan methodResult // by deviceID + "\x00" + rid
+}
+
+type qos0Item struct {
+	device string
+	m      Telemetry
+}
+
+type methodResult struct {
+	status  int
+	payload []byte
+}
+
+// session is our per-connection state next to mochi's.
+type session struct {
+	cl       *mochi.Client
+	bucket   tokenBucket
+	subs     map[TopicKind]bool
+	bound    map[string]bool   // devices whose devicebound topic this session subscribed to
+	inflight map[uint16]c2dRef // C2D packet ID → message
+	sent     map[string]bool   // C2D message IDs in flight this session
+}
+
+type c2dRef struct{ device, msg string }
+
+// New validates cfg and builds the broker; Start opens the listeners.
+func New(cfg Config, b Backend) (*Server, error) {
+	if b == nil {
+		return nil, errors.New("mqtt: Backend is required")
+	}
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "mqtt"), backend: b,
+		qos0: make(chan qos0Item, cfg.QoS0Queue), stop: make(chan struct{}),
+		sessions: map[string]*session{}, methods: map[string]chan methodResult{}}
+	s.metrics = metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "twinmesh_mqtt_messages_total", Help: "Telemetry messages accepted, by QoS."}, []string{"qos"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "twinmesh_mqtt_refused_total", Help: "Refused connections and publishes, by reason."}, []string{"reason"}),
+		qos0Dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "twinmesh_mqtt_qos0_dropped_total", Help: "QoS 0 telemetry dropped because the queue was full."}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "twinmesh_mqtt_connections", Help: "Connected devices."}),
+	}
+	s.metrics.queue = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "twinmesh_mqtt_qos0_queue", Help: "QoS 0 telemetry waiting to be stored."}, func() float64 { return float64(len(s.qos0)) })
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.metrics.messages, s.metrics.refused, s.metrics.qos0Dropped, s.metrics.connections, s.metrics.queue)
+	}
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumClients = int64(cfg.MaxConnections)
+	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10) // the payload check is ours, with a clear count
+	caps.RetainAvailable = 0
+	caps.MaximumSessionExpiryInterval = 3600
+	s.broker = mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps,
+		Logger: slog.New(quietHandler{cfg.Logger.With("component", "mochi").Handler()})})
+	if err := s.broker.AddHook(&hook{s: s}, nil); err != nil {
+		return nil, fmt.Errorf("mqtt: add hook: %w", err)
+	}
+	return s, nil
+}
+
+// Start binds the listeners and starts serving; a port in use is an error.
+func (s *Server) Start(_ context.Context) error {
+	if s.cfg.Addr != "" {
+		ln, err := net.Listen("tcp", s.cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("mqtt listener: %w", err)
+		}
+		s.addr = ln.Addr().String()
+		if err := s.broker.AddListener(listeners.NewNet("mqtt", ln)); err != nil {
+			return fmt.Errorf("mqtt listener: %w", err)
+		}
+	}
+	if s.cfg.TLSAddr != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("mqtts certificate: %w", err)
+		}
+		ln, err := tls.Listen("tcp", s.cfg.TLSAddr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return fmt.Errorf("mqtts listener: %w", err)
+		}
+		s.tlsAddr = ln.Addr().String()
+		if err := s.broker.AddListener(listeners.NewNet("mqtts", ln)); err != nil {
+			return fmt.Errorf("mqtts listener: %w", err)
+		}
+	}
+	for i := 0; i < s.cfg.QoS0Workers; i++ {
+		s.wg.Add(1)
+		go s.qos0Worker()
+	}
+	if err := s.broker.Serve(); err != nil {
+		return fmt.Errorf("mqtt serve: %w", err)
+	}
+	return nil
+}
+
+// Addr returns the plain listener's bound address ("" if disabled).
+func (s *Server) Addr() string { return s.addr }
+
+// TLSAddr returns the TLS listener's bound address ("" if disabled).
+func (s *Server) TLSAddr() string { return s.tlsAddr }
+
+// Close stops the listeners, disconnects every client and stops the QoS 0
+// workers after they drained the queue.
+func (s *Server) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	err := s.broker.Close()
+	close(s.stop)
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) qos0Worker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case it := <-s.qos0:
+			s.storeTelemetry(it.device, it.m)
+		case <-s.stop:
+			for {
+				select {
+				case it := <-s.qos0:
+					s.storeTelemetry(it.device, it.m)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Server) storeTelemetry(device string, m Telemetry) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	err := s.backend.Telemetry(ctx, device, m)
+	if err != nil {
+		s.metrics.refused.WithLabelValues("store_failed").Inc()
+		s.log.Warn("telemetry not stored", "device", device, "qos", m.QoS, "err", err)
+		return err
+	}
+	s.metrics.messages.WithLabelValues(strconv.Itoa(int(m.QoS))).Inc()
+	return nil
+}
+
+func (s *Server) session(id string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[id]
+}
+
+// IsConnected reports whether the device has a live session on this node.
+func (s *Server) IsConnected(deviceID string) bool {
+	ss := s.session(deviceID)
+	return ss != nil && !ss.cl.Closed()
+}
+
+// Disconnect drops the device's live session (it was disabled or deleted).
+func (s *Server) Disconnect(deviceID string) bool {
+	cl, ok := s.broker.Clients.Get(deviceID)
+	if !ok || cl.Closed() {
+		return false
+	}
+	_ = s.broker.DisconnectClient(cl, packets.ErrNotAuthorized)
+	cl.Stop(fmt.Errorf("device %s disconnected by the server", deviceID))
+	return true
+}
+
+// sendTo writes a QoS 0 publish to one client only: the $iothub response
+// topics are shared names, so they must never go through broker routing.
+func sendTo(cl *mochi.Client, topic string, payload []byte) error {
+	return cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   topic, Payload: payload,
+	})
+}
+
+// InvokeMethod calls a direct method on a connected device and waits for its
+// answer until ctx is done (ErrTimeout).
+func (s *Server) InvokeMethod(ctx context.Context, deviceID, method string, payload []byte) (int, []byte, error) {
+	ss := s.session(deviceID)
+	if ss == nil || ss.cl.Closed() {
+		return 0, nil, fmt.Errorf("%w: %s", ErrNotConnected, deviceID)
+	}
+	s.mu.Lock()
+	subscribed := ss.subs[TopicMethodRequest]
+	s.mu.Unlock()
+	if !subscribed {
+		return 0, nil, fmt.Errorf("%w: %s is not subscribed to direct methods", ErrNotConnected, deviceID)
+	}
+	if method == "" || strings.ContainsAny(method, "/+#") {
+		return 0, nil, fmt.Errorf("%w: method name %q", ErrBadRequest, method)
+	}
+	rid := strconv.FormatUint(s.rid.Add(1), 10)
+	key := deviceID + "\x00" + rid
+	ch := make(chan methodResult, 1)
+	s.methodsMu.Lock()
+	s.methods[key] = ch
+	s.methodsMu.Unlock()
+	defer func() {
+		s.methodsMu.Lock()
+		delete(s.methods, key)
+		s.methodsMu.Unlock()
+	}()
+	if len(payload) == 0 {
+		payload = []byte("null")
+	}
+	if err := sendTo(ss.cl, "$iothub/methods/POST/"+method+"/?$rid="+rid, payload); err != nil {
+		return 0, nil, fmt.Errorf("%w: %v", ErrNotConnected, err)
+	}
+	select {
+	case r := <-ch:
+		return r.status, r.payload, nil
+	case <-ctx.Done():
+		return 0, nil, fmt.Errorf("%w: method %s on %s", ErrTimeout, method, deviceID)
+	}
+}
+
+// NotifyDesired tells a subscribed device that its desired properties
+// changed; patch is the merge patch (this function adds "$version").
+func (s *Server) NotifyDesired(deviceID string, version int64, patch []byte) {
+	ss := s.session(deviceID)
+	if ss == nil {
+		return
+	}
+	s.mu.Lock()
+	subscribed := ss.subs[TopicTwinDesired]
+	s.mu.Unlock()
+	if !subscribed {
+		return
+	}
+	var body map[string]any
+	if json.Unmarshal(patch, &body) != nil || body == nil {
+		body = map[string]any{}
+	}
+	body["$version"] = version
+	b, _ := json.Marshal(body)
+	if err := sendTo(ss.cl, "$iothub/twin/PATCH/properties/desired/?$version="+strconv.FormatInt(version, 10), b); err != nil {
+		s.log.Debug("desired notification not sent", "device", deviceID, "err", err)
+	}
+}
+
+// DeliverPending publishes the device's pending cloud-to-device messages
+// to whoever is subscribed to its devicebound topic (the device, or the
+// gateway it connects via), at QoS 1, skipping those already in flight.
+func (s *Server) DeliverPending(deviceID string) {
+	if !s.boundSubscriber(deviceID) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	msgs, err := s.backend.PendingMessages(ctx, deviceID)
+	if err != nil {
+		s.log.Warn("pending messages", "device", deviceID, "err", err)
+		return
+	}
+	for _, m := range msgs {
+		if !s.markSent(deviceID, m.ID) {
+			continue
+		}
+		props := map[string]string{PropMessageID: m.ID}
+		for k, v := range m.Properties {
+			props[k] = v
+		}
+		topic := "devices/" + deviceID + "/messages/devicebound/" + EncodePropertyBag(props)
+		if err := s.broker.Publish(topic, m.Payload, false, 1); err != nil {
+			s.log.Warn("c2d publish", "device", deviceID, "err", err)
+		}
+	}
+}
+
+// boundSubscriber reports whether someone connected here is subscribed to
+// the device's devicebound topic.
+func (s *Server) boundSubscriber(deviceID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		if ss.bound[deviceID] && !ss.cl.Closed() {
+			return true
+		}
+	}
+	return false
+}
+
+// markSent records that a message is in flight on the sessions subscribed to
+// the device; it returns false if it already was.
+func (s *Server) markSent(deviceID, msgID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fresh := false
+	for _, ss := range s.sessions {
+		if !ss.bound[deviceID] {
+			continue
+		}
+		if !ss.sent[deviceID+"\x00"+msgID] {
+			ss.sent[deviceID+"\x00"+msgID] = true
+			fresh = true
+		}
+	}
+	return fresh
+}
+
+// quietHandler drops mochi's INFO chatter (one line per client) below WARN.
+type quietHandler struct{ slog.Handler }
+
+func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}
+func (h quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return quietHandler{h.Handler.WithAttrs(a)}
+}
+func (h quietHandler) WithGroup(n string) slog.Handler { return quietHandler{h.Handler.WithGroup(n)} }
+
+// tokenBucket is a per-session publish rate limit. It is only touched from
+// the session's read goroutine, so it needs no lock.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *tokenBucket) allow(now time.Time, rate float64, burst int) bool {
+	if b.last.IsZero() {
+		b.tokens, b.last = float64(burst), now
+	}
+	b.tokens += now.Sub(b.last).Seconds() * rate
+	if b.tokens > float64(burst) {
+		b.tokens = float64(burst)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
