@@ -24,6 +24,8 @@ type Event struct {
 	Kind    string          `json:"kind,omitempty"`
 	Version int64           `json:"version"`
 	Section string          `json:"section,omitempty"` // for twin events: desired, reported or tags
+	// SectionVersion is the section's $version after a desired/reported change.
+	SectionVersion int64 `json:"sectionVersion,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"`
 	TS      time.Time       `json:"ts"`
 }

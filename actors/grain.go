@@ -265,7 +265,7 @@ func (g *grain) commit(extra []persistence.Op, events ...Event) error {
 }
 
 func changeEvent(typ string, c twin.Change) Event {
-	return Event{Type: typ, Version: c.Version, Section: c.Section, Data: c.Data}
+	return Event{Type: typ, Version: c.Version, Section: c.Section, SectionVersion: c.SectionVersion, Data: c.Data}
 }
 
 // EntitySpec is the body of PUT /entities/{id}.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ import (
 	"github.com/twinmesh/twinmesh/api"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
 	"github.com/twinmesh/twinmesh/persistence"
+	"github.com/twinmesh/twinmesh/protocols/mqtt"
 	"github.com/twinmesh/twinmesh/protocols/sas"
 )
 
@@ -183,15 +185,60 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, err
 	}
+	// Background work owned by the node, stopped first on shutdown.
+	bg, stopBG := context.WithCancel(context.Background())
+	var bgDone sync.WaitGroup
+	var events *mqttEvents
+	if c.MQTT != "" || c.MQTTS != "" {
+		events = &mqttEvents{work: make(chan func(), 4096)}
+		n.sys.OnEvent(events.sink)
+	}
 	if err := n.sys.Start(ctx); err != nil {
+		stopBG()
 		return n, err
 	}
 	n.stops = append(n.stops, func(context.Context) { n.sys.Stop(true) })
+	n.stops = append(n.stops, func(context.Context) { stopBG(); bgDone.Wait() })
+	bgDone.Add(1)
+	go func() {
+		defer bgDone.Done()
+		retention(bg, n.db, c.TelemetryRetention, log)
+	}()
 	log.Info("listening", "listener", "gossip", "addr", n.prov.GossipAddr())
 	log.Info("listening", "listener", "remote", "addr", n.sys.RemoteAddr())
 
+	var methods api.Methods
+	if events != nil {
+		ms, err := mqtt.New(mqtt.Config{
+			Addr: c.MQTT, TLSAddr: c.MQTTS, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+			MaxConnections: c.MaxConnections, MessageRate: c.DeviceRate, Burst: c.DeviceBurst, MaxPayload: c.MaxPayload,
+			Logger: log, Registerer: reg,
+		}, mqttBackend{n.sys})
+		if err != nil {
+			return n, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if err := ms.Start(ctx); err != nil {
+			return n, err
+		}
+		n.stops = append(n.stops, func(context.Context) { _ = ms.Close() })
+		events.srv = ms
+		bgDone.Add(1)
+		go func() {
+			defer bgDone.Done()
+			events.run(bg)
+		}()
+		methods = mqttMethods{ms}
+		if ms.Addr() != "" {
+			log.Info("listening", "listener", "mqtt", "addr", ms.Addr())
+		}
+		if ms.TLSAddr() != "" {
+			log.Info("listening", "listener", "mqtts", "addr", ms.TLSAddr())
+		}
+	}
+
 	apiSrv, err := api.New(api.Config{
-		Token: token, System: n.sys, Logger: log, Registerer: reg, Gatherer: reg,
+		Methods: methods,
+		Token:   token, System: n.sys, Logger: log, Registerer: reg, Gatherer: reg,
 		SignToken: func(id, key string, ttl time.Duration) (string, time.Time, error) {
 			exp := time.Now().Add(ttl)
 			tok, err := sas.Sign(c.HubHost+"/devices/"+id, key, exp)
@@ -260,4 +307,24 @@ func clusterView(self string, p *tmcluster.Provider, sys *actors.System) any {
 		ms = []member{}
 	}
 	return map[string]any{"self": self, "members": ms}
+}
+
+// retention deletes warm telemetry older than keep, at start and hourly.
+func retention(ctx context.Context, db *persistence.DB, keep time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		n, err := db.PruneTelemetry(ctx, time.Now().Add(-keep))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("telemetry retention", "err", err)
+		case n > 0:
+			log.Info("telemetry retention", "deleted", n, "older_than", keep)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

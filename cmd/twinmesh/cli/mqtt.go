@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/protocols/mqtt"
+)
+
+// mqttBackend adapts the actor System to the MQTT adapter's Backend,
+// translating sentinels both ways.
+type mqttBackend struct{ sys *actors.System }
+
+func toMQTT(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, actors.ErrNotFound):
+		return fmt.Errorf("%w: %v", mqtt.ErrUnknownDevice, err)
+	case errors.Is(err, actors.ErrBadRequest):
+		return fmt.Errorf("%w: %v", mqtt.ErrBadRequest, err)
+	case errors.Is(err, actors.ErrTooLarge):
+		return fmt.Errorf("%w: %v", mqtt.ErrTooLarge, err)
+	case errors.Is(err, actors.ErrThrottled):
+		return fmt.Errorf("%w: %v", mqtt.ErrThrottled, err)
+	}
+	return err
+}
+
+func (b mqttBackend) Identity(ctx context.Context, id string) (mqtt.Identity, error) {
+	idn, err := b.sys.Identity(ctx, id)
+	if err != nil {
+		return mqtt.Identity{}, toMQTT(err)
+	}
+	return mqtt.Identity{DeviceID: idn.DeviceID, PrimaryKey: idn.PrimaryKey, SecondaryKey: idn.SecondaryKey,
+		Enabled: idn.Status == "enabled"}, nil
+}
+
+func (b mqttBackend) MayActFor(ctx context.Context, gw, dev string) (bool, error) {
+	return b.sys.MayActFor(ctx, gw, dev)
+}
+
+func (b mqttBackend) MayRead(ctx context.Context, sub, dev string) (bool, error) {
+	return b.sys.MayRead(ctx, sub, dev)
+}
+
+func (b mqttBackend) Telemetry(ctx context.Context, id string, m mqtt.Telemetry) error {
+	return toMQTT(b.sys.Telemetry(ctx, id, actors.DecodeTelemetry(m.Payload, m.ContentType, m.TS, m.Properties)))
+}
+
+func (b mqttBackend) GetTwin(ctx context.Context, id string) (json.RawMessage, json.RawMessage, error) {
+	doc, _, err := b.sys.GetTwin(ctx, id)
+	if err != nil {
+		return nil, nil, toMQTT(err)
+	}
+	var t struct {
+		Desired  json.RawMessage `json:"desired"`
+		Reported json.RawMessage `json:"reported"`
+	}
+	if err := json.Unmarshal(doc, &t); err != nil {
+		return nil, nil, err
+	}
+	return t.Desired, t.Reported, nil
+}
+
+func (b mqttBackend) PatchReported(ctx context.Context, id string, patch []byte) (int64, error) {
+	v, err := b.sys.PatchReported(ctx, id, patch)
+	return v, toMQTT(err)
+}
+
+func (b mqttBackend) SetConnection(ctx context.Context, id string, connected bool) error {
+	return toMQTT(b.sys.SetConnection(ctx, id, connected))
+}
+
+func (b mqttBackend) PendingMessages(ctx context.Context, id string) ([]mqtt.C2DMessage, error) {
+	msgs, err := b.sys.PendingMessages(ctx, id)
+	if err != nil {
+		return nil, toMQTT(err)
+	}
+	out := make([]mqtt.C2DMessage, len(msgs))
+	for i, m := range msgs {
+		out[i] = mqtt.C2DMessage{ID: m.ID, Payload: m.Payload, Properties: m.Properties, ExpiresAt: m.ExpiresAt}
+	}
+	return out, nil
+}
+
+func (b mqttBackend) MessageDelivered(ctx context.Context, id, msg string) error {
+	return toMQTT(b.sys.MessageDelivered(ctx, id, msg))
+}
+
+// mqttMethods adapts the broker's direct-method call to the API, mapping
+// its sentinels to the actor layer's (404 not connected, 504 timeout).
+type mqttMethods struct{ srv *mqtt.Server }
+
+func (m mqttMethods) InvokeMethod(ctx context.Context, id, name string, payload []byte) (int, []byte, error) {
+	st, resp, err := m.srv.InvokeMethod(ctx, id, name, payload)
+	switch {
+	case errors.Is(err, mqtt.ErrNotConnected):
+		return 0, nil, fmt.Errorf("%w: %v", actors.ErrNotConnected, err)
+	case errors.Is(err, mqtt.ErrTimeout):
+		return 0, nil, fmt.Errorf("%w: %v", actors.ErrTimeout, err)
+	case errors.Is(err, mqtt.ErrBadRequest):
+		return 0, nil, fmt.Errorf("%w: %v", actors.ErrBadRequest, err)
+	}
+	return st, resp, err
+}
+
+// mqttEvents routes actor events to the broker. It runs inside grains, so
+// what may block (a disconnect, a delivery that calls back into the grain)
+// is handed to the bounded worker queue.
+type mqttEvents struct {
+	srv  *mqtt.Server
+	work chan func()
+}
+
+func (e *mqttEvents) sink(ev actors.Event) {
+	switch ev.Type {
+	case actors.EventTwin:
+		if ev.Section != "desired" {
+			return
+		}
+		id, v, data := ev.Entity, ev.SectionVersion, ev.Data
+		e.enqueue(func() { e.srv.NotifyDesired(id, v, data) })
+	case actors.EventIdentity:
+		var st struct {
+			Status string `json:"status"`
+		}
+		_ = json.Unmarshal(ev.Data, &st)
+		if st.Status == "disabled" {
+			id := ev.Entity
+			e.enqueue(func() { e.srv.Disconnect(id) })
+		}
+	case actors.EventTopology:
+		var t struct {
+			Deleted bool `json:"deleted"`
+		}
+		_ = json.Unmarshal(ev.Data, &t)
+		if t.Deleted {
+			id := ev.Entity
+			e.enqueue(func() { e.srv.Disconnect(id) })
+		}
+	case actors.EventInbox:
+		id := ev.Entity
+		e.enqueue(func() { e.srv.DeliverPending(id) })
+	}
+}
+
+func (e *mqttEvents) enqueue(f func()) {
+	select {
+	case e.work <- f:
+	default:
+		// Full queue: a device misses a notification it can recover with a
+		// twin GET; a disconnect or delivery is retried by the next event.
+	}
+}
+
+// run executes queued work until ctx is done.
+func (e *mqttEvents) run(ctx context.Context) {
+	for {
+		select {
+		case f := <-e.work:
+			f()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
