@@ -19,15 +19,15 @@ const (
 // Event is a change that happened to an entity, published after it was
 // durably committed. Events of one entity are published in version order.
 type Event struct {
-	Type    string          `json:"type"`
-	Entity  string          `json:"entity"`
-	Kind    string          `json:"kind,omitempty"`
-	Version int64           `json:"version"`
-	Section string          `json:"section,omitempty"` // for twin events: desired, reported or tags
+	Type    string `json:"type"`
+	Entity  string `json:"entity"`
+	Kind    string `json:"kind,omitempty"`
+	Version int64  `json:"version"`
+	Section string `json:"section,omitempty"` // for twin events: desired, reported or tags
 	// SectionVersion is the section's $version after a desired/reported change.
-	SectionVersion int64 `json:"sectionVersion,omitempty"`
-	Data    json.RawMessage `json:"data,omitempty"`
-	TS      time.Time       `json:"ts"`
+	SectionVersion int64           `json:"sectionVersion,omitempty"`
+	Data           json.RawMessage `json:"data,omitempty"`
+	TS             time.Time       `json:"ts"`
 }
 
 // EventSink receives events. It is called from inside grains, one event at a

@@ -44,7 +44,11 @@ type inbox struct {
 	msgs []paho.Message
 }
 
-func (b *inbox) add(_ paho.Client, m paho.Message) { b.mu.Lock(); b.msgs = append(b.msgs, m); b.mu.Unlock() }
+func (b *inbox) add(_ paho.Client, m paho.Message) {
+	b.mu.Lock()
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+}
 
 func (b *inbox) wait(t *testing.T, what string, match func(paho.Message) bool) paho.Message {
 	t.Helper()
