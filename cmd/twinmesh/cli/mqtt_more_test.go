@@ -1,0 +1,192 @@
+package cli
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/twinmesh/twinmesh/internal/testutil"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and its key, returning the
+// paths and a pool that trusts it.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "twinmesh test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	kb, _ := x509.MarshalECPrivateKey(key)
+	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestMQTTOverTLS(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	n := testutil.Start(t, t.TempDir(), "--mqtt", "", "--mqtts", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile)
+	if n.Addr("mqtt") != "" || n.Addr("mqtts") == "" {
+		t.Fatalf("listeners %v", n.Addrs)
+	}
+	api := n.Client()
+	d := register(t, api, "tls-1", "")
+	o := paho.NewClientOptions().AddBroker("ssl://"+n.Addr("mqtts")).SetClientID(d.ID).
+		SetUsername("hub.test/"+d.ID+"/?api-version=2021-04-12").SetPassword(token(t, d.ID, d.Primary, time.Hour)).
+		SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}).SetAutoReconnect(false)
+	c := paho.NewClient(o)
+	must(t, c.Connect())
+	defer c.Disconnect(50)
+	must(t, c.Publish("devices/tls-1/messages/events/", 1, false, `{"secure":true}`))
+	if twinOf(t, api, "tls-1").Telemetry["secure"]["value"] != true {
+		t.Fatal("telemetry over TLS not stored")
+	}
+	// A client that does not trust the certificate cannot connect.
+	o2 := paho.NewClientOptions().AddBroker("ssl://" + n.Addr("mqtts")).SetClientID(d.ID).SetAutoReconnect(false).
+		SetTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12})
+	if tok := paho.NewClient(o2).Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+		t.Fatal("untrusted TLS connection succeeded")
+	}
+}
+
+func TestMosquittoClients(t *testing.T) {
+	sub := testutil.RequireTool(t, "mosquitto_sub")
+	pub := testutil.RequireTool(t, "mosquitto_pub")
+	n := testutil.Start(t, t.TempDir())
+	api := n.Client()
+	host, port, _ := net.SplitHostPort(n.Addr("mqtt"))
+	for _, version := range []string{"mqttv311", "mqttv5"} {
+		t.Run(version, func(t *testing.T) {
+			rx := register(t, api, "rx-"+version, "")
+			tx := register(t, api, "tx-"+version, "")
+			args := func(d device) []string {
+				return []string{"-h", host, "-p", port, "-V", version, "-i", d.ID,
+					"-u", "hub.test/" + d.ID + "/?api-version=2021-04-12", "-P", token(t, d.ID, d.Primary, time.Hour)}
+			}
+			// Cloud-to-device to mosquitto_sub: queue one message, then subscribe.
+			api.MustDo(t, "POST", "/api/v1/devices/"+rx.ID+"/messages", `{"payload":"from the cloud"}`, 202)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, sub, append(args(rx), "-t", "devices/"+rx.ID+"/messages/devicebound/#", "-q", "1", "-C", "1", "-W", "15", "-v")...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "from the cloud") {
+				t.Fatalf("mosquitto_sub: %v\n%s", err, out)
+			}
+			// Telemetry from mosquitto_pub at QoS 1.
+			out, err = exec.CommandContext(ctx, pub, append(args(tx), "-t", "devices/"+tx.ID+"/messages/events/", "-q", "1", "-m", `{"level":3}`)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+			}
+			if twinOf(t, api, tx.ID).Telemetry["level"]["value"] != 3.0 {
+				t.Fatal("mosquitto telemetry not in twin")
+			}
+			// A forged password is refused.
+			bad := args(tx)
+			bad[len(bad)-1] = "SharedAccessSignature sr=x%2Fdevices%2F" + tx.ID + "&sig=AAAA&se=9999999999"
+			if out, err := exec.CommandContext(ctx, pub, append(bad, "-t", "devices/"+tx.ID+"/messages/events/", "-m", "x")...).CombinedOutput(); err == nil {
+				t.Fatalf("forged token accepted:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestQoS1TelemetrySurvivesSIGKILL: every PUBACKed message is in the warm
+// store after the node is killed right after the last PUBACK.
+func TestQoS1TelemetrySurvivesSIGKILL(t *testing.T) {
+	data := t.TempDir()
+	n := testutil.Start(t, data)
+	api := n.Client()
+	d := register(t, api, "dur-1", "")
+	c := connectDevice(t, n, d)
+	const msgs = 300
+	for i := 0; i < msgs; i++ {
+		must(t, c.Publish("devices/dur-1/messages/events/", 1, false, fmt.Sprintf(`{"seq":%d}`, i)))
+	}
+	n.Kill()
+	n2 := testutil.Start(t, data)
+	var hist struct {
+		Items []struct {
+			Points map[string]any `json:"points"`
+		}
+	}
+	_ = json.Unmarshal(n2.Client().MustDo(t, "GET", "/api/v1/twins/dur-1/telemetry?limit=1000", nil, 200), &hist)
+	seen := map[int]bool{}
+	for _, it := range hist.Items {
+		seen[int(it.Points["seq"].(float64))] = true
+	}
+	for i := 0; i < msgs; i++ {
+		if !seen[i] {
+			t.Fatalf("PUBACKed message %d missing after SIGKILL (have %d)", i, len(seen))
+		}
+	}
+	if tw := twinOf(t, n2.Client(), "dur-1"); tw.Telemetry["seq"]["value"] != float64(msgs-1) || tw.Connection.State != "connected" && tw.Connection.State != "disconnected" {
+		t.Fatalf("twin after restart: %+v", tw)
+	}
+}
+
+func metric(t *testing.T, c *testutil.Client, re string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(re + ` ([0-9.e+]+)`).FindStringSubmatch(string(c.MustDo(t, "GET", "/metrics", nil, 200)))
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+func TestMQTTLimits(t *testing.T) {
+	n := testutil.Start(t, t.TempDir(), "--device-rate", "5", "--device-burst", "5", "--max-payload", "1024")
+	api := n.Client()
+	d := register(t, api, "lim-1", "")
+	c := connectDevice(t, n, d)
+	for i := 0; i < 50; i++ {
+		c.Publish("devices/lim-1/messages/events/", 0, false, fmt.Sprintf(`{"i":%d}`, i)).Wait()
+	}
+	testutil.Eventually(t, 5*time.Second, "throttled count", func() bool {
+		return metric(t, api, `twinmesh_mqtt_refused_total\{reason="throttled"\}`) >= 40
+	})
+	api.MustDo(t, "GET", "/healthz", nil, 200)
+	time.Sleep(1100 * time.Millisecond) // refill the bucket
+	c.Publish("devices/lim-1/messages/events/", 0, false, `{"blob":"`+strings.Repeat("x", 2000)+`"}`).Wait()
+	testutil.Eventually(t, 5*time.Second, "oversize count", func() bool {
+		return metric(t, api, `twinmesh_mqtt_refused_total\{reason="too_large"\}`) >= 1
+	})
+	var hist struct{ Items []any }
+	_ = json.Unmarshal(api.MustDo(t, "GET", "/api/v1/twins/lim-1/telemetry?limit=1000", nil, 200), &hist)
+	if len(hist.Items) > 7 {
+		t.Fatalf("%d messages stored despite a 5/s limit", len(hist.Items))
+	}
+	// Deleting a device drops its session within a second.
+	api.MustDo(t, "DELETE", "/api/v1/entities/lim-1", nil, 200)
+	testutil.Eventually(t, time.Second, "session dropped on delete", func() bool { return !c.IsConnectionOpen() })
+}
