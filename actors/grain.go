@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -29,7 +30,15 @@ const (
 )
 
 // Notify operations between grains.
-const notifyContrib = "contrib"
+const (
+	notifyContrib = "contrib"
+	// notifyGateway tells a device connected via a gateway whether the
+	// gateway is online, so it shows "connected" or "unreachable".
+	notifyGateway = "gateway"
+)
+
+// viaPrefix marks a connection state derived from the gateway's.
+const viaPrefix = "via "
 
 // Edges along which contributions flow. A "contains" contribution carries
 // the child's whole subtree and propagates further up; a "via" contribution
@@ -472,7 +481,14 @@ func (g *grain) repairRollup(ctx actor.Context) {
 }
 
 func (g *grain) handleNotify(ctx actor.Context, n *actorspb.Notify) {
-	if n.Op != notifyContrib || !g.exists {
+	if !g.exists {
+		return
+	}
+	if n.Op == notifyGateway {
+		g.gatewayState(ctx, n)
+		return
+	}
+	if n.Op != notifyContrib {
 		return
 	}
 	var m contribMsg
@@ -666,5 +682,54 @@ func (g *grain) connection(ctx actor.Context, body []byte) ([]byte, error) {
 	if err := g.refreshUp(ctx, events, false); err != nil {
 		return nil, err
 	}
+	if !c.Noop && isAggregating(g.behavior) {
+		g.tellChildren(ctx, in.Connected)
+	}
 	return json.Marshal(map[string]int64{"version": g.tw.Version()})
+}
+
+// tellChildren tells the devices connected via this gateway that it came
+// online or went offline.
+func (g *grain) tellChildren(ctx actor.Context, online bool) {
+	kids, err := g.sys.store.ConnectedVia(g.id)
+	if err != nil {
+		g.log.Warn("devices via gateway", "err", err)
+		return
+	}
+	body, _ := json.Marshal(map[string]bool{"online": online})
+	for _, id := range kids {
+		ent, err := g.sys.store.GetEntity(id)
+		if err != nil {
+			continue
+		}
+		g.sys.notify(ctx, id, ent.Kind, notifyGateway, g.id, body)
+	}
+}
+
+// gatewayState mirrors the gateway's state on a device that speaks through
+// it: "connected" while the gateway is online, "unreachable" while it is
+// offline. A device with its own direct session keeps its own state.
+func (g *grain) gatewayState(ctx actor.Context, n *actorspb.Notify) {
+	if g.ent.ConnectedVia != n.From || !isConnectable(g.behavior) {
+		return
+	}
+	cur := g.tw.Connection()
+	if cur.State == "connected" && !strings.HasPrefix(cur.Node, viaPrefix) {
+		return
+	}
+	var m struct {
+		Online bool `json:"online"`
+	}
+	_ = json.Unmarshal(n.Body, &m)
+	state := "unreachable"
+	if m.Online {
+		state = "connected"
+	}
+	c := g.tw.SetConnection(twin.Connection{State: state, Since: g.now(), Node: viaPrefix + n.From})
+	if c.Noop {
+		return
+	}
+	if err := g.refreshUp(ctx, []Event{changeEvent(EventConnection, c)}, false); err != nil {
+		g.log.Warn("gateway state", "err", err)
+	}
 }

@@ -453,3 +453,36 @@ func TestInbox(t *testing.T) {
 		t.Fatalf("unknown device: %v", err)
 	}
 }
+
+func TestGatewayChildrenUnreachable(t *testing.T) {
+	e := start(t, filepath.Join(t.TempDir(), "db"), options{})
+	s := e.sys
+	put(t, s, "r1", "room", "")
+	put(t, s, "gw", "gateway", "r1")
+	if _, _, err := s.PutEntity(ctx(t), "c1", actors.EntitySpec{Kind: "device", Parent: "r1", ConnectedVia: "gw"}); err != nil {
+		t.Fatal(err)
+	}
+	state := func(id string) string { return get(t, s, id).Connection.State }
+	if err := s.SetConnection(ctx(t), "gw", true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for state("c1") != "connected" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if state("c1") != "connected" {
+		t.Fatalf("child of an online gateway is %q", state("c1"))
+	}
+	waitRollup(t, s, "r1", 2, 2)
+	if err := s.SetConnection(ctx(t), "gw", false); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for state("c1") != "unreachable" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if state("c1") != "unreachable" {
+		t.Fatalf("child of an offline gateway is %q", state("c1"))
+	}
+	waitRollup(t, s, "r1", 2, 0)
+}

@@ -62,8 +62,8 @@ func TestMQTTOverTLS(t *testing.T) {
 	}
 	api := n.Client()
 	d := register(t, api, "tls-1", "")
-	o := paho.NewClientOptions().AddBroker("ssl://"+n.Addr("mqtts")).SetClientID(d.ID).
-		SetUsername("hub.test/"+d.ID+"/?api-version=2021-04-12").SetPassword(token(t, d.ID, d.Primary, time.Hour)).
+	o := paho.NewClientOptions().AddBroker("ssl://" + n.Addr("mqtts")).SetClientID(d.ID).
+		SetUsername("hub.test/" + d.ID + "/?api-version=2021-04-12").SetPassword(token(t, d.ID, d.Primary, time.Hour)).
 		SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}).SetAutoReconnect(false)
 	c := paho.NewClient(o)
 	must(t, c.Connect())
