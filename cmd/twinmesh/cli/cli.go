@@ -31,6 +31,7 @@ const usage = `usage: twinmesh <command> [flags]
 commands:
   serve     run a node (embedded defaults: ./data, HTTP :8080, MQTT :1883)
   token     print a SAS token for a device: twinmesh token --data DIR DEVICE_ID [--ttl 1h]
+  bench     load generator: simulated devices publish telemetry against a node, compared with a bare mochi broker
   version   print the version
 
 Run 'twinmesh <command> -h' for the flags of a command.
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, args[1:], stdout, stderr)
 	case "token":
 		err = tokenCmd(args[1:], stdout, stderr)
+	case "bench":
+		err = benchCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "twinmesh %s\n", Version)
 	case "help", "-h", "--help":

@@ -1,0 +1,321 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twinmesh/twinmesh/internal/loadgen"
+	"github.com/twinmesh/twinmesh/protocols/sas"
+)
+
+type benchConfig struct {
+	devices  int
+	duration time.Duration
+	qos      string
+	rate     float64
+	node     string
+	token    string
+	mqtt     string
+	baseline bool
+	json     bool
+}
+
+// benchRun is one QoS level's figures, ours and the bare broker's.
+type benchRun struct {
+	QoS      byte            `json:"qos"`
+	Ours     loadgen.Result  `json:"twinmesh"`
+	Bare     *loadgen.Result `json:"bareMochi,omitempty"`
+	Ratio    float64         `json:"ratio,omitempty"`
+	NodeCPU  float64         `json:"nodeCpuSeconds,omitempty"`
+	NodeCPUP float64         `json:"nodeCpuPercent,omitempty"`
+	RSSStart int64           `json:"nodeRssStart,omitempty"`
+	RSSEnd   int64           `json:"nodeRssEnd,omitempty"`
+	// Dropped counts QoS 0 messages the node accepted but dropped from its
+	// full queue during the run; Stored = Acked - Dropped.
+	Dropped int64 `json:"qos0Dropped"`
+}
+
+// qos0Dropped reads the node's QoS 0 drop counter from /metrics.
+func qos0Dropped(ctx context.Context, node string) int64 {
+	req, _ := http.NewRequestWithContext(ctx, "GET", node+"/metrics", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "twinmesh_mqtt_qos0_dropped_total "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return int64(f)
+		}
+	}
+	return 0
+}
+
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c benchConfig
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&c.devices, "devices", 1000, "simulated devices, one MQTT connection each")
+	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long each QoS level runs")
+	fs.StringVar(&c.qos, "qos", "0,1", "QoS levels to run, comma-separated")
+	fs.Float64Var(&c.rate, "rate", 0, "messages per second per device; 0 = as fast as acks allow (one in flight per device)")
+	fs.StringVar(&c.node, "node", "", "base URL of a running node (default: spawn one in a temp folder)")
+	fs.StringVar(&c.token, "token", "", "admin token of --node")
+	fs.StringVar(&c.mqtt, "mqtt", "", "MQTT address of --node")
+	fs.BoolVar(&c.baseline, "baseline", true, "also measure a bare embedded mochi broker in the same run")
+	fs.BoolVar(&c.json, "json", false, "print results as JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	var levels []byte
+	for _, q := range strings.Split(c.qos, ",") {
+		switch strings.TrimSpace(q) {
+		case "0":
+			levels = append(levels, 0)
+		case "1":
+			levels = append(levels, 1)
+		default:
+			return fmt.Errorf("%w: --qos takes 0 and/or 1", errUsage)
+		}
+	}
+	if c.devices < 1 || c.duration <= 0 {
+		return fmt.Errorf("%w: --devices and --duration must be positive", errUsage)
+	}
+	pid := 0
+	if c.node == "" {
+		sp, err := spawnNode(ctx, c.devices, stderr)
+		if err != nil {
+			return err
+		}
+		defer sp.stop()
+		c.node, c.token, c.mqtt, pid = sp.url, sp.token, sp.mqtt, sp.cmd.Process.Pid
+	} else if c.token == "" || c.mqtt == "" {
+		return fmt.Errorf("%w: --node needs --token and --mqtt", errUsage)
+	}
+	fmt.Fprintf(stderr, "provisioning %d devices on %s …\n", c.devices, c.node)
+	creds, err := provision(ctx, c.node, c.token, c.devices)
+	if err != nil {
+		return err
+	}
+	var runs []benchRun
+	for _, q := range levels {
+		r := benchRun{QoS: q}
+		cpu0, rss0, _ := loadgen.ProcStats(pid)
+		drop0 := qos0Dropped(ctx, c.node)
+		fmt.Fprintf(stderr, "twinmesh, QoS %d, %d devices, %v:\n", q, c.devices, c.duration)
+		start := time.Now()
+		r.Ours, err = loadgen.Run(ctx, loadgen.Config{Broker: c.mqtt, Devices: c.devices, Duration: c.duration, QoS: q,
+			Rate: c.rate, Credentials: creds, Progress: stderr})
+		if err != nil {
+			return fmt.Errorf("twinmesh run: %w", err)
+		}
+		r.Dropped = qos0Dropped(ctx, c.node) - drop0
+		if pid != 0 {
+			cpu1, rss1, _ := loadgen.ProcStats(pid)
+			r.NodeCPU, r.RSSStart, r.RSSEnd = cpu1-cpu0, rss0, rss1
+			r.NodeCPUP = 100 * r.NodeCPU / time.Since(start).Seconds()
+		}
+		if c.baseline {
+			addr, stop, err := loadgen.StartBareBroker(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "bare mochi, QoS %d:\n", q)
+			bare, err := loadgen.Run(ctx, loadgen.Config{Broker: addr, Devices: c.devices, Duration: c.duration, QoS: q,
+				Rate: c.rate, Credentials: creds, Progress: stderr})
+			stop()
+			if err != nil {
+				return fmt.Errorf("bare run: %w", err)
+			}
+			r.Bare = &bare
+			if bare.MsgsPerSec > 0 {
+				r.Ratio = r.Ours.MsgsPerSec / bare.MsgsPerSec
+			}
+		}
+		runs = append(runs, r)
+	}
+	if c.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(runs)
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "QoS\tbroker\tmsgs/s\tp50\tp99\tmax\terrors\tdropped\tnode CPU\tnode RSS\tratio\n")
+	for _, r := range runs {
+		fmt.Fprintf(tw, "%d\ttwinmesh\t%.0f\t%v\t%v\t%v\t%d\t%d\t%.1fs (%.0f%%)\t%d→%d MiB\t\n", r.QoS, r.Ours.MsgsPerSec,
+			r.Ours.Latency.P50.Round(time.Microsecond), r.Ours.Latency.P99.Round(time.Microsecond), r.Ours.Latency.Max.Round(time.Microsecond),
+			r.Ours.Errors, r.Dropped, r.NodeCPU, r.NodeCPUP, r.RSSStart>>20, r.RSSEnd>>20)
+		if r.Bare != nil {
+			fmt.Fprintf(tw, "%d\tbare mochi\t%.0f\t%v\t%v\t%v\t%d\t\t\t\t%.2f\n", r.QoS, r.Bare.MsgsPerSec,
+				r.Bare.Latency.P50.Round(time.Microsecond), r.Bare.Latency.P99.Round(time.Microsecond), r.Bare.Latency.Max.Round(time.Microsecond),
+				r.Bare.Errors, r.Ratio)
+		}
+	}
+	return tw.Flush()
+}
+
+// provision registers bench-0 … bench-(n-1) and returns their credentials.
+func provision(ctx context.Context, node, token string, n int) (func(int) (string, string, string, error), error) {
+	keys := make([]string, n)
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	client := &http.Client{Timeout: 30 * time.Second}
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			req, _ := http.NewRequestWithContext(ctx, "PUT", fmt.Sprintf("%s/api/v1/devices/bench-%d", node, i), nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			res, err := client.Do(req)
+			if err == nil {
+				defer res.Body.Close()
+				var d struct {
+					PrimaryKey string `json:"primaryKey"`
+				}
+				if res.StatusCode >= 300 {
+					err = fmt.Errorf("register bench-%d: %s", i, res.Status)
+				} else if err = json.NewDecoder(res.Body).Decode(&d); err == nil {
+					keys[i] = d.PrimaryKey
+				}
+			}
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	exp := time.Now().Add(24 * time.Hour)
+	return func(i int) (string, string, string, error) {
+		id := "bench-" + strconv.Itoa(i)
+		tok, err := sas.Sign("bench.local/devices/"+id, keys[i], exp)
+		return id, "bench.local/" + id + "/?api-version=2021-04-12", tok, err
+	}, nil
+}
+
+type spawned struct {
+	cmd              *exec.Cmd
+	dir              string
+	url, token, mqtt string
+	done             chan struct{}
+}
+
+var listenLine = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+)`)
+
+// spawnNode runs this binary's `serve` in a temp folder with limits raised
+// for the load, and waits until it is ready.
+func spawnNode(ctx context.Context, devices int, stderr io.Writer) (*spawned, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "twinmesh-bench-")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
+		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", "bench",
+		"--device-rate", "1000000", "--device-burst", "1000000", "--max-connections", strconv.Itoa(devices+100))
+	cmd.Env = append(os.Environ(), "TWINMESH_API_TOKEN=")
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	sp := &spawned{cmd: cmd, dir: dir, done: make(chan struct{})}
+	ready := make(chan struct{})
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	go func() {
+		defer close(sp.done)
+		sc := bufio.NewScanner(pipe)
+		once := false
+		for sc.Scan() {
+			line := sc.Text()
+			mu.Lock()
+			if logs.Len() < 1<<20 {
+				logs.WriteString(line + "\n")
+			}
+			if m := listenLine.FindStringSubmatch(line); m != nil {
+				switch m[1] {
+				case "http":
+					sp.url = "http://" + m[2]
+				case "mqtt":
+					sp.mqtt = m[2]
+				}
+			}
+			mu.Unlock()
+			if !once && strings.Contains(line, `msg="node ready"`) {
+				once = true
+				close(ready)
+			}
+		}
+		_ = cmd.Wait()
+	}()
+	select {
+	case <-ready:
+	case <-sp.done:
+		return nil, fmt.Errorf("spawned node exited:\n%s", logs.String())
+	case <-time.After(60 * time.Second):
+		sp.stop()
+		return nil, errors.New("spawned node not ready after 60s")
+	case <-ctx.Done():
+		sp.stop()
+		return nil, ctx.Err()
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		sp.stop()
+		return nil, err
+	}
+	sp.token = strings.TrimSpace(string(tok))
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Fprintf(stderr, "spawned node pid %d: %s, mqtt %s, data %s\n", cmd.Process.Pid, sp.url, sp.mqtt, dir)
+	return sp, nil
+}
+
+func (sp *spawned) stop() {
+	_ = sp.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-sp.done:
+	case <-time.After(20 * time.Second):
+		_ = sp.cmd.Process.Kill()
+		<-sp.done
+	}
+	_ = os.RemoveAll(sp.dir)
+}
