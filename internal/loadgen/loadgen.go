@@ -136,7 +136,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				errs <- err
 				return
 			}
-			o := paho.NewClientOptions().AddBroker("tcp://"+cfg.Broker).SetClientID(id).SetUsername(user).SetPassword(pass).
+			o := paho.NewClientOptions().AddBroker("tcp://" + cfg.Broker).SetClientID(id).SetUsername(user).SetPassword(pass).
 				SetAutoReconnect(false).SetCleanSession(true).SetConnectTimeout(30 * time.Second).
 				SetWriteTimeout(30 * time.Second).SetMaxResumePubInFlight(1)
 			c := paho.NewClient(o)

@@ -42,6 +42,7 @@ type serveConfig struct {
 	MaxPayload         int
 	LogLevel           string
 	LogFormat          string
+	Pprof              bool
 }
 
 func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
@@ -77,6 +78,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.MaxPayload, "max-payload", 256<<10, "largest MQTT payload in bytes")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (admin token required)")
 	return fs
 }
 

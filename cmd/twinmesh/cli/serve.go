@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,6 +246,13 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			return tok, exp, err
 		},
 		Cluster: func() any { return clusterView(c.NodeName, n.prov, n.sys) },
+		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
+			if c.Pprof {
+				mux.Handle("/debug/pprof/", auth(http.HandlerFunc(pprof.Index)))
+				mux.Handle("/debug/pprof/profile", auth(http.HandlerFunc(pprof.Profile)))
+				mux.Handle("/debug/pprof/trace", auth(http.HandlerFunc(pprof.Trace)))
+			}
+		},
 	})
 	if err != nil {
 		return n, err
