@@ -76,7 +76,22 @@ type grain struct {
 
 	// contributions received from children, by edge then child ID.
 	contribs map[string]map[string]contribution
+
+	// Telemetry makes only its warm-store record durable; the twin document
+	// is written later (see flushTwin). unflushed counts telemetry changes
+	// not yet in the stored document; lastTS keeps telemetry timestamps
+	// strictly increasing so a replay from the warm store is exact.
+	unflushed int
+	lastFlush time.Time
+	lastTS    time.Time
 }
+
+// Telemetry flush policy: the twin document is rewritten at least this often
+// while telemetry flows (it is always written with any other change).
+const (
+	flushEvery    = 1000
+	flushInterval = 30 * time.Second
+)
 
 func (s *System) grainProducer(b Behavior) actor.Producer {
 	return func() actor.Actor {
@@ -94,7 +109,10 @@ func (g *grain) Receive(ctx actor.Context) {
 	case *actorspb.Notify:
 		g.handleNotify(ctx, m)
 	case *actor.ReceiveTimeout:
+		g.flushTwin()
 		ctx.Stop(ctx.Self())
+	case *actor.Stopping:
+		g.flushTwin()
 	case *actor.Stopped:
 		if g.id != "" {
 			g.sys.activeGrains.Add(-1)
@@ -163,6 +181,10 @@ func (g *grain) load() error {
 		}
 		g.tw = t
 	}
+	if err := g.replayTelemetry(); err != nil {
+		return err
+	}
+	g.unflushed, g.lastFlush = 0, g.now()
 	g.contribs = map[string]map[string]contribution{edgeContains: {}, edgeVia: {}}
 	if isAggregating(g.behavior) {
 		docs, err := g.sys.store.ListDocs(persistence.BucketContrib, g.id+"/")
@@ -181,6 +203,64 @@ func (g *grain) load() error {
 		}
 	}
 	return nil
+}
+
+// replayTelemetry applies warm-store records newer than the stored twin
+// document: telemetry acknowledged after the document's last write (a crash
+// before its flush) is in the warm store, so the twin loses nothing.
+func (g *grain) replayTelemetry() error {
+	var newest time.Time
+	for _, p := range g.tw.Telemetry() {
+		if p.TS.After(newest) {
+			newest = p.TS
+		}
+	}
+	g.lastTS = newest
+	if newest.IsZero() && len(g.tw.Telemetry()) == 0 && g.tw.Version() == 0 {
+		// A fresh twin may still have records (never flushed): scan all.
+		newest = time.Time{}
+	}
+	for {
+		from := newest.Add(time.Nanosecond)
+		if newest.IsZero() {
+			from = time.Unix(0, 1)
+		}
+		ctx, cancel := g.commitCtx()
+		recs, err := g.sys.store.QueryTelemetry(ctx, g.id, persistence.TelemetryQuery{From: from, Limit: 10000})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("replay telemetry of %s: %w", g.id, err)
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		// Newest first from the store; apply oldest first.
+		for i := len(recs) - 1; i >= 0; i-- {
+			r := recs[i]
+			if len(r.Points) > 0 {
+				g.tw.SetTelemetry(r.Points, r.TS)
+			}
+			if r.TS.After(g.lastTS) {
+				g.lastTS = r.TS
+			}
+		}
+		if len(recs) < 10000 {
+			return nil
+		}
+		newest = g.lastTS
+	}
+}
+
+// flushTwin writes the twin document if telemetry changed it since the
+// last write. It runs at passivation and shutdown; a failure only means the
+// next activation replays more of the warm store.
+func (g *grain) flushTwin() {
+	if !g.exists || g.tw == nil || g.unflushed == 0 {
+		return
+	}
+	if err := g.commit(nil); err != nil {
+		g.log.Warn("flush twin", "err", err)
+	}
 }
 
 func splitContribKey(rest string) (edge, child string, ok bool) {
@@ -263,6 +343,12 @@ func (g *grain) commit(extra []persistence.Op, events ...Event) error {
 		}
 		return fmt.Errorf("%w: commit %s: %v", ErrUnavailable, g.id, err)
 	}
+	g.unflushed, g.lastFlush = 0, g.now()
+	g.publishAll(events)
+	return nil
+}
+
+func (g *grain) publishAll(events []Event) {
 	for _, e := range events {
 		e.Entity, e.Kind = g.id, g.kind
 		if e.TS.IsZero() {
@@ -270,7 +356,6 @@ func (g *grain) commit(extra []persistence.Op, events ...Event) error {
 		}
 		g.sys.publish(e)
 	}
-	return nil
 }
 
 func changeEvent(typ string, c twin.Change) Event {
@@ -628,6 +713,11 @@ func (g *grain) telemetry(body []byte) ([]byte, error) {
 	if in.TS.IsZero() {
 		in.TS = g.now()
 	}
+	// Strictly increasing per device, so replay order is unambiguous.
+	if !in.TS.After(g.lastTS) {
+		in.TS = g.lastTS.Add(time.Nanosecond)
+	}
+	in.TS = in.TS.UTC()
 	if f, ok := g.behavior.(TelemetryFilter); ok && in.Points != nil {
 		pts, err := f.FilterTelemetry(context.Background(), g.id, in.Points)
 		if err != nil {
@@ -637,18 +727,38 @@ func (g *grain) telemetry(body []byte) ([]byte, error) {
 	}
 	rec := persistence.TelemetryRecord{TS: in.TS, Points: in.Points, Raw: in.Raw, ContentType: in.ContentType, Properties: in.Properties}
 	ops := []persistence.Op{persistence.AppendTelemetry(g.id, rec)}
-	var events []Event
+	prev := g.tw
+	var ev Event
 	if len(in.Points) > 0 {
+		g.tw = g.tw.Clone()
 		c := g.tw.SetTelemetry(in.Points, in.TS)
 		data, _ := json.Marshal(map[string]any{"ts": in.TS, "points": in.Points})
-		events = append(events, Event{Type: EventTelemetry, Version: c.Version, Data: data, TS: in.TS})
+		ev = Event{Type: EventTelemetry, Version: c.Version, Data: data, TS: in.TS}
+		if !c.Noop {
+			g.unflushed++
+		}
 	} else {
 		data, _ := json.Marshal(map[string]any{"ts": in.TS, "contentType": in.ContentType, "size": len(in.Raw)})
-		events = append(events, Event{Type: EventTelemetry, Version: g.tw.Version(), Data: data, TS: in.TS})
+		ev = Event{Type: EventTelemetry, Version: g.tw.Version(), Data: data, TS: in.TS}
 	}
-	if err := g.commit(ops, events...); err != nil {
-		return nil, err
+	// The record is the durable copy; the document follows in batches.
+	if g.unflushed >= flushEvery || (g.unflushed > 0 && g.now().Sub(g.lastFlush) >= flushInterval) {
+		if err := g.commit(ops, ev); err != nil {
+			g.tw = prev
+			return nil, err
+		}
+	} else {
+		cctx, cancel := g.commitCtx()
+		err := g.sys.store.Commit(cctx, ops...)
+		cancel()
+		if err != nil {
+			g.tw = prev
+			return nil, fmt.Errorf("%w: telemetry of %s: %v", ErrUnavailable, g.id, err)
+		}
+		ev.Entity, ev.Kind = g.id, g.kind
+		g.sys.publish(ev)
 	}
+	g.lastTS = in.TS
 	return json.Marshal(map[string]int64{"version": g.tw.Version()})
 }
 

@@ -99,8 +99,10 @@ func openBolt(path string, o *Options, readOnly bool) (*bbolt.DB, error) {
 		Timeout:  o.LockTimeout,
 		NoSync:   o.NoSync,
 		ReadOnly: readOnly,
-		// The hashmap freelist keeps commits of large files fast.
-		FreelistType: bbolt.FreelistMapType,
+		// The hashmap freelist keeps commits of large files fast, and not
+		// syncing it saves a page write per commit (it is rebuilt at open).
+		FreelistType:   bbolt.FreelistMapType,
+		NoFreelistSync: true,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w (waited %v)", path, ErrLocked, o.LockTimeout)

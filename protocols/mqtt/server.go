@@ -85,7 +85,7 @@ type Config struct {
 	Burst          int     // default 200
 	MaxPayload     int     // default 256 KiB
 	QoS0Queue      int     // bounded QoS 0 telemetry queue, default 10,000
-	QoS0Workers    int     // default 8
+	QoS0Workers    int     // default 128: each waits for a commit, so more workers fill bigger batches
 	// RequestTimeout bounds each Backend call. Default 10 s.
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
@@ -117,7 +117,7 @@ func (c *Config) defaults() error {
 		c.QoS0Queue = 10000
 	}
 	if c.QoS0Workers <= 0 {
-		c.QoS0Workers = 8
+		c.QoS0Workers = 128
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 10 * time.Second

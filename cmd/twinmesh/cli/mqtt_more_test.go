@@ -132,6 +132,7 @@ func TestQoS1TelemetrySurvivesSIGKILL(t *testing.T) {
 	for i := 0; i < msgs; i++ {
 		must(t, c.Publish("devices/dur-1/messages/events/", 1, false, fmt.Sprintf(`{"seq":%d}`, i)))
 	}
+	before := twinOf(t, api, "dur-1").Version
 	n.Kill()
 	n2 := testutil.Start(t, data)
 	var hist struct {
@@ -149,8 +150,10 @@ func TestQoS1TelemetrySurvivesSIGKILL(t *testing.T) {
 			t.Fatalf("PUBACKed message %d missing after SIGKILL (have %d)", i, len(seen))
 		}
 	}
-	if tw := twinOf(t, n2.Client(), "dur-1"); tw.Telemetry["seq"]["value"] != float64(msgs-1) || tw.Connection.State != "connected" && tw.Connection.State != "disconnected" {
-		t.Fatalf("twin after restart: %+v", tw)
+	// The twin document is flushed lazily; the grain replays the warm store
+	// at activation, so values and version are exactly as acknowledged.
+	if tw := twinOf(t, n2.Client(), "dur-1"); tw.Telemetry["seq"]["value"] != float64(msgs-1) || tw.Version != before {
+		t.Fatalf("twin after restart: version %d (want %d), seq %v", tw.Version, before, tw.Telemetry["seq"])
 	}
 }
 
