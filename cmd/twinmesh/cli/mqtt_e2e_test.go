@@ -67,18 +67,6 @@ func (b *inbox) wait(t *testing.T, what string, match func(paho.Message) bool) p
 	return found
 }
 
-func (b *inbox) count(match func(paho.Message) bool) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for _, m := range b.msgs {
-		if match(m) {
-			n++
-		}
-	}
-	return n
-}
-
 func topicHas(prefix string) func(paho.Message) bool {
 	return func(m paho.Message) bool { return strings.HasPrefix(m.Topic(), prefix) }
 }
