@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,13 @@ func (h *hook) refuse(reason string, cl *mochi.Client, detail string) bool {
 // for this device signed with one of its keys.
 func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	id := cl.ID
+	h.s.mu.Lock()
+	full := len(h.s.sessions) >= h.s.cfg.MaxConnections
+	_, reconnect := h.s.sessions[id]
+	h.s.mu.Unlock()
+	if full && !reconnect {
+		return h.refuse("connection_limit", cl, fmt.Sprintf("%d connections", h.s.cfg.MaxConnections))
+	}
 	parts := strings.Split(string(pk.Connect.Username), "/")
 	if len(parts) < 2 || parts[1] != id || id == "" {
 		return h.refuse("bad_username", cl, "user name must be <host>/<clientId>/?api-version=…")

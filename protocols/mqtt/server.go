@@ -209,7 +209,9 @@ func New(cfg Config, b Backend) (*Server, error) {
 		cfg.Registerer.MustRegister(s.metrics.messages, s.metrics.refused, s.metrics.qos0Dropped, s.metrics.connections, s.metrics.queue)
 	}
 	caps := mochi.NewDefaultServerCapabilities()
-	caps.MaximumClients = int64(cfg.MaxConnections)
+	// Our hook enforces MaxConnections (and counts refusals); mochi's limit
+	// is only a backstop.
+	caps.MaximumClients = int64(cfg.MaxConnections)*2 + 100
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10) // the payload check is ours, with a clear count
 	caps.RetainAvailable = 0
 	caps.MaximumSessionExpiryInterval = 3600

@@ -193,3 +193,20 @@ func TestMQTTLimits(t *testing.T) {
 	api.MustDo(t, "DELETE", "/api/v1/entities/lim-1", nil, 200)
 	testutil.Eventually(t, time.Second, "session dropped on delete", func() bool { return !c.IsConnectionOpen() })
 }
+
+func TestMQTTConnectionLimit(t *testing.T) {
+	n := testutil.Start(t, t.TempDir(), "--max-connections", "2")
+	api := n.Client()
+	for i := 0; i < 2; i++ {
+		connectDevice(t, n, register(t, api, fmt.Sprintf("c%d", i), ""))
+	}
+	third := register(t, api, "c2", "")
+	if c, err := connect("tcp://"+n.Addr("mqtt"), "c2", "hub.test/c2/?api-version=1", token(t, "c2", third.Primary, time.Hour)); err == nil {
+		c.Disconnect(0)
+		t.Fatal("a third connection was accepted with --max-connections 2")
+	}
+	if v := metric(t, api, `twinmesh_mqtt_refused_total\{reason="connection_limit"\}`); v < 1 {
+		t.Fatalf("connection_limit refusals = %v", v)
+	}
+	api.MustDo(t, "GET", "/healthz", nil, 200)
+}
