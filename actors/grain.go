@@ -12,7 +12,10 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 
+	"github.com/asynkron/protoactor-go/scheduler"
+
 	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/rules"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -84,6 +87,12 @@ type grain struct {
 	unflushed int
 	lastFlush time.Time
 	lastTS    time.Time
+
+	// Rule hosting: the entity's ancestors (for rule scopes), one state per
+	// rule in scope, and the pending timer of the next rule deadline.
+	ancestors  []string
+	ruleStates map[string]*rules.State
+	cancelTick scheduler.CancelFunc
 }
 
 // Telemetry flush policy: the twin document is rewritten at least this often
@@ -108,6 +117,8 @@ func (g *grain) Receive(ctx actor.Context) {
 		g.handle(ctx, m)
 	case *actorspb.Notify:
 		g.handleNotify(ctx, m)
+	case ruleTick:
+		g.tick(ctx)
 	case *actor.ReceiveTimeout:
 		g.flushTwin()
 		ctx.Stop(ctx.Self())
@@ -168,6 +179,7 @@ func (g *grain) load() error {
 		return fmt.Errorf("entity %s is a %s, not a %s", g.id, ent.Kind, g.kind)
 	}
 	g.ent, g.exists = ent, true
+	g.loadAncestors()
 	doc, err := g.sys.store.GetTwin(g.id)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -311,15 +323,17 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 			return
 		}
 	case opPatch:
-		body, err = g.patch(req.Body, req.IfVersion)
+		body, err = g.patch(ctx, req.Body, req.IfVersion)
 	case opReported:
-		body, err = g.reported(req.Body)
+		body, err = g.reported(ctx, req.Body)
 	case opTelemetry:
-		body, err = g.telemetry(req.Body)
+		body, err = g.telemetry(ctx, req.Body)
 	case opConnection:
 		body, err = g.connection(ctx, req.Body)
 	case opInboxSend, opInboxPending, opInboxDelivered:
 		body, err = g.inbox(ctx, req.Op, req.Body)
+	case opAlertAck, opAlertRetire:
+		body, err = g.alertRequest(req.Op, req.Body)
 	default:
 		err = fmt.Errorf("%w: unknown operation %q", ErrBadRequest, req.Op)
 	}
@@ -422,6 +436,7 @@ func (g *grain) putEntity(ctx actor.Context, body []byte) ([]byte, error) {
 	if created {
 		g.activated()
 	}
+	g.loadAncestors()
 	g.sendMoves(ctx, moves)
 	return json.Marshal(ent)
 }
@@ -549,10 +564,17 @@ func (g *grain) refreshUp(ctx actor.Context, events []Event, force bool) error {
 	if len(events) == 0 && len(ops) == 0 {
 		return nil
 	}
+	rolled := false
+	for _, e := range events {
+		rolled = rolled || e.Type == EventRollup
+	}
 	if err := g.commit(ops, events...); err != nil {
 		return err
 	}
 	g.sendMoves(ctx, moves)
+	if rolled {
+		g.evaluate(ctx, nil)
+	}
 	return nil
 }
 
@@ -620,7 +642,7 @@ type PatchBody struct {
 	Tags    json.RawMessage `json:"tags,omitempty"`
 }
 
-func (g *grain) patch(body []byte, ifVersion *int64) ([]byte, error) {
+func (g *grain) patch(ctx actor.Context, body []byte, ifVersion *int64) ([]byte, error) {
 	var p PatchBody
 	if err := json.Unmarshal(body, &p); err != nil {
 		return nil, fmt.Errorf("%w: patch: %v", ErrBadRequest, err)
@@ -666,6 +688,7 @@ func (g *grain) patch(body []byte, ifVersion *int64) ([]byte, error) {
 		g.tw = prev
 		return nil, err
 	}
+	g.evaluate(ctx, nil)
 	return g.tw.MarshalJSON()
 }
 
@@ -679,7 +702,7 @@ func mapTwinErr(err error) error {
 	return err
 }
 
-func (g *grain) reported(body []byte) ([]byte, error) {
+func (g *grain) reported(ctx actor.Context, body []byte) ([]byte, error) {
 	next := g.tw.Clone()
 	c, err := next.Patch(twin.Reported, body, g.now(), g.sys.cfg.Limits)
 	if err != nil {
@@ -692,6 +715,7 @@ func (g *grain) reported(body []byte) ([]byte, error) {
 			g.tw = prev
 			return nil, err
 		}
+		g.evaluate(ctx, nil)
 	}
 	return json.Marshal(map[string]int64{"version": g.tw.Version(), "$version": g.tw.SectionVersion(twin.Reported)})
 }
@@ -705,7 +729,7 @@ type TelemetryIn struct {
 	Properties  map[string]string `json:"properties,omitempty"`
 }
 
-func (g *grain) telemetry(body []byte) ([]byte, error) {
+func (g *grain) telemetry(ctx actor.Context, body []byte) ([]byte, error) {
 	var in TelemetryIn
 	if err := json.Unmarshal(body, &in); err != nil {
 		return nil, fmt.Errorf("%w: telemetry: %v", ErrBadRequest, err)
@@ -759,6 +783,9 @@ func (g *grain) telemetry(body []byte) ([]byte, error) {
 		g.sys.publish(ev)
 	}
 	g.lastTS = in.TS
+	if len(in.Points) > 0 {
+		g.evaluate(ctx, in.Points)
+	}
 	return json.Marshal(map[string]int64{"version": g.tw.Version()})
 }
 

@@ -132,6 +132,11 @@ type System struct {
 	sinksMu sync.RWMutex
 	sinks   []EventSink
 
+	rules     atomic.Pointer[ruleSet]
+	rulesMu   sync.Mutex // serialises rule set updates
+	actions   *actionRunner
+	commander Commander
+
 	activeGrains atomic.Int64
 	started      atomic.Bool
 	stopped      atomic.Bool
@@ -142,12 +147,15 @@ func New(cfg Config) (*System, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &System{
+	s := &System{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "actors"),
 		store:   cfg.Store,
 		metrics: newMetrics(cfg.Registerer),
-	}, nil
+	}
+	s.rules.Store(&ruleSet{})
+	s.actions = newActionRunner(s)
+	return s, nil
 }
 
 // OnEvent adds a sink that receives every event published on this node.
@@ -177,6 +185,9 @@ func (s *System) Start(ctx context.Context) (err error) {
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
 		return fmt.Errorf("remote address %q: bad port: %w", s.cfg.RemoteAddr, err)
+	}
+	if err := s.loadRules(); err != nil {
+		return err
 	}
 	// Fail early and clearly on a port in use instead of a protoactor panic.
 	if port != 0 {
@@ -210,6 +221,7 @@ func (s *System) Start(ctx context.Context) (err error) {
 		}
 	}()
 	s.cluster.StartMember()
+	s.actions.start()
 	s.started.Store(true)
 	s.log.Info("actor system started", "remote", s.actors.Address(), "id", s.actors.ID, "kinds", s.cfg.Registry.Kinds())
 	return nil
@@ -233,6 +245,7 @@ func (s *System) Stop(graceful bool) {
 	if !s.started.Load() || s.stopped.Swap(true) {
 		return
 	}
+	s.actions.close()
 	s.cluster.Shutdown(graceful)
 	s.log.Info("actor system stopped")
 }

@@ -104,6 +104,7 @@ func (s *Server) routes() {
 	h("GET /api/v1/twins/{id}/telemetry", s.telemetry)
 	h("GET /api/v1/cluster", s.cluster)
 	s.deviceRoutes(h)
+	s.ruleRoutes(h)
 	s.mux.Handle("/api/", s.instrument("unknown", a(handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path}
 	}))))

@@ -190,6 +190,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgDone sync.WaitGroup
 	var events *mqttEvents
+	late := &lateMethods{}
+	n.sys.SetCommander(late)
 	if c.MQTT != "" || c.MQTTS != "" {
 		events = &mqttEvents{work: make(chan func(), 4096)}
 		n.sys.OnEvent(events.sink)
@@ -229,6 +231,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			events.run(bg)
 		}()
 		methods = mqttMethods{ms}
+		late.p.Store(ms)
 		if ms.Addr() != "" {
 			log.Info("listening", "listener", "mqtt", "addr", ms.Addr())
 		}

@@ -1,0 +1,111 @@
+package api
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+
+	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/rules"
+)
+
+func (s *Server) ruleRoutes(h func(string, func(http.ResponseWriter, *http.Request) error)) {
+	h("PUT /api/v1/rules/{id}", s.putRule)
+	h("GET /api/v1/rules/{id}", s.getRule)
+	h("GET /api/v1/rules", s.listRules)
+	h("DELETE /api/v1/rules/{id}", s.deleteRule)
+	h("GET /api/v1/alerts", s.listAlerts)
+	h("GET /api/v1/alerts/{id}", s.getAlert)
+	h("POST /api/v1/alerts/{id}/ack", s.ackAlert)
+	// Alert IDs are "<rule>/<entity>"; both the escaped form and this
+	// two-segment form reach them.
+	h("GET /api/v1/alerts/{rule}/{entity}", s.getAlert)
+	h("POST /api/v1/alerts/{rule}/{entity}/ack", s.ackAlert)
+}
+
+func alertID(r *http.Request) string {
+	if id := r.PathValue("id"); id != "" {
+		return id
+	}
+	return rules.AlertID(r.PathValue("rule"), r.PathValue("entity"))
+}
+
+func (s *Server) putRule(w http.ResponseWriter, r *http.Request) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var raw json.RawMessage
+		return decode(r, &raw) // reports 413 the same way as other bodies
+	}
+	if !json.Valid(body) {
+		return badRequest("malformed JSON rule")
+	}
+	doc, created, err := s.sys.PutRule(r.Context(), r.PathValue("id"), body)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, doc)
+	return nil
+}
+
+func (s *Server) getRule(w http.ResponseWriter, r *http.Request) error {
+	doc, err := s.sys.GetRule(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, doc)
+	return nil
+}
+
+func (s *Server) listRules(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.sys.Rules(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, items[json.RawMessage]{Items: nonNil(list)})
+	return nil
+}
+
+func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) error {
+	if err := s.sys.DeleteRule(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	writeJSON(w, 200, map[string]string{"deleted": r.PathValue("id")})
+	return nil
+}
+
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	switch st := q.Get("state"); st {
+	case "", rules.StateActive, rules.StateAcknowledged, rules.StateCleared:
+	default:
+		return badRequest("state must be active, acknowledged or cleared")
+	}
+	list, err := s.sys.Alerts(r.Context(), actors.AlertFilter{State: q.Get("state"), Under: q.Get("under")})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, items[rules.Alert]{Items: list})
+	return nil
+}
+
+func (s *Server) getAlert(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.sys.Alert(r.Context(), alertID(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, a)
+	return nil
+}
+
+func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.sys.AckAlert(r.Context(), alertID(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, a)
+	return nil
+}
