@@ -51,10 +51,49 @@ const (
 	edgeVia      = "v"
 )
 
-// contribution is what one child adds to an ancestor's rollup.
+// contribution is what one child adds to an ancestor's rollup: device
+// counts, open alerts with the worst severity rank, and per numeric
+// telemetry point the aggregate of the latest values beneath.
 type contribution struct {
-	Devices   int `json:"devices"`
-	Connected int `json:"connected"`
+	Devices   int                 `json:"devices"`
+	Connected int                 `json:"connected"`
+	Alerts    int                 `json:"alerts,omitempty"`
+	Worst     int                 `json:"worst,omitempty"`
+	Points    map[string]pointAgg `json:"points,omitempty"`
+}
+
+// pointAgg aggregates the latest values of one point over a subtree.
+type pointAgg struct {
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+	Sum   float64 `json:"sum"`
+	Count int     `json:"count"`
+}
+
+func (c *contribution) add(o contribution) {
+	c.Devices += o.Devices
+	c.Connected += o.Connected
+	c.Alerts += o.Alerts
+	c.Worst = max(c.Worst, o.Worst)
+	for k, p := range o.Points {
+		if c.Points == nil {
+			c.Points = map[string]pointAgg{}
+		}
+		q, ok := c.Points[k]
+		if !ok {
+			c.Points[k] = p
+			continue
+		}
+		q.Min, q.Max = min(q.Min, p.Min), max(q.Max, p.Max)
+		q.Sum += p.Sum
+		q.Count += p.Count
+		c.Points[k] = q
+	}
+}
+
+func (c contribution) encode() []byte {
+	b, _ := json.Marshal(c)
+	return b
 }
 
 type contribMsg struct {
@@ -93,6 +132,12 @@ type grain struct {
 	ancestors  []string
 	ruleStates map[string]*rules.State
 	cancelTick scheduler.CancelFunc
+
+	// sent is the contribution last sent to each ancestor key in this
+	// activation; rollupPending marks a scheduled debounced refreshUp.
+	sent          map[string]string
+	stored        map[string]string
+	rollupPending bool
 }
 
 // Telemetry flush policy: the twin document is rewritten at least this often
@@ -119,6 +164,13 @@ func (g *grain) Receive(ctx actor.Context) {
 		g.handleNotify(ctx, m)
 	case ruleTick:
 		g.tick(ctx)
+	case rollupFlush:
+		g.rollupPending = false
+		if g.exists {
+			if err := g.refreshUp(ctx, nil, false); err != nil {
+				g.log.Warn("rollup update", "err", err)
+			}
+		}
 	case *actor.ReceiveTimeout:
 		g.flushTwin()
 		ctx.Stop(ctx.Self())
@@ -198,6 +250,7 @@ func (g *grain) load() error {
 	}
 	g.unflushed, g.lastFlush = 0, g.now()
 	g.contribs = map[string]map[string]contribution{edgeContains: {}, edgeVia: {}}
+	g.sent, g.stored = map[string]string{}, map[string]string{}
 	if isAggregating(g.behavior) {
 		docs, err := g.sys.store.ListDocs(persistence.BucketContrib, g.id+"/")
 		if err != nil {
@@ -333,7 +386,7 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 	case opInboxSend, opInboxPending, opInboxDelivered:
 		body, err = g.inbox(ctx, req.Op, req.Body)
 	case opAlertAck, opAlertRetire:
-		body, err = g.alertRequest(req.Op, req.Body)
+		body, err = g.alertRequest(ctx, req.Op, req.Body)
 	default:
 		err = fmt.Errorf("%w: unknown operation %q", ErrBadRequest, req.Op)
 	}
@@ -395,6 +448,7 @@ func (g *grain) putEntity(ctx actor.Context, body []byte) ([]byte, error) {
 	if created {
 		g.tw = twin.New(g.id, g.kind)
 		g.contribs = map[string]map[string]contribution{edgeContains: {}, edgeVia: {}}
+		g.sent, g.stored = map[string]string{}, map[string]string{}
 		old = persistence.Entity{}
 	}
 	ent := persistence.Entity{ID: g.id, Kind: g.kind, Parent: spec.Parent, ConnectedVia: spec.ConnectedVia,
@@ -471,13 +525,18 @@ func (g *grain) contribMoves(old, cur persistence.Entity, mine contribution, ops
 	}
 	for _, e := range edges {
 		if e.from != "" && e.from != e.to {
-			*ops = append(*ops, persistence.DeleteDoc(persistence.BucketContrib, contribKey(e.from, e.edge, g.id)))
+			key := contribKey(e.from, e.edge, g.id)
+			*ops = append(*ops, persistence.DeleteDoc(persistence.BucketContrib, key))
 			moves = append(moves, contribMove{e.from, contribMsg{Edge: e.edge, Removed: true}})
+			delete(g.sent, key)
+			delete(g.stored, key)
 		}
-		if e.to != "" && (e.from != e.to || e.value != (contribution{})) {
-			v, _ := json.Marshal(e.value)
-			*ops = append(*ops, persistence.PutDoc(persistence.BucketContrib, contribKey(e.to, e.edge, g.id), v))
+		if e.to != "" && (e.from != e.to || string(e.value.encode()) != string(contribution{}.encode())) {
+			key := contribKey(e.to, e.edge, g.id)
+			v := e.value.encode()
+			*ops = append(*ops, persistence.PutDoc(persistence.BucketContrib, key, v))
 			moves = append(moves, contribMove{e.to, contribMsg{Edge: e.edge, Value: e.value}})
+			g.sent[key], g.stored[key] = string(v), string(v)
 		}
 	}
 	return moves
@@ -496,15 +555,33 @@ func (g *grain) sendMoves(ctx actor.Context, moves []contribMove) {
 	}
 }
 
-// selfContribution is what this entity alone adds: one device when it is
-// connectable, connected or not.
+// selfContribution is what this entity alone adds: one device with its
+// latest numeric telemetry when it is connectable, and its open alerts.
 func (g *grain) selfContribution() contribution {
-	if !isConnectable(g.behavior) {
-		return contribution{}
+	var c contribution
+	if g.tw == nil {
+		return c
 	}
-	c := contribution{Devices: 1}
-	if g.tw != nil && g.tw.Connection().State == "connected" {
+	var refs []alertRef
+	_ = json.Unmarshal(g.tw.Alerts(), &refs)
+	for _, r := range refs {
+		c.Alerts++
+		c.Worst = max(c.Worst, rules.SeverityRank(r.Severity))
+	}
+	if !isConnectable(g.behavior) {
+		return c
+	}
+	c.Devices = 1
+	if g.tw.Connection().State == "connected" {
 		c.Connected = 1
+	}
+	for k, p := range g.tw.Telemetry() {
+		if v, ok := p.Value.(float64); ok {
+			if c.Points == nil {
+				c.Points = map[string]pointAgg{}
+			}
+			c.Points[k] = pointAgg{Min: v, Max: v, Sum: v, Count: 1}
+		}
 	}
 	return c
 }
@@ -514,25 +591,38 @@ func (g *grain) selfContribution() contribution {
 func (g *grain) ownContribution() contribution {
 	c := g.selfContribution()
 	for _, v := range g.contribs[edgeContains] {
-		c.Devices += v.Devices
-		c.Connected += v.Connected
+		c.add(v)
 	}
 	return c
 }
 
+var severityNames = map[int]string{5: "critical", 4: "major", 3: "minor", 2: "warning", 1: "info"}
+
+// rollupDoc is the twin's rollup: what lies beneath (children along
+// contains, devices connected via a gateway), not the entity itself.
 func (g *grain) rollupDoc() map[string]any {
 	var sum contribution
 	for _, edge := range []string{edgeContains, edgeVia} {
 		for _, v := range g.contribs[edge] {
-			sum.Devices += v.Devices
-			sum.Connected += v.Connected
+			sum.add(v)
 		}
 	}
-	return map[string]any{"devices": float64(sum.Devices), "connected": float64(sum.Connected)}
+	doc := map[string]any{"devices": float64(sum.Devices), "connected": float64(sum.Connected), "alerts": float64(sum.Alerts)}
+	if sum.Alerts > 0 {
+		doc["worstSeverity"] = severityNames[sum.Worst]
+	}
+	for k, p := range sum.Points {
+		if k == "devices" || k == "connected" || k == "alerts" || k == "worstSeverity" {
+			continue // a point named like a count must not overwrite it
+		}
+		doc[k] = map[string]any{"min": p.Min, "max": p.Max, "avg": p.Sum / float64(p.Count), "count": float64(p.Count)}
+	}
+	return doc
 }
 
 // refreshUp recomputes this grain's rollup and its contributions to its
-// ancestors after something changed, and commits and sends what differs.
+// ancestors after something changed, commits what differs from the store
+// and tells the ancestors what differs from what they were last told.
 func (g *grain) refreshUp(ctx actor.Context, events []Event, force bool) error {
 	var ops []persistence.Op
 	if isAggregating(g.behavior) {
@@ -541,41 +631,94 @@ func (g *grain) refreshUp(ctx actor.Context, events []Event, force bool) error {
 		}
 	}
 	var moves []contribMove
-	for _, e := range []struct {
-		edge, to string
-		value    contribution
-	}{
-		{edgeContains, g.ent.Parent, g.ownContribution()},
-		{edgeVia, g.ent.ConnectedVia, g.selfContribution()},
-	} {
-		if e.to == "" {
-			continue
-		}
+	for _, e := range g.edges() {
 		key := contribKey(e.to, e.edge, g.id)
-		v, _ := json.Marshal(e.value)
-		if !force {
-			if stored, err := g.sys.store.GetDoc(persistence.BucketContrib, key); err == nil && string(stored) == string(v) {
-				continue
-			}
+		v := e.value.encode()
+		if force || g.storedContrib(key) != string(v) {
+			ops = append(ops, persistence.PutDoc(persistence.BucketContrib, key, v))
+			g.stored[key] = string(v)
 		}
-		ops = append(ops, persistence.PutDoc(persistence.BucketContrib, key, v))
-		moves = append(moves, contribMove{e.to, contribMsg{Edge: e.edge, Value: e.value}})
-	}
-	if len(events) == 0 && len(ops) == 0 {
-		return nil
+		if g.sent[key] != string(v) {
+			moves = append(moves, contribMove{e.to, contribMsg{Edge: e.edge, Value: e.value}})
+			g.sent[key] = string(v)
+		}
 	}
 	rolled := false
 	for _, e := range events {
 		rolled = rolled || e.Type == EventRollup
 	}
-	if err := g.commit(ops, events...); err != nil {
-		return err
+	if len(events) > 0 || len(ops) > 0 {
+		if err := g.commit(ops, events...); err != nil {
+			return err
+		}
 	}
 	g.sendMoves(ctx, moves)
 	if rolled {
 		g.evaluate(ctx, nil)
 	}
 	return nil
+}
+
+// storedContrib returns the contribution document on disk for key,
+// reading it once per activation.
+func (g *grain) storedContrib(key string) string {
+	if v, ok := g.stored[key]; ok {
+		return v
+	}
+	doc, err := g.sys.store.GetDoc(persistence.BucketContrib, key)
+	if err != nil {
+		doc = nil
+	}
+	g.stored[key] = string(doc)
+	return string(doc)
+}
+
+// contribOps returns the writes that bring this entity's stored
+// contributions up to date; the caller commits them with its own change so
+// a restart finds them exact, and notifies the ancestors (debounced).
+func (g *grain) contribOps() []persistence.Op {
+	var ops []persistence.Op
+	for _, e := range g.edges() {
+		key := contribKey(e.to, e.edge, g.id)
+		if v := string(e.value.encode()); g.storedContrib(key) != v {
+			ops = append(ops, persistence.PutDoc(persistence.BucketContrib, key, []byte(v)))
+			g.stored[key] = v
+		}
+	}
+	return ops
+}
+
+type edgeValue struct {
+	edge, to string
+	value    contribution
+}
+
+// edges lists this entity's contributions to its ancestors.
+func (g *grain) edges() []edgeValue {
+	var out []edgeValue
+	if g.ent.Parent != "" {
+		out = append(out, edgeValue{edgeContains, g.ent.Parent, g.ownContribution()})
+	}
+	if g.ent.ConnectedVia != "" {
+		out = append(out, edgeValue{edgeVia, g.ent.ConnectedVia, g.selfContribution()})
+	}
+	return out
+}
+
+// rollupDelay bounds how often a grain passes a changed contribution up:
+// telemetry can change a device's contribution hundreds of times a second,
+// and every ancestor would otherwise process (and commit) each change.
+const rollupDelay = 50 * time.Millisecond
+
+// rollupFlush is the local timer message of a debounced refreshUp.
+type rollupFlush struct{}
+
+func (g *grain) scheduleRollup(ctx actor.Context) {
+	if g.rollupPending {
+		return
+	}
+	g.rollupPending = true
+	scheduler.NewTimerScheduler(ctx).SendOnce(rollupDelay, ctx.Self(), rollupFlush{})
 }
 
 // repairRollup runs at activation: the stored contributions of the children
@@ -608,9 +751,7 @@ func (g *grain) handleNotify(ctx actor.Context, n *actorspb.Notify) {
 	} else {
 		g.contribs[m.Edge][n.From] = m.Value
 	}
-	if err := g.refreshUp(ctx, nil, false); err != nil {
-		g.log.Warn("rollup update", "err", err)
-	}
+	g.scheduleRollup(ctx)
 }
 
 func (g *grain) delete(ctx actor.Context) error {
@@ -765,10 +906,19 @@ func (g *grain) telemetry(ctx actor.Context, body []byte) ([]byte, error) {
 		data, _ := json.Marshal(map[string]any{"ts": in.TS, "contentType": in.ContentType, "size": len(in.Raw)})
 		ev = Event{Type: EventTelemetry, Version: g.tw.Version(), Data: data, TS: in.TS}
 	}
-	// The record is the durable copy; the document follows in batches.
+	// The record is the durable copy; the document follows in batches. The
+	// rollup contribution changes with the latest values: it is written in
+	// the same commit, and the ancestors are told after a short delay.
+	contribChanged := false
+	if len(in.Points) > 0 {
+		if cops := g.contribOps(); len(cops) > 0 {
+			ops = append(ops, cops...)
+			contribChanged = true
+		}
+	}
 	if g.unflushed >= flushEvery || (g.unflushed > 0 && g.now().Sub(g.lastFlush) >= flushInterval) {
 		if err := g.commit(ops, ev); err != nil {
-			g.tw = prev
+			g.tw, g.stored = prev, map[string]string{}
 			return nil, err
 		}
 	} else {
@@ -776,13 +926,16 @@ func (g *grain) telemetry(ctx actor.Context, body []byte) ([]byte, error) {
 		err := g.sys.store.Commit(cctx, ops...)
 		cancel()
 		if err != nil {
-			g.tw = prev
+			g.tw, g.stored = prev, map[string]string{}
 			return nil, fmt.Errorf("%w: telemetry of %s: %v", ErrUnavailable, g.id, err)
 		}
 		ev.Entity, ev.Kind = g.id, g.kind
 		g.sys.publish(ev)
 	}
 	g.lastTS = in.TS
+	if contribChanged {
+		g.scheduleRollup(ctx)
+	}
 	if len(in.Points) > 0 {
 		g.evaluate(ctx, in.Points)
 	}

@@ -517,17 +517,19 @@ func (g *grain) handleOutcomes(ctx actor.Context, r *rules.Rule, outs []rules.Ou
 		switch o.Kind {
 		case rules.Raised:
 			if o.Severity != "" {
-				g.changeAlert(rules.AlertID(r.ID, g.id), r.ID, func(a *rules.Alert) error {
+				g.logAlertErr(g.changeAlert(rules.AlertID(r.ID, g.id), r.ID, func(a *rules.Alert) error {
 					a.Raise(o.At, o.Severity, o.Message)
 					return nil
-				})
+				}))
+				g.scheduleRollup(ctx)
 			}
 		case rules.Cleared:
 			if o.Severity != "" {
-				g.changeAlert(rules.AlertID(r.ID, g.id), r.ID, func(a *rules.Alert) error {
+				g.logAlertErr(g.changeAlert(rules.AlertID(r.ID, g.id), r.ID, func(a *rules.Alert) error {
 					a.Clear(o.At)
 					return nil
-				})
+				}))
+				g.scheduleRollup(ctx)
 			}
 		case rules.Fired:
 			for i, a := range o.Actions {
@@ -535,6 +537,12 @@ func (g *grain) handleOutcomes(ctx actor.Context, r *rules.Rule, outs []rules.Ou
 					rule: r.ID, entity: g.id, parent: g.ent.Parent, action: a})
 			}
 		}
+	}
+}
+
+func (g *grain) logAlertErr(err error) {
+	if err != nil {
+		g.log.Warn("alert update", "err", err)
 	}
 }
 
@@ -598,7 +606,7 @@ func (g *grain) changeAlert(id, ruleID string, change func(*rules.Alert) error) 
 }
 
 // alertRequest handles acknowledge and retire (rule deleted) requests.
-func (g *grain) alertRequest(op string, body []byte) ([]byte, error) {
+func (g *grain) alertRequest(ctx actor.Context, op string, body []byte) ([]byte, error) {
 	var in struct {
 		ID string `json:"id"`
 	}
@@ -624,5 +632,6 @@ func (g *grain) alertRequest(op string, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	g.scheduleRollup(ctx)
 	return []byte(`{}`), nil
 }

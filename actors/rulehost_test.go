@@ -163,3 +163,82 @@ func TestRuleForUsesTheClockAndInvalidRulesAreRefused(t *testing.T) {
 		t.Fatalf("%d rules stored", len(list))
 	}
 }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func point(v twinView, name string) map[string]any {
+	m, _ := v.Rollup[name].(map[string]any)
+	return m
+}
+
+func TestPointRollupsAlertsAndRoomRules(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	e := start(t, path, options{})
+	s := e.sys
+	put(t, s, "b1", "building", "")
+	put(t, s, "f1", "floor", "b1")
+	put(t, s, "r1", "room", "f1")
+	put(t, s, "r2", "room", "f1")
+	put(t, s, "d1", "device", "r1")
+	put(t, s, "d2", "device", "r1")
+	put(t, s, "d3", "device", "r2")
+	if _, _, err := s.PutRule(ctx(t), "warm-room", []byte(`{"scope":{"kind":"room"},"when":"rollup.temperature.avg > 26",
+	  "then":[{"alert":{"severity":"warning","message":"room warm on average"}}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutRule(ctx(t), "hot-device", []byte(`{"scope":{"kind":"device"},"when":"telemetry.temperature > 30",
+	  "then":[{"alert":{"severity":"critical","message":"hot"}}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	temp(t, s, "d1", 20)
+	temp(t, s, "d2", 24)
+	temp(t, s, "d3", 31)
+	waitFor(t, "building temperature rollup", func() bool {
+		p := point(get(t, s, "b1"), "temperature")
+		return p["count"] == 3.0 && p["min"] == 20.0 && p["max"] == 31.0 && p["avg"] == 25.0
+	})
+	if p := point(get(t, s, "r1"), "temperature"); p["avg"] != 22.0 || p["count"] != 2.0 {
+		t.Fatalf("room rollup %v", p)
+	}
+	// d3's critical alert rolls up with its worst severity.
+	waitFor(t, "alert rollup", func() bool {
+		r := get(t, s, "b1").Rollup
+		return r["alerts"] == 1.0 && r["worstSeverity"] == "critical"
+	})
+	// The room rule sees rollup.temperature.avg.
+	temp(t, s, "d2", 34) // r1 avg (20+34)/2 = 27 → warm-room on r1, hot-device on d2
+	waitFor(t, "room rule on its rollup", func() bool { return alertState(t, s, rules.AlertID("warm-room", "r1")) == "active" })
+	// hot-device on d2 and d3, warm-room on r1 (avg 27) and r2 (avg 31).
+	waitFor(t, "building alert count", func() bool {
+		r := get(t, s, "b1").Rollup
+		return r["alerts"] == 4.0 && r["worstSeverity"] == "critical"
+	})
+	want := get(t, s, "b1").Rollup
+	// A restart finds the same rollups (contributions are stored with each change).
+	e.stop()
+	e2 := start(t, path, options{})
+	if _, err := e2.sys.Touch(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	got := get(t, e2.sys, "b1").Rollup
+	wb, _ := json.Marshal(want)
+	gb, _ := json.Marshal(got)
+	if string(wb) != string(gb) {
+		t.Fatalf("rollup after restart\n%s\nwant\n%s", gb, wb)
+	}
+	// Moving a device moves its values.
+	put(t, e2.sys, "d2", "device", "r2")
+	waitFor(t, "rollups after a move", func() bool {
+		return point(get(t, e2.sys, "r1"), "temperature")["count"] == 1.0 && point(get(t, e2.sys, "r2"), "temperature")["max"] == 34.0
+	})
+}
