@@ -138,6 +138,7 @@ type grain struct {
 	sent          map[string]string
 	stored        map[string]string
 	rollupPending bool
+	lastRollup    time.Time
 }
 
 // Telemetry flush policy: the twin document is rewritten at least this often
@@ -165,12 +166,7 @@ func (g *grain) Receive(ctx actor.Context) {
 	case ruleTick:
 		g.tick(ctx)
 	case rollupFlush:
-		g.rollupPending = false
-		if g.exists {
-			if err := g.refreshUp(ctx, nil, false); err != nil {
-				g.log.Warn("rollup update", "err", err)
-			}
-		}
+		g.flushRollup(ctx)
 	case *actor.ReceiveTimeout:
 		g.flushTwin()
 		ctx.Stop(ctx.Self())
@@ -713,12 +709,31 @@ const rollupDelay = 50 * time.Millisecond
 // rollupFlush is the local timer message of a debounced refreshUp.
 type rollupFlush struct{}
 
+// scheduleRollup throttles upward propagation: the first change after a
+// quiet period goes up at once (low latency for sparse updates), later ones
+// are gathered until rollupDelay after the last flush (bounded rate).
 func (g *grain) scheduleRollup(ctx actor.Context) {
 	if g.rollupPending {
 		return
 	}
+	since := time.Since(g.lastRollup)
+	if since >= rollupDelay {
+		g.flushRollup(ctx)
+		return
+	}
 	g.rollupPending = true
-	scheduler.NewTimerScheduler(ctx).SendOnce(rollupDelay, ctx.Self(), rollupFlush{})
+	scheduler.NewTimerScheduler(ctx).SendOnce(rollupDelay-since, ctx.Self(), rollupFlush{})
+}
+
+func (g *grain) flushRollup(ctx actor.Context) {
+	g.rollupPending = false
+	g.lastRollup = time.Now()
+	if !g.exists {
+		return
+	}
+	if err := g.refreshUp(ctx, nil, false); err != nil {
+		g.log.Warn("rollup update", "err", err)
+	}
 }
 
 // repairRollup runs at activation: the stored contributions of the children

@@ -210,10 +210,11 @@ func TestPointRollupsAlertsAndRoomRules(t *testing.T) {
 	if p := point(get(t, s, "r1"), "temperature"); p["avg"] != 22.0 || p["count"] != 2.0 {
 		t.Fatalf("room rollup %v", p)
 	}
-	// d3's critical alert rolls up with its worst severity.
+	// d3's critical alert and r2's warm-room alert (avg 31) roll up with
+	// the worst severity.
 	waitFor(t, "alert rollup", func() bool {
 		r := get(t, s, "b1").Rollup
-		return r["alerts"] == 1.0 && r["worstSeverity"] == "critical"
+		return r["alerts"] == 2.0 && r["worstSeverity"] == "critical"
 	})
 	// The room rule sees rollup.temperature.avg.
 	temp(t, s, "d2", 34) // r1 avg (20+34)/2 = 27 → warm-room on r1, hot-device on d2
