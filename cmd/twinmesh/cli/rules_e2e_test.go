@@ -11,9 +11,9 @@ import (
 )
 
 // TestRuleAlertAndCommandEndToEnd: a real device publishes temperatures, a
-// rule on its room's devices raises an alert visible in the API and sends
+// rule on its room's rollup raises an alert visible in the API and sends
 // a direct method to a fan, another real MQTT device; the alert is
-// acknowledged and survives a restart.
+// acknowledged and survives a restart, and so does the room's rollup.
 func TestRuleAlertAndCommandEndToEnd(t *testing.T) {
 	data := t.TempDir()
 	n := testutil.Start(t, data)
@@ -32,7 +32,7 @@ func TestRuleAlertAndCommandEndToEnd(t *testing.T) {
 		fanClient.Publish("$iothub/methods/res/200/?$rid="+u.Query().Get("$rid"), 0, false, `{"speed":"high"}`).Wait()
 	}()
 
-	rule := `{"scope":{"under":"r1","kind":"device"},"when":"telemetry.temperature > 28",
+	rule := `{"scope":{"kind":"room"},"when":"rollup.temperature.max > 28",
 	  "then":[{"alert":{"severity":"critical","message":"room too hot"}},
 	          {"command":{"target":"fan-1","method":"cool","payload":{"level":3},"timeoutSeconds":10}}]}`
 	api.MustDo(t, "PUT", "/api/v1/rules/hot-room", rule, 201)
@@ -49,20 +49,35 @@ func TestRuleAlertAndCommandEndToEnd(t *testing.T) {
 		_ = json.Unmarshal(api.MustDo(t, "GET", "/api/v1/alerts?state=active&under=b1", nil, 200), &alerts)
 		return len(alerts.Items) == 1
 	})
-	if a := alerts.Items[0]; a.ID != "hot-room/sensor-1" || a.Severity != "critical" || a.Entity != "sensor-1" {
+	if a := alerts.Items[0]; a.ID != "hot-room/r1" || a.Severity != "critical" || a.Entity != "r1" {
 		t.Fatalf("alert %+v", a)
 	}
 	fanBox.wait(t, "command at the fan", topicHas("$iothub/methods/POST/cool/"))
-	api.MustDo(t, "POST", "/api/v1/alerts/hot-room%2Fsensor-1/ack", nil, 200)
-	api.MustDo(t, "POST", "/api/v1/alerts/hot-room/sensor-1/ack", nil, 409) // already acknowledged
-	api.MustDo(t, "POST", "/api/v1/alerts/nope/sensor-1/ack", nil, 404)
+	api.MustDo(t, "POST", "/api/v1/alerts/hot-room%2Fr1/ack", nil, 200)
+	api.MustDo(t, "POST", "/api/v1/alerts/hot-room/r1/ack", nil, 409) // already acknowledged
+	api.MustDo(t, "POST", "/api/v1/alerts/nope/r1/ack", nil, 404)
+	testutil.Eventually(t, 5*time.Second, "building rollup of the alert", func() bool {
+		return twinOf(t, api, "b1").Rollup["worstSeverity"] == "critical"
+	})
+	before := twinOf(t, api, "b1").Rollup
 
 	n.Stop()
 	n2 := testutil.Start(t, data)
 	var a struct{ State string }
-	_ = json.Unmarshal(n2.Client().MustDo(t, "GET", "/api/v1/alerts/hot-room/sensor-1", nil, 200), &a)
+	_ = json.Unmarshal(n2.Client().MustDo(t, "GET", "/api/v1/alerts/hot-room/r1", nil, 200), &a)
 	if a.State != "acknowledged" {
 		t.Fatalf("after restart the alert is %q", a.State)
+	}
+	after := twinOf(t, n2.Client(), "b1").Rollup
+	// Stopping the node ended the device sessions: nothing is connected now.
+	if after["connected"] != 0.0 {
+		t.Fatalf("connected after restart = %v", after["connected"])
+	}
+	before["connected"] = 0.0
+	bb, _ := json.Marshal(before)
+	ab, _ := json.Marshal(after)
+	if string(bb) != string(ab) {
+		t.Fatalf("building rollup after restart\n%s\nbefore\n%s", ab, bb)
 	}
 	var list struct{ Items []json.RawMessage }
 	_ = json.Unmarshal(n2.Client().MustDo(t, "GET", "/api/v1/rules", nil, 200), &list)
