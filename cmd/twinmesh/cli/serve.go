@@ -26,6 +26,7 @@ import (
 	_ "github.com/twinmesh/twinmesh/actors/kinds"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/api"
+	"github.com/twinmesh/twinmesh/api/ws"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
 	"github.com/twinmesh/twinmesh/persistence"
 	"github.com/twinmesh/twinmesh/protocols/mqtt"
@@ -192,6 +193,9 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	var events *mqttEvents
 	late := &lateMethods{}
 	n.sys.SetCommander(late)
+	hub := ws.NewHub(ws.Config{Logger: log}, wsBackend{sys: n.sys, methods: late})
+	n.sys.OnEvent(wsSink(hub))
+	n.stops = append(n.stops, func(context.Context) { hub.Close() })
 	if c.MQTT != "" || c.MQTTS != "" {
 		events = &mqttEvents{work: make(chan func(), 4096)}
 		n.sys.OnEvent(events.sink)
@@ -250,6 +254,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		},
 		Cluster: func() any { return clusterView(c.NodeName, n.prov, n.sys) },
 		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
+			mux.Handle("GET /api/v1/ws", hub)
 			if c.Pprof {
 				mux.Handle("/debug/pprof/", auth(http.HandlerFunc(pprof.Index)))
 				mux.Handle("/debug/pprof/profile", auth(http.HandlerFunc(pprof.Profile)))
@@ -260,6 +265,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, err
 	}
+	hub.SetAuthorize(apiSrv.Authorized)
 	n.httpL, err = net.Listen("tcp", c.HTTP)
 	if err != nil {
 		return n, fmt.Errorf("http listener: %w", err)
