@@ -26,6 +26,7 @@ import (
 	_ "github.com/twinmesh/twinmesh/actors/kinds"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/api"
+	"github.com/twinmesh/twinmesh/api/dashboard"
 	"github.com/twinmesh/twinmesh/api/ws"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
 	"github.com/twinmesh/twinmesh/persistence"
@@ -255,6 +256,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		Cluster: func() any { return clusterView(c.NodeName, n.prov, n.sys) },
 		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
 			mux.Handle("GET /api/v1/ws", hub)
+			mux.Handle("/", dashboard.Handler()) // "/api/" stays more specific
 			if c.Pprof {
 				mux.Handle("/debug/pprof/", auth(http.HandlerFunc(pprof.Index)))
 				mux.Handle("/debug/pprof/profile", auth(http.HandlerFunc(pprof.Profile)))

@@ -1,0 +1,29 @@
+// Package dashboard serves twinmesh's built-in dashboard: static files
+// embedded in the binary (no CDN, works offline) that talk to the REST API
+// and the WebSocket API with the admin token the user signs in with.
+package dashboard
+
+import (
+	"embed"
+	"io/fs"
+	"net/http"
+)
+
+//go:embed static
+var files embed.FS
+
+// Handler serves the dashboard at the root of the mux it is mounted on.
+func Handler() http.Handler {
+	sub, err := fs.Sub(files, "static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	fileServer := http.FileServer(http.FS(sub))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The page holds no secrets; the token lives in sessionStorage.
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'")
+		fileServer.ServeHTTP(w, r)
+	})
+}
