@@ -209,6 +209,7 @@ function renderCharts() {
     const svg = document.createElementNS(NS, 'svg');
     svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
     svg.setAttribute('data-chart', name);
+    svg.setAttribute('preserveAspectRatio', 'none');
     const axis = document.createElementNS(NS, 'line');
     for (const [a, v] of [['x1', P], ['y1', H - P], ['x2', W - P], ['y2', H - P], ['class', 'axis']]) axis.setAttribute(a, v);
     const line = document.createElementNS(NS, 'polyline');
