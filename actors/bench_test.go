@@ -20,9 +20,15 @@ import (
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
-func benchSystem(b *testing.B, path string, idle time.Duration) (*actors.System, *persistence.DB) {
+func benchSystem(b *testing.B, path string, idle time.Duration, sinks ...actors.EventSink) (*actors.System, *persistence.DB) {
+	return benchSystemOpts(b, path, idle, nil, sinks...)
+}
+
+// benchSystemOpts starts a one-node System on a bbolt file with the given
+// persistence options (nil: fsync on every commit).
+func benchSystemOpts(b *testing.B, path string, idle time.Duration, opts *persistence.Options, sinks ...actors.EventSink) (*actors.System, *persistence.DB) {
 	b.Helper()
-	db, err := persistence.Open(path, nil)
+	db, err := persistence.Open(path, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -33,6 +39,9 @@ func benchSystem(b *testing.B, path string, idle time.Duration) (*actors.System,
 	sys, err := actors.New(actors.Config{NodeName: "bench", Provider: prov, Store: db, IdleTimeout: idle})
 	if err != nil {
 		b.Fatal(err)
+	}
+	for _, sink := range sinks {
+		sys.OnEvent(sink)
 	}
 	if err := sys.Start(context.Background()); err != nil {
 		b.Fatal(err)
@@ -220,19 +229,7 @@ func TestMemoryPerTwin(t *testing.T) {
 func BenchmarkTelemetryRules(b *testing.B) {
 	for _, n := range []int{0, 10, 100} {
 		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
-			db, err := persistence.Open(filepath.Join(b.TempDir(), "db"), &persistence.Options{NoSync: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			prov, _ := tmcluster.NewProvider(tmcluster.Config{NodeName: "bench", GossipAddr: "127.0.0.1:0", Profile: "local"})
-			sys, err := actors.New(actors.Config{NodeName: "bench", Provider: prov, Store: db, IdleTimeout: time.Hour})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := sys.Start(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			defer func() { sys.Stop(false); _ = db.Close() }()
+			sys, _ := benchSystemOpts(b, filepath.Join(b.TempDir(), "db"), time.Hour, &persistence.Options{NoSync: true})
 			ctx := context.Background()
 			if _, _, err := sys.PutEntity(ctx, "d1", actors.EntitySpec{Kind: "device"}); err != nil {
 				b.Fatal(err)
@@ -262,17 +259,8 @@ func BenchmarkTelemetryRules(b *testing.B) {
 // → 10,000 devices tree (4 levels). Each iteration raises one device's
 // temperature to a new maximum and waits for the building's rollup event.
 func BenchmarkRollupPropagation(b *testing.B) {
-	db, err := persistence.Open(filepath.Join(b.TempDir(), "db"), &persistence.Options{NoSync: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	prov, _ := tmcluster.NewProvider(tmcluster.Config{NodeName: "bench", GossipAddr: "127.0.0.1:0", Profile: "local"})
-	sys, err := actors.New(actors.Config{NodeName: "bench", Provider: prov, Store: db, IdleTimeout: time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
 	maxSeen := make(chan float64, 1024)
-	sys.OnEvent(func(e actors.Event) {
+	sys, _ := benchSystemOpts(b, filepath.Join(b.TempDir(), "db"), time.Hour, &persistence.Options{NoSync: true}, func(e actors.Event) {
 		if e.Entity != "bld" || e.Type != actors.EventRollup {
 			return
 		}
@@ -288,10 +276,6 @@ func BenchmarkRollupPropagation(b *testing.B) {
 			}
 		}
 	})
-	if err := sys.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { sys.Stop(false); _ = db.Close() }()
 	ctx := context.Background()
 	mustPut := func(id, kind, parent string) {
 		if _, _, err := sys.PutEntity(ctx, id, actors.EntitySpec{Kind: kind, Parent: parent}); err != nil {

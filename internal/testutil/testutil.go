@@ -5,7 +5,6 @@
 package testutil
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,13 +14,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twinmesh/twinmesh/internal/nodeproc"
 )
 
 var (
@@ -61,18 +60,9 @@ func Binary(t testing.TB) string {
 
 // Node is a running `twinmesh serve` process.
 type Node struct {
-	t     testing.TB
-	Cmd   *exec.Cmd
-	Data  string
-	Addrs map[string]string // listener name → bound address (http, mqtt, mqtts, gossip, remote)
-	Token string
-
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan struct{}
+	*nodeproc.Proc
+	t testing.TB
 }
-
-var listenRE = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+)`)
 
 // Start runs `twinmesh serve` with the data folder and extra flags; ports
 // default to 127.0.0.1:0. It waits for "node ready" (or fails the test).
@@ -86,91 +76,25 @@ func StartBinary(t testing.TB, bin, data string, extra ...string) *Node {
 	t.Helper()
 	args := []string{"serve", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
 		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", "n-" + filepath.Base(data)}
-	args = append(args, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "TWINMESH_API_TOKEN=")
-	n := &Node{t: t, Cmd: cmd, Data: data, Addrs: map[string]string{}, done: make(chan struct{})}
-	stderr, err := cmd.StderrPipe()
+	p, err := nodeproc.Start(bin, data, append(args, extra...), 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		defer close(n.done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		signalled := false
-		for sc.Scan() {
-			line := sc.Text()
-			n.mu.Lock()
-			n.logs.WriteString(line + "\n")
-			if m := listenRE.FindStringSubmatch(line); m != nil {
-				n.Addrs[m[1]] = m[2]
-			}
-			n.mu.Unlock()
-			if !signalled && strings.Contains(line, "msg=\"node ready\"") {
-				signalled = true
-				close(ready)
-			}
-		}
-		_ = cmd.Wait()
-	}()
-	select {
-	case <-ready:
-	case <-n.done:
-		t.Fatalf("twinmesh exited before ready:\n%s", n.Logs())
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("twinmesh not ready after 60s:\n%s", n.Logs())
-	}
-	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
-	if err != nil {
-		t.Fatalf("admin token: %v", err)
-	}
-	n.Token = strings.TrimSpace(string(tok))
-	t.Cleanup(func() { n.Kill() })
+	n := &Node{Proc: p, t: t}
+	t.Cleanup(n.Kill)
 	return n
-}
-
-// Logs returns everything the process logged so far.
-func (n *Node) Logs() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.logs.String()
-}
-
-// Addr returns the bound address of a listener.
-func (n *Node) Addr(name string) string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.Addrs[name]
 }
 
 // URL returns the base URL of the HTTP listener.
 func (n *Node) URL() string { return "http://" + n.Addr("http") }
 
-// Kill sends SIGKILL and waits for the process to be gone.
-func (n *Node) Kill() {
-	if n.Cmd.ProcessState == nil {
-		_ = n.Cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-n.done
-}
-
 // Stop sends SIGTERM and waits up to 30 s for a clean exit; it returns the exit code.
 func (n *Node) Stop() int {
-	_ = n.Cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(30 * time.Second):
-		n.t.Errorf("twinmesh did not stop within 30s after SIGTERM:\n%s", n.Logs())
-		n.Kill()
+	code, err := n.Proc.Stop(30 * time.Second)
+	if err != nil {
+		n.t.Errorf("%v:\n%s", err, n.Logs())
 	}
-	return n.Cmd.ProcessState.ExitCode()
+	return code
 }
 
 // Client is a small JSON client for the REST API.

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,17 +10,14 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/twinmesh/twinmesh/internal/loadgen"
+	"github.com/twinmesh/twinmesh/internal/nodeproc"
 	"github.com/twinmesh/twinmesh/protocols/sas"
 )
 
@@ -110,7 +106,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer sp.stop()
-		c.node, c.token, c.mqtt, pid = sp.url, sp.token, sp.mqtt, sp.cmd.Process.Pid
+		c.node, c.token, c.mqtt, pid = sp.url, sp.token, sp.mqtt, sp.Cmd.Process.Pid
 	} else if c.token == "" || c.mqtt == "" {
 		return fmt.Errorf("%w: --node needs --token and --mqtt", errUsage)
 	}
@@ -225,18 +221,9 @@ func provision(ctx context.Context, node, token string, n int) (func(int) (strin
 	}, nil
 }
 
-type spawned struct {
-	cmd              *exec.Cmd
-	dir              string
-	url, token, mqtt string
-	done             chan struct{}
-}
-
-var listenLine = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+)`)
-
 // spawnNode runs this binary's `serve` in a temp folder with limits raised
 // for the load, and waits until it is ready.
-func spawnNode(ctx context.Context, devices int, stderr io.Writer) (*spawned, error) {
+func spawnNode(_ context.Context, devices int, stderr io.Writer) (*spawned, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -245,77 +232,25 @@ func spawnNode(ctx context.Context, devices int, stderr io.Writer) (*spawned, er
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
+	p, err := nodeproc.Start(exe, dir, []string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
 		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", "bench",
-		"--device-rate", "1000000", "--device-burst", "1000000", "--max-connections", strconv.Itoa(devices+100))
-	cmd.Env = append(os.Environ(), "TWINMESH_API_TOKEN=")
-	pipe, err := cmd.StderrPipe()
+		"--device-rate", "1000000", "--device-burst", "1000000", "--max-connections", strconv.Itoa(devices + 100)}, 60*time.Second)
 	if err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	sp := &spawned{cmd: cmd, dir: dir, done: make(chan struct{})}
-	ready := make(chan struct{})
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	go func() {
-		defer close(sp.done)
-		sc := bufio.NewScanner(pipe)
-		once := false
-		for sc.Scan() {
-			line := sc.Text()
-			mu.Lock()
-			if logs.Len() < 1<<20 {
-				logs.WriteString(line + "\n")
-			}
-			if m := listenLine.FindStringSubmatch(line); m != nil {
-				switch m[1] {
-				case "http":
-					sp.url = "http://" + m[2]
-				case "mqtt":
-					sp.mqtt = m[2]
-				}
-			}
-			mu.Unlock()
-			if !once && strings.Contains(line, `msg="node ready"`) {
-				once = true
-				close(ready)
-			}
-		}
-		_ = cmd.Wait()
-	}()
-	select {
-	case <-ready:
-	case <-sp.done:
-		return nil, fmt.Errorf("spawned node exited:\n%s", logs.String())
-	case <-time.After(60 * time.Second):
-		sp.stop()
-		return nil, errors.New("spawned node not ready after 60s")
-	case <-ctx.Done():
-		sp.stop()
-		return nil, ctx.Err()
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		sp.stop()
-		return nil, err
-	}
-	sp.token = strings.TrimSpace(string(tok))
-	mu.Lock()
-	defer mu.Unlock()
-	fmt.Fprintf(stderr, "spawned node pid %d: %s, mqtt %s, data %s\n", cmd.Process.Pid, sp.url, sp.mqtt, dir)
+	sp := &spawned{Proc: p, dir: dir, url: "http://" + p.Addr("http"), token: p.Token, mqtt: p.Addr("mqtt")}
+	fmt.Fprintf(stderr, "spawned node pid %d: %s, mqtt %s, data %s\n", p.Cmd.Process.Pid, sp.url, sp.mqtt, dir)
 	return sp, nil
 }
 
+// spawned is a node the bench started and stops.
+type spawned struct {
+	*nodeproc.Proc
+	dir, url, token, mqtt string
+}
+
 func (sp *spawned) stop() {
-	_ = sp.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-sp.done:
-	case <-time.After(20 * time.Second):
-		_ = sp.cmd.Process.Kill()
-		<-sp.done
-	}
+	_, _ = sp.Stop(20 * time.Second)
 	_ = os.RemoveAll(sp.dir)
 }

@@ -58,7 +58,7 @@ func TestMQTTOverTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
 	n := testutil.Start(t, t.TempDir(), "--mqtt", "", "--mqtts", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile)
 	if n.Addr("mqtt") != "" || n.Addr("mqtts") == "" {
-		t.Fatalf("listeners %v", n.Addrs)
+		t.Fatalf("listeners %v", n.Addrs())
 	}
 	api := n.Client()
 	d := register(t, api, "tls-1", "")
