@@ -2,15 +2,74 @@
 // hashicorp/memberlist, and gives the node its view of the cluster for
 // GET /api/v1/cluster.
 //
-// protoactor-go ships providers for consul, etcd, zookeeper and Kubernetes,
-// but none that needs no external service; twinmesh runs as one static
-// binary on plain VMs, so membership is gossiped with memberlist (the
-// library behind Consul's and Nomad's LAN gossip). Each member advertises its
-// protoactor address, actor-system ID and kinds in memberlist node metadata;
-// on every membership change the Provider hands the alive members to
-// protoactor with MemberList.UpdateClusterTopology.
+// # Why
 //
-// A node that restarts gets a new actor-system ID (protoactor blocks the IDs
-// of members that left), so the ID identifies an incarnation, while the
-// memberlist node name can be reused.
+// protoactor-go ships cluster providers for consul, etcd, zookeeper and
+// Kubernetes, all of which need an external service, and none for
+// memberlist. twinmesh is one static binary on plain VMs, so membership is
+// gossiped with memberlist (the SWIM library behind Consul's and Nomad's LAN
+// gossip), optionally encrypted with a shared key. Provider implements
+// protoactor's cluster.ClusterProvider at protoactor's own extension point:
+// placement stays protoactor's IdentityLookup.
+//
+// # How
+//
+// Each node gossips, in memberlist node metadata, protoactor's cluster name,
+// its actor-system ID, its protoactor remote address and its grain kinds.
+// memberlist reports joins, updates and departures to a delegate that only
+// records them; a goroutine owned by the Provider then hands the alive
+// members to protoactor with MemberList.UpdateClusterTopology (and again
+// every two seconds, so that protoactor applies the members its own gossip
+// has blocked).
+//
+// protoactor blocks forever the ID of a member that drops out of the
+// topology. A node that restarts therefore has a new actor-system ID (the
+// default is random), so the ID identifies an incarnation, while the
+// node name (Config.NodeName) may be reused. For the same reason a member that
+// memberlist suspects stays in the topology until memberlist declares it
+// dead: a suspect that refutes the suspicion keeps its grains.
+//
+// # Departures
+//
+// memberlist v0.7.0 does not tell its event delegate whether a node left or
+// failed (Node.State is never set, hashicorp/memberlist#293), nor when it
+// suspects one. So a graceful Shutdown first sends every alive peer a leave
+// notice naming the incarnation (a memberlist user message over TCP, also
+// gossiped and carried in push/pull sync for the peers it did not know),
+// then calls memberlist's Leave. A peer drops the node from the topology and
+// reports it StateLeft as soon as the notice arrives; a node that disappears
+// without one is StateDead once memberlist's failure detection says so.
+// StateSuspect is this node's own approximation: no direct probe
+// acknowledged for about two probe rounds.
+//
+// Each incarnation is its own memberlist node, named NodeName/ID, so that a
+// node restarted under the same name never inherits the death notice of its
+// previous incarnation still being gossiped (which would make protoactor
+// block the new ID for good), nor an address conflict with it. Members shows
+// one entry per node name, its newest incarnation; an older incarnation
+// still alive (the node restarted before its crash was detected) is
+// superseded and leaves the topology at once.
+//
+// # Timing
+//
+// Measured on loopback (TestDepartureTiming, TestTwoNodes): peers see a
+// graceful leave as soon as the notice arrives, in about 10 ms; Shutdown(true)
+// itself takes 0.2 s with ProfileLocal and 0.8 s with ProfileLAN (memberlist's
+// Leave waits for its broadcast). A crash is declared after memberlist's
+// failure detection: about 6 s with ProfileLAN and 5 s with ProfileLocal in
+// clusters of two or three. memberlist sizes its suspicion timeout by the
+// nodes it knows, dead and recently left ones included, and then waits for
+// confirmations from other live nodes: with ProfileLocal, a node that knows
+// three nodes but has no live peer left to confirm waits the maximum, about
+// 20 s (ProfileLAN needs confirmations only from four nodes on).
+//
+// # Caveats
+//
+// protoactor's Cluster.Shutdown(false) does not call the provider: call
+// Shutdown(false) yourself. Cluster.Shutdown panics on a cluster client.
+// protoactor's MemberList reads its block list without the lock its gossip
+// actor writes it under, so -race reports UpdateClusterTopology in any member
+// that has peers, and two remotes in one process race on grpc's global
+// logger: tests of several protoactor members run without -race
+// (TestTwoNodesWithoutRace), gossip-level tests with it.
 package cluster

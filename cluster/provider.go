@@ -1,205 +1,248 @@
 package cluster
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/hashicorp/memberlist"
 )
 
-// Config configures a Provider.
-type Config struct {
-	// NodeName is the memberlist node name, unique within the cluster.
-	NodeName string
-	// GossipAddr is the memberlist bind address; port 0 picks a free port.
-	GossipAddr string
-	// Join lists seed gossip addresses. When non-empty, at least one must answer.
-	Join []string
-	// GossipKey, when set, is a 16, 24 or 32-byte AES key encrypting gossip.
-	GossipKey []byte
-	// Logger receives the provider's logs; memberlist's own go to it at debug level.
-	Logger *slog.Logger
-	// Profile is "lan" (default, memberlist.DefaultLANConfig) or "local"
-	// (DefaultLocalConfig: faster failure detection, for tests on loopback).
-	Profile string
-}
+// resyncInterval is how often the unchanged topology is handed to protoactor
+// again, so that members protoactor blocked on its own (its gossip heartbeat
+// expired, or its gossip says they left) drop out of placement: protoactor
+// applies its block list only inside UpdateClusterTopology.
+const resyncInterval = 2 * time.Second
 
-// DefaultConfig returns a Config for a single node on loopback.
-func DefaultConfig() Config {
-	return Config{NodeName: "twinmesh", GossipAddr: "127.0.0.1:7946", Profile: "lan"}
-}
+// maxNotes bounds the membership events waiting to be logged.
+const maxNotes = 256
 
-// Member is one member as this node sees it.
-type Member struct {
-	Name   string   `json:"name"`
-	Gossip string   `json:"gossip"`
-	Remote string   `json:"remote"`
-	ID     string   `json:"id"`
-	State  string   `json:"state"` // alive, suspect, dead or left
-	Self   bool     `json:"self,omitempty"`
-	Kinds  []string `json:"kinds,omitempty"`
-}
-
-// meta is what a member gossips about itself (memberlist limits it to 512 bytes).
-type meta struct {
-	ID    string   `json:"id"`
-	Host  string   `json:"host"`
-	Port  int      `json:"port"`
-	Kinds []string `json:"kinds"`
-}
-
-// Provider implements protoactor's cluster.ClusterProvider with memberlist.
+// Provider implements protoactor's cluster.ClusterProvider with
+// hashicorp/memberlist, and keeps this node's view of the cluster for
+// Members. Lifecycle: NewProvider, then one of StartMember or StartClient
+// (protoactor's Cluster calls it), then Shutdown. Members and GossipAddr are
+// safe to call at any time from any goroutine.
 type Provider struct {
-	cfg  Config
-	log  *slog.Logger
-	host string
-	port int
+	cfg Config
+	log *slog.Logger
 
+	// Never call memberlist while holding mu: memberlist calls the event
+	// delegate with its own node lock held, and the delegate takes mu.
 	mu      sync.Mutex
-	ml      *memberlist.Memberlist
+	started bool
+	ml      *memberlist.Memberlist // nil before start and after Shutdown
 	self    meta
-	seen    map[string]Member // every member seen this run, by name
-	cluster *pcluster.Cluster
+	mlName  string // this incarnation's memberlist name: NodeName/ID
+	bound   string
+	probe   time.Duration // memberlist's ProbeInterval
+	probeTO time.Duration // memberlist's ProbeTimeout
+	sink    func(pcluster.Members)
+	seq     int              // orders peers by first sight
+	peers   map[string]*peer // every memberlist node seen this run, by memberlist name
+	pushed  map[string]bool  // IDs in the topology last handed to protoactor
+	retired map[string]bool  // IDs that dropped out of it: protoactor blocks them forever
+	warned  map[string]bool  // retired IDs seen alive again, already logged
+	notes   []note           // membership events for the loop to log
+	dropped int              // notes lost because the queue was full
+	// leaving maps a memberlist name to the actor-system ID its leave
+	// notice named: that incarnation is leaving or has left.
+	leaving map[string]string
 
-	lastTopology string        // member IDs last pushed; only loop touches it
-	kick         chan struct{} // topology changed; buffered 1, so events coalesce
-	done         chan struct{}
-	wg           sync.WaitGroup
+	// relay gossips leave notices (ours and those we receive) to nodes the
+	// leaver may not know; numNodes sizes its retransmissions.
+	relay    memberlist.TransmitLimitedQueue
+	numNodes atomic.Int64
+
+	kick      chan struct{} // "dirty" flag: membership changed (buffered 1)
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
-// NewProvider validates cfg.
+// peer is one memberlist node (one incarnation of a twinmesh node) as the
+// event delegate last reported it.
+type peer struct {
+	name    string // memberlist name
+	seq     int
+	addr    net.IP
+	port    uint16
+	gossip  string
+	meta    meta
+	metaErr error
+	state   string    // StateAlive or StateDead (memberlist's verdict), or StateLeft (leave notice)
+	lastAck time.Time // last direct probe acknowledged, or the join
+	gone    bool      // memberlist reported it left or failed (NotifyLeave)
+}
+
+// nodeName is the twinmesh node name of the peer.
+func (pe *peer) nodeName() string {
+	if pe.metaErr == nil && pe.meta.Node != "" {
+		return pe.meta.Node
+	}
+	return pe.name
+}
+
+// NewProvider validates cfg (see Config for the defaults it fills) and
+// returns a Provider that has not started gossiping yet. Errors wrap
+// ErrConfig.
 func NewProvider(cfg Config) (*Provider, error) {
-	if cfg.NodeName == "" {
-		return nil, errors.New("cluster: NodeName is required")
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.GossipAddr == "" {
-		cfg.GossipAddr = DefaultConfig().GossipAddr
-	}
-	host, portStr, err := net.SplitHostPort(cfg.GossipAddr)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: gossip address %q: %w", cfg.GossipAddr, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port > 65535 {
-		return nil, fmt.Errorf("cluster: gossip address %q: bad port", cfg.GossipAddr)
-	}
-	if host == "" {
-		host = "0.0.0.0"
-	}
-	if n := len(cfg.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
-		return nil, fmt.Errorf("cluster: gossip key must be 16, 24 or 32 bytes, not %d", n)
-	}
-	switch cfg.Profile {
-	case "", "lan", "local":
-	default:
-		return nil, fmt.Errorf("cluster: unknown profile %q (lan or local)", cfg.Profile)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	return &Provider{cfg: cfg, log: cfg.Logger.With("component", "cluster"), host: host, port: port,
-		seen: map[string]Member{}, kick: make(chan struct{}, 1), done: make(chan struct{})}, nil
+	cfg.Join = slices.Clone(cfg.Join)
+	cfg.GossipKey = slices.Clone(cfg.GossipKey)
+	return &Provider{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "cluster", "node", cfg.NodeName),
+		peers:   map[string]*peer{},
+		pushed:  map[string]bool{},
+		retired: map[string]bool{},
+		warned:  map[string]bool{},
+		leaving: map[string]string{},
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}, nil
 }
 
-// StartMember joins the gossip cluster and starts feeding protoactor's
-// member list.
+// StartMember starts gossip as a cluster member: the node's metadata carries
+// its name, its actor-system ID, its protoactor address and the kinds of c
+// (ErrMetaTooLarge if that exceeds memberlist's 512 bytes); it joins the
+// seeds of Config.Join (ErrJoin when none answers), hands protoactor the
+// alive members before returning, and from then on after every membership
+// change. protoactor's Cluster.StartMember calls it, and panics on an error.
 func (p *Provider) StartMember(c *pcluster.Cluster) error {
-	host, portStr, err := net.SplitHostPort(c.ActorSystem.Address())
-	if err != nil {
-		return fmt.Errorf("cluster: actor system address %q: %w", c.ActorSystem.Address(), err)
-	}
-	port, _ := strconv.Atoi(portStr)
 	kinds := c.GetClusterKinds()
 	sort.Strings(kinds)
-	p.mu.Lock()
-	p.cluster = c
-	p.self = meta{ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: kinds}
-	p.mu.Unlock()
-	return p.start(false)
+	self, err := p.selfMeta(c, kinds)
+	if err != nil {
+		return err
+	}
+	return p.start(self, c.MemberList.UpdateClusterTopology)
 }
 
-// StartClient joins as a client: it gossips no kinds, so no grain is placed on it.
+// StartClient starts gossip as a cluster client: it gossips no kinds, so no
+// grain is placed on it, but it learns the members and feeds protoactor's
+// member list like a member does.
 func (p *Provider) StartClient(c *pcluster.Cluster) error {
-	host, portStr, _ := net.SplitHostPort(c.ActorSystem.Address())
-	port, _ := strconv.Atoi(portStr)
-	p.mu.Lock()
-	p.cluster = c
-	p.self = meta{ID: c.ActorSystem.ID, Host: host, Port: port}
-	p.mu.Unlock()
-	return p.start(true)
+	self, err := p.selfMeta(c, nil)
+	if err != nil {
+		return err
+	}
+	return p.start(self, c.MemberList.UpdateClusterTopology)
 }
 
-func (p *Provider) start(client bool) error {
-	var mc *memberlist.Config
-	if p.cfg.Profile == "local" {
-		mc = memberlist.DefaultLocalConfig()
-	} else {
-		mc = memberlist.DefaultLANConfig()
+func (p *Provider) selfMeta(c *pcluster.Cluster, kinds []string) (meta, error) {
+	addr := c.ActorSystem.Address()
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return meta{}, fmt.Errorf("cluster: actor system address %q (is remote started?): %w", addr, err)
 	}
-	mc.Name = p.cfg.NodeName
-	mc.BindAddr, mc.BindPort = p.host, p.port
-	mc.AdvertisePort = p.port
-	if ip := net.ParseIP(p.host); ip != nil && !ip.IsUnspecified() {
-		mc.AdvertiseAddr = p.host
+	port, err := parsePort(portStr)
+	if err != nil || port == 0 {
+		return meta{}, fmt.Errorf("cluster: actor system address %q: bad port", addr)
 	}
-	mc.SecretKey = p.cfg.GossipKey
-	mc.Delegate = delegate{p}
-	mc.Events = events{p}
-	mc.Logger = log.New(slogWriter{p.log}, "", 0)
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		p.log.Warn("protoactor remote advertises an unspecified address; other nodes cannot reach it (set remote's advertised host)", "remote", addr)
+	}
+	return meta{Cluster: c.Config.Name, ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: kinds}, nil
+}
+
+// start creates the memberlist, joins the seeds, pushes the first topology
+// and starts the loop. sink receives every topology (protoactor's
+// MemberList.UpdateClusterTopology outside tests).
+func (p *Provider) start(self meta, sink func(pcluster.Members)) error {
+	self.Node = p.cfg.NodeName
+	if n, ok := self.fits(); !ok {
+		return fmt.Errorf("%w: %d bytes for %d kinds, memberlist allows %d", ErrMetaTooLarge, n, len(self.Kinds), memberlist.MetaMaxSize)
+	}
+	p.mu.Lock()
+	if p.started {
+		p.mu.Unlock()
+		return errors.New("cluster: provider already started")
+	}
+	// Each incarnation is its own memberlist node: a restarted node never
+	// inherits the death notices of the previous one still being gossiped,
+	// nor fights over its name with a different address.
+	p.started, p.self, p.sink, p.mlName = true, self, sink, self.Node+"/"+self.ID
+	p.mu.Unlock()
+
+	mc := p.cfg.memberlistConfig()
+	mc.Name = p.mlName
+	mc.Delegate = (*nodeDelegate)(p)
+	mc.Events = (*eventDelegate)(p)
+	mc.Ping = (*pingDelegate)(p)
+	mc.Merge = (*mergeDelegate)(p)
+	mc.Logger = log.New(memberlistLog{p.log}, "", 0)
+	// Notices are tiny and rare: retransmit them more than memberlist does
+	// its own messages, which push/pull sync backs up.
+	p.relay.RetransmitMult = 3 * mc.RetransmitMult
+	p.relay.NumNodes = func() int { return int(p.numNodes.Load()) }
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		return fmt.Errorf("cluster: gossip listener %s: %w", p.cfg.GossipAddr, err)
+		return fmt.Errorf("cluster: start gossip on %s: %w", p.cfg.GossipAddr, err)
 	}
+	local := ml.LocalNode()
+	bound := net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
 	p.mu.Lock()
-	p.ml = ml
+	p.ml, p.bound, p.probe, p.probeTO = ml, bound, mc.ProbeInterval, mc.ProbeTimeout
 	p.mu.Unlock()
+
 	if len(p.cfg.Join) > 0 {
 		n, err := ml.Join(p.cfg.Join)
-		if err != nil && n == 0 {
+		if n == 0 {
+			p.mu.Lock()
+			p.ml = nil
+			p.mu.Unlock()
 			_ = ml.Shutdown()
-			return fmt.Errorf("cluster: join %v: %w", p.cfg.Join, err)
+			return fmt.Errorf("%w: join %s: %v", ErrJoin, strings.Join(p.cfg.Join, ","), err)
 		}
-		p.log.Info("joined cluster", "seeds", p.cfg.Join, "contacted", n)
+		if err != nil {
+			p.log.Warn("some seeds did not answer", "seeds", p.cfg.Join, "contacted", n, "err", err)
+		}
 	}
-	// The first topology is pushed on the caller's goroutine, before the
-	// cluster serves requests: protoactor's disthash reads its rendezvous
-	// table without a lock (upstream issue #1131), so the write must
-	// happen-before the first lookup.
-	p.publish()
+	// The first topology is handed over on the caller's goroutine, before
+	// the cluster serves requests: protoactor's disthash swaps its
+	// rendezvous table without a lock (fixed upstream after the version we
+	// use), so this write must happen before the first lookup.
+	p.push(true)
 	p.wg.Add(1)
 	go p.loop()
-	p.log.Info("gossip started", "client", client, "node", p.cfg.NodeName)
+	p.log.Info("gossip started", "gossip", bound, "id", self.ID, "remote", self.remote(),
+		"kinds", self.Kinds, "seeds", p.cfg.Join, "profile", p.cfg.Profile, "encrypted", len(p.cfg.GossipKey) > 0)
 	return nil
 }
 
-// loop pushes the topology to protoactor whenever membership changed. It is
-// the only caller of UpdateClusterTopology, so updates never interleave.
+// loop is the goroutine that acts on membership events: it logs them and
+// hands the topology to protoactor. Apart from start, it is the only caller
+// of the sink, so topology updates never interleave.
 func (p *Provider) loop() {
 	defer p.wg.Done()
-	tick := time.NewTicker(2 * time.Second) // also catches suspect ↔ alive transitions
-	defer tick.Stop()
+	resync := time.NewTicker(resyncInterval)
+	defer resync.Stop()
 	for {
 		select {
 		case <-p.done:
 			return
 		case <-p.kick:
-		case <-tick.C:
+			p.flushNotes()
+			p.push(false)
+		case <-resync.C:
+			p.push(true)
 		}
-		p.publish()
 	}
 }
 
+// changed marks the membership dirty; it never blocks.
 func (p *Provider) changed() {
 	select {
 	case p.kick <- struct{}{}:
@@ -207,178 +250,228 @@ func (p *Provider) changed() {
 	}
 }
 
-func (p *Provider) publish() {
+// push hands the alive members to protoactor when they changed, or always
+// when force is set.
+func (p *Provider) push(force bool) {
 	p.mu.Lock()
-	ml, c := p.ml, p.cluster
+	members, ids, back := p.topologyLocked()
+	changed := !mapsEqual(ids, p.pushed)
+	sink := p.sink
 	p.mu.Unlock()
-	if ml == nil || c == nil {
+	for _, b := range back {
+		p.log.Warn("member is back with an actor-system ID protoactor has blocked; it gets no grains until it restarts",
+			"member", b.nodeName(), "id", b.meta.ID)
+	}
+	if !changed && !force {
 		return
 	}
-	var members pcluster.Members
-	for _, n := range ml.Members() {
-		m, ok := decodeMeta(n.Meta)
-		if !ok || len(m.Kinds) == 0 {
+	sink(members) // outside mu: protoactor publishes the topology synchronously
+	if !changed {
+		return
+	}
+	p.mu.Lock()
+	for id := range p.pushed {
+		if !ids[id] {
+			p.retired[id] = true
+		}
+	}
+	p.pushed = ids
+	p.mu.Unlock()
+	names := make([]string, 0, len(members))
+	for _, m := range members {
+		names = append(names, m.Id+"@"+m.Address())
+	}
+	p.log.Info("topology handed to protoactor", "members", len(members), "ids", names)
+}
+
+// topologyLocked returns the members protoactor should place grains on:
+// alive ones (memberlist's suspects included: protoactor blocks an ID that
+// drops out forever, so only memberlist's dead verdict removes one), of our
+// cluster, hosting kinds, not leaving, the newest incarnation of their node
+// and not blocked by protoactor. back lists blocked incarnations seen alive
+// again, once each.
+func (p *Provider) topologyLocked() (members pcluster.Members, ids map[string]bool, back []*peer) {
+	ids = map[string]bool{}
+	newest := map[string]int{} // node name → seq of its newest alive incarnation
+	for _, pe := range p.peers {
+		if pe.state == StateAlive {
+			newest[pe.nodeName()] = max(newest[pe.nodeName()], pe.seq)
+		}
+	}
+	for _, pe := range p.peers {
+		if pe.state != StateAlive || pe.metaErr != nil || len(pe.meta.Kinds) == 0 ||
+			p.leaving[pe.name] == pe.meta.ID || pe.meta.Cluster != p.self.Cluster || ids[pe.meta.ID] {
 			continue
 		}
-		p.record(n, m)
-		if n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect {
-			members = append(members, &pcluster.Member{Id: m.ID, Host: m.Host, Port: int32(m.Port), Kinds: m.Kinds})
+		if pe.seq < newest[pe.nodeName()] {
+			continue // superseded: the node restarted before the old incarnation was declared dead
 		}
+		if p.retired[pe.meta.ID] {
+			if !p.warned[pe.meta.ID] {
+				p.warned[pe.meta.ID] = true
+				back = append(back, pe)
+			}
+			continue
+		}
+		ids[pe.meta.ID] = true
+		members = append(members, pe.meta.member())
 	}
 	sort.Slice(members, func(i, j int) bool { return members[i].Id < members[j].Id })
-	key := ""
-	for _, m := range members {
-		key += m.Id + ","
-	}
-	if key == p.lastTopology {
-		return
-	}
-	p.lastTopology = key
-	c.MemberList.UpdateClusterTopology(members)
+	return members, ids, back
 }
 
-func decodeMeta(b []byte) (meta, bool) {
-	var m meta
-	if len(b) == 0 || json.Unmarshal(b, &m) != nil || m.ID == "" {
-		return m, false
+func mapsEqual(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	return m, true
-}
-
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateLeft:
-		return "left"
-	default:
-		return "dead"
+	for k := range a {
+		if !b[k] {
+			return false
+		}
 	}
+	return true
 }
 
-func (p *Provider) record(n *memberlist.Node, m meta) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.seen[n.Name] = Member{Name: n.Name, Gossip: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
-		Remote: net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), ID: m.ID, State: stateName(n.State),
-		Self: n.Name == p.cfg.NodeName, Kinds: m.Kinds}
-}
-
-// Shutdown leaves the cluster (gracefully: a Leave broadcast, so others see
-// "left" at once instead of detecting a failure) and stops gossip.
+// Shutdown stops gossip. graceful first announces the departure (a notice
+// sent to every alive peer over TCP and gossiped, then memberlist's Leave
+// broadcast, each bounded by Config.LeaveTimeout), so peers drop the node
+// from the topology at once and report it StateLeft instead of declaring it
+// dead after failure detection; the returned error reports a peer not told
+// or a broadcast that timed out. Shutdown is idempotent. protoactor's
+// Cluster.Shutdown calls it only when graceful: after
+// Cluster.Shutdown(false), call Shutdown(false) yourself, or the node keeps
+// answering gossip and stays in everyone's topology.
 func (p *Provider) Shutdown(graceful bool) error {
 	p.mu.Lock()
 	ml := p.ml
 	p.ml = nil
 	p.mu.Unlock()
-	select {
-	case <-p.done:
-	default:
-		close(p.done)
-	}
+	p.closeOnce.Do(func() { close(p.done) })
 	p.wg.Wait()
 	if ml == nil {
 		return nil
 	}
+	begin := time.Now()
+	var errs []error
 	if graceful {
-		if err := ml.Leave(5 * time.Second); err != nil {
-			p.log.Warn("leave", "err", err)
+		if err := p.announceLeaving(ml); err != nil {
+			errs = append(errs, err)
+		}
+		if err := ml.Leave(p.cfg.LeaveTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: leave: %w", err))
 		}
 	}
-	return ml.Shutdown()
+	if err := ml.Shutdown(); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: stop gossip: %w", err))
+	}
+	p.mu.Lock()
+	if pe := p.peers[p.mlName]; pe != nil {
+		pe.state = StateDead
+		if graceful {
+			pe.state = StateLeft
+		}
+	}
+	p.pushed = map[string]bool{}
+	p.mu.Unlock()
+	p.flushNotes()
+	err := errors.Join(errs...)
+	p.log.Info("gossip stopped", "graceful", graceful, "took", time.Since(begin).Round(time.Millisecond), "err", err)
+	return err
 }
 
-// GossipAddr returns the gossip address actually bound.
+// announceLeaving sends a leaveNotice to every alive peer, in parallel, and
+// waits for them all or for Config.LeaveTimeout; it also queues the notice
+// for gossip, for the peers this node does not know yet.
+func (p *Provider) announceLeaving(ml *memberlist.Memberlist) error {
+	p.mu.Lock()
+	notice := leaveNotice{Leaving: p.mlName, ID: p.self.ID}
+	p.leaving[notice.Leaving] = notice.ID
+	var to []*memberlist.Node
+	for _, pe := range p.peers {
+		if pe.state == StateAlive && pe.name != p.mlName {
+			to = append(to, &memberlist.Node{Name: pe.name, Addr: pe.addr, Port: pe.port})
+		}
+	}
+	p.mu.Unlock()
+	msg := notice.encode()
+	p.relay.QueueBroadcast(noticeBroadcast{notice, msg})
+	errc := make(chan error, len(to)) // buffered: a late sender never blocks
+	for _, n := range to {
+		go func() {
+			if err := ml.SendReliable(n, msg); err != nil {
+				errc <- fmt.Errorf("%s: %w", n.Name, err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	timeout := time.NewTimer(p.cfg.LeaveTimeout)
+	defer timeout.Stop()
+	var errs []error
+	for range to {
+		select {
+		case err := <-errc:
+			if err != nil {
+				errs = append(errs, err)
+			}
+		case <-timeout.C:
+			errs = append(errs, errors.New("timed out"))
+			return fmt.Errorf("cluster: announce leaving: %w", errors.Join(errs...))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("cluster: announce leaving: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// GossipAddr returns the gossip address other nodes should join: after a
+// start, the address memberlist bound and advertises (the real port when
+// Config.GossipAddr asked for port 0); before, Config.GossipAddr.
 func (p *Provider) GossipAddr() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ml == nil {
-		return p.cfg.GossipAddr
+	if p.bound != "" {
+		return p.bound
 	}
-	n := p.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	return p.cfg.GossipAddr
 }
 
-// Members returns every member seen during this run, sorted by name.
+// Members returns every node seen during this run, this one included,
+// sorted by name, one entry per node name: a node that left or failed stays
+// with its last state, a node that restarted shows its newest incarnation.
 func (p *Provider) Members() []Member {
-	p.mu.Lock()
-	ml := p.ml
-	p.mu.Unlock()
-	if ml != nil {
-		for _, n := range ml.Members() {
-			if m, ok := decodeMeta(n.Meta); ok {
-				p.record(n, m)
-			}
-		}
-	}
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]Member, 0, len(p.seen))
-	for _, m := range p.seen {
+	others := 0
+	latest := map[string]*peer{}
+	for _, pe := range p.peers {
+		if pe.state == StateAlive && pe.name != p.mlName {
+			others++
+		}
+		if l := latest[pe.nodeName()]; l == nil || pe.seq > l.seq {
+			latest[pe.nodeName()] = pe
+		}
+	}
+	// memberlist probes one alive node per interval, in a round shuffled
+	// anew each time, so two probes of a node are at most 2×others−1
+	// intervals apart.
+	suspectAfter := time.Duration(max(1, 2*others-1))*p.probe + 2*p.probeTO
+	out := make([]Member, 0, len(latest))
+	for name, pe := range latest {
+		m := Member{Name: name, Gossip: pe.gossip, State: pe.state, Self: pe.name == p.mlName}
+		if pe.metaErr == nil {
+			m.Remote, m.ID, m.Kinds = pe.meta.remote(), pe.meta.ID, slices.Clone(pe.meta.Kinds)
+			m.InTopology = p.pushed[pe.meta.ID]
+		}
+		if m.State == StateAlive && !m.Self && p.ml != nil && now.Sub(pe.lastAck) > suspectAfter {
+			m.State = StateSuspect
+		}
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-// delegate answers memberlist's questions about this node.
-type delegate struct{ p *Provider }
-
-func (d delegate) NodeMeta(limit int) []byte {
-	d.p.mu.Lock()
-	defer d.p.mu.Unlock()
-	b, _ := json.Marshal(d.p.self)
-	if len(b) > limit {
-		d.p.log.Error("node metadata over memberlist's limit; kinds dropped", "bytes", len(b), "limit", limit)
-		b, _ = json.Marshal(meta{ID: d.p.self.ID, Host: d.p.self.Host, Port: d.p.self.Port})
-	}
-	return b
-}
-func (delegate) NotifyMsg([]byte)                           {}
-func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (delegate) LocalState(join bool) []byte                { return nil }
-func (delegate) MergeRemoteState(buf []byte, join bool)     {}
-
-// events turns membership events into topology pushes. memberlist calls it
-// synchronously, so it only records and signals.
-type events struct{ p *Provider }
-
-func (e events) NotifyJoin(n *memberlist.Node) { e.note(n, "joined") }
-func (e events) NotifyLeave(n *memberlist.Node) {
-	e.note(n, map[bool]string{true: "left", false: "failed"}[n.State == memberlist.StateLeft])
-}
-func (e events) NotifyUpdate(n *memberlist.Node) { e.note(n, "updated") }
-
-func (e events) note(n *memberlist.Node, what string) {
-	if m, ok := decodeMeta(n.Meta); ok {
-		e.p.record(n, m)
-	}
-	e.p.log.Info("member "+what, "member", n.Name, "addr", n.Address(), "state", stateName(n.State))
-	e.p.changed()
-}
-
-// slogWriter routes memberlist's standard-library logs to slog at debug
-// level (warnings and errors at warn).
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(b []byte) (int, error) {
-	s := string(b)
-	if len(s) > 0 && s[len(s)-1] == '\n' {
-		s = s[:len(s)-1]
-	}
-	lvl := slog.LevelDebug
-	if len(s) > 7 && (s[:7] == "[WARN] " || s[:7] == "[ERR] ") {
-		lvl = slog.LevelWarn
-	}
-	w.l.Log(context.Background(), lvl, s, "source", "memberlist")
-	return len(b), nil
-}
-
-var (
-	_ pcluster.ClusterProvider = (*Provider)(nil)
-	_ memberlist.Delegate      = delegate{}
-	_ memberlist.EventDelegate = events{}
-	_ io.Writer                = slogWriter{}
-)
+var _ pcluster.ClusterProvider = (*Provider)(nil)
