@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,12 +14,7 @@ import (
 // TestPrintsEvents builds the example, runs it against a real node and
 // checks it prints the events of a change beneath the watched entity.
 func TestPrintsEvents(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "dashboard-client")
-	build := exec.Command("go", "build", "-o", bin, "./examples/dashboard-client")
-	build.Dir = testutil.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testutil.Build(t, "./examples/dashboard-client")
 	n := testutil.Start(t, t.TempDir())
 	api := n.Client()
 	api.MustDo(t, "PUT", "/api/v1/entities/b1", `{"kind":"building"}`, 201)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/twinmesh/twinmesh/internal/testutil"
@@ -11,12 +9,7 @@ import (
 // TestCustomBinaryServesPluginKind builds this example and checks that the
 // node it runs accepts thermostats, which the stock binary refuses.
 func TestCustomBinaryServesPluginKind(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "twinmesh-plugin")
-	build := exec.Command("go", "build", "-o", bin, "./examples/plugin")
-	build.Dir = testutil.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testutil.Build(t, "./examples/plugin")
 	n := testutil.StartBinary(t, bin, t.TempDir())
 	c := n.Client()
 	c.MustDo(t, "PUT", "/api/v1/entities/lab", `{"kind":"room"}`, 201)

@@ -58,6 +58,19 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
+// Build compiles the package at pkg (relative to the module root, e.g.
+// "./examples/plugin") into a temporary binary and returns its path.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
 // Node is a running `twinmesh serve` process.
 type Node struct {
 	*nodeproc.Proc
