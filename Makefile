@@ -2,7 +2,7 @@
 GO        ?= go
 PKGS      := ./...
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
-STATICCHECK_VERSION := 2026.1
+STATICCHECK_VERSION := v0.8.2
 export PATH := $(GOBIN):$(PATH)
 
 .PHONY: all build test deps lint unit fuzz-smoke proto bench clean
@@ -21,7 +21,7 @@ deps:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . ; echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet $(PKGS)
-	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	staticcheck $(PKGS)
 
 unit:
