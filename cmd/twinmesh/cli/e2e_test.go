@@ -148,6 +148,13 @@ func TestServeGracefulShutdownAndToken(t *testing.T) {
 	n := testutil.Start(t, data)
 	c := n.Client()
 	c.MustDo(t, "PUT", "/api/v1/devices/dev-1", nil, 201)
+	metrics := string(c.MustDo(t, "GET", "/metrics", nil, 200))
+	for _, m := range []string{"twinmesh_commit_batch_requests_count", "twinmesh_commit_seconds_count",
+		"twinmesh_grain_activations_total", "twinmesh_http_requests_total", "twinmesh_mqtt_connections"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
 	// While the node runs, bbolt's lock keeps `token` out of the file: it
 	// asks the node instead.
 	out, err := exec.Command(testutil.Binary(t), "token", "--data", data, "dev-1").CombinedOutput()
