@@ -288,7 +288,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	switch t.Kind {
 	case TopicTelemetry:
 		m := Telemetry{TS: time.Now().UTC(), Payload: pk.Payload, ContentType: t.Props[PropContentType],
-			Properties: userProperties(t.Props), QoS: pk.FixedHeader.Qos}
+			Properties: userProperties(t.Props), MessageID: t.Props[PropMessageID], QoS: pk.FixedHeader.Qos}
 		if m.QoS == 0 {
 			select {
 			case s.qos0 <- qos0Item{device: t.DeviceID, m: m}:

@@ -32,7 +32,10 @@ type Telemetry struct {
 	Payload     []byte
 	ContentType string
 	Properties  map[string]string
-	QoS         byte
+	// MessageID is the device's $.mid, if it sent one: the grain drops a
+	// retransmission whose ID it already stored.
+	MessageID string
+	QoS       byte
 }
 
 // C2DMessage is a pending cloud-to-device message.

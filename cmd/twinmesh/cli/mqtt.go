@@ -49,7 +49,9 @@ func (b mqttBackend) MayRead(ctx context.Context, sub, dev string) (bool, error)
 }
 
 func (b mqttBackend) Telemetry(ctx context.Context, id string, m mqtt.Telemetry) error {
-	return toMQTT(b.sys.Telemetry(ctx, id, actors.DecodeTelemetry(m.Payload, m.ContentType, m.TS, m.Properties)))
+	in := actors.DecodeTelemetry(m.Payload, m.ContentType, m.TS, m.Properties)
+	in.MessageID = m.MessageID
+	return toMQTT(b.sys.Telemetry(ctx, id, in))
 }
 
 func (b mqttBackend) GetTwin(ctx context.Context, id string) (json.RawMessage, json.RawMessage, error) {
