@@ -27,6 +27,10 @@ var (
 	ErrTimeout = errors.New("device timeout")
 	// ErrThrottled: a limit on pending messages or rate was reached.
 	ErrThrottled = errors.New("throttled")
+	// ErrFenced: the grain's activation lost its ownership to a newer one
+	// (another node claimed the grain); the caller retries and reaches the
+	// new owner. It is a kind of ErrUnavailable to HTTP clients (503).
+	ErrFenced = fmt.Errorf("%w: grain moved to another node", ErrUnavailable)
 )
 
 // codeOf maps a sentinel to the wire code carried in a Response, so an error
@@ -40,6 +44,7 @@ var sentinelCodes = []struct {
 	{ErrBadRequest, "bad_request", 400},
 	{ErrConflict, "conflict", 409},
 	{ErrPrecondition, "precondition_failed", 412},
+	{ErrFenced, "fenced", 503},
 	{ErrTooLarge, "too_large", 413},
 	{ErrThrottled, "throttled", 429},
 	{ErrUnavailable, "unavailable", 503},

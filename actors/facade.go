@@ -308,12 +308,23 @@ func (s *System) QueryTwins(ctx context.Context, f persistence.EntityFilter, cur
 	return items, next, nil
 }
 
-// Telemetry history of a device from the warm store.
+// TelemetryHistory reads a device's warm telemetry, newest first, from its
+// grain's owner.
 func (s *System) TelemetryHistory(ctx context.Context, id string, q persistence.TelemetryQuery) ([]persistence.TelemetryRecord, error) {
-	if _, err := s.GetEntity(ctx, id); err != nil {
+	kind, err := s.kindOf(id)
+	if err != nil {
 		return nil, err
 	}
-	return s.store.QueryTelemetry(ctx, id, q)
+	body, _ := json.Marshal(q)
+	out, err := s.call(ctx, id, kind, opTelemetryQuery, body, nil)
+	if err != nil {
+		return nil, err
+	}
+	var recs []persistence.TelemetryRecord
+	if err := json.Unmarshal(out, &recs); err != nil {
+		return nil, fmt.Errorf("decode telemetry: %w", err)
+	}
+	return recs, nil
 }
 
 // Device identities -----------------------------------------------------
@@ -351,7 +362,7 @@ func (s *System) RegisterDevice(ctx context.Context, id, kind string, spec *Enti
 		return idn, false, nil
 	}
 	idn := persistence.Identity{DeviceID: id, PrimaryKey: newKey(), SecondaryKey: newKey(), Status: "enabled", CreatedAt: s.cfg.Now().UTC()}
-	if err := s.store.Commit(ctx, persistence.PutIdentity(idn)); err != nil {
+	if err := s.commitCatalog(ctx, persistence.PutIdentity(idn)); err != nil {
 		return persistence.Identity{}, false, fmt.Errorf("store identity %s: %w", id, err)
 	}
 	s.publishIdentity(idn)
@@ -387,7 +398,7 @@ func (s *System) SetDeviceStatus(ctx context.Context, id, status string) (persis
 		return idn, nil
 	}
 	idn.Status = status
-	if err := s.store.Commit(ctx, persistence.PutIdentity(idn)); err != nil {
+	if err := s.commitCatalog(ctx, persistence.PutIdentity(idn)); err != nil {
 		return idn, fmt.Errorf("store identity %s: %w", id, err)
 	}
 	s.publishIdentity(idn)

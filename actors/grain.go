@@ -30,6 +30,10 @@ const (
 	opTelemetry  = "telemetry"
 	opConnection = "connection"
 	opTouch      = "touch"
+	// opTelemetryQuery and opInboxList read what the owner holds: with
+	// replication, the owner's store is the one known to be up to date.
+	opTelemetryQuery = "telemetry-query"
+	opInboxList      = "inbox-list"
 )
 
 // Notify operations between grains.
@@ -116,6 +120,19 @@ type grain struct {
 	ent    persistence.Entity
 	tw     *twin.Twin
 
+	// epoch fences this activation's writes (0 on a node without
+	// replication); fenced is set once a newer activation claimed the
+	// grain, after which the grain answers its current request and stops.
+	epoch  uint64
+	fenced bool
+
+	// Message IDs ($.mid) of the newest telemetry records, so that a
+	// device's retransmission (its PUBACK was lost, perhaps with the node
+	// it was connected to) is acknowledged without being stored twice.
+	mids    map[string]struct{}
+	midRing []string
+	midNext int
+
 	// contributions received from children, by edge then child ID.
 	contribs map[string]map[string]contribution
 
@@ -187,6 +204,19 @@ func (g *grain) activate(ctx actor.Context, id string) {
 	g.sys.metrics.activations.WithLabelValues(g.kind).Inc()
 	g.sys.metrics.active.WithLabelValues(g.kind).Inc()
 	ctx.SetReceiveTimeout(g.sys.cfg.IdleTimeout)
+	if r := g.sys.cfg.Replication; r != nil {
+		cctx, cancel := g.commitCtx()
+		epoch, err := r.Claim(cctx, id)
+		cancel()
+		if err != nil {
+			g.log.Warn("activation claim failed", "err", err)
+			g.fenced = true
+			ctx.Stop(ctx.Self())
+			return
+		}
+		g.epoch = epoch
+	}
+	g.log.Info("grain activated", "epoch", g.epoch, "node", g.sys.cfg.NodeName)
 	if err := g.load(); err != nil {
 		// Without its state the grain must not answer; stopping makes the
 		// next request re-activate it and try again.
@@ -242,6 +272,9 @@ func (g *grain) load() error {
 		g.tw = t
 	}
 	if err := g.replayTelemetry(); err != nil {
+		return err
+	}
+	if err := g.loadMIDs(); err != nil {
 		return err
 	}
 	g.unflushed, g.lastFlush = 0, g.now()
@@ -316,7 +349,7 @@ func (g *grain) replayTelemetry() error {
 // last write. It runs at passivation and shutdown; a failure only means the
 // next activation replays more of the warm store.
 func (g *grain) flushTwin() {
-	if !g.exists || g.tw == nil || g.unflushed == 0 {
+	if !g.exists || g.tw == nil || g.unflushed == 0 || g.fenced {
 		return
 	}
 	if err := g.commit(nil); err != nil {
@@ -335,6 +368,25 @@ func (g *grain) now() time.Time { return g.sys.cfg.Now().UTC() }
 
 func (g *grain) commitCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.sys.cfg.RequestTimeout)
+}
+
+// storeCommit writes ops of this grain: through the replication layer,
+// fenced by the activation's epoch, when the node is clustered.
+func (g *grain) storeCommit(ctx context.Context, ops ...persistence.Op) error {
+	r := g.sys.cfg.Replication
+	if r == nil {
+		return g.sys.store.Commit(ctx, ops...)
+	}
+	if g.fenced {
+		return fmt.Errorf("%w: activation of epoch %d was superseded", ErrFenced, g.epoch)
+	}
+	err := r.Commit(ctx, g.id, g.epoch, ops)
+	if errors.Is(err, persistence.ErrFenced) {
+		g.fenced = true
+		g.log.Warn("grain fenced", "epoch", g.epoch, "err", err)
+		return fmt.Errorf("%w: %v", ErrFenced, err)
+	}
+	return err
 }
 
 func respond(ctx actor.Context, body []byte, err error) {
@@ -383,8 +435,19 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 		body, err = g.inbox(ctx, req.Op, req.Body)
 	case opAlertAck, opAlertRetire:
 		body, err = g.alertRequest(ctx, req.Op, req.Body)
+	case opTelemetryQuery:
+		body, err = g.telemetryQuery(req.Body)
+	case opInboxList:
+		body, err = g.inboxList()
 	default:
 		err = fmt.Errorf("%w: unknown operation %q", ErrBadRequest, req.Op)
+	}
+	if g.fenced {
+		// A newer activation owns the grain: say so (the caller retries
+		// and reaches it) and stop, without writing anything more.
+		respond(ctx, nil, fmt.Errorf("%w: entity %s", ErrFenced, g.id))
+		ctx.Stop(ctx.Self())
+		return
 	}
 	respond(ctx, body, err)
 }
@@ -400,7 +463,10 @@ func (g *grain) commit(extra []persistence.Op, events ...Event) error {
 	ops := append([]persistence.Op{persistence.PutTwin(g.id, doc)}, extra...)
 	cctx, cancel := g.commitCtx()
 	defer cancel()
-	if err := g.sys.store.Commit(cctx, ops...); err != nil {
+	if err := g.storeCommit(cctx, ops...); err != nil {
+		if errors.Is(err, ErrFenced) {
+			return err
+		}
 		if lerr := g.load(); lerr != nil {
 			g.log.Error("reload after failed commit", "err", lerr)
 		}
@@ -782,7 +848,10 @@ func (g *grain) delete(ctx actor.Context) error {
 	moves := g.contribMoves(g.ent, persistence.Entity{}, contribution{}, &ops)
 	cctx, cancel := g.commitCtx()
 	defer cancel()
-	if err := g.sys.store.Commit(cctx, ops...); err != nil {
+	if err := g.storeCommit(cctx, ops...); err != nil {
+		if errors.Is(err, ErrFenced) {
+			return err
+		}
 		return fmt.Errorf("%w: delete %s: %v", ErrUnavailable, g.id, err)
 	}
 	topo, _ := json.Marshal(map[string]any{"entity": g.ent, "deleted": true})
@@ -883,12 +952,87 @@ type TelemetryIn struct {
 	Raw         []byte            `json:"raw,omitempty"`
 	ContentType string            `json:"contentType,omitempty"`
 	Properties  map[string]string `json:"properties,omitempty"`
+	// MessageID is the device's message ID ($.mid over MQTT); a message
+	// whose ID is among the device's recent ones is not stored again.
+	MessageID string `json:"mid,omitempty"`
+}
+
+// midWindow is how many recent message IDs a device grain remembers.
+const midWindow = 4096
+
+func (g *grain) rememberMID(id string) {
+	if id == "" {
+		return
+	}
+	if g.mids == nil {
+		g.mids = make(map[string]struct{}, 64)
+	}
+	if len(g.midRing) < midWindow {
+		g.midRing = append(g.midRing, id)
+	} else {
+		delete(g.mids, g.midRing[g.midNext])
+		g.midRing[g.midNext] = id
+		g.midNext = (g.midNext + 1) % midWindow
+	}
+	g.mids[id] = struct{}{}
+}
+
+// loadMIDs remembers the message IDs of the newest stored records.
+func (g *grain) loadMIDs() error {
+	g.mids, g.midRing, g.midNext = nil, nil, 0
+	ctx, cancel := g.commitCtx()
+	defer cancel()
+	recs, err := g.sys.store.QueryTelemetry(ctx, g.id, persistence.TelemetryQuery{Limit: midWindow})
+	if err != nil {
+		return fmt.Errorf("recent message ids of %s: %w", g.id, err)
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		g.rememberMID(recs[i].MessageID)
+	}
+	return nil
+}
+
+func (g *grain) telemetryQuery(body []byte) ([]byte, error) {
+	var q persistence.TelemetryQuery
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &q); err != nil {
+			return nil, fmt.Errorf("%w: telemetry query: %v", ErrBadRequest, err)
+		}
+	}
+	ctx, cancel := g.commitCtx()
+	defer cancel()
+	recs, err := g.sys.store.QueryTelemetry(ctx, g.id, q)
+	if err != nil {
+		return nil, err
+	}
+	if recs == nil {
+		recs = []persistence.TelemetryRecord{}
+	}
+	return json.Marshal(recs)
+}
+
+func (g *grain) inboxList() ([]byte, error) {
+	msgs, err := g.sys.inboxStore().Inbox(g.id)
+	if err != nil {
+		return nil, err
+	}
+	if msgs == nil {
+		msgs = []persistence.InboxMessage{}
+	}
+	return json.Marshal(msgs)
 }
 
 func (g *grain) telemetry(ctx actor.Context, body []byte) ([]byte, error) {
 	var in TelemetryIn
 	if err := json.Unmarshal(body, &in); err != nil {
 		return nil, fmt.Errorf("%w: telemetry: %v", ErrBadRequest, err)
+	}
+	if in.MessageID != "" {
+		if _, dup := g.mids[in.MessageID]; dup {
+			// A retransmission of a message already stored: acknowledge it
+			// again, store nothing.
+			return json.Marshal(map[string]int64{"version": g.tw.Version()})
+		}
 	}
 	if in.TS.IsZero() {
 		in.TS = g.now()
@@ -905,7 +1049,8 @@ func (g *grain) telemetry(ctx actor.Context, body []byte) ([]byte, error) {
 		}
 		in.Points = pts
 	}
-	rec := persistence.TelemetryRecord{TS: in.TS, Points: in.Points, Raw: in.Raw, ContentType: in.ContentType, Properties: in.Properties}
+	rec := persistence.TelemetryRecord{TS: in.TS, Points: in.Points, Raw: in.Raw, ContentType: in.ContentType,
+		Properties: in.Properties, MessageID: in.MessageID}
 	ops := []persistence.Op{persistence.AppendTelemetry(g.id, rec)}
 	prev := g.tw
 	var ev Event
@@ -938,16 +1083,20 @@ func (g *grain) telemetry(ctx actor.Context, body []byte) ([]byte, error) {
 		}
 	} else {
 		cctx, cancel := g.commitCtx()
-		err := g.sys.store.Commit(cctx, ops...)
+		err := g.storeCommit(cctx, ops...)
 		cancel()
 		if err != nil {
 			g.tw, g.stored = prev, map[string]string{}
+			if errors.Is(err, ErrFenced) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("%w: telemetry of %s: %v", ErrUnavailable, g.id, err)
 		}
 		ev.Entity, ev.Kind = g.id, g.kind
 		g.sys.publish(ev)
 	}
 	g.lastTS = in.TS
+	g.rememberMID(in.MessageID)
 	if contribChanged {
 		g.scheduleRollup(ctx)
 	}

@@ -71,21 +71,28 @@ func (s *System) MessageDelivered(ctx context.Context, deviceID, messageID strin
 	return s.deviceCall(ctx, deviceID, opInboxDelivered, map[string]string{"id": messageID}, nil)
 }
 
-// Messages lists a device's inbox with each message's outcome.
-func (s *System) Messages(_ context.Context, deviceID string) ([]persistence.InboxMessage, error) {
-	if _, err := s.store.GetEntity(deviceID); err != nil {
-		return nil, fmt.Errorf("%w: device %s", ErrNotFound, deviceID)
+// Messages lists a device's inbox with each message's outcome, as the
+// device's grain (its owner) holds it.
+func (s *System) Messages(ctx context.Context, deviceID string) ([]persistence.InboxMessage, error) {
+	var out []persistence.InboxMessage
+	if err := s.deviceCall(ctx, deviceID, opInboxList, nil, &out); err != nil {
+		return nil, err
 	}
-	return s.inboxStore().Inbox(deviceID)
+	return out, nil
 }
 
 // Message returns one message of a device's inbox.
-func (s *System) Message(_ context.Context, deviceID, messageID string) (persistence.InboxMessage, error) {
-	m, err := s.inboxStore().InboxMessage(deviceID, messageID)
-	if errors.Is(err, persistence.ErrNotFound) {
-		return m, fmt.Errorf("%w: message %s of %s", ErrNotFound, messageID, deviceID)
+func (s *System) Message(ctx context.Context, deviceID, messageID string) (persistence.InboxMessage, error) {
+	msgs, err := s.Messages(ctx, deviceID)
+	if err != nil {
+		return persistence.InboxMessage{}, err
 	}
-	return m, err
+	for _, m := range msgs {
+		if m.ID == messageID {
+			return m, nil
+		}
+	}
+	return persistence.InboxMessage{}, fmt.Errorf("%w: message %s of %s", ErrNotFound, messageID, deviceID)
 }
 
 // inboxReader is the part of the store the inbox reads.
@@ -201,7 +208,10 @@ func (g *grain) inbox(_ actor.Context, op string, body []byte) ([]byte, error) {
 	if len(ops) > 0 {
 		cctx, cancel := g.commitCtx()
 		defer cancel()
-		if err := g.sys.store.Commit(cctx, ops...); err != nil {
+		if err := g.storeCommit(cctx, ops...); err != nil {
+			if errors.Is(err, ErrFenced) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("%w: inbox of %s: %v", ErrUnavailable, g.id, err)
 		}
 	}
@@ -229,7 +239,7 @@ func (s *System) Grant(ctx context.Context, device, grantee string) error {
 		}
 	}
 	doc, _ := json.Marshal(map[string]any{"grantedAt": s.cfg.Now().UTC()})
-	return s.store.Commit(ctx, persistence.PutDoc(persistence.BucketGrants, device+"/"+grantee, doc))
+	return s.commitCatalog(ctx, persistence.PutDoc(persistence.BucketGrants, device+"/"+grantee, doc))
 }
 
 // Revoke withdraws a grant.
@@ -237,7 +247,7 @@ func (s *System) Revoke(ctx context.Context, device, grantee string) error {
 	if _, err := s.store.GetDoc(persistence.BucketGrants, device+"/"+grantee); err != nil {
 		return fmt.Errorf("%w: no grant of %s to %s", ErrNotFound, device, grantee)
 	}
-	return s.store.Commit(ctx, persistence.DeleteDoc(persistence.BucketGrants, device+"/"+grantee))
+	return s.commitCatalog(ctx, persistence.DeleteDoc(persistence.BucketGrants, device+"/"+grantee))
 }
 
 // Grants lists who may read a device's telemetry.

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -24,3 +25,28 @@ type Store interface {
 }
 
 var _ Store = (*persistence.DB)(nil)
+
+// Replication is what a cluster adds to the store, implemented by the
+// cluster package's Placement (adapted in cmd). nil means a node on its own,
+// writing only its local store.
+//
+// An activation Claims its grain before it loads: the claim fences older
+// activations on every member and copies the newest state into the local
+// store. Every write of the activation then goes through Commit with the
+// claimed epoch: refused (an error wrapping persistence.ErrFenced) once a
+// newer activation claimed the grain, and acknowledged only once the
+// grain's replicas committed it.
+type Replication interface {
+	// Claim returns the epoch of a new activation of identity's grain.
+	Claim(ctx context.Context, identity string) (epoch uint64, err error)
+	// Commit writes a grain's ops, fenced by its epoch, to its replicas.
+	Commit(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error
+	// CommitCatalog writes cluster-wide ops that belong to no grain.
+	CommitCatalog(ctx context.Context, ops []persistence.Op) error
+	// Broadcast hands an event (JSON) to every other member, without blocking.
+	Broadcast(ev json.RawMessage)
+	// Invoke runs a direct method on a device whose session is on the
+	// member named node; it returns ErrNotConnected or ErrTimeout like a
+	// local Commander.
+	Invoke(ctx context.Context, node, device, method string, payload []byte) (int, []byte, error)
+}

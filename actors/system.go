@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
 	"github.com/twinmesh/twinmesh/actors/twin"
+	"github.com/twinmesh/twinmesh/persistence"
 )
 
 // Config configures a System. The zero value of every field but Store and
@@ -33,8 +35,13 @@ type Config struct {
 	RemoteAddr string
 	// Provider supplies cluster membership (our memberlist provider).
 	Provider pcluster.ClusterProvider
-	// IdentityLookup places grains; nil means protoactor's disthash.
+	// IdentityLookup places grains; nil means protoactor's disthash. When it
+	// has a Handoff(time.Duration) method, a graceful Stop calls it before
+	// leaving the cluster so every grain flushes while its peers can take it.
 	IdentityLookup pcluster.IdentityLookup
+	// Replication fences activations and replicates writes (a cluster);
+	// nil means this node's store is the only copy.
+	Replication Replication
 	// Store persists entities, twins and identities.
 	Store Store
 	// Registry holds the kinds to host; nil means DefaultRegistry().
@@ -167,12 +174,58 @@ func (s *System) OnEvent(sink EventSink) {
 }
 
 func (s *System) publish(e Event) {
+	if r := s.cfg.Replication; r != nil {
+		if b, err := json.Marshal(e); err == nil {
+			r.Broadcast(b)
+		}
+	}
+	s.publishLocal(e)
+}
+
+// publishLocal hands an event to this node's sinks only.
+func (s *System) publishLocal(e Event) {
 	s.sinksMu.RLock()
 	sinks := s.sinks
 	s.sinksMu.RUnlock()
 	for _, sink := range sinks {
 		sink(e)
 	}
+}
+
+// DeliverRemoteEvents hands events published on another member to this
+// node's sinks (WebSocket subscribers, MQTT sessions), so that a dashboard
+// or a device connected here sees changes of grains living elsewhere.
+func (s *System) DeliverRemoteEvents(evs []json.RawMessage) {
+	for _, b := range evs {
+		var e Event
+		if err := json.Unmarshal(b, &e); err != nil {
+			s.log.Warn("bad event from member", "err", err)
+			continue
+		}
+		s.publishLocal(e)
+	}
+}
+
+// CatalogChanged tells the node that another member changed catalog data
+// in its store: rules are reloaded so they apply here at once.
+func (s *System) CatalogChanged(buckets []string) {
+	for _, b := range buckets {
+		if b == string(persistence.BucketRules) {
+			if err := s.loadRules(); err != nil {
+				s.log.Warn("reload rules", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// commitCatalog writes cluster-wide ops (identities, rules, grants): to
+// every member when clustered.
+func (s *System) commitCatalog(ctx context.Context, ops ...persistence.Op) error {
+	if r := s.cfg.Replication; r != nil {
+		return r.CommitCatalog(ctx, ops)
+	}
+	return s.store.Commit(ctx, ops...)
 }
 
 // Start starts the actor system, remote and cluster member. protoactor
@@ -246,41 +299,76 @@ func (s *System) Stop(graceful bool) {
 		return
 	}
 	s.actions.close()
+	if h, ok := s.cfg.IdentityLookup.(interface{ Handoff(time.Duration) }); ok && graceful {
+		h.Handoff(10 * time.Second)
+	}
 	s.cluster.Shutdown(graceful)
 	s.log.Info("actor system stopped")
 }
 
 // call sends a Request to the grain of (id, kind) and waits for its answer,
-// turning error responses back into sentinels.
+// turning error responses back into sentinels. While a grain moves between
+// nodes (a member joined, left or crashed) a request can meet a stopped or
+// fenced activation or an unreachable member: call retries those, with
+// backoff, until the deadline.
 func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifVersion *int64) ([]byte, error) {
 	if !s.Ready() {
 		return nil, fmt.Errorf("%w: node not started or stopping", ErrUnavailable)
 	}
-	timeout := s.cfg.RequestTimeout
+	deadline := time.Now().Add(s.cfg.RequestTimeout)
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-		if timeout <= 0 {
-			return nil, ctx.Err()
-		}
+		deadline = dl
 	}
 	start := time.Now()
-	res, err := s.cluster.Request(id, kind, &actorspb.Request{Op: op, Body: body, IfVersion: ifVersion},
-		pcluster.WithTimeout(timeout), pcluster.WithRetryCount(3))
-	s.metrics.requests.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	if err != nil {
+	defer func() { s.metrics.requests.WithLabelValues(op).Observe(time.Since(start).Seconds()) }()
+	backoff := 20 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		left := time.Until(deadline)
+		if left <= 0 {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w: grain %s/%s: no answer before the deadline", ErrUnavailable, kind, id)
+		}
+		// One attempt may not use the whole budget: a PID cached on a
+		// member that just crashed would otherwise eat all of it.
+		try := left
+		if s.cfg.Replication != nil && attempt < 8 {
+			try = min(left, max(s.cfg.RequestTimeout/3, time.Second))
+		}
+		res, err := s.cluster.Request(id, kind, &actorspb.Request{Op: op, Body: body, IfVersion: ifVersion},
+			pcluster.WithTimeout(try), pcluster.WithRetryCount(3))
+		if err == nil {
+			r, ok := res.(*actorspb.Response)
+			if !ok {
+				return nil, fmt.Errorf("%w: grain %s/%s answered %T", ErrUnavailable, kind, id, res)
+			}
+			if r.Status < 400 {
+				return r.Body, nil
+			}
+			rerr := errorOf(r.Code, r.Message)
+			if !errors.Is(rerr, ErrFenced) || !s.Ready() {
+				return nil, rerr
+			}
+			err = rerr
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: grain %s/%s: %v", ErrUnavailable, kind, id, err)
+		if !s.Ready() {
+			return nil, fmt.Errorf("%w: grain %s/%s: %v", ErrUnavailable, kind, id, err)
+		}
+		if time.Until(deadline) <= backoff {
+			return nil, fmt.Errorf("%w: grain %s/%s: %v", ErrUnavailable, kind, id, err)
+		}
+		s.log.Debug("grain call retried", "entity", id, "op", op, "attempt", attempt, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
 	}
-	r, ok := res.(*actorspb.Response)
-	if !ok {
-		return nil, fmt.Errorf("%w: grain %s/%s answered %T", ErrUnavailable, kind, id, res)
-	}
-	if r.Status >= 400 {
-		return nil, errorOf(r.Code, r.Message)
-	}
-	return r.Body, nil
 }
 
 // notify sends a fire-and-forget message to a grain, activating it if needed.

@@ -28,6 +28,7 @@ type serveConfig struct {
 	Remote             string
 	Join               string
 	GossipKey          string
+	Replicas           int
 	APIToken           string
 	HubHost            string
 	IdleTimeout        time.Duration
@@ -64,6 +65,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Remote, "remote", "127.0.0.1:0", "protoactor remote bind address")
 	fs.StringVar(&c.Join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.StringVar(&c.GossipKey, "gossip-key", "", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip")
+	fs.IntVar(&c.Replicas, "replicas", 2, "nodes that hold every acknowledged change, this one included (capped by cluster size)")
 	fs.StringVar(&c.APIToken, "api-token", "", "admin bearer token; generated into <data>/admin.token when empty")
 	fs.StringVar(&c.HubHost, "hub-host", "twinmesh.local", "host name put in the sr of SAS tokens this node mints")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "grains passivate after this long without messages")
@@ -173,6 +175,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.IdleTimeout < time.Second {
 		return fmt.Errorf("%w: --idle-timeout must be at least 1s", errUsage)
+	}
+	if c.Replicas < 1 {
+		return fmt.Errorf("%w: --replicas must be at least 1", errUsage)
 	}
 	if c.CommitMaxBatch < 1 || c.CommitMaxWait < 0 {
 		return fmt.Errorf("%w: --commit-max-batch must be >= 1 and --commit-max-wait >= 0", errUsage)

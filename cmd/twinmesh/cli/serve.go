@@ -90,6 +90,7 @@ type node struct {
 	log   *slog.Logger
 	db    *persistence.DB
 	prov  *tmcluster.Provider
+	place *tmcluster.Placement
 	sys   *actors.System
 	http  *http.Server
 	httpL net.Listener
@@ -180,8 +181,17 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, fmt.Errorf("%w: cluster: %v", errUsage, err)
 	}
+	n.place, err = tmcluster.NewPlacement(tmcluster.PlacementConfig{
+		Store: n.db, Replicas: c.Replicas, Joining: len(c.joinList()) > 0,
+		Resolve: func(node string) (string, bool) { return resolveNode(n.prov, node) },
+		Logger:  log, Registerer: reg,
+	})
+	if err != nil {
+		return n, fmt.Errorf("%w: %v", errUsage, err)
+	}
 	n.sys, err = actors.New(actors.Config{
 		NodeName: c.NodeName, RemoteAddr: c.Remote, Provider: n.prov, Store: n.db,
+		IdentityLookup: n.place, Replication: replication{n.place},
 		IdleTimeout: c.IdleTimeout, Limits: twin.Limits{MaxSectionBytes: c.MaxSectionBytes, MaxDepth: c.MaxDepth},
 		Logger: log, Registerer: reg,
 	})
@@ -193,8 +203,15 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	var bgDone sync.WaitGroup
 	var events *mqttEvents
 	late := &lateMethods{}
-	n.sys.SetCommander(late)
-	hub := ws.NewHub(ws.Config{Logger: log}, wsBackend{sys: n.sys, methods: late})
+	router := n.sys.RouteMethods(late)
+	n.sys.SetCommander(router)
+	n.place.SetHandlers(tmcluster.Handlers{
+		Events:  n.sys.DeliverRemoteEvents,
+		Invoke:  remoteInvoke(late),
+		Catalog: catalogChanged(n.sys),
+		Grains:  n.sys.ActiveGrains,
+	})
+	hub := ws.NewHub(ws.Config{Logger: log}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
 	if c.MQTT != "" || c.MQTTS != "" {
@@ -215,7 +232,15 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	log.Info("listening", "listener", "gossip", "addr", n.prov.GossipAddr())
 	log.Info("listening", "listener", "remote", "addr", n.sys.RemoteAddr())
 
-	var methods api.Methods
+	if c.joinList() != nil {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := n.place.WaitSynced(sctx)
+		cancel()
+		if err != nil {
+			return n, err
+		}
+	}
+	methods := api.Methods(router)
 	if events != nil {
 		ms, err := mqtt.New(mqtt.Config{
 			Addr: c.MQTT, TLSAddr: c.MQTTS, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
@@ -235,7 +260,6 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			defer bgDone.Done()
 			events.run(bg)
 		}()
-		methods = mqttMethods{ms}
 		late.p.Store(ms)
 		if ms.Addr() != "" {
 			log.Info("listening", "listener", "mqtt", "addr", ms.Addr())
@@ -253,7 +277,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			tok, err := sas.Sign(c.HubHost+"/devices/"+id, key, exp)
 			return tok, exp, err
 		},
-		Cluster: func() any { return clusterView(c.NodeName, n.prov, n.sys) },
+		Cluster: func() any { return clusterView(c.NodeName, n.prov, n.place) },
 		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
 			mux.Handle("GET /api/v1/ws", hub)
 			mux.Handle("/", dashboard.Handler()) // "/api/" stays more specific
@@ -304,8 +328,9 @@ func (n *node) stop() {
 	}
 }
 
-// clusterView is the body of GET /api/v1/cluster.
-func clusterView(self string, p *tmcluster.Provider, sys *actors.System) any {
+// clusterView is the body of GET /api/v1/cluster; grain counts are asked
+// of every member (those that do not answer in time show -1).
+func clusterView(self string, p *tmcluster.Provider, place *tmcluster.Placement) any {
 	type member struct {
 		Name   string `json:"name"`
 		Gossip string `json:"gossip"`
@@ -314,11 +339,16 @@ func clusterView(self string, p *tmcluster.Provider, sys *actors.System) any {
 		Grains int64  `json:"grains"`
 		Self   bool   `json:"self,omitempty"`
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts := place.GrainCounts(ctx)
 	var ms []member
 	for _, m := range p.Members() {
-		mm := member{Name: m.Name, Gossip: m.Gossip, Remote: m.Remote, State: m.State, Self: m.Self}
-		if m.Self {
-			mm.Grains = sys.ActiveGrains()
+		mm := member{Name: m.Name, Gossip: m.Gossip, Remote: m.Remote, State: m.State, Self: m.Self, Grains: -1}
+		if g, ok := counts[m.Remote]; ok && (m.State == tmcluster.StateAlive || m.State == tmcluster.StateSuspect) {
+			mm.Grains = g
+		} else if m.State == tmcluster.StateDead || m.State == tmcluster.StateLeft {
+			mm.Grains = 0
 		}
 		ms = append(ms, mm)
 	}
