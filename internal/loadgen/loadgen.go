@@ -28,8 +28,11 @@ import (
 
 // Config describes one load run.
 type Config struct {
-	Broker   string // host:port
-	Devices  int    // default 1000
+	Broker string // host:port
+	// Brokers, when set, spreads the devices over several brokers (the
+	// nodes of a cluster): device i connects to Brokers[i % len(Brokers)].
+	Brokers  []string
+	Devices  int // default 1000
 	Duration time.Duration
 	QoS      byte
 	// Rate is messages per second per device; 0 means as fast as the
@@ -136,7 +139,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				errs <- err
 				return
 			}
-			o := paho.NewClientOptions().AddBroker("tcp://" + cfg.Broker).SetClientID(id).SetUsername(user).SetPassword(pass).
+			broker := cfg.Broker
+			if len(cfg.Brokers) > 0 {
+				broker = cfg.Brokers[i%len(cfg.Brokers)]
+			}
+			o := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(id).SetUsername(user).SetPassword(pass).
 				SetAutoReconnect(false).SetCleanSession(true).SetConnectTimeout(30 * time.Second).
 				SetWriteTimeout(30 * time.Second).SetMaxResumePubInFlight(1)
 			c := paho.NewClient(o)

@@ -31,6 +31,8 @@ type benchConfig struct {
 	mqtt     string
 	baseline bool
 	json     bool
+	nodes    int
+	replicas int
 }
 
 // benchRun is one QoS level's figures, ours and the bare broker's.
@@ -79,6 +81,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&c.mqtt, "mqtt", "", "MQTT address of --node")
 	fs.BoolVar(&c.baseline, "baseline", true, "also measure a bare embedded mochi broker in the same run")
 	fs.BoolVar(&c.json, "json", false, "print results as JSON")
+	fs.IntVar(&c.nodes, "nodes", 1, "nodes to spawn as one cluster (devices connect round-robin); without --node")
+	fs.IntVar(&c.replicas, "replicas", 0, "--replicas of the spawned nodes (default: the node's default, 2)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -96,17 +100,38 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("%w: --qos takes 0 and/or 1", errUsage)
 		}
 	}
-	if c.devices < 1 || c.duration <= 0 {
-		return fmt.Errorf("%w: --devices and --duration must be positive", errUsage)
+	if c.devices < 1 || c.duration <= 0 || c.nodes < 1 || c.replicas < 0 {
+		return fmt.Errorf("%w: --devices, --duration and --nodes must be positive", errUsage)
 	}
-	pid := 0
+	var pids []int
+	var brokers []string
 	if c.node == "" {
-		sp, err := spawnNode(ctx, c.devices, stderr)
-		if err != nil {
-			return err
+		var extra []string
+		if c.replicas > 0 {
+			extra = append(extra, "--replicas", strconv.Itoa(c.replicas))
 		}
-		defer sp.stop()
-		c.node, c.token, c.mqtt, pid = sp.url, sp.token, sp.mqtt, sp.Cmd.Process.Pid
+		var join string
+		for i := 0; i < c.nodes; i++ {
+			args := extra
+			if join != "" {
+				args = append(append([]string(nil), extra...), "--join", join)
+			}
+			sp, err := spawnNode(ctx, c.devices, fmt.Sprintf("bench-%d", i+1), args, stderr)
+			if err != nil {
+				return err
+			}
+			defer sp.stop()
+			if i == 0 {
+				c.node, c.token, c.mqtt, join = sp.url, sp.token, sp.mqtt, sp.Addr("gossip")
+			}
+			pids = append(pids, sp.Cmd.Process.Pid)
+			brokers = append(brokers, sp.mqtt)
+		}
+		if c.nodes > 1 {
+			if err := waitMembers(ctx, c.node, c.token, c.nodes); err != nil {
+				return err
+			}
+		}
 	} else if c.token == "" || c.mqtt == "" {
 		return fmt.Errorf("%w: --node needs --token and --mqtt", errUsage)
 	}
@@ -118,18 +143,18 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var runs []benchRun
 	for _, q := range levels {
 		r := benchRun{QoS: q}
-		cpu0, rss0, _ := loadgen.ProcStats(pid)
+		cpu0, rss0 := procStats(pids)
 		drop0 := qos0Dropped(ctx, c.node)
 		fmt.Fprintf(stderr, "twinmesh, QoS %d, %d devices, %v:\n", q, c.devices, c.duration)
 		start := time.Now()
-		r.Ours, err = loadgen.Run(ctx, loadgen.Config{Broker: c.mqtt, Devices: c.devices, Duration: c.duration, QoS: q,
+		r.Ours, err = loadgen.Run(ctx, loadgen.Config{Broker: c.mqtt, Brokers: brokers, Devices: c.devices, Duration: c.duration, QoS: q,
 			Rate: c.rate, Credentials: creds, Progress: stderr})
 		if err != nil {
 			return fmt.Errorf("twinmesh run: %w", err)
 		}
 		r.Dropped = qos0Dropped(ctx, c.node) - drop0
-		if pid != 0 {
-			cpu1, rss1, _ := loadgen.ProcStats(pid)
+		if len(pids) > 0 {
+			cpu1, rss1 := procStats(pids)
 			r.NodeCPU, r.RSSStart, r.RSSEnd = cpu1-cpu0, rss0, rss1
 			r.NodeCPUP = 100 * r.NodeCPU / time.Since(start).Seconds()
 		}
@@ -221,9 +246,50 @@ func provision(ctx context.Context, node, token string, n int) (func(int) (strin
 	}, nil
 }
 
+// procStats sums the CPU seconds and RSS of the spawned nodes.
+func procStats(pids []int) (cpu float64, rss int64) {
+	for _, pid := range pids {
+		c, r, _ := loadgen.ProcStats(pid)
+		cpu += c
+		rss += r
+	}
+	return cpu, rss
+}
+
+// waitMembers waits until node's GET /api/v1/cluster shows n alive members.
+func waitMembers(ctx context.Context, node, token string, n int) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", node+"/api/v1/cluster", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			var v struct {
+				Members []struct{ State string } `json:"members"`
+			}
+			err = json.NewDecoder(res.Body).Decode(&v)
+			res.Body.Close()
+			alive := 0
+			for _, m := range v.Members {
+				if m.State == "alive" {
+					alive++
+				}
+			}
+			if err == nil && alive >= n {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("cluster of %d did not form within 60s", n)
+}
+
 // spawnNode runs this binary's `serve` in a temp folder with limits raised
 // for the load, and waits until it is ready.
-func spawnNode(_ context.Context, devices int, stderr io.Writer) (*spawned, error) {
+func spawnNode(_ context.Context, devices int, name string, extra []string, stderr io.Writer) (*spawned, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -232,9 +298,9 @@ func spawnNode(_ context.Context, devices int, stderr io.Writer) (*spawned, erro
 	if err != nil {
 		return nil, err
 	}
-	p, err := nodeproc.Start(exe, dir, []string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
-		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", "bench",
-		"--device-rate", "1000000", "--device-burst", "1000000", "--max-connections", strconv.Itoa(devices + 100)}, 60*time.Second)
+	p, err := nodeproc.Start(exe, dir, append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
+		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", name,
+		"--device-rate", "1000000", "--device-burst", "1000000", "--max-connections", strconv.Itoa(devices + 100)}, extra...), 60*time.Second)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
