@@ -190,3 +190,29 @@ func BenchmarkGetTwin(b *testing.B) {
 		_ = os.Remove(path)
 	}
 }
+
+// BenchmarkWireRoundTrip measures what shipping one twin write costs
+// besides the network: Wire, JSON encoding and decoding, and FromWire of a
+// PutTwin with a ~300-byte document.
+func BenchmarkWireRoundTrip(b *testing.B) {
+	k := benchKey(1)
+	op := PutTwin(k, benchDoc(k, 1))
+	b.ReportAllocs()
+	for b.Loop() {
+		w, ok := op.Wire()
+		if !ok {
+			b.Fatal("no wire form")
+		}
+		buf, err := json.Marshal(w)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var got WireOp
+		if err := json.Unmarshal(buf, &got); err != nil {
+			b.Fatal(err)
+		}
+		if FromWire(got).err != nil {
+			b.Fatal("FromWire failed")
+		}
+	}
+}

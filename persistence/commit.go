@@ -16,12 +16,20 @@ import (
 // the indexes) happen inside the transaction, so they see the writes of
 // requests queued earlier. An Op that could not be built carries its error
 // and makes Commit fail before anything is queued. The zero Op is invalid.
+//
+// An Op built by a constructor of stored data also carries its wire form
+// (see Wire), so that the commits of a grain can be shipped to replicas.
 type Op struct {
 	kind   string // "put twin", …
 	bucket Bucket // for doc ops
 	key    string
 	err    error
 	apply  func(tx *bbolt.Tx) error
+	wire   WireOp // T == "" for ops without a wire form
+	// guard marks an op that, when it fails with ErrFenced, has written
+	// nothing: as the first op of a request it refuses the request without
+	// failing the batch transaction (see tryCommit).
+	guard bool
 }
 
 // String names the op for errors and logs: "put twin d1", "put doc rules/r1".
@@ -44,6 +52,10 @@ type request struct {
 	ops    []Op
 	inline [2]Op      // backing array for small requests
 	done   chan error // buffered(1): the committer never blocks on it
+	// refused is set by tryCommit when the request's first op is a guard
+	// that refused it: the request wrote nothing and gets this error once
+	// the transaction of its batch has committed.
+	refused error
 }
 
 // Commit applies ops atomically and durably, as one request of a group
@@ -55,7 +67,8 @@ type request struct {
 // whose op failed are committed together again, the failing one alone (which
 // returns its error), and the rest continue as a new batch; a failure that no
 // request caused (a commit error) retries each request in its own
-// transaction.
+// transaction. A request refused by the fence of its first op (ErrFenced
+// from CheckEpoch or ClaimEpoch) fails alone without any retry.
 //
 // Ops that could not be built (ErrInvalid, encoding errors) fail Commit at
 // once, before anything is queued. Commit with no ops returns nil.
@@ -121,6 +134,7 @@ func newRequest() any { return &request{done: make(chan error, 1)} }
 func (db *DB) putRequest(r *request) {
 	clear(r.inline[:])
 	r.ops = nil
+	r.refused = nil
 	db.reqs.Put(r)
 }
 
@@ -182,17 +196,20 @@ func (db *DB) run() {
 func (db *DB) commitBatch(batch []*request) {
 	for len(batch) > 0 {
 		failed, err := db.tryCommit(batch)
-		if err == nil || len(batch) == 1 {
+		if err == nil {
 			for _, r := range batch {
-				r.done <- err
+				r.done <- r.refused
 			}
+			return
+		}
+		if len(batch) == 1 {
+			batch[0].done <- err
 			return
 		}
 		if failed < 0 {
 			db.log.Warn("group commit failed; retrying each request alone", "requests", len(batch), "err", err)
 			for _, r := range batch {
-				_, err := db.tryCommit([]*request{r})
-				r.done <- err
+				db.commitAlone(r)
 			}
 			return
 		}
@@ -200,29 +217,59 @@ func (db *DB) commitBatch(batch []*request) {
 		// The requests before the failing one applied cleanly on the same
 		// state, so they are committed together again.
 		db.commitBatch(batch[:failed])
-		_, err = db.tryCommit(batch[failed : failed+1])
-		batch[failed].done <- err
+		db.commitAlone(batch[failed])
 		batch = batch[failed+1:]
 	}
 }
 
+// commitAlone commits r in its own transaction and answers it.
+func (db *DB) commitAlone(r *request) {
+	_, err := db.tryCommit([]*request{r})
+	if err == nil {
+		err = r.refused
+	}
+	r.done <- err
+}
+
 // tryCommit applies batch in one transaction. On failure it returns the
 // index of the request whose op failed, or -1 if the commit itself failed.
+//
+// A request whose first op is a guard (CheckEpoch, ClaimEpoch) failing with
+// ErrFenced has written nothing, so it does not fail the transaction: its
+// error goes to r.refused, its other ops are skipped and the batch goes on.
+// A stale owner's writes thus cost no batch retry. A guard later in a
+// request fails the transaction like any op (earlier ops of the request
+// wrote), and the request is isolated by commitBatch's retry.
 func (db *DB) tryCommit(batch []*request) (failed int, err error) {
 	start := time.Now()
-	failed, ops := -1, 0
+	failed, reqs, ops := -1, 0, 0
 	err = db.bolt.Update(func(tx *bbolt.Tx) error {
 		for i, r := range batch {
-			for _, op := range r.ops {
+			r.refused = nil
+			for j, op := range r.ops {
 				if err := applyOp(tx, op); err != nil {
+					err = fmt.Errorf("%v: %w", op, err)
+					if j == 0 && op.guard && errors.Is(err, ErrFenced) {
+						r.refused = err
+						break
+					}
 					failed = i
-					return fmt.Errorf("%v: %w", op, err)
+					return err
 				}
 			}
-			ops += len(r.ops)
+			if r.refused == nil {
+				reqs++
+				ops += len(r.ops)
+			}
+		}
+		if reqs == 0 {
+			return errAllRefused // nothing to write: skip the commit's fsync
 		}
 		return nil
 	})
+	if errors.Is(err, errAllRefused) {
+		return -1, nil
+	}
 	if err != nil {
 		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 			err = ErrClosed
@@ -230,10 +277,13 @@ func (db *DB) tryCommit(batch []*request) (failed int, err error) {
 		return failed, err
 	}
 	if db.opts.Observer != nil {
-		db.opts.Observer(len(batch), ops, time.Since(start))
+		db.opts.Observer(reqs, ops, time.Since(start))
 	}
 	return -1, nil
 }
+
+// errAllRefused rolls back a transaction in which every request was refused.
+var errAllRefused = errors.New("every request refused")
 
 // applyOp applies op and turns a panic into an error, so a bug in one op
 // fails its request (as bbolt's Batch does) instead of the committer.

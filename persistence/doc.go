@@ -58,7 +58,36 @@
 // are committed together again, the failing request alone, and the rest as
 // a new batch; a failure not caused by an op (a commit or fsync error)
 // retries each request in its own transaction. An op that panics fails its
-// request the same way instead of the committer.
+// request the same way instead of the committer. A request refused by the
+// fence of its first op (CheckEpoch, ClaimEpoch) has written nothing, so it
+// fails alone without failing the transaction: a stale owner's writes cost
+// the batch no retry.
+//
+// # Replication: wire ops and fencing
+//
+// A cluster ships each grain's committed writes to replica nodes, which
+// apply them to their own file. An Op is a closure and cannot cross the
+// wire, so every op of stored data also carries a WireOp (Op.Wire): a small
+// JSON-able record holding the exact stored value. FromWire rebuilds the Op
+// on the replica with the checks of its constructor (bad input is
+// ErrInvalid), and the replica stores the same bytes. Op.Catalog tells
+// cluster-wide data (entities, identities, docs: every member holds it)
+// from grain-scoped data (twin, telemetry, inbox: only the grain's
+// replicas). A telemetry op from FromWire is idempotent (one record per
+// device and timestamp), because shipments are retried and snapshots
+// overlap. GrainState summarises a node's copy of a grain so that a new
+// owner can pick the newest one; GrainSnapshot and CatalogSnapshot page
+// through a node's data as wire ops, to seed a new replica or member.
+//
+// Ownership of a grain moves with increasing epochs, and an owner that has
+// not yet learnt it was replaced must not overwrite its successor's data.
+// The epochs bucket keeps, per grain and per node, the highest epoch seen:
+// ClaimEpoch raises it when a new owner takes over, and CheckEpoch, put
+// first in a Commit, refuses (ErrFenced) the request of an older epoch in
+// the same transaction as its writes, so a fenced write writes nothing.
+// Epoch ops have no wire form: each node fences the writes it applies,
+// including those shipped to it. Fences are never deleted, not even by
+// DeleteEntity, so they only grow.
 //
 // # Caveats
 //
@@ -74,6 +103,10 @@
 // DeleteEntity removes everything keyed by the entity in one transaction; a
 // device with a long telemetry history makes that transaction large.
 // PruneTelemetry runs its own bounded transactions beside the committer.
+//
+// Wire ops are JSON: IDs and keys that are not valid UTF-8 do not survive
+// the trip (encoding/json replaces the bad bytes). Snapshots copy what the
+// source has; they do not delete what the receiver has beyond it.
 //
 // Options.NoSync makes writes non-durable (tests and benchmarks only). Writes
 // through Bolt bypass the indexes and the group commit. A read transaction

@@ -34,4 +34,11 @@ var (
 	// not exist, a telemetry timestamp outside 1970..2262. Plain empty keys are
 	// left to bbolt, which refuses them inside the transaction.
 	ErrInvalid = errors.New("persistence: invalid argument")
+
+	// ErrFenced is returned by Commit when a CheckEpoch or ClaimEpoch op of
+	// the request finds that a newer owner epoch of the grain was claimed or
+	// written on this node: the caller is a stale owner (or is shipping a
+	// stale owner's writes) and must stop writing for that grain. Nothing of
+	// the request was written. The error names the grain and both epochs.
+	ErrFenced = errors.New("fenced: a newer owner epoch exists")
 )

@@ -13,7 +13,7 @@ import (
 // previous one.
 func PutTwin(id string, doc []byte) Op {
 	k, v := keyValue(id, doc)
-	return Op{kind: "put twin", key: id, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: "put twin", key: id, wire: WireOp{T: wireTwinPut, K: id, V: v}, apply: func(tx *bbolt.Tx) error {
 		return tx.Bucket(bktTwins).Put(k, v)
 	}}
 }
@@ -22,7 +22,7 @@ func PutTwin(id string, doc []byte) Op {
 // an error.
 func DeleteTwin(id string) Op {
 	k := []byte(id)
-	return Op{kind: "delete twin", key: id, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: "delete twin", key: id, wire: WireOp{T: wireTwinDel, K: id}, apply: func(tx *bbolt.Tx) error {
 		return tx.Bucket(bktTwins).Delete(k)
 	}}
 }
@@ -44,18 +44,35 @@ func keyValue(key string, doc []byte) (k, v []byte) {
 // bbolt at commit. PutEntity checks no referential rule (the parent need not
 // exist, cycles are not detected): that is the caller's job.
 func PutEntity(e Entity) Op {
-	const name = "put entity"
-	for _, f := range []struct{ what, id string }{{"entity id", e.ID}, {"parent", e.Parent}, {"connectedVia", e.ConnectedVia}} {
-		if err := checkNoNUL(f.what, f.id); err != nil {
-			return errOp(name, err)
-		}
+	if err := checkEntity(e); err != nil {
+		return errOp(putEntityName, err)
 	}
 	v, err := json.Marshal(e)
 	if err != nil {
-		return errOp(name+" "+e.ID, err)
+		return errOp(putEntityName+" "+e.ID, err)
 	}
+	return putEntity(e, v)
+}
+
+const putEntityName = "put entity"
+
+// checkEntity applies PutEntity's rules on IDs.
+func checkEntity(e Entity) error {
+	for _, f := range []struct{ what, id string }{{"entity id", e.ID}, {"parent", e.Parent}, {"connectedVia", e.ConnectedVia}} {
+		if err := checkNoNUL(f.what, f.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putEntity stores v, the JSON encoding of e (checked by checkEntity), and
+// moves e's index entries. FromWire passes the bytes it received, so a
+// replica stores exactly what the owner stored.
+func putEntity(e Entity, v []byte) Op {
+	const name = putEntityName
 	k := []byte(e.ID)
-	return Op{kind: name, key: e.ID, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: name, key: e.ID, wire: WireOp{T: wireEntityPut, K: e.ID, V: v}, apply: func(tx *bbolt.Tx) error {
 		ents := tx.Bucket(bktEntities)
 		prev, found, err := decodeEntity(ents.Get(k))
 		if err != nil {
@@ -108,13 +125,15 @@ func decodeEntity(raw []byte) (e Entity, found bool, err error) {
 // corrupt is still deleted, without the index cleanup. Deleting an absent id
 // removes whatever else is keyed by it. All of it happens in the one
 // transaction, so a device with a long telemetry history makes a large one.
+// The epoch fence of id (see CheckEpoch) stays: fences must only grow, also
+// across a delete and re-create of the same ID.
 func DeleteEntity(id string) Op {
 	const name = "delete entity"
 	if err := checkPrefixID("entity id", id); err != nil {
 		return errOp(name, err)
 	}
 	k := []byte(id)
-	return Op{kind: name, key: id, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: name, key: id, wire: WireOp{T: wireEntityDel, K: id}, apply: func(tx *bbolt.Tx) error {
 		ents := tx.Bucket(bktEntities)
 		prev, found, derr := decodeEntity(ents.Get(k))
 		if err := ents.Delete(k); err != nil {
@@ -179,8 +198,13 @@ func PutIdentity(i Identity) Op {
 	if err != nil {
 		return errOp("put identity "+i.DeviceID, err)
 	}
-	k := []byte(i.DeviceID)
-	return Op{kind: "put identity", key: i.DeviceID, apply: func(tx *bbolt.Tx) error {
+	return putIdentity(i.DeviceID, v)
+}
+
+// putIdentity stores v, the JSON encoding of deviceID's Identity.
+func putIdentity(deviceID string, v []byte) Op {
+	k := []byte(deviceID)
+	return Op{kind: "put identity", key: deviceID, wire: WireOp{T: wireIdentityPut, K: deviceID, V: v}, apply: func(tx *bbolt.Tx) error {
 		return tx.Bucket(bktIdentities).Put(k, v)
 	}}
 }
@@ -189,7 +213,7 @@ func PutIdentity(i Identity) Op {
 // identity is not an error.
 func DeleteIdentity(deviceID string) Op {
 	k := []byte(deviceID)
-	return Op{kind: "delete identity", key: deviceID, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: "delete identity", key: deviceID, wire: WireOp{T: wireIdentityDel, K: deviceID}, apply: func(tx *bbolt.Tx) error {
 		return tx.Bucket(bktIdentities).Delete(k)
 	}}
 }
@@ -199,8 +223,11 @@ func DeleteIdentity(deviceID string) Op {
 // with equal timestamps unique (0 for the first, then 1, 2, … in commit
 // order). A zero r.TS means the time AppendTelemetry is called. deviceID must
 // be non-empty and NUL-free, and r.TS within 1970..2262 (ErrInvalid).
+//
+// The op's wire form carries r with its final TS; a replica applies it
+// idempotently (see FromWire), keeping one record per timestamp.
 func AppendTelemetry(deviceID string, r TelemetryRecord) Op {
-	const name = "append telemetry"
+	const name = appendTelemetryName
 	if err := checkPrefixID("device id", deviceID); err != nil {
 		return errOp(name, err)
 	}
@@ -215,7 +242,7 @@ func AppendTelemetry(deviceID string, r TelemetryRecord) Op {
 		return errOp(name+" "+deviceID, err)
 	}
 	ns := r.TS.UnixNano()
-	return Op{kind: name, key: deviceID, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: name, key: deviceID, wire: WireOp{T: wireTelemetry, K: deviceID, V: v}, apply: func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bktTelemetry)
 		k := telemetryKey(deviceID, ns, 0)
 		prefix := k[:len(k)-4]
@@ -233,23 +260,55 @@ func AppendTelemetry(deviceID string, r TelemetryRecord) Op {
 	}}
 }
 
+const appendTelemetryName = "append telemetry"
+
+// appendTelemetryOnce is the telemetry op FromWire builds: it stores v, the
+// JSON of a record at unix nanos ns, under seq 0 unless deviceID already has
+// a record at ns, in which case it does nothing. Grains write strictly
+// increasing timestamps per device, so an equal timestamp is the same record
+// received again (a retried shipment, or a snapshot overlapping the
+// replica's data).
+func appendTelemetryOnce(deviceID string, ns int64, v []byte) Op {
+	return Op{kind: appendTelemetryName, key: deviceID, wire: WireOp{T: wireTelemetry, K: deviceID, V: v}, apply: func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bktTelemetry)
+		k := telemetryKey(deviceID, ns, 0)
+		prefix := k[:len(k)-4] // deviceID NUL be64(ns)
+		if ck, _ := b.Cursor().Seek(prefix); ck != nil && bytes.HasPrefix(ck, prefix) {
+			return nil
+		}
+		return b.Put(k, v)
+	}}
+}
+
 // PutInbox inserts m into the inbox of m.DeviceID, or replaces the message
 // with the same ID (state changes). DeviceID and ID must be non-empty and
 // NUL-free (ErrInvalid).
 func PutInbox(m InboxMessage) Op {
-	const name = "put inbox message"
-	if err := checkPrefixID("device id", m.DeviceID); err != nil {
-		return errOp(name, err)
-	}
-	if err := checkPrefixID("message id", m.ID); err != nil {
+	const name = putInboxName
+	if err := checkInbox(m.DeviceID, m.ID); err != nil {
 		return errOp(name, err)
 	}
 	v, err := json.Marshal(m)
 	if err != nil {
 		return errOp(name+" "+m.DeviceID+"/"+m.ID, err)
 	}
-	k := pairKey(m.DeviceID, m.ID)
-	return Op{kind: name, key: m.DeviceID + "/" + m.ID, apply: func(tx *bbolt.Tx) error {
+	return putInbox(m.DeviceID, m.ID, v)
+}
+
+const putInboxName = "put inbox message"
+
+// checkInbox applies the rules of PutInbox and DeleteInbox on IDs.
+func checkInbox(deviceID, msgID string) error {
+	if err := checkPrefixID("device id", deviceID); err != nil {
+		return err
+	}
+	return checkPrefixID("message id", msgID)
+}
+
+// putInbox stores v, the JSON of message msgID of deviceID's inbox.
+func putInbox(deviceID, msgID string, v []byte) Op {
+	k := pairKey(deviceID, msgID)
+	return Op{kind: putInboxName, key: deviceID + "/" + msgID, wire: WireOp{T: wireInboxPut, K: deviceID, V: v}, apply: func(tx *bbolt.Tx) error {
 		return tx.Bucket(bktInbox).Put(k, v)
 	}}
 }
@@ -258,14 +317,11 @@ func PutInbox(m InboxMessage) Op {
 // absent message is not an error.
 func DeleteInbox(deviceID, msgID string) Op {
 	const name = "delete inbox message"
-	if err := checkPrefixID("device id", deviceID); err != nil {
-		return errOp(name, err)
-	}
-	if err := checkPrefixID("message id", msgID); err != nil {
+	if err := checkInbox(deviceID, msgID); err != nil {
 		return errOp(name, err)
 	}
 	k := pairKey(deviceID, msgID)
-	return Op{kind: name, key: deviceID + "/" + msgID, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: name, key: deviceID + "/" + msgID, wire: WireOp{T: wireInboxDel, K: deviceID, K2: msgID}, apply: func(tx *bbolt.Tx) error {
 		return tx.Bucket(bktInbox).Delete(k)
 	}}
 }
@@ -278,7 +334,7 @@ func PutDoc(b Bucket, key string, doc []byte) Op {
 		return errOp("put doc "+string(b)+"/"+key, fmt.Errorf("%w: unknown bucket %q", ErrInvalid, b))
 	}
 	k, v := keyValue(key, doc)
-	return Op{kind: "put doc", bucket: b, key: key, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: "put doc", bucket: b, key: key, wire: WireOp{T: wireDocPut, B: string(b), K: key, V: v}, apply: func(tx *bbolt.Tx) error {
 		return tx.Bucket([]byte(b)).Put(k, v)
 	}}
 }
@@ -290,7 +346,7 @@ func DeleteDoc(b Bucket, key string) Op {
 		return errOp("delete doc "+string(b)+"/"+key, fmt.Errorf("%w: unknown bucket %q", ErrInvalid, b))
 	}
 	k := []byte(key)
-	return Op{kind: "delete doc", bucket: b, key: key, apply: func(tx *bbolt.Tx) error {
+	return Op{kind: "delete doc", bucket: b, key: key, wire: WireOp{T: wireDocDel, B: string(b), K: key}, apply: func(tx *bbolt.Tx) error {
 		return tx.Bucket([]byte(b)).Delete(k)
 	}}
 }

@@ -36,8 +36,9 @@ type Options struct {
 	Logger *slog.Logger
 
 	// Observer, if set, is called by the committer goroutine after each
-	// committed transaction with the number of requests and ops it held and
-	// its duration including fsync. It must be safe to call from another
+	// committed transaction with the number of requests and ops it committed
+	// (requests refused by a fence are not counted) and its duration
+	// including fsync. It must be safe to call from another
 	// goroutine and must not block (it delays the next commit) nor call
 	// Commit or Close (which would wait for the committer forever).
 	Observer func(requests, ops int, d time.Duration)

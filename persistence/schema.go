@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion is the schema this binary writes. Open migrates older files
 // up to it and refuses newer ones with ErrSchemaTooNew.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Bucket names inside the bbolt file.
 var (
@@ -21,6 +21,7 @@ var (
 	bktIdentities = []byte("identities")
 	bktTelemetry  = []byte("telemetry") // device NUL be64(unix ns) be32(seq) → JSON
 	bktInbox      = []byte("inbox")     // device NUL messageID → JSON
+	bktEpochs     = []byte("epochs")    // grain id → JSON Epoch (schema 2)
 	keySchema     = []byte("schema")
 )
 
@@ -37,6 +38,12 @@ type migration struct {
 func migrations() []migration {
 	return []migration{
 		{to: 1, name: "create buckets", apply: ensureBuckets},
+		{to: 2, name: "create epochs bucket", apply: func(tx *bbolt.Tx) error {
+			if _, err := tx.CreateBucketIfNotExists(bktEpochs); err != nil {
+				return fmt.Errorf("create bucket %s: %w", bktEpochs, err)
+			}
+			return nil
+		}},
 	}
 }
 
@@ -52,10 +59,10 @@ func ensureBuckets(tx *bbolt.Tx) error {
 	return nil
 }
 
-// allBuckets lists every bucket of schema v1.
+// allBuckets lists every bucket of the current schema (SchemaVersion).
 func allBuckets() [][]byte {
 	return [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities,
-		bktTelemetry, bktInbox,
+		bktTelemetry, bktInbox, bktEpochs,
 		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants)}
 }
 

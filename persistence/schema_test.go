@@ -245,3 +245,87 @@ func TestOptions(t *testing.T) {
 		}
 	}
 }
+
+// v1Buckets are the buckets a schema-1 file has (schema 2 added epochs).
+var v1Buckets = [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities, bktTelemetry, bktInbox,
+	[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants)}
+
+// TestSchemaV1Migrates: a file written by the schema-1 binary gets the
+// epochs bucket, keeps its data, and fencing works on it.
+func TestSchemaV1Migrates(t *testing.T) {
+	cases := []struct {
+		name  string
+		extra func(tx *bbolt.Tx) error
+	}{
+		{"v1 file", func(*bbolt.Tx) error { return nil }},
+		{"v1 file that already has an epochs bucket", func(tx *bbolt.Tx) error {
+			b, err := tx.CreateBucket(bktEpochs)
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte("d1"), []byte(`{"fence":4,"wrote":4}`))
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "twinmesh.db")
+			writeRaw(t, path, func(tx *bbolt.Tx) error {
+				for _, name := range v1Buckets {
+					if _, err := tx.CreateBucket(name); err != nil {
+						return err
+					}
+				}
+				if err := tx.Bucket(bktTwins).Put([]byte("d1"), []byte(`{"version":3}`)); err != nil {
+					return err
+				}
+				if err := tx.Bucket(bktEntities).Put([]byte("d1"), []byte(`{"id":"d1","kind":"device"}`)); err != nil {
+					return err
+				}
+				if err := setSchema("1")(tx); err != nil {
+					return err
+				}
+				return c.extra(tx)
+			})
+			if _, err := OpenReadOnly(path); !errors.Is(err, ErrSchemaTooOld) {
+				t.Fatalf("OpenReadOnly before migration = %v, want ErrSchemaTooOld", err)
+			}
+			db, err := Open(path, &Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Bolt().View(func(tx *bbolt.Tx) error {
+				if v, _ := readSchema(tx); v != 2 {
+					t.Errorf("schema after open = %d, want 2", v)
+				}
+				if tx.Bucket(bktEpochs) == nil {
+					t.Error("no epochs bucket")
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if doc, err := db.GetTwin("d1"); err != nil || string(doc) != `{"version":3}` {
+				t.Fatalf("twin after migration: %s, %v", doc, err)
+			}
+			if e, err := db.GetEntity("d1"); err != nil || e.Kind != "device" {
+				t.Fatalf("entity after migration: %+v, %v", e, err)
+			}
+			before, _ := db.GetEpoch("d1")
+			commit(t, db, ClaimEpoch("d1", before.Fence+1))
+			if err := db.Commit(t.Context(), CheckEpoch("d1", before.Fence)); !errors.Is(err, ErrFenced) {
+				t.Fatalf("stale write after migration = %v, want ErrFenced", err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			ro, err := OpenReadOnly(path)
+			if err != nil {
+				t.Fatalf("OpenReadOnly after migration: %v", err)
+			}
+			defer ro.Close()
+			if e, err := ro.GetEpoch("d1"); err != nil || e.Fence != before.Fence+1 {
+				t.Fatalf("epoch after reopen = %+v, %v", e, err)
+			}
+		})
+	}
+}

@@ -41,13 +41,15 @@ type Identity struct {
 }
 
 // TelemetryRecord is one message of warm telemetry. Points holds decoded
-// values by name; Raw keeps a payload that is not JSON.
+// values by name; Raw keeps a payload that is not JSON. MessageID is the
+// device's $.mid, kept so that the grain can recognise a retransmission.
 type TelemetryRecord struct {
 	TS          time.Time         `json:"ts"`
 	Points      map[string]any    `json:"points,omitempty"`
 	Raw         []byte            `json:"raw,omitempty"`
 	ContentType string            `json:"contentType,omitempty"`
 	Properties  map[string]string `json:"properties,omitempty"`
+	MessageID   string            `json:"mid,omitempty"`
 }
 
 // TelemetryQuery selects records in QueryTelemetry.

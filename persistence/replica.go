@@ -1,0 +1,258 @@
+package persistence
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+
+	"go.etcd.io/bbolt"
+)
+
+// GrainState summarises what this node holds of one grain, so that a new
+// owner can pick the newest copy.
+type GrainState struct {
+	Epoch           Epoch `json:"epoch"`
+	HasEntity       bool  `json:"hasEntity"`
+	HasTwin         bool  `json:"hasTwin"`
+	TwinVersion     int64 `json:"twinVersion"`     // the "version" member of the stored twin JSON document, 0 if none
+	Telemetry       int   `json:"telemetry"`       // number of warm telemetry records of the id
+	NewestTelemetry int64 `json:"newestTelemetry"` // unix ns of the newest record, 0 if none
+	Inbox           int   `json:"inbox"`           // number of inbox messages
+}
+
+// GrainState returns what this node holds of grain id, read in one
+// transaction, so that a new owner can compare the copies of its replicas.
+// TwinVersion is 0 when the twin is absent, not a JSON object, or has no
+// numeric "version" member (a fractional one is truncated). Counting the
+// telemetry walks the id's keys: cheap, but linear in its warm history. An
+// id that is empty or contains NUL is ErrInvalid.
+func (db *DB) GrainState(id string) (GrainState, error) {
+	var st GrainState
+	if err := checkPrefixID("grain id", id); err != nil {
+		return st, err
+	}
+	k := []byte(id)
+	err := db.view(func(tx *bbolt.Tx) error {
+		var err error
+		if st.Epoch, err = decodeEpoch(tx.Bucket(bktEpochs).Get(k)); err != nil {
+			return fmt.Errorf("grain state %s: %w", id, err)
+		}
+		st.HasEntity = tx.Bucket(bktEntities).Get(k) != nil
+		if doc := tx.Bucket(bktTwins).Get(k); doc != nil {
+			st.HasTwin = true
+			st.TwinVersion = twinVersion(doc)
+		}
+		prefix := rangeStart(id)
+		c := tx.Bucket(bktTelemetry).Cursor()
+		for tk, _ := c.Seek(prefix); tk != nil && bytes.HasPrefix(tk, prefix); tk, _ = c.Next() {
+			if _, ns, _, ok := parseTelemetryKey(tk); ok {
+				st.Telemetry++
+				st.NewestTelemetry = ns // keys are in time order
+			}
+		}
+		c = tx.Bucket(bktInbox).Cursor()
+		for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+			st.Inbox++
+		}
+		return nil
+	})
+	if err != nil {
+		return GrainState{}, err
+	}
+	return st, nil
+}
+
+// twinVersion returns the "version" member of a twin document, 0 if it has
+// none that is a number.
+func twinVersion(doc []byte) int64 {
+	var d struct {
+		Version json.Number `json:"version"`
+	}
+	if json.Unmarshal(doc, &d) != nil || d.Version == "" {
+		return 0
+	}
+	if n, err := d.Version.Int64(); err == nil {
+		return n
+	}
+	if f, err := d.Version.Float64(); err == nil && f > math.MinInt64 && f < math.MaxInt64 {
+		return int64(f)
+	}
+	return 0
+}
+
+// GrainSnapshot returns wire ops that recreate id's grain-scoped data on
+// another node: when afterNS == 0 first a twin.put of the stored twin (if
+// any) and an inbox.put per inbox message, then telemetry ops for records
+// with timestamp > afterNS, oldest first, at most limit telemetry ops; next
+// is the ns of the last telemetry record returned, or 0 when there are no
+// more.
+//
+// It exists so that a new replica (or a new owner with an outdated copy)
+// can be brought up to date page by page, each page read in one
+// transaction, and applied with FromWire and Commit. Applying a page twice
+// or overlapping pages is harmless (puts replace, telemetry ops from
+// FromWire are idempotent). afterNS == 0 also includes a record at exactly
+// the Unix epoch; should the page end on it with more to come, one more
+// record is added, since next == 0 would read as the end. Records sharing a
+// timestamp (which grains never write) are sent once, as a replica keeps one
+// per timestamp anyway. limit <= 0 means DefaultTelemetryLimit; it is capped
+// at MaxTelemetryLimit. ops is never nil. An invalid id or a negative
+// afterNS is ErrInvalid. The entity and the epoch are not part of it: the
+// entity is catalog data (CatalogSnapshot) and fences are per node.
+func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, next int64, err error) {
+	if err := checkPrefixID("grain id", id); err != nil {
+		return nil, 0, err
+	}
+	if afterNS < 0 {
+		return nil, 0, fmt.Errorf("%w: negative afterNS %d", ErrInvalid, afterNS)
+	}
+	switch {
+	case limit <= 0:
+		limit = DefaultTelemetryLimit
+	case limit > MaxTelemetryLimit:
+		limit = MaxTelemetryLimit
+	}
+	ops = []WireOp{}
+	err = db.view(func(tx *bbolt.Tx) error {
+		prefix := rangeStart(id)
+		start := prefix // afterNS == 0: from the first record, ns 0 included
+		if afterNS > 0 {
+			if afterNS == math.MaxInt64 {
+				return nil
+			}
+			start = telemetryKey(id, afterNS+1, 0)
+		} else {
+			if v := tx.Bucket(bktTwins).Get([]byte(id)); v != nil {
+				ops = append(ops, WireOp{T: wireTwinPut, K: id, V: bytes.Clone(v)})
+			}
+			c := tx.Bucket(bktInbox).Cursor()
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				ops = append(ops, WireOp{T: wireInboxPut, K: id, V: bytes.Clone(v)})
+			}
+		}
+		n, last := 0, int64(-1)
+		c := tx.Bucket(bktTelemetry).Cursor()
+		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			_, ns, _, ok := parseTelemetryKey(k)
+			if !ok || ns == last {
+				continue
+			}
+			if n >= limit && last != 0 {
+				next = last
+				return nil
+			}
+			ops = append(ops, WireOp{T: wireTelemetry, K: id, V: bytes.Clone(v)})
+			n, last = n+1, ns
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return ops, next, nil
+}
+
+// catalogSections are the buckets of the catalog, in CatalogSnapshot order.
+var catalogSections = []struct {
+	name   string // in cursors
+	bucket []byte
+	t      string // wire type of its ops
+}{
+	{"entities", bktEntities, wireEntityPut},
+	{"identities", bktIdentities, wireIdentityPut},
+	{string(BucketRules), []byte(BucketRules), wireDocPut},
+	{string(BucketAlerts), []byte(BucketAlerts), wireDocPut},
+	{string(BucketContrib), []byte(BucketContrib), wireDocPut},
+	{string(BucketGrants), []byte(BucketGrants), wireDocPut},
+}
+
+// CatalogSnapshot returns the catalog (every entity, identity and document
+// of every doc bucket) as entity.put / identity.put / doc.put wire ops, in a
+// stable order, at most limit per page; cursor "" starts, next "" means
+// done.
+//
+// It exists so that a node joining the cluster can copy the cluster-wide
+// data from a member, page by page, each page read in one transaction, and
+// apply it with FromWire and Commit (which rebuilds the indexes). The order
+// is entities, identities, then the doc buckets rules, alerts, contrib and
+// grants, each in key order. The cursor is opaque and safe in JSON and URLs
+// (section name and base64url of the last key); one not made by
+// CatalogSnapshot is ErrInvalid. Entries written between pages show up if
+// they sort after the cursor. limit <= 0 means DefaultListLimit. ops is never
+// nil.
+func (db *DB) CatalogSnapshot(cursor string, limit int) (ops []WireOp, next string, err error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	sec, after, err := parseCatalogCursor(cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	ops = []WireOp{}
+	err = db.view(func(tx *bbolt.Tx) error {
+		for si := sec; si < len(catalogSections); si++ {
+			s := catalogSections[si]
+			c := tx.Bucket(s.bucket).Cursor()
+			k, v := c.First()
+			if si == sec && after != nil {
+				k, v = c.Seek(after)
+				if k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil; k, v = c.Next() {
+				if len(ops) == limit {
+					last := ops[len(ops)-1]
+					next = catalogCursor(last)
+					return nil
+				}
+				w := WireOp{T: s.t, K: string(k), V: bytes.Clone(v)}
+				if s.t == wireDocPut {
+					w.B = s.name
+				}
+				ops = append(ops, w)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return ops, next, nil
+}
+
+// catalogCursor returns the cursor that resumes after w.
+func catalogCursor(w WireOp) string {
+	name := w.B
+	switch w.T {
+	case wireEntityPut:
+		name = "entities"
+	case wireIdentityPut:
+		name = "identities"
+	}
+	return name + ":" + base64.RawURLEncoding.EncodeToString([]byte(w.K))
+}
+
+// parseCatalogCursor returns the section index and the key to resume after
+// (nil: from the section's start).
+func parseCatalogCursor(cursor string) (section int, after []byte, err error) {
+	if cursor == "" {
+		return 0, nil, nil
+	}
+	name, enc, ok := strings.Cut(cursor, ":")
+	if ok {
+		for i, s := range catalogSections {
+			if s.name != name {
+				continue
+			}
+			if after, err = base64.RawURLEncoding.DecodeString(enc); err == nil && len(after) > 0 {
+				return i, after, nil
+			}
+			break
+		}
+	}
+	return 0, nil, fmt.Errorf("%w: catalog cursor %q", ErrInvalid, cursor)
+}
