@@ -44,6 +44,7 @@ type Store interface {
 	GrainState(id string) (persistence.GrainState, error)
 	GrainSnapshot(id string, afterNS int64, limit int) ([]persistence.WireOp, int64, error)
 	CatalogSnapshot(cursor string, limit int) ([]persistence.WireOp, string, error)
+	ListEntities(f persistence.EntityFilter, after string, limit int) ([]persistence.Entity, string, error)
 }
 
 // Handlers are the node's answers to what other members send it. Any may be
@@ -117,16 +118,19 @@ type Placement struct {
 	handlers  atomic.Pointer[Handlers]
 	lastEpoch atomic.Uint64
 
-	ctx      context.Context // cancelled by Shutdown
-	cancel   context.CancelFunc
-	work     chan struct{} // bounds concurrent handling of peer requests
-	events   chan json.RawMessage
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	synced   chan struct{}
-	syncOnce sync.Once
-	syncing  atomic.Bool
-	closed   atomic.Bool
+	ctx    context.Context // cancelled by Shutdown
+	cancel context.CancelFunc
+	work   chan struct{} // bounds concurrent handling of peer requests
+	events chan json.RawMessage
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	synced chan struct{}
+	// topoChanged wakes the re-replication loop (capacity 1: changes that
+	// arrive while a pass is due coalesce).
+	topoChanged chan struct{}
+	syncOnce    sync.Once
+	syncing     atomic.Bool
+	closed      atomic.Bool
 }
 
 // NewPlacement returns a Placement to pass as the IdentityLookup of the
@@ -154,6 +158,8 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		events: make(chan json.RawMessage, 8192),
 		stop:   make(chan struct{}),
 		synced: make(chan struct{}),
+
+		topoChanged: make(chan struct{}, 1),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.handlers.Store(&Handlers{})
@@ -210,14 +216,19 @@ func (p *Placement) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 	if !p.cfg.Joining {
 		p.markSynced()
 	}
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go p.forwardEvents()
+	go p.rereplicateLoop()
 }
 
 func (p *Placement) onTopology(t *pcluster.ClusterTopology) {
 	ms := append([]*pcluster.Member(nil), t.Members...)
 	p.members.Store(&ms)
 	p.c.ActorSystem.Root.Send(p.placement, t)
+	select {
+	case p.topoChanged <- struct{}{}:
+	default: // a pass is already due
+	}
 	if len(ms) > 1 && !p.isSynced() && p.syncing.CompareAndSwap(false, true) {
 		p.wg.Add(1)
 		go func() {
@@ -352,6 +363,7 @@ const (
 	opInvoke   = "invoke"
 	opStats    = "stats"
 	opEvents   = "events"
+	opState    = "state"
 )
 
 type applyReq struct {
@@ -573,6 +585,16 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 			return nil, err
 		}
 		return json.Marshal(invokeRes{Status: st, Payload: resp})
+	case opState:
+		var r claimReq
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, err
+		}
+		st, err := store.GrainState(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(st)
 	case opStats:
 		var res statsRes
 		if h := p.handlers.Load(); h.Grains != nil {
@@ -613,6 +635,11 @@ func sameState(a, b persistence.GrainState) bool {
 // when other claims kept winning.
 func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) {
 	p.metrics.claims.Inc()
+	// A node that just joined may be asked for grains before it copied the
+	// catalog; without it the grain would think its entity does not exist.
+	if err := p.WaitSynced(ctx); err != nil {
+		return 0, err
+	}
 	epoch := p.nextEpoch(0)
 	if p.Members() == 1 {
 		// Alone: the placement actor is the only place this grain can be
@@ -863,6 +890,129 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 		return fmt.Errorf("%w: %d of %d (last error: %v)", ErrUnderReplicated, acks+1, need+1, lastErr)
 	}
 	return nil
+}
+
+// settle is how long the topology must stay unchanged before a
+// re-replication pass starts (memberlist reports a crash to members a few
+// hundred milliseconds apart).
+const settle = 3 * time.Second
+
+// rereplicateLoop runs a re-replication pass after every topology change,
+// once it settled; a change during a pass restarts it. It runs until
+// Shutdown.
+func (p *Placement) rereplicateLoop() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.topoChanged:
+		}
+	wait:
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-p.topoChanged:
+			case <-time.After(settle):
+				break wait
+			}
+		}
+		ctx, cancel := context.WithCancel(p.ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.rereplicate(ctx)
+		}()
+		select {
+		case <-done:
+			cancel()
+		case <-p.topoChanged:
+			cancel()
+			<-done
+			// Run again after the new change settles.
+			select {
+			case p.topoChanged <- struct{}{}:
+			default:
+			}
+		case <-p.stop:
+			cancel()
+			<-done
+			return
+		}
+	}
+}
+
+// rereplicate restores the replication factor after members changed,
+// without waiting for each grain's next activation: for every entity this
+// node ranks first, it sends its copy to each of the entity's replicas that
+// holds an older one (a member that returned after missing writes, or one
+// that became a replica because another left). Grains this node ranks
+// first but does not hold (it just joined) copy their state when they
+// activate here.
+func (p *Placement) rereplicate(ctx context.Context) {
+	if p.Members() <= 1 || p.cfg.Replicas <= 1 || !p.isSynced() {
+		return
+	}
+	start := time.Now()
+	checked, pushed := 0, 0
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	after := ""
+	for ctx.Err() == nil {
+		ents, next, err := p.cfg.Store.ListEntities(persistence.EntityFilter{}, after, 500)
+		if err != nil {
+			p.log.Warn("re-replication: list entities", "err", err)
+			break
+		}
+		for _, e := range ents {
+			all := p.memberAddrs()
+			ranked := Rank(e.ID, all)
+			if len(ranked) == 0 || ranked[0] != p.self {
+				continue
+			}
+			local, err := p.cfg.Store.GrainState(e.ID)
+			if err != nil || (!local.HasTwin && local.Telemetry == 0 && local.Inbox == 0) {
+				continue
+			}
+			n := min(p.cfg.Replicas, len(ranked))
+			for _, r := range ranked[1:n] {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					var st persistence.GrainState
+					if err := p.request(ctx, r, opState, claimReq{ID: e.ID}, &st); err != nil {
+						return
+					}
+					mu.Lock()
+					checked++
+					mu.Unlock()
+					if !better(local, st) {
+						return
+					}
+					if err := p.push(ctx, r, e.ID, local.Epoch.Fence); err != nil {
+						p.log.Debug("re-replication: push", "entity", e.ID, "replica", r, "err", err)
+						return
+					}
+					mu.Lock()
+					pushed++
+					mu.Unlock()
+					p.metrics.pushes.Inc()
+				}()
+			}
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	wg.Wait()
+	if checked > 0 || pushed > 0 {
+		p.log.Info("re-replication pass", "checked", checked, "copied", pushed, "took", time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // Broadcast queues an event (a JSON document) for every other member. It
