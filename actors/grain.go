@@ -125,6 +125,9 @@ type grain struct {
 	// grain, after which the grain answers its current request and stops.
 	epoch  uint64
 	fenced bool
+	// moving is set when the placement moves the grain to another member:
+	// it answers every request with ErrFenced until it stops.
+	moving bool
 
 	// Message IDs ($.mid) of the newest telemetry records, so that a
 	// device's retransmission (its PUBACK was lost, perhaps with the node
@@ -179,7 +182,13 @@ func (g *grain) Receive(ctx actor.Context) {
 	case *actorspb.Request:
 		g.handle(ctx, m)
 	case *actorspb.Notify:
+		if m.Op == notifyMove {
+			g.move(ctx)
+			return
+		}
 		g.handleNotify(ctx, m)
+	case moveDone:
+		ctx.Stop(ctx.Self())
 	case ruleTick:
 		g.tick(ctx)
 	case rollupFlush:
@@ -398,7 +407,32 @@ func respond(ctx actor.Context, body []byte, err error) {
 	ctx.Respond(&actorspb.Response{Status: 200, Body: body})
 }
 
+// notifyMove is cluster.NotifyMove: the placement moves this grain to
+// another member. moveGrace is cluster.MoveGrace.
+const (
+	notifyMove = "move"
+	moveGrace  = 300 * time.Millisecond
+)
+
+// moveDone is the local timer message that ends a move's grace period.
+type moveDone struct{}
+
+// move flushes the twin and, for moveGrace, answers "moved" to every
+// request (callers retry on the new owner at once) before the grain stops.
+func (g *grain) move(ctx actor.Context) {
+	if g.moving {
+		return
+	}
+	g.flushTwin()
+	g.moving = true
+	scheduler.NewTimerScheduler(ctx).SendOnce(moveGrace, ctx.Self(), moveDone{})
+}
+
 func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
+	if g.moving {
+		respond(ctx, nil, fmt.Errorf("%w: entity %s is moving to another node", ErrFenced, g.id))
+		return
+	}
 	if req.Op != opPutEntity && !g.exists {
 		respond(ctx, nil, fmt.Errorf("%w: entity %s", ErrNotFound, g.id))
 		if req.Op != opTouch {

@@ -334,7 +334,7 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 		// member that just crashed would otherwise eat all of it.
 		try := left
 		if s.cfg.Replication != nil && attempt < 8 {
-			try = min(left, max(s.cfg.RequestTimeout/3, time.Second))
+			try = min(left, max(s.cfg.RequestTimeout/5, time.Second))
 		}
 		res, err := s.cluster.Request(id, kind, &actorspb.Request{Op: op, Body: body, IfVersion: ifVersion},
 			pcluster.WithTimeout(try), pcluster.WithRetryCount(3))
@@ -350,6 +350,9 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 			if !errors.Is(rerr, ErrFenced) || !s.Ready() {
 				return nil, rerr
 			}
+			// The activation we reached is stale or moving: forget it so
+			// the next attempt asks the placement again.
+			s.cluster.PidCache.Remove(id, kind)
 			err = rerr
 		}
 		if ctx.Err() != nil {

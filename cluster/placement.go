@@ -69,7 +69,7 @@ type PlacementConfig struct {
 	// Replicas is how many nodes hold every acknowledged grain change,
 	// this one included; capped by the number of members. Default 2.
 	Replicas int
-	// PeerTimeout bounds one request to another member. Default 2 s.
+	// PeerTimeout bounds one request to another member. Default 1 s: a replica slower than that is replaced by the next member for this write, and skipped for a while.
 	PeerTimeout time.Duration
 	// Resolve maps a node name (as in twin connection state) to its
 	// protoactor remote address; the memberlist Provider knows both.
@@ -92,8 +92,8 @@ type placementMetrics struct {
 //
 // Placement: a grain lives on the first member of Rank(identity, members
 // hosting its kind); the owner's placement actor spawns it on request, and
-// poisons the grains it no longer owns when the topology changes (they
-// flush their state, replicated, as they stop). Unlike protoactor's
+// moves away the grains it no longer owns when the topology changes (they
+// flush their state, replicated, and stop). Unlike protoactor's
 // disthash, the member set is swapped atomically (no race on the hash
 // ring), a terminated grain unknown to the placement actor is ignored
 // (upstream #1142), other nodes' PID caches are told when a grain stops,
@@ -117,6 +117,10 @@ type Placement struct {
 	subs      []*eventstream.Subscription
 	handlers  atomic.Pointer[Handlers]
 	lastEpoch atomic.Uint64
+
+	// down marks members whose last request failed at the transport (a
+	// crash not yet declared by memberlist): writes stop waiting for them.
+	down sync.Map // address → time.Time until which it counts as down
 
 	ctx    context.Context // cancelled by Shutdown
 	cancel context.CancelFunc
@@ -146,7 +150,7 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		return nil, fmt.Errorf("%w: replicas must be at least 1, not %d", ErrConfig, cfg.Replicas)
 	}
 	if cfg.PeerTimeout <= 0 {
-		cfg.PeerTimeout = 2 * time.Second
+		cfg.PeerTimeout = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -287,7 +291,11 @@ func (p *Placement) Handoff(timeout time.Duration) {
 	_, _ = p.c.ActorSystem.Root.RequestFuture(p.placement, handoff{}, timeout).Result()
 }
 
-// ownerOf returns the address of the member that owns identity of kind.
+// ownerOf returns the address of the member that owns identity of kind:
+// the first in rendezvous order that is not marked down. A member marked
+// down (its requests time out: crashed, not yet declared dead) is passed
+// over so its grains fail over before memberlist's verdict; if it was only
+// slow, the new activation's claim fences the old one.
 func (p *Placement) ownerOf(identity, kind string) string {
 	var addrs []string
 	for _, m := range *p.members.Load() {
@@ -298,7 +306,13 @@ func (p *Placement) ownerOf(identity, kind string) string {
 	if len(addrs) == 0 {
 		return ""
 	}
-	return Rank(identity, addrs)[0]
+	ranked := Rank(identity, addrs)
+	for _, a := range ranked {
+		if a == p.self || !p.isDown(a) {
+			return a
+		}
+	}
+	return ranked[0]
 }
 
 // memberAddrs returns the addresses of the current members; this node is
@@ -433,6 +447,37 @@ var (
 	ErrRemoteTimeout      = errors.New("cluster: device did not answer in time")
 )
 
+// downFor is how long a member whose request failed at the transport is
+// skipped by writes (it gets copies in the background) and given a short
+// deadline by claims; memberlist declares a crash in about 5–6 s.
+const downFor = 10 * time.Second
+
+// markDown marks addr down and, the first time, forgets every grain PID
+// cached on it, so that callers stop waiting on a crashed member.
+func (p *Placement) markDown(addr string) {
+	if _, was := p.down.Swap(addr, time.Now().Add(downFor)); was {
+		return
+	}
+	p.log.Warn("member not answering; passing over it until it answers or leaves", "member", addr)
+	for _, m := range *p.members.Load() {
+		if m.Address() == addr {
+			p.c.PidCache.RemoveByMember(m)
+		}
+	}
+}
+
+func (p *Placement) isDown(addr string) bool {
+	v, ok := p.down.Load(addr)
+	if !ok {
+		return false
+	}
+	if time.Now().After(v.(time.Time)) {
+		p.down.Delete(addr)
+		return false
+	}
+	return true
+}
+
 // request sends op to the member at addr and decodes the answer into out.
 // A request to this node is handled in place.
 func (p *Placement) request(ctx context.Context, addr, op string, in, out any) error {
@@ -461,8 +506,12 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 		r, err := p.c.ActorSystem.Root.RequestFuture(actor.NewPID(addr, nodeActorName),
 			&actorspb.Request{Op: op, Body: body}, timeout).Result()
 		if err != nil {
+			if ctx.Err() == nil {
+				p.markDown(addr)
+			}
 			return fmt.Errorf("%s to %s: %w", op, addr, err)
 		}
+		p.down.Delete(addr)
 		var ok bool
 		if res, ok = r.(*actorspb.Response); !ok {
 			return fmt.Errorf("%s to %s: answered %T", op, addr, r)
@@ -660,7 +709,13 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 			go func() {
 				defer wg.Done()
 				replies[i].addr = a
-				replies[i].err = p.request(ctx, a, opClaim, claimReq{ID: identity, Epoch: epoch}, &replies[i].res)
+				cctx := ctx
+				if p.isDown(a) {
+					var cancel context.CancelFunc
+					cctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+					defer cancel()
+				}
+				replies[i].err = p.request(cctx, a, opClaim, claimReq{ID: identity, Epoch: epoch}, &replies[i].res)
 			}()
 		}
 		wg.Wait()
@@ -831,14 +886,48 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 			results <- result{addr, isFull, err, isReplica}
 		}()
 	}
+	// A replica that is down is replaced by the next member that is up; it
+	// stays a fallback of last resort.
+	var upRepl, downRepl, upRest, downRest []string
+	for _, a := range replicas {
+		if p.isDown(a) {
+			downRepl = append(downRepl, a)
+		} else {
+			upRepl = append(upRepl, a)
+		}
+	}
+	for _, a := range rest {
+		if p.isDown(a) {
+			downRest = append(downRest, a)
+		} else {
+			upRest = append(upRest, a)
+		}
+	}
+	for len(downRepl) > 0 && len(upRest) > 0 && identity != "" {
+		upRepl = append(upRepl, upRest[0])
+		upRest = upRest[1:]
+		downRest = append(downRest, downRepl[0])
+		downRepl = downRepl[1:]
+	}
+	replicas = append(upRepl, downRepl...)
+	rest = append(upRest, downRest...)
 	pending := 0
 	for _, a := range replicas {
+		if p.isDown(a) && identity == "" {
+			// Catalog copy to a member that is down: in the background.
+			go func() { _ = p.request(p.ctx, a, opApply, applyReq{Ops: full}, nil) }()
+			continue
+		}
 		send(a, full, true, true)
 		pending++
 	}
 	fallbacks := rest
 	if len(catalog) > 0 {
 		for _, a := range rest {
+			if p.isDown(a) {
+				go func() { _ = p.request(p.ctx, a, opApply, applyReq{Ops: catalog}, nil) }()
+				continue
+			}
 			send(a, catalog, false, false)
 			pending++
 		}
@@ -1289,17 +1378,27 @@ func (a *placementActor) terminated(_ actor.Context, m *actor.Terminated) {
 	}
 }
 
-// rebalance stops the grains another member owns now; their next request
-// activates them there, and the new activation's claim fences this one.
+// rebalance moves the grains another member owns now: each flushes and,
+// for MoveGrace, answers every request with "moved" so callers retry at
+// once on the new owner (a request queued behind a plain poison pill is
+// dropped and costs its caller a whole timeout), then stops. The new
+// owner's activation claims the grain, which fences this one.
 func (a *placementActor) rebalance(ctx actor.Context) {
 	for _, g := range a.grains {
 		if owner := a.p.ownerOf(g.ci.Identity, g.ci.Kind); owner != "" && owner != a.p.self {
-			ctx.Poison(g.pid)
+			ctx.Send(g.pid, &actorspb.Notify{Op: NotifyMove})
 		}
 	}
 }
 
+// stopAll moves every grain away and waits until they stopped.
 func (a *placementActor) stopAll(ctx actor.Context) {
+	for _, g := range a.grains {
+		ctx.Send(g.pid, &actorspb.Notify{Op: NotifyMove})
+	}
+	if len(a.grains) > 0 {
+		time.Sleep(MoveGrace)
+	}
 	futures := make([]*actor.Future, 0, len(a.grains))
 	for _, g := range a.grains {
 		futures = append(futures, ctx.PoisonFuture(g.pid))
@@ -1308,5 +1407,13 @@ func (a *placementActor) stopAll(ctx actor.Context) {
 		_ = f.Wait()
 	}
 }
+
+// NotifyMove is the actorspb.Notify operation that tells a grain it moves
+// to another member; MoveGrace is how long it then answers "moved" before
+// it stops. The actor layer's grains implement both.
+const (
+	NotifyMove = "move"
+	MoveGrace  = 300 * time.Millisecond
+)
 
 var _ pcluster.IdentityLookup = (*Placement)(nil)
