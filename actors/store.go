@@ -49,4 +49,8 @@ type Replication interface {
 	// member named node; it returns ErrNotConnected or ErrTimeout like a
 	// local Commander.
 	Invoke(ctx context.Context, node, device, method string, payload []byte) (int, []byte, error)
+	// Unreachable returns a channel closed once the member at the
+	// protoactor address addr is found not answering, so that requests
+	// pending on it stop waiting.
+	Unreachable(addr string) <-chan struct{}
 }

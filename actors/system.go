@@ -330,14 +330,7 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 			}
 			return nil, fmt.Errorf("%w: grain %s/%s: no answer before the deadline", ErrUnavailable, kind, id)
 		}
-		// One attempt may not use the whole budget: a PID cached on a
-		// member that just crashed would otherwise eat all of it.
-		try := left
-		if s.cfg.Replication != nil && attempt < 8 {
-			try = min(left, max(s.cfg.RequestTimeout/5, time.Second))
-		}
-		res, err := s.cluster.Request(id, kind, &actorspb.Request{Op: op, Body: body, IfVersion: ifVersion},
-			pcluster.WithTimeout(try), pcluster.WithRetryCount(3))
+		res, err := s.attempt(ctx, id, kind, &actorspb.Request{Op: op, Body: body, IfVersion: ifVersion}, left)
 		if err == nil {
 			r, ok := res.(*actorspb.Response)
 			if !ok {
@@ -371,6 +364,44 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 			return nil, ctx.Err()
 		}
 		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+// errUnreachable: the member holding the grain's cached PID was found not
+// answering while a request to it was pending.
+var errUnreachable = errors.New("the grain's member stopped answering")
+
+// attempt makes one cluster request. A request to a grain whose member
+// crashed would wait out its whole timeout; when the replication layer
+// finds the member unreachable (its cached PIDs are then forgotten), the
+// attempt ends at once so that the caller retries on the next owner. The
+// request's goroutine ends with protoactor's own timeout.
+func (s *System) attempt(ctx context.Context, id, kind string, req *actorspb.Request, timeout time.Duration) (any, error) {
+	var unreachable <-chan struct{}
+	if r := s.cfg.Replication; r != nil {
+		if pid, ok := s.cluster.PidCache.Get(id, kind); ok && pid != nil && pid.Address != s.actors.Address() {
+			unreachable = r.Unreachable(pid.Address)
+		}
+	}
+	if unreachable == nil {
+		return s.cluster.Request(id, kind, req, pcluster.WithTimeout(timeout), pcluster.WithRetryCount(3))
+	}
+	type result struct {
+		res any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := s.cluster.Request(id, kind, req, pcluster.WithTimeout(timeout), pcluster.WithRetryCount(3))
+		done <- result{res, err}
+	}()
+	select {
+	case r := <-done:
+		return r.res, r.err
+	case <-unreachable:
+		return nil, errUnreachable
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 

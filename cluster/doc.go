@@ -1,6 +1,7 @@
 // Package cluster gives protoactor's cluster its membership from
-// hashicorp/memberlist, and gives the node its view of the cluster for
-// GET /api/v1/cluster.
+// hashicorp/memberlist (Provider), places grains and keeps their state
+// safe across members (Placement), and gives the node its view of the
+// cluster for GET /api/v1/cluster.
 //
 // # Why
 //
@@ -9,8 +10,8 @@
 // memberlist. twinmesh is one static binary on plain VMs, so membership is
 // gossiped with memberlist (the SWIM library behind Consul's and Nomad's LAN
 // gossip), optionally encrypted with a shared key. Provider implements
-// protoactor's cluster.ClusterProvider at protoactor's own extension point:
-// placement stays protoactor's IdentityLookup.
+// protoactor's cluster.ClusterProvider and Placement its IdentityLookup, at
+// protoactor's own extension points.
 //
 // # How
 //
@@ -62,6 +63,48 @@
 // confirmations from other live nodes: with ProfileLocal, a node that knows
 // three nodes but has no live peer left to confirm waits the maximum, about
 // 20 s (ProfileLAN needs confirmations only from four nodes on).
+//
+// # Placement, fencing and replication
+//
+// protoactor's disthash places a grain by rendezvous hashing but hands no
+// state over, may activate a grain on two members while their views of the
+// membership differ (upstream #799), races on its hash ring (#1131) and can
+// panic on a terminated grain it does not know (#1142). Placement keeps the
+// rendezvous placement (Rank) and adds what a twin store needs:
+//
+//   - Claim: an activation takes a fresh epoch (the clock in ns, above any
+//     epoch seen) and claims it on every member; each member records it in
+//     its bbolt file (persistence.ClaimEpoch) and reports what it holds of
+//     the grain. The activation copies the newest copy (written by the
+//     newest epoch, then the highest twin version, then the newest
+//     telemetry) into its own store and brings its replicas up to date.
+//   - Commit: every write carries the epoch, checked in the same bbolt
+//     transaction on this node and on each replica (persistence.CheckEpoch):
+//     once a member saw a newer claim, the stale activation's writes are
+//     refused there, so at most one activation can get a write acknowledged.
+//     A write is acknowledged once min(Replicas, members) nodes committed
+//     it; a replica that does not answer within PeerTimeout is replaced by
+//     the next member in rendezvous order. Catalog data (entities,
+//     identities, rules, alerts, grants, rollup contributions) goes to every
+//     member, so that any node can authenticate a device, check a topology
+//     or list alerts from its own file.
+//   - Moves: when the topology changes, grains another member now owns
+//     flush, answer "moved" for MoveGrace (callers retry at once rather
+//     than time out behind a poison pill) and stop; the new owner's claim
+//     fences them. Handoff does the same for every grain before a graceful
+//     leave.
+//   - Suspects: a member whose request fails at the transport is marked
+//     down for ten seconds: writes pass over it, its cached PIDs are
+//     forgotten and its grains activate on the next member, before
+//     memberlist declares the crash.
+//   - Re-replication: after the topology settled, each node sends its copy
+//     of every grain it owns to the replicas that hold an older one.
+//   - Joining: a node started with seeds copies the catalog from a member
+//     before its grains can activate (WaitSynced).
+//
+// Events (twin changes for WebSocket subscribers and MQTT sessions) are
+// batched to every other member through a bounded queue; direct methods go
+// to the member holding the device's session (Invoke).
 //
 // # Caveats
 //

@@ -120,12 +120,14 @@ type Placement struct {
 
 	// down marks members whose last request failed at the transport (a
 	// crash not yet declared by memberlist): writes stop waiting for them.
-	down sync.Map // address → time.Time until which it counts as down
+	down   sync.Map // address → time.Time until which it counts as down
+	downCh sync.Map // address → chan struct{} closed when it is marked down
 
 	ctx    context.Context // cancelled by Shutdown
 	cancel context.CancelFunc
 	work   chan struct{} // bounds concurrent handling of peer requests
 	events chan json.RawMessage
+	async  chan struct{} // bounds background catalog copies
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	synced chan struct{}
@@ -160,6 +162,7 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		log:    cfg.Logger.With("component", "placement"),
 		work:   make(chan struct{}, 256),
 		events: make(chan json.RawMessage, 8192),
+		async:  make(chan struct{}, 512),
 		stop:   make(chan struct{}),
 		synced: make(chan struct{}),
 
@@ -458,6 +461,9 @@ func (p *Placement) markDown(addr string) {
 	if _, was := p.down.Swap(addr, time.Now().Add(downFor)); was {
 		return
 	}
+	if ch, ok := p.downCh.LoadAndDelete(addr); ok {
+		close(ch.(chan struct{}))
+	}
 	p.log.Warn("member not answering; passing over it until it answers or leaves", "member", addr)
 	for _, m := range *p.members.Load() {
 		if m.Address() == addr {
@@ -465,6 +471,22 @@ func (p *Placement) markDown(addr string) {
 		}
 	}
 }
+
+// Unreachable returns a channel that is closed when the member at addr is
+// marked down (at once if it is down now).
+func (p *Placement) Unreachable(addr string) <-chan struct{} {
+	if p.isDown(addr) {
+		return closedChan
+	}
+	ch, _ := p.downCh.LoadOrStore(addr, make(chan struct{}))
+	return ch.(chan struct{})
+}
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 func (p *Placement) isDown(addr string) bool {
 	v, ok := p.down.Load(addr)
@@ -844,6 +866,39 @@ func (p *Placement) CommitCatalog(ctx context.Context, ops []persistence.Op) err
 	return p.ship(ctx, "", 0, ops)
 }
 
+// onlyContrib reports whether every op writes a rollup contribution.
+func onlyContrib(ops []persistence.WireOp) bool {
+	for _, w := range ops {
+		if w.B != string(persistence.BucketContrib) {
+			return false
+		}
+	}
+	return true
+}
+
+// copyInBackground sends catalog ops to a member without waiting for its
+// answer. At most cap(p.async) copies are in flight; beyond that the copy
+// is made in the caller's goroutine, which pushes back on writers instead
+// of queueing without bound.
+func (p *Placement) copyInBackground(ctx context.Context, addr string, ops []persistence.WireOp) {
+	if p.closed.Load() {
+		return
+	}
+	select {
+	case p.async <- struct{}{}:
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer func() { <-p.async }()
+			_ = p.request(p.ctx, addr, opApply, applyReq{Ops: ops}, nil)
+		}()
+	default:
+		if !p.isDown(addr) {
+			_ = p.request(ctx, addr, opApply, applyReq{Ops: ops}, nil)
+		}
+	}
+}
+
 func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error {
 	var full, catalog []persistence.WireOp
 	for _, op := range ops {
@@ -915,7 +970,7 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 	for _, a := range replicas {
 		if p.isDown(a) && identity == "" {
 			// Catalog copy to a member that is down: in the background.
-			go func() { _ = p.request(p.ctx, a, opApply, applyReq{Ops: full}, nil) }()
+			p.copyInBackground(ctx, a, full)
 			continue
 		}
 		send(a, full, true, true)
@@ -923,9 +978,16 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 	}
 	fallbacks := rest
 	if len(catalog) > 0 {
+		// Rollup contributions are internal (the parent grain is also told
+		// directly) and change with every numeric telemetry message: the
+		// members that are not replicas get them in the background, so a
+		// telemetry write waits only for its replicas. User-visible catalog
+		// data (entities, identities, rules, alerts, grants) is waited for,
+		// so that a read on any node right after the write sees it.
+		background := onlyContrib(catalog)
 		for _, a := range rest {
-			if p.isDown(a) {
-				go func() { _ = p.request(p.ctx, a, opApply, applyReq{Ops: catalog}, nil) }()
+			if p.isDown(a) || background {
+				p.copyInBackground(ctx, a, catalog)
 				continue
 			}
 			send(a, catalog, false, false)
