@@ -615,20 +615,22 @@ type ceTwinMeta struct {
 
 func TestClusterFailover(t *testing.T) {
 	cases := []struct {
-		name   string
-		victim int // index of the node to kill: 1 = n2, 2 = n3
-		before time.Duration
+		name     string
+		victim   int // index of the node to kill: 1 = n2, 2 = n3
+		before   time.Duration
+		graceful bool // SIGTERM (handoff and leave) instead of SIGKILL
 	}{
-		{"kill-n2-early", 1, 2 * time.Second},
-		{"kill-n3-late", 2, 6 * time.Second},
+		{"kill-n2-early", 1, 2 * time.Second, false},
+		{"kill-n3-late", 2, 6 * time.Second, false},
+		{"stop-n2-graceful", 1, 4 * time.Second, true},
 	}
 	for _, tc := range cases {
 		tc := tc
-		t.Run(tc.name, func(t *testing.T) { clusterFailover(t, tc.victim, tc.before) })
+		t.Run(tc.name, func(t *testing.T) { clusterFailover(t, tc.victim, tc.before, tc.graceful) })
 	}
 }
 
-func clusterFailover(t *testing.T, victimIdx int, before time.Duration) {
+func clusterFailover(t *testing.T, victimIdx int, before time.Duration, graceful bool) {
 	const (
 		devices   = 24
 		patchers  = 8
@@ -701,8 +703,16 @@ func clusterFailover(t *testing.T, victimIdx int, before time.Duration) {
 	time.Sleep(before)
 	live.remove(victim)
 	tKill := time.Now()
-	victim.node.Kill()
-	t.Logf("SIGKILLed %s %v into the load", victim.label, tKill.Sub(loadStart).Round(time.Millisecond))
+	if graceful {
+		if code := victim.node.Stop(); code != 0 {
+			t.Errorf("%s exited with %d after SIGTERM", victim.label, code)
+		}
+		t.Logf("stopped %s gracefully %v into the load, in %v", victim.label, tKill.Sub(loadStart).Round(time.Millisecond),
+			time.Since(tKill).Round(time.Millisecond))
+	} else {
+		victim.node.Kill()
+		t.Logf("SIGKILLed %s %v into the load", victim.label, tKill.Sub(loadStart).Round(time.Millisecond))
+	}
 
 	time.Sleep(12 * time.Second)
 	tRestart := time.Now()
