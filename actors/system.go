@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
@@ -42,6 +45,10 @@ type Config struct {
 	// Replication fences activations and replicates writes (a cluster);
 	// nil means this node's store is the only copy.
 	Replication Replication
+	// RemoteTLS, when set, makes protoactor's remote (gRPC between nodes)
+	// use TLS: Server for the listener (set ClientAuth to require peers'
+	// certificates), Client for connections to other nodes.
+	RemoteTLS *RemoteTLS
 	// Store persists entities, twins and identities.
 	Store Store
 	// Registry holds the kinds to host; nil means DefaultRegistry().
@@ -262,7 +269,7 @@ func (s *System) Start(ctx context.Context) (err error) {
 		kinds = append(kinds, pcluster.NewKind(k, actor.PropsFromProducer(s.grainProducer(b))))
 	}
 	ccfg := pcluster.Configure(s.cfg.ClusterName, s.cfg.Provider, lookup,
-		remote.Configure(host, port),
+		remote.Configure(host, port, s.remoteOptions()...),
 		pcluster.WithKinds(kinds...),
 		pcluster.WithRequestTimeout(s.cfg.RequestTimeout),
 		pcluster.WithRequestLog(false),
@@ -278,6 +285,22 @@ func (s *System) Start(ctx context.Context) (err error) {
 	s.started.Store(true)
 	s.log.Info("actor system started", "remote", s.actors.Address(), "id", s.actors.ID, "kinds", s.cfg.Registry.Kinds())
 	return nil
+}
+
+// RemoteTLS is the TLS configuration of the traffic between nodes.
+type RemoteTLS struct {
+	Server, Client *tls.Config
+}
+
+func (s *System) remoteOptions() []remote.ConfigOption {
+	t := s.cfg.RemoteTLS
+	if t == nil {
+		return nil
+	}
+	return []remote.ConfigOption{
+		remote.WithServerOptions(grpc.Creds(credentials.NewTLS(t.Server))),
+		remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(t.Client))),
+	}
 }
 
 // RemoteAddr returns the protoactor remote address actually bound.

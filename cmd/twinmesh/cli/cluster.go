@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/twinmesh/twinmesh/actors"
@@ -69,4 +72,31 @@ func resolveNode(p *tmcluster.Provider, node string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// clusterTLS loads the node's certificate and the cluster CA for mutual TLS
+// between nodes: every node presents its certificate and accepts only peers
+// whose certificate the CA signed. Peers are dialled by their --remote
+// address, so a certificate must name it (an IP SAN for an IP address).
+func clusterTLS(c *serveConfig) (*actors.RemoteTLS, error) {
+	if c.ClusterTLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.ClusterTLSCert, c.ClusterTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cluster TLS key pair: %v", errUsage, err)
+	}
+	pem, err := os.ReadFile(c.ClusterTLSCA)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cluster TLS CA: %v", errUsage, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%w: cluster TLS CA %s holds no PEM certificate", errUsage, c.ClusterTLSCA)
+	}
+	return &actors.RemoteTLS{
+		Server: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
+		Client: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
+	}, nil
 }

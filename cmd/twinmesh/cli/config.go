@@ -29,6 +29,9 @@ type serveConfig struct {
 	Join               string
 	GossipKey          string
 	Replicas           int
+	ClusterTLSCert     string
+	ClusterTLSKey      string
+	ClusterTLSCA       string
 	APIToken           string
 	HubHost            string
 	IdleTimeout        time.Duration
@@ -65,6 +68,9 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Remote, "remote", "127.0.0.1:0", "protoactor remote bind address")
 	fs.StringVar(&c.Join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.StringVar(&c.GossipKey, "gossip-key", "", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip")
+	fs.StringVar(&c.ClusterTLSCert, "cluster-tls-cert", "", "PEM certificate of this node for TLS between nodes (with --cluster-tls-key and --cluster-tls-ca)")
+	fs.StringVar(&c.ClusterTLSKey, "cluster-tls-key", "", "PEM private key for --cluster-tls-cert")
+	fs.StringVar(&c.ClusterTLSCA, "cluster-tls-ca", "", "PEM CA certificate(s) that node certificates must be signed by")
 	fs.IntVar(&c.Replicas, "replicas", 2, "nodes that hold every acknowledged change, this one included (capped by cluster size)")
 	fs.StringVar(&c.APIToken, "api-token", "", "admin bearer token; generated into <data>/admin.token when empty")
 	fs.StringVar(&c.HubHost, "hub-host", "twinmesh.local", "host name put in the sr of SAS tokens this node mints")
@@ -176,6 +182,9 @@ func (c *serveConfig) validate() error {
 	if c.IdleTimeout < time.Second {
 		return fmt.Errorf("%w: --idle-timeout must be at least 1s", errUsage)
 	}
+	if n := btoi(c.ClusterTLSCert != "") + btoi(c.ClusterTLSKey != "") + btoi(c.ClusterTLSCA != ""); n != 0 && n != 3 {
+		return fmt.Errorf("%w: --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together", errUsage)
+	}
 	if c.Replicas < 1 {
 		return fmt.Errorf("%w: --replicas must be at least 1", errUsage)
 	}
@@ -188,6 +197,13 @@ func (c *serveConfig) validate() error {
 		return fmt.Errorf("%w: --log-format must be text or json", errUsage)
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (c *serveConfig) joinList() []string {

@@ -189,8 +189,13 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	remoteTLS, err := clusterTLS(c)
+	if err != nil {
+		return n, err
+	}
 	n.sys, err = actors.New(actors.Config{
-		NodeName: c.NodeName, RemoteAddr: c.Remote, Provider: n.prov, Store: n.db,
+		RemoteTLS: remoteTLS,
+		NodeName:  c.NodeName, RemoteAddr: c.Remote, Provider: n.prov, Store: n.db,
 		IdentityLookup: n.place, Replication: replication{n.place},
 		IdleTimeout: c.IdleTimeout, Limits: twin.Limits{MaxSectionBytes: c.MaxSectionBytes, MaxDepth: c.MaxDepth},
 		Logger: log, Registerer: reg,
