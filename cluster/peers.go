@@ -1,0 +1,182 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/persistence"
+)
+
+// Broadcast queues an event (a JSON document) for every other member. It
+// never blocks: when the bounded queue is full the event is dropped and
+// counted (events are notifications; state is always read from grains).
+func (p *Placement) Broadcast(ev json.RawMessage) {
+	if p.Members() <= 1 || p.closed.Load() {
+		return
+	}
+	select {
+	case p.events <- ev:
+	default:
+		p.metrics.eventsDropped.Inc()
+	}
+}
+
+// forwardEvents batches queued events and sends each batch to every other
+// member. It runs until Shutdown.
+func (p *Placement) forwardEvents() {
+	defer p.wg.Done()
+	const maxBatch = 256
+	batch := make([]json.RawMessage, 0, maxBatch)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		body, _ := json.Marshal(batch)
+		for _, a := range p.memberAddrs() {
+			if a != p.self {
+				p.c.ActorSystem.Root.Send(actor.NewPID(a, nodeActorName), &actorspb.Notify{Op: opEvents, Body: body})
+			}
+		}
+		batch = batch[:0]
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case ev := <-p.events:
+			batch = append(batch, ev)
+			if len(batch) == maxBatch {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
+}
+
+// Invoke runs a direct method on a device whose MQTT session is on the
+// member named node.
+func (p *Placement) Invoke(ctx context.Context, node, device, method string, payload []byte) (int, []byte, error) {
+	if p.cfg.Resolve == nil {
+		return 0, nil, ErrNoMember
+	}
+	addr, ok := p.cfg.Resolve(node)
+	if !ok {
+		return 0, nil, fmt.Errorf("%w: %s", ErrNoMember, node)
+	}
+	timeout := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	var res invokeRes
+	if err := p.request(ctx, addr, opInvoke, invokeReq{Device: device, Method: method, Payload: payload, Timeout: timeout.Milliseconds()}, &res); err != nil {
+		return 0, nil, err
+	}
+	return res.Status, res.Payload, nil
+}
+
+// GrainCounts asks every member how many grains it hosts, by remote
+// address; members that do not answer within the peer timeout are absent.
+func (p *Placement) GrainCounts(ctx context.Context) map[string]int64 {
+	addrs := p.memberAddrs()
+	out := make(map[string]int64, len(addrs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var r statsRes
+			if err := p.request(ctx, a, opStats, struct{}{}, &r); err == nil {
+				mu.Lock()
+				out[a] = r.Grains
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (p *Placement) markSynced() { p.syncOnce.Do(func() { close(p.synced) }) }
+
+func (p *Placement) isSynced() bool {
+	select {
+	case <-p.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitSynced returns once a joining node copied the catalog (entities,
+// identities, rules, alerts, grants, rollup contributions) from a member,
+// or at once for a node that did not join.
+func (p *Placement) WaitSynced(ctx context.Context) error {
+	select {
+	case <-p.synced:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("catalog not copied from the cluster: %w", ctx.Err())
+	}
+}
+
+// pullCatalog copies the catalog from the first other member that answers.
+func (p *Placement) pullCatalog() {
+	for _, a := range p.memberAddrs() {
+		if a == p.self {
+			continue
+		}
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, 2*time.Minute)
+		n, err := p.pullCatalogFrom(ctx, a)
+		cancel()
+		if err != nil {
+			p.log.Warn("catalog copy failed; trying another member", "member", a, "err", err)
+			continue
+		}
+		p.log.Info("catalog copied", "from", a, "records", n)
+		p.markSynced()
+		return
+	}
+}
+
+func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, error) {
+	cursor, n := "", 0
+	var all []persistence.WireOp
+	for {
+		var res catalogRes
+		if err := p.request(ctx, addr, opCatalog, catalogReq{Cursor: cursor}, &res); err != nil {
+			return n, err
+		}
+		ops := make([]persistence.Op, len(res.Ops))
+		for i, w := range res.Ops {
+			ops[i] = persistence.FromWire(w)
+		}
+		if err := p.cfg.Store.Commit(ctx, ops...); err != nil {
+			return n, err
+		}
+		n += len(ops)
+		all = append(all, res.Ops...)
+		if res.Next == "" {
+			break
+		}
+		cursor = res.Next
+	}
+	if h := p.handlers.Load(); h.Catalog != nil {
+		h.Catalog(all)
+	}
+	return n, nil
+}

@@ -1,0 +1,501 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twinmesh/twinmesh/persistence"
+)
+
+// better reports whether state a is newer than b: the copy written by the
+// newest epoch wins, then the higher twin version, then the one with more
+// recent or more telemetry and inbox messages.
+func better(a, b persistence.GrainState) bool {
+	switch {
+	case a.Epoch.Wrote != b.Epoch.Wrote:
+		return a.Epoch.Wrote > b.Epoch.Wrote
+	case a.TwinVersion != b.TwinVersion:
+		return a.TwinVersion > b.TwinVersion
+	case a.NewestTelemetry != b.NewestTelemetry:
+		return a.NewestTelemetry > b.NewestTelemetry
+	case a.Telemetry != b.Telemetry:
+		return a.Telemetry > b.Telemetry
+	}
+	return a.Inbox > b.Inbox
+}
+
+func sameState(a, b persistence.GrainState) bool {
+	return a.HasTwin == b.HasTwin && a.TwinVersion == b.TwinVersion && a.Telemetry == b.Telemetry &&
+		a.NewestTelemetry == b.NewestTelemetry && a.Inbox == b.Inbox
+}
+
+// Claim makes this node the owner of identity's grain: it claims a new
+// epoch on every member, copies the newest copy of the grain's state into
+// the local store, brings the grain's replicas up to date, and returns the
+// epoch the activation's writes must carry. A member that does not answer
+// in time is skipped (it is dead or about to be declared dead). ErrFenced
+// when other claims kept winning.
+func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) {
+	p.metrics.claims.Inc()
+	// A node that just joined may be asked for grains before it copied the
+	// catalog; without it the grain would think its entity does not exist.
+	if err := p.WaitSynced(ctx); err != nil {
+		return 0, err
+	}
+	epoch := p.nextEpoch(0)
+	if p.Members() == 1 {
+		// Alone: the placement actor is the only place this grain can be
+		// active, and the epoch's first write fences older activations.
+		return epoch, nil
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		addrs := p.memberAddrs()
+		type reply struct {
+			addr string
+			res  claimRes
+			err  error
+		}
+		replies := make([]reply, len(addrs))
+		var wg sync.WaitGroup
+		for i, a := range addrs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				replies[i].addr = a
+				cctx := ctx
+				if p.isDown(a) {
+					var cancel context.CancelFunc
+					cctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+					defer cancel()
+				}
+				replies[i].err = p.request(cctx, a, opClaim, claimReq{ID: identity, Epoch: epoch}, &replies[i].res)
+			}()
+		}
+		wg.Wait()
+		var maxFence uint64
+		fenced := false
+		states := map[string]persistence.GrainState{}
+		for _, r := range replies {
+			if r.err != nil {
+				if r.addr == p.self {
+					return 0, fmt.Errorf("claim %s locally: %w", identity, r.err)
+				}
+				p.log.Debug("claim: member did not answer", "entity", identity, "member", r.addr, "err", r.err)
+				continue
+			}
+			if r.res.Fenced {
+				fenced = true
+				maxFence = max(maxFence, r.res.State.Epoch.Fence)
+			}
+			states[r.addr] = r.res.State
+		}
+		if fenced {
+			p.metrics.fenced.Inc()
+			epoch = p.nextEpoch(maxFence + 1)
+			continue
+		}
+		src := p.self
+		for a, st := range states {
+			if better(st, states[src]) {
+				src = a
+			}
+		}
+		if src != p.self && !sameState(states[src], states[p.self]) {
+			if err := p.pull(ctx, src, identity, epoch); err != nil {
+				return 0, fmt.Errorf("copy %s from %s: %w", identity, src, err)
+			}
+			p.metrics.pulls.Inc()
+		}
+		replicas, _ := p.replicasOf(identity)
+		for _, r := range replicas {
+			st, ok := states[r]
+			if ok && sameState(st, states[src]) {
+				continue
+			}
+			if err := p.push(ctx, r, identity, epoch); err != nil {
+				// Not fatal: the write path falls back to other members.
+				p.log.Warn("bring replica up to date", "entity", identity, "replica", r, "err", err)
+				continue
+			}
+			p.metrics.pushes.Inc()
+		}
+		return epoch, nil
+	}
+	return 0, fmt.Errorf("%w: claim of %s kept losing to newer epochs", ErrFenced, identity)
+}
+
+const snapshotPage = 2000
+
+// pull copies identity's grain-scoped state from member src into the local
+// store, fenced by epoch.
+func (p *Placement) pull(ctx context.Context, src, identity string, epoch uint64) error {
+	var after int64
+	for {
+		var res snapshotRes
+		if err := p.request(ctx, src, opSnapshot, snapshotReq{ID: identity, After: after, Limit: snapshotPage}, &res); err != nil {
+			return err
+		}
+		ops := []persistence.Op{persistence.CheckEpoch(identity, epoch)}
+		for _, w := range res.Ops {
+			ops = append(ops, persistence.FromWire(w))
+		}
+		if err := p.cfg.Store.Commit(ctx, ops...); err != nil {
+			return err
+		}
+		if res.Next == 0 {
+			return nil
+		}
+		after = res.Next
+	}
+}
+
+// push sends identity's grain-scoped state from the local store to member
+// dst, fenced by epoch.
+func (p *Placement) push(ctx context.Context, dst, identity string, epoch uint64) error {
+	var after int64
+	for {
+		ops, next, err := p.cfg.Store.GrainSnapshot(identity, after, snapshotPage)
+		if err != nil {
+			return err
+		}
+		if err := p.request(ctx, dst, opApply, applyReq{ID: identity, Epoch: epoch, Ops: ops}, nil); err != nil {
+			return err
+		}
+		if next == 0 {
+			return nil
+		}
+		after = next
+	}
+}
+
+// Commit writes ops of identity's grain, fenced by epoch, to the local
+// store and to the grain's replicas, and returns once min(Replicas,
+// members) nodes committed them. Catalog ops among them go to every
+// member. When a replica does not answer, the next member in rendezvous
+// order takes its place.
+func (p *Placement) Commit(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error {
+	local := make([]persistence.Op, 0, len(ops)+1)
+	local = append(local, persistence.CheckEpoch(identity, epoch))
+	local = append(local, ops...)
+	if err := p.cfg.Store.Commit(ctx, local...); err != nil {
+		if errors.Is(err, persistence.ErrFenced) {
+			p.metrics.fenced.Inc()
+			return fmt.Errorf("%w: %v", ErrFenced, err)
+		}
+		return err
+	}
+	return p.ship(ctx, identity, epoch, ops)
+}
+
+// CommitCatalog writes cluster-wide ops (identities, rules, grants) that
+// belong to no grain: locally, then to every member, acknowledged once
+// min(Replicas, members) nodes hold them.
+func (p *Placement) CommitCatalog(ctx context.Context, ops []persistence.Op) error {
+	if err := p.cfg.Store.Commit(ctx, ops...); err != nil {
+		return err
+	}
+	return p.ship(ctx, "", 0, ops)
+}
+
+// onlyContrib reports whether every op writes a rollup contribution.
+func onlyContrib(ops []persistence.WireOp) bool {
+	for _, w := range ops {
+		if w.B != string(persistence.BucketContrib) {
+			return false
+		}
+	}
+	return true
+}
+
+// copyInBackground sends catalog ops to a member without waiting for its
+// answer. At most cap(p.async) copies are in flight; beyond that the copy
+// is made in the caller's goroutine, which pushes back on writers instead
+// of queueing without bound.
+func (p *Placement) copyInBackground(ctx context.Context, addr string, ops []persistence.WireOp) {
+	if p.closed.Load() {
+		return
+	}
+	select {
+	case p.async <- struct{}{}:
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer func() { <-p.async }()
+			_ = p.request(p.ctx, addr, opApply, applyReq{Ops: ops}, nil)
+		}()
+	default:
+		if !p.isDown(addr) {
+			_ = p.request(ctx, addr, opApply, applyReq{Ops: ops}, nil)
+		}
+	}
+}
+
+func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error {
+	var full, catalog []persistence.WireOp
+	for _, op := range ops {
+		w, ok := op.Wire()
+		if !ok {
+			continue
+		}
+		full = append(full, w)
+		if op.Catalog() {
+			catalog = append(catalog, w)
+		}
+	}
+	if len(full) == 0 {
+		return nil
+	}
+	key := identity
+	if key == "" && len(full) > 0 {
+		key = full[0].K
+	}
+	replicas, rest := p.replicasOf(key)
+	if identity == "" {
+		// Catalog writes: every member gets everything.
+		replicas, rest = append(replicas, rest...), nil
+	}
+	if len(replicas) == 0 && len(rest) == 0 {
+		return nil
+	}
+	start := time.Now()
+	need := min(p.cfg.Replicas, p.Members()) - 1
+	type result struct {
+		addr    string
+		full    bool
+		err     error
+		replica bool
+	}
+	results := make(chan result, len(replicas)+2*len(rest))
+	send := func(addr string, payload []persistence.WireOp, isFull, isReplica bool) {
+		go func() {
+			err := p.request(ctx, addr, opApply, applyReq{ID: identity, Epoch: epoch, Ops: payload}, nil)
+			results <- result{addr, isFull, err, isReplica}
+		}()
+	}
+	// A replica that is down is replaced by the next member that is up; it
+	// stays a fallback of last resort.
+	var upRepl, downRepl, upRest, downRest []string
+	for _, a := range replicas {
+		if p.isDown(a) {
+			downRepl = append(downRepl, a)
+		} else {
+			upRepl = append(upRepl, a)
+		}
+	}
+	for _, a := range rest {
+		if p.isDown(a) {
+			downRest = append(downRest, a)
+		} else {
+			upRest = append(upRest, a)
+		}
+	}
+	for len(downRepl) > 0 && len(upRest) > 0 && identity != "" {
+		upRepl = append(upRepl, upRest[0])
+		upRest = upRest[1:]
+		downRest = append(downRest, downRepl[0])
+		downRepl = downRepl[1:]
+	}
+	replicas = append(upRepl, downRepl...)
+	rest = append(upRest, downRest...)
+	pending := 0
+	for _, a := range replicas {
+		if p.isDown(a) && identity == "" {
+			// Catalog copy to a member that is down: in the background.
+			p.copyInBackground(ctx, a, full)
+			continue
+		}
+		send(a, full, true, true)
+		pending++
+	}
+	fallbacks := rest
+	if len(catalog) > 0 {
+		// Rollup contributions are internal (the parent grain is also told
+		// directly) and change with every numeric telemetry message: the
+		// members that are not replicas get them in the background, so a
+		// telemetry write waits only for its replicas. User-visible catalog
+		// data (entities, identities, rules, alerts, grants) is waited for,
+		// so that a read on any node right after the write sees it.
+		background := onlyContrib(catalog)
+		for _, a := range rest {
+			if p.isDown(a) || background {
+				p.copyInBackground(ctx, a, catalog)
+				continue
+			}
+			send(a, catalog, false, false)
+			pending++
+		}
+	}
+	acks := 0
+	fullTo := map[string]bool{}
+	for _, a := range replicas {
+		fullTo[a] = true
+	}
+	var fencedErr, lastErr error
+	for pending > 0 {
+		r := <-results
+		pending--
+		if r.err == nil {
+			if r.full {
+				acks++
+			}
+			continue
+		}
+		if errors.Is(r.err, persistence.ErrFenced) {
+			fencedErr = r.err
+			continue
+		}
+		if !r.full {
+			p.log.Debug("catalog copy to member failed", "member", r.addr, "err", r.err)
+			continue
+		}
+		lastErr = r.err
+		p.log.Warn("replica did not acknowledge; trying the next member", "entity", identity, "replica", r.addr, "err", r.err)
+		for len(fallbacks) > 0 {
+			next := fallbacks[0]
+			fallbacks = fallbacks[1:]
+			if fullTo[next] {
+				continue
+			}
+			fullTo[next] = true
+			send(next, full, true, true)
+			pending++
+			break
+		}
+	}
+	p.metrics.replSeconds.Observe(time.Since(start).Seconds())
+	if fencedErr != nil {
+		p.metrics.fenced.Inc()
+		return fmt.Errorf("%w: %v", ErrFenced, fencedErr)
+	}
+	if acks < need {
+		p.metrics.underRepl.Inc()
+		return fmt.Errorf("%w: %d of %d (last error: %v)", ErrUnderReplicated, acks+1, need+1, lastErr)
+	}
+	return nil
+}
+
+// settle is how long the topology must stay unchanged before a
+// re-replication pass starts (memberlist reports a crash to members a few
+// hundred milliseconds apart).
+const settle = 3 * time.Second
+
+// rereplicateLoop runs a re-replication pass after every topology change,
+// once it settled; a change during a pass restarts it. It runs until
+// Shutdown.
+func (p *Placement) rereplicateLoop() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.topoChanged:
+		}
+	wait:
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-p.topoChanged:
+			case <-time.After(settle):
+				break wait
+			}
+		}
+		ctx, cancel := context.WithCancel(p.ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.rereplicate(ctx)
+		}()
+		select {
+		case <-done:
+			cancel()
+		case <-p.topoChanged:
+			cancel()
+			<-done
+			// Run again after the new change settles.
+			select {
+			case p.topoChanged <- struct{}{}:
+			default:
+			}
+		case <-p.stop:
+			cancel()
+			<-done
+			return
+		}
+	}
+}
+
+// rereplicate restores the replication factor after members changed,
+// without waiting for each grain's next activation: for every entity this
+// node ranks first, it sends its copy to each of the entity's replicas that
+// holds an older one (a member that returned after missing writes, or one
+// that became a replica because another left). Grains this node ranks
+// first but does not hold (it just joined) copy their state when they
+// activate here.
+func (p *Placement) rereplicate(ctx context.Context) {
+	if p.Members() <= 1 || p.cfg.Replicas <= 1 || !p.isSynced() {
+		return
+	}
+	start := time.Now()
+	checked, pushed := 0, 0
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	after := ""
+	for ctx.Err() == nil {
+		ents, next, err := p.cfg.Store.ListEntities(persistence.EntityFilter{}, after, 500)
+		if err != nil {
+			p.log.Warn("re-replication: list entities", "err", err)
+			break
+		}
+		for _, e := range ents {
+			all := p.memberAddrs()
+			ranked := Rank(e.ID, all)
+			if len(ranked) == 0 || ranked[0] != p.self {
+				continue
+			}
+			local, err := p.cfg.Store.GrainState(e.ID)
+			if err != nil || (!local.HasTwin && local.Telemetry == 0 && local.Inbox == 0) {
+				continue
+			}
+			n := min(p.cfg.Replicas, len(ranked))
+			for _, r := range ranked[1:n] {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					var st persistence.GrainState
+					if err := p.request(ctx, r, opState, claimReq{ID: e.ID}, &st); err != nil {
+						return
+					}
+					mu.Lock()
+					checked++
+					mu.Unlock()
+					if !better(local, st) {
+						return
+					}
+					if err := p.push(ctx, r, e.ID, local.Epoch.Fence); err != nil {
+						p.log.Debug("re-replication: push", "entity", e.ID, "replica", r, "err", err)
+						return
+					}
+					mu.Lock()
+					pushed++
+					mu.Unlock()
+					p.metrics.pushes.Inc()
+				}()
+			}
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	wg.Wait()
+	if checked > 0 || pushed > 0 {
+		p.log.Info("re-replication pass", "checked", checked, "copied", pushed, "took", time.Since(start).Round(time.Millisecond))
+	}
+}

@@ -1,0 +1,357 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/persistence"
+)
+
+// fakeNet connects Placements in one process: a request to a member is
+// handled by that member's Placement on its own bbolt file, exactly as the
+// node actor would; a member marked dead does not answer (like a crashed
+// process whose requests time out).
+type fakeNet struct {
+	mu    sync.Mutex
+	nodes map[string]*Placement
+	dbs   map[string]*persistence.DB
+	dead  map[string]bool
+	addrs []string
+}
+
+func newFakeNet(t *testing.T, n, replicas int) *fakeNet {
+	t.Helper()
+	f := &fakeNet{nodes: map[string]*Placement{}, dbs: map[string]*persistence.DB{}, dead: map[string]bool{}}
+	var members []*pcluster.Member
+	for i := 0; i < n; i++ {
+		members = append(members, &pcluster.Member{Id: fmt.Sprintf("id-%d", i), Host: "10.0.0.1", Port: int32(4001 + i)})
+	}
+	for _, m := range members {
+		addr := m.Address()
+		f.addrs = append(f.addrs, addr)
+		db, err := persistence.Open(filepath.Join(t.TempDir(), "node.db"), &persistence.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		p, err := NewPlacement(PlacementConfig{Store: db, Replicas: replicas, PeerTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.self = addr
+		ms := append([]*pcluster.Member(nil), members...)
+		p.members.Store(&ms)
+		p.markSynced()
+		p.send = f.sender()
+		f.nodes[addr], f.dbs[addr] = p, db
+	}
+	return f
+}
+
+func (f *fakeNet) sender() func(string, *actorspb.Request, time.Duration) (any, error) {
+	return func(addr string, req *actorspb.Request, timeout time.Duration) (any, error) {
+		f.mu.Lock()
+		dead, target := f.dead[addr], f.nodes[addr]
+		f.mu.Unlock()
+		if dead || target == nil {
+			time.Sleep(min(timeout, 50*time.Millisecond))
+			return nil, errors.New("future: timeout")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return target.handle(ctx, req), nil
+	}
+}
+
+func (f *fakeNet) kill(addr string) {
+	f.mu.Lock()
+	f.dead[addr] = true
+	f.mu.Unlock()
+}
+
+// forget removes a dead member from every survivor's member list, as the
+// topology does once memberlist declares it dead.
+func (f *fakeNet) forget(addr string) {
+	for a, p := range f.nodes {
+		if a == addr {
+			continue
+		}
+		var ms []*pcluster.Member
+		for _, m := range *p.members.Load() {
+			if m.Address() != addr {
+				ms = append(ms, m)
+			}
+		}
+		p.members.Store(&ms)
+	}
+}
+
+// ranked returns the members in identity's rendezvous order.
+func (f *fakeNet) ranked(identity string) []*Placement {
+	var out []*Placement
+	for _, a := range Rank(identity, f.addrs) {
+		out = append(out, f.nodes[a])
+	}
+	return out
+}
+
+func twinDoc(id string, version int) []byte {
+	return []byte(fmt.Sprintf(`{"id":%q,"kind":"device","version":%d}`, id, version))
+}
+
+func state(t *testing.T, p *Placement, id string) persistence.GrainState {
+	t.Helper()
+	st, err := p.cfg.Store.GrainState(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestCommitReachesReplicasAndCatalogEveryMember(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	r := f.ranked("d1")
+	owner, replica, other := r[0], r[1], r[2]
+	epoch, err := owner.Claim(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := []persistence.Op{
+		persistence.PutEntity(persistence.Entity{ID: "d1", Kind: "device"}),
+		persistence.PutTwin("d1", twinDoc("d1", 1)),
+		persistence.AppendTelemetry("d1", persistence.TelemetryRecord{TS: time.Unix(100, 0), Points: map[string]any{"t": 1.0}}),
+	}
+	if err := owner.Commit(ctx, "d1", epoch, ops); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name            string
+		p               *Placement
+		twin, telemetry bool
+	}{{"owner", owner, true, true}, {"replica", replica, true, true}, {"third member", other, false, false}} {
+		st := state(t, tc.p, "d1")
+		if st.HasTwin != tc.twin || (st.Telemetry == 1) != tc.telemetry {
+			t.Errorf("%s holds twin=%v telemetry=%d, want twin=%v telemetry=%v", tc.name, st.HasTwin, st.Telemetry, tc.twin, tc.telemetry)
+		}
+		if _, err := tc.p.cfg.Store.(*persistence.DB).GetEntity("d1"); err != nil {
+			t.Errorf("%s lacks the catalog entity: %v", tc.name, err)
+		}
+	}
+	if st := state(t, replica, "d1"); st.Epoch.Wrote != epoch {
+		t.Errorf("replica recorded writer epoch %d, want %d", st.Epoch.Wrote, epoch)
+	}
+}
+
+func TestCommitReplacesADeadReplica(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	r := f.ranked("d1")
+	owner, replica, next := r[0], r[1], r[2]
+	epoch, _ := owner.Claim(ctx, "d1")
+	f.kill(replica.self)
+	if err := owner.Commit(ctx, "d1", epoch, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 1))}); err != nil {
+		t.Fatalf("commit with one replica dead: %v", err)
+	}
+	if !state(t, next, "d1").HasTwin {
+		t.Error("the next member in rendezvous order did not take the dead replica's copy")
+	}
+	if !owner.isDown(replica.self) {
+		t.Error("the dead replica is not marked down")
+	}
+	select {
+	case <-owner.Unreachable(replica.self):
+	default:
+		t.Error("Unreachable of a member marked down is not closed")
+	}
+	// The owner now routes the dead member's grains to the next member.
+	for _, id := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		if got := owner.ownerOf(id, ""); got == replica.self {
+			t.Errorf("ownerOf(%s) is the member marked down", id)
+		}
+	}
+}
+
+func TestCommitUnderReplicated(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 2, 2)
+	r := f.ranked("d1")
+	owner, replica := r[0], r[1]
+	epoch, _ := owner.Claim(ctx, "d1")
+	f.kill(replica.self)
+	err := owner.Commit(ctx, "d1", epoch, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 1))})
+	if !errors.Is(err, ErrUnderReplicated) {
+		t.Fatalf("commit with the only replica dead: %v, want ErrUnderReplicated", err)
+	}
+	// Once the dead member leaves the topology the cap is one copy.
+	f.forget(replica.self)
+	if err := owner.Commit(ctx, "d1", epoch, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 2))}); err != nil {
+		t.Fatalf("commit alone: %v", err)
+	}
+}
+
+func TestStaleActivationIsFenced(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	r := f.ranked("d1")
+	old, newer := r[0], r[1]
+	e1, err := old.Claim(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Commit(ctx, "d1", e1, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 1))}); err != nil {
+		t.Fatal(err)
+	}
+	// Another member activates the grain (its view of the membership
+	// differs): its claim fences the first activation everywhere.
+	e2, err := newer.Claim(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2 <= e1 {
+		t.Fatalf("second epoch %d not above first %d", e2, e1)
+	}
+	err = old.Commit(ctx, "d1", e1, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 2))})
+	if !errors.Is(err, persistence.ErrFenced) || !errors.Is(err, ErrFenced) {
+		t.Fatalf("stale write: %v, want ErrFenced", err)
+	}
+	for _, p := range f.nodes {
+		if st := state(t, p, "d1"); st.TwinVersion > 1 {
+			t.Errorf("member %s holds the refused write (version %d)", p.self, st.TwinVersion)
+		}
+	}
+	if err := newer.Commit(ctx, "d1", e2, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 2))}); err != nil {
+		t.Fatalf("write of the newer activation: %v", err)
+	}
+	// A claim that meets a higher fence retries above it.
+	newer.lastEpoch.Store(0)
+	old.lastEpoch.Store(0)
+	e3, err := old.Claim(ctx, "d1")
+	if err != nil || e3 <= e2 {
+		t.Fatalf("re-claim: epoch %d (err %v), want above %d", e3, err, e2)
+	}
+}
+
+func TestClaimCopiesTheNewestStateAndFillsReplicas(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	r := f.ranked("d1")
+	owner, replica, third := r[0], r[1], r[2]
+	epoch, _ := owner.Claim(ctx, "d1")
+	for v := 1; v <= 3; v++ {
+		ops := []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", v)),
+			persistence.AppendTelemetry("d1", persistence.TelemetryRecord{TS: time.Unix(int64(100+v), 0), Points: map[string]any{"v": float64(v)}})}
+		if err := owner.Commit(ctx, "d1", epoch, ops); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The owner crashes and leaves the topology; the grain activates on the
+	// replica, which holds everything, and the third member becomes its
+	// replica and gets a full copy.
+	f.kill(owner.self)
+	f.forget(owner.self)
+	if _, err := replica.Claim(ctx, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	want := state(t, replica, "d1")
+	if want.TwinVersion != 3 || want.Telemetry != 3 {
+		t.Fatalf("new owner holds %+v", want)
+	}
+	got := state(t, third, "d1")
+	if !sameState(got, want) {
+		t.Errorf("new replica after the claim: %+v, want %+v", got, want)
+	}
+
+	// Now the third member activates it while holding the copy, and the
+	// former replica is the one that lags: a claim pulls the newest copy.
+	f2 := newFakeNet(t, 3, 2)
+	r2 := f2.ranked("d2")
+	a := r2[0]
+	e, _ := a.Claim(ctx, "d2")
+	if err := a.Commit(ctx, "d2", e, []persistence.Op{persistence.PutTwin("d2", twinDoc("d2", 7))}); err != nil {
+		t.Fatal(err)
+	}
+	c := r2[2]
+	if state(t, c, "d2").HasTwin {
+		t.Fatal("the third member should not hold d2 yet")
+	}
+	if _, err := c.Claim(ctx, "d2"); err != nil {
+		t.Fatal(err)
+	}
+	if st := state(t, c, "d2"); st.TwinVersion != 7 {
+		t.Errorf("claim on a member without the grain copied version %d, want 7", st.TwinVersion)
+	}
+}
+
+func TestRereplicateRestoresCopies(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	ids := []string{"g1", "g2", "g3", "g4", "g5", "g6", "g7", "g8", "g9"}
+	for _, id := range ids {
+		owner := f.ranked(id)[0]
+		e, _ := owner.Claim(ctx, id)
+		ops := []persistence.Op{persistence.PutEntity(persistence.Entity{ID: id, Kind: "device"}), persistence.PutTwin(id, twinDoc(id, 1))}
+		if err := owner.Commit(ctx, id, e, ops); err != nil {
+			t.Fatal(err)
+		}
+	}
+	victim := f.addrs[0]
+	f.kill(victim)
+	f.forget(victim)
+	for a, p := range f.nodes {
+		if a != victim {
+			p.rereplicate(ctx)
+		}
+	}
+	for _, id := range ids {
+		copies := 0
+		for a, p := range f.nodes {
+			if a != victim && state(t, p, id).HasTwin {
+				copies++
+			}
+		}
+		if copies != 2 {
+			t.Errorf("%s has %d copies on the survivors after re-replication, want 2", id, copies)
+		}
+	}
+}
+
+func TestCommitCatalogReachesEveryMember(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	p := f.nodes[f.addrs[1]]
+	idn := persistence.Identity{DeviceID: "d9", PrimaryKey: "k1", SecondaryKey: "k2", Status: "enabled"}
+	if err := p.CommitCatalog(ctx, []persistence.Op{persistence.PutIdentity(idn)}); err != nil {
+		t.Fatal(err)
+	}
+	for a, db := range f.dbs {
+		if _, err := db.GetIdentity("d9"); err != nil {
+			t.Errorf("member %s lacks the identity: %v", a, err)
+		}
+	}
+}
+
+func TestOnlyContrib(t *testing.T) {
+	tests := []struct {
+		name string
+		ops  []persistence.WireOp
+		want bool
+	}{
+		{"contributions", []persistence.WireOp{{T: "doc.put", B: "contrib", K: "r/c/d"}}, true},
+		{"an entity among them", []persistence.WireOp{{T: "doc.put", B: "contrib", K: "r/c/d"}, {T: "entity.put", K: "d"}}, false},
+		{"alerts", []persistence.WireOp{{T: "doc.put", B: "alerts", K: "x"}}, false},
+	}
+	for _, tt := range tests {
+		if got := onlyContrib(tt.ops); got != tt.want {
+			t.Errorf("%s: onlyContrib = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

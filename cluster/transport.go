@@ -1,0 +1,328 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/persistence"
+)
+
+// Wire messages between nodes: JSON bodies in actorspb envelopes, like the
+// grains' own (protoactor's remote carries only protobuf messages).
+const (
+	opApply    = "apply"
+	opClaim    = "claim"
+	opSnapshot = "snapshot"
+	opCatalog  = "catalog"
+	opInvoke   = "invoke"
+	opStats    = "stats"
+	opEvents   = "events"
+	opState    = "state"
+)
+
+type applyReq struct {
+	ID    string               `json:"id,omitempty"`
+	Epoch uint64               `json:"epoch,omitempty"` // 0: catalog only, not fenced
+	Ops   []persistence.WireOp `json:"ops"`
+}
+
+type claimReq struct {
+	ID    string `json:"id"`
+	Epoch uint64 `json:"epoch"`
+}
+
+type claimRes struct {
+	Fenced bool                   `json:"fenced,omitempty"`
+	State  persistence.GrainState `json:"state"`
+}
+
+type snapshotReq struct {
+	ID    string `json:"id"`
+	After int64  `json:"after"`
+	Limit int    `json:"limit"`
+}
+
+type snapshotRes struct {
+	Ops  []persistence.WireOp `json:"ops"`
+	Next int64                `json:"next"`
+}
+
+type catalogReq struct {
+	Cursor string `json:"cursor"`
+}
+
+type catalogRes struct {
+	Ops  []persistence.WireOp `json:"ops"`
+	Next string               `json:"next"`
+}
+
+type invokeReq struct {
+	Device  string `json:"device"`
+	Method  string `json:"method"`
+	Payload []byte `json:"payload"`
+	Timeout int64  `json:"timeoutMs"`
+}
+
+type invokeRes struct {
+	Status  int    `json:"status"`
+	Payload []byte `json:"payload"`
+}
+
+type statsRes struct {
+	Grains int64 `json:"grains"`
+}
+
+// Error codes in actorspb.Response.Code between nodes.
+const (
+	codeFenced       = "fenced"
+	codeNotConnected = "not_connected"
+	codeTimeout      = "timeout"
+	codeFailed       = "failed"
+)
+
+// ErrRemoteNotConnected and ErrRemoteTimeout are a remote Invoke's
+// not-connected and timeout outcomes.
+var (
+	ErrRemoteNotConnected = errors.New("cluster: device not connected on that member")
+	ErrRemoteTimeout      = errors.New("cluster: device did not answer in time")
+)
+
+// downFor is how long a member whose request failed at the transport is
+// skipped by writes (it gets copies in the background) and given a short
+// deadline by claims; memberlist declares a crash in about 5–6 s.
+const downFor = 10 * time.Second
+
+// markDown marks addr down and, the first time, forgets every grain PID
+// cached on it, so that callers stop waiting on a crashed member.
+func (p *Placement) markDown(addr string) {
+	if _, was := p.down.Swap(addr, time.Now().Add(downFor)); was {
+		return
+	}
+	if ch, ok := p.downCh.LoadAndDelete(addr); ok {
+		close(ch.(chan struct{}))
+	}
+	p.log.Warn("member not answering; passing over it until it answers or leaves", "member", addr)
+	if p.c == nil {
+		return
+	}
+	for _, m := range *p.members.Load() {
+		if m.Address() == addr {
+			p.c.PidCache.RemoveByMember(m)
+		}
+	}
+}
+
+// Unreachable returns a channel that is closed when the member at addr is
+// marked down (at once if it is down now).
+func (p *Placement) Unreachable(addr string) <-chan struct{} {
+	if p.isDown(addr) {
+		return closedChan
+	}
+	ch, _ := p.downCh.LoadOrStore(addr, make(chan struct{}))
+	return ch.(chan struct{})
+}
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+func (p *Placement) isDown(addr string) bool {
+	v, ok := p.down.Load(addr)
+	if !ok {
+		return false
+	}
+	if time.Now().After(v.(time.Time)) {
+		p.down.Delete(addr)
+		return false
+	}
+	return true
+}
+
+// sendRemote is the transport between members: a protoactor request to
+// the member's node actor.
+func (p *Placement) sendRemote(addr string, req *actorspb.Request, timeout time.Duration) (any, error) {
+	return p.c.ActorSystem.Root.RequestFuture(actor.NewPID(addr, nodeActorName), req, timeout).Result()
+}
+
+// request sends op to the member at addr and decodes the answer into out.
+// A request to this node is handled in place.
+func (p *Placement) request(ctx context.Context, addr, op string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	var res *actorspb.Response
+	if addr == p.self {
+		res = p.handle(ctx, &actorspb.Request{Op: op, Body: body})
+	} else {
+		timeout := p.cfg.PeerTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, time.Until(dl))
+		}
+		if op == opInvoke || op == opSnapshot || op == opCatalog {
+			if dl, ok := ctx.Deadline(); ok {
+				timeout = time.Until(dl)
+			} else {
+				timeout = 30 * time.Second
+			}
+		}
+		if timeout <= 0 {
+			return context.DeadlineExceeded
+		}
+		r, err := p.send(addr, &actorspb.Request{Op: op, Body: body}, timeout)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.markDown(addr)
+			}
+			return fmt.Errorf("%s to %s: %w", op, addr, err)
+		}
+		p.down.Delete(addr)
+		var ok bool
+		if res, ok = r.(*actorspb.Response); !ok {
+			return fmt.Errorf("%s to %s: answered %T", op, addr, r)
+		}
+	}
+	if res.Status >= 400 {
+		switch res.Code {
+		case codeFenced:
+			return fmt.Errorf("%w: %s", ErrFenced, res.Message)
+		case codeNotConnected:
+			return fmt.Errorf("%w: %s", ErrRemoteNotConnected, res.Message)
+		case codeTimeout:
+			return fmt.Errorf("%w: %s", ErrRemoteTimeout, res.Message)
+		}
+		return fmt.Errorf("%s on %s: %s", op, addr, res.Message)
+	}
+	if out != nil {
+		return json.Unmarshal(res.Body, out)
+	}
+	return nil
+}
+
+// handle answers one request from a member (or from this node).
+func (p *Placement) handle(ctx context.Context, req *actorspb.Request) *actorspb.Response {
+	body, err := p.serve(ctx, req.Op, req.Body)
+	if err != nil {
+		code := codeFailed
+		switch {
+		case errors.Is(err, persistence.ErrFenced):
+			code = codeFenced
+		case errors.Is(err, ErrRemoteNotConnected):
+			code = codeNotConnected
+		case errors.Is(err, ErrRemoteTimeout):
+			code = codeTimeout
+		}
+		return &actorspb.Response{Status: 500, Code: code, Message: err.Error()}
+	}
+	return &actorspb.Response{Status: 200, Body: body}
+}
+
+func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, error) {
+	store := p.cfg.Store
+	switch op {
+	case opApply:
+		var r applyReq
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, err
+		}
+		ops := make([]persistence.Op, 0, len(r.Ops)+1)
+		if r.Epoch > 0 {
+			ops = append(ops, persistence.CheckEpoch(r.ID, r.Epoch))
+		}
+		catalog := false
+		for _, w := range r.Ops {
+			op := persistence.FromWire(w)
+			catalog = catalog || op.Catalog()
+			ops = append(ops, op)
+		}
+		if err := store.Commit(ctx, ops...); err != nil {
+			if errors.Is(err, persistence.ErrFenced) {
+				p.metrics.fenced.Inc()
+			}
+			return nil, err
+		}
+		if h := p.handlers.Load(); catalog && h.Catalog != nil {
+			h.Catalog(r.Ops)
+		}
+		return []byte(`{}`), nil
+	case opClaim:
+		var r claimReq
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, err
+		}
+		var res claimRes
+		if err := store.Commit(ctx, persistence.ClaimEpoch(r.ID, r.Epoch)); err != nil {
+			if !errors.Is(err, persistence.ErrFenced) {
+				return nil, err
+			}
+			res.Fenced = true
+		}
+		st, err := store.GrainState(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		res.State = st
+		return json.Marshal(res)
+	case opSnapshot:
+		var r snapshotReq
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, err
+		}
+		ops, next, err := store.GrainSnapshot(r.ID, r.After, r.Limit)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(snapshotRes{Ops: ops, Next: next})
+	case opCatalog:
+		var r catalogReq
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, err
+		}
+		ops, next, err := store.CatalogSnapshot(r.Cursor, 1000)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(catalogRes{Ops: ops, Next: next})
+	case opInvoke:
+		var r invokeReq
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, err
+		}
+		h := p.handlers.Load()
+		if h.Invoke == nil {
+			return nil, fmt.Errorf("%w: no MQTT on this member", ErrRemoteNotConnected)
+		}
+		ictx, cancel := context.WithTimeout(ctx, time.Duration(r.Timeout)*time.Millisecond)
+		defer cancel()
+		st, resp, err := h.Invoke(ictx, r.Device, r.Method, r.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(invokeRes{Status: st, Payload: resp})
+	case opState:
+		var r claimReq
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, err
+		}
+		st, err := store.GrainState(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(st)
+	case opStats:
+		var res statsRes
+		if h := p.handlers.Load(); h.Grains != nil {
+			res.Grains = h.Grains()
+		}
+		return json.Marshal(res)
+	}
+	return nil, fmt.Errorf("unknown operation %q", op)
+}
