@@ -156,6 +156,8 @@ func (p *Placement) pullCatalog() {
 func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, error) {
 	cursor, n := "", 0
 	var all []persistence.WireOp
+	started := time.Now()
+	theirs := map[string]bool{}
 	for {
 		var res catalogRes
 		if err := p.request(ctx, addr, opCatalog, catalogReq{Cursor: cursor}, &res); err != nil {
@@ -170,13 +172,62 @@ func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, erro
 		}
 		n += len(ops)
 		all = append(all, res.Ops...)
+		for _, w := range res.Ops {
+			if w.T == "entity.put" {
+				theirs[w.K] = true
+			}
+		}
 		if res.Next == "" {
 			break
 		}
 		cursor = res.Next
 	}
+	gone, err := p.dropDeletedEntities(ctx, theirs, started.Add(-deletionMargin))
+	if err != nil {
+		return n, err
+	}
+	if gone > 0 {
+		p.log.Info("catalog copy: entities deleted while this node was away removed", "entities", gone)
+	}
 	if h := p.handlers.Load(); h.Catalog != nil {
 		h.Catalog(all)
 	}
 	return n, nil
+}
+
+// deletionMargin: an entity this node holds but the member it copies the
+// catalog from does not is taken as deleted while this node was away only
+// if it was last changed this long before the copy began, so that an
+// entity created during the copy (which reached this node directly) is kept
+// despite clocks that differ between nodes.
+const deletionMargin = time.Minute
+
+// dropDeletedEntities deletes (with their twin, identity, inbox and
+// telemetry, as DeleteEntity does) the local entities that the member's
+// catalog no longer has and that were last changed before cutoff: a node
+// that was down missed their deletion.
+func (p *Placement) dropDeletedEntities(ctx context.Context, theirs map[string]bool, cutoff time.Time) (int, error) {
+	var doomed []string
+	after := ""
+	for {
+		ents, next, err := p.cfg.Store.ListEntities(persistence.EntityFilter{}, after, 1000)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range ents {
+			if !theirs[e.ID] && e.UpdatedAt.Before(cutoff) {
+				doomed = append(doomed, e.ID)
+			}
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	for _, id := range doomed {
+		if err := p.cfg.Store.Commit(ctx, persistence.DeleteEntity(id)); err != nil {
+			return 0, fmt.Errorf("remove entity %s deleted elsewhere: %w", id, err)
+		}
+	}
+	return len(doomed), nil
 }

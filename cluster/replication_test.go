@@ -396,3 +396,49 @@ func FuzzServe(f *testing.F) {
 		}
 	})
 }
+
+// A node that was down when an entity was deleted removes it (and its
+// identity) when it copies the catalog back, but keeps one created while
+// it copied.
+func TestCatalogCopyDropsEntitiesDeletedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 2, 2)
+	away, src := f.nodes[f.addrs[0]], f.nodes[f.addrs[1]]
+	old := time.Now().Add(-time.Hour)
+	catalog := []persistence.Op{
+		persistence.PutEntity(persistence.Entity{ID: "gone", Kind: "device", CreatedAt: old, UpdatedAt: old}),
+		persistence.PutIdentity(persistence.Identity{DeviceID: "gone", PrimaryKey: "k", SecondaryKey: "k2", Status: "enabled"}),
+		persistence.PutEntity(persistence.Entity{ID: "kept", Kind: "device", CreatedAt: old, UpdatedAt: old}),
+	}
+	if err := src.CommitCatalog(ctx, catalog); err != nil {
+		t.Fatal(err)
+	}
+	f.kill(away.self)
+	if err := src.cfg.Store.Commit(ctx, persistence.DeleteEntity("gone")); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.dead[away.self] = false
+	f.mu.Unlock()
+	// Created on the returning node during its copy: not in the source's
+	// snapshot, but recent.
+	if err := away.cfg.Store.Commit(ctx, persistence.PutEntity(persistence.Entity{ID: "fresh", Kind: "device",
+		CreatedAt: time.Now(), UpdatedAt: time.Now()})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := away.pullCatalogFrom(ctx, src.self); err != nil {
+		t.Fatal(err)
+	}
+	db := f.dbs[away.self]
+	if _, err := db.GetEntity("gone"); !errors.Is(err, persistence.ErrNotFound) {
+		t.Errorf("entity deleted while the node was away: %v, want not found", err)
+	}
+	if _, err := db.GetIdentity("gone"); !errors.Is(err, persistence.ErrNotFound) {
+		t.Errorf("identity of the deleted device: %v, want not found (it could still connect)", err)
+	}
+	for _, id := range []string{"kept", "fresh"} {
+		if _, err := db.GetEntity(id); err != nil {
+			t.Errorf("entity %s: %v", id, err)
+		}
+	}
+}
