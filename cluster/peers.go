@@ -157,7 +157,7 @@ func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, erro
 	cursor, n := "", 0
 	var all []persistence.WireOp
 	started := time.Now()
-	theirs := map[string]bool{}
+	theirs, theirDocs := map[string]bool{}, map[string]bool{}
 	for {
 		var res catalogRes
 		if err := p.request(ctx, addr, opCatalog, catalogReq{Cursor: cursor}, &res); err != nil {
@@ -173,8 +173,11 @@ func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, erro
 		n += len(ops)
 		all = append(all, res.Ops...)
 		for _, w := range res.Ops {
-			if w.T == "entity.put" {
+			switch w.T {
+			case "entity.put":
 				theirs[w.K] = true
+			case "doc.put":
+				theirDocs[w.B+"\x00"+w.K] = true
 			}
 		}
 		if res.Next == "" {
@@ -186,13 +189,49 @@ func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, erro
 	if err != nil {
 		return n, err
 	}
-	if gone > 0 {
-		p.log.Info("catalog copy: entities deleted while this node was away removed", "entities", gone)
+	docs, err := p.dropDeletedDocs(ctx, theirDocs)
+	if err != nil {
+		return n, err
+	}
+	if gone > 0 || docs > 0 {
+		p.log.Info("catalog copy: removed what was deleted while this node was away", "entities", gone, "documents", docs)
 	}
 	if h := p.handlers.Load(); h.Catalog != nil {
 		h.Catalog(all)
 	}
 	return n, nil
+}
+
+// syncedBuckets are the document buckets whose deletions a returning node
+// catches up with: a rule or grant deleted while it was away must not keep
+// applying here, nor a contribution of a child that moved. Alerts are
+// never deleted, only cleared, so copying them suffices.
+var syncedBuckets = []persistence.Bucket{persistence.BucketRules, persistence.BucketGrants, persistence.BucketContrib}
+
+// dropDeletedDocs deletes local documents of syncedBuckets that the
+// member's catalog does not have. Documents carry no timestamps: one
+// written in the milliseconds of the copy itself could be dropped too,
+// and comes back with its next write.
+func (p *Placement) dropDeletedDocs(ctx context.Context, theirs map[string]bool) (int, error) {
+	var ops []persistence.Op
+	for _, b := range syncedBuckets {
+		mine, err := p.cfg.Store.ListDocs(b, "")
+		if err != nil {
+			return 0, err
+		}
+		for k := range mine {
+			if !theirs[string(b)+"\x00"+k] {
+				ops = append(ops, persistence.DeleteDoc(b, k))
+			}
+		}
+	}
+	if len(ops) == 0 {
+		return 0, nil
+	}
+	if err := p.cfg.Store.Commit(ctx, ops...); err != nil {
+		return 0, fmt.Errorf("remove documents deleted elsewhere: %w", err)
+	}
+	return len(ops), nil
 }
 
 // deletionMargin: an entity this node holds but the member it copies the

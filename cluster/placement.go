@@ -45,6 +45,7 @@ type Store interface {
 	GrainSnapshot(id string, afterNS int64, limit int) ([]persistence.WireOp, int64, error)
 	CatalogSnapshot(cursor string, limit int) ([]persistence.WireOp, string, error)
 	ListEntities(f persistence.EntityFilter, after string, limit int) ([]persistence.Entity, string, error)
+	ListDocs(b persistence.Bucket, prefix string) (map[string][]byte, error)
 }
 
 // Handlers are the node's answers to what other members send it. Any may be

@@ -409,12 +409,14 @@ func TestCatalogCopyDropsEntitiesDeletedMeanwhile(t *testing.T) {
 		persistence.PutEntity(persistence.Entity{ID: "gone", Kind: "device", CreatedAt: old, UpdatedAt: old}),
 		persistence.PutIdentity(persistence.Identity{DeviceID: "gone", PrimaryKey: "k", SecondaryKey: "k2", Status: "enabled"}),
 		persistence.PutEntity(persistence.Entity{ID: "kept", Kind: "device", CreatedAt: old, UpdatedAt: old}),
+		persistence.PutDoc(persistence.BucketRules, "old-rule", []byte(`{"id":"old-rule"}`)),
+		persistence.PutDoc(persistence.BucketRules, "rule", []byte(`{"id":"rule"}`)),
 	}
 	if err := src.CommitCatalog(ctx, catalog); err != nil {
 		t.Fatal(err)
 	}
 	f.kill(away.self)
-	if err := src.cfg.Store.Commit(ctx, persistence.DeleteEntity("gone")); err != nil {
+	if err := src.cfg.Store.Commit(ctx, persistence.DeleteEntity("gone"), persistence.DeleteDoc(persistence.BucketRules, "old-rule")); err != nil {
 		t.Fatal(err)
 	}
 	f.mu.Lock()
@@ -440,5 +442,11 @@ func TestCatalogCopyDropsEntitiesDeletedMeanwhile(t *testing.T) {
 		if _, err := db.GetEntity(id); err != nil {
 			t.Errorf("entity %s: %v", id, err)
 		}
+	}
+	if _, err := db.GetDoc(persistence.BucketRules, "old-rule"); !errors.Is(err, persistence.ErrNotFound) {
+		t.Errorf("rule deleted while the node was away: %v, want not found (it would still apply here)", err)
+	}
+	if _, err := db.GetDoc(persistence.BucketRules, "rule"); err != nil {
+		t.Errorf("rule: %v", err)
 	}
 }
