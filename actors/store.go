@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -43,8 +42,9 @@ type Replication interface {
 	Commit(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error
 	// CommitCatalog writes cluster-wide ops that belong to no grain.
 	CommitCatalog(ctx context.Context, ops []persistence.Op) error
-	// Broadcast hands an event (JSON) to every other member, without blocking.
-	Broadcast(ev json.RawMessage)
+	// Broadcast hands an event to every other member (encoded as JSON
+	// only when there is one), without blocking.
+	Broadcast(ev any)
 	// Invoke runs a direct method on a device whose session is on the
 	// member named node; it returns ErrNotConnected or ErrTimeout like a
 	// local Commander.

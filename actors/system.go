@@ -182,9 +182,7 @@ func (s *System) OnEvent(sink EventSink) {
 
 func (s *System) publish(e Event) {
 	if r := s.cfg.Replication; r != nil {
-		if b, err := json.Marshal(e); err == nil {
-			r.Broadcast(b)
-		}
+		r.Broadcast(e)
 	}
 	s.publishLocal(e)
 }

@@ -13,15 +13,20 @@ import (
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
-// Broadcast queues an event (a JSON document) for every other member. It
+// Broadcast queues an event (encoded as JSON) for every other member. It
 // never blocks: when the bounded queue is full the event is dropped and
 // counted (events are notifications; state is always read from grains).
-func (p *Placement) Broadcast(ev json.RawMessage) {
+func (p *Placement) Broadcast(ev any) {
 	if p.Members() <= 1 || p.closed.Load() {
+		return // alone: not even worth encoding
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		p.log.Warn("event not forwarded: cannot encode", "err", err)
 		return
 	}
 	select {
-	case p.events <- ev:
+	case p.events <- b:
 	default:
 		p.metrics.eventsDropped.Inc()
 	}

@@ -234,6 +234,9 @@ func (p *Placement) copyInBackground(ctx context.Context, addr string, ops []per
 }
 
 func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error {
+	if p.Members() <= 1 {
+		return nil // a cluster of one: the local commit is all there is
+	}
 	var full, catalog []persistence.WireOp
 	for _, op := range ops {
 		w, ok := op.Wire()
