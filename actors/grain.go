@@ -300,9 +300,10 @@ func (g *grain) load() error {
 				continue
 			}
 			var c contribution
-			if json.Unmarshal(v, &c) == nil {
-				g.contribs[edge][child] = c
+			if json.Unmarshal(v, &c) != nil || !g.stillBeneath(edge, child) {
+				continue
 			}
+			g.contribs[edge][child] = c
 		}
 	}
 	return nil
@@ -364,6 +365,20 @@ func (g *grain) flushTwin() {
 	if err := g.commit(nil); err != nil {
 		g.log.Warn("flush twin", "err", err)
 	}
+}
+
+// stillBeneath reports whether child still contributes to this entity
+// along edge. A contribution whose child was deleted or moved while this
+// node was away (its removal never reached this copy) is not counted.
+func (g *grain) stillBeneath(edge, child string) bool {
+	ce, err := g.sys.store.GetEntity(child)
+	if err != nil {
+		return false
+	}
+	if edge == edgeVia {
+		return ce.ConnectedVia == g.id
+	}
+	return ce.Parent == g.id
 }
 
 func splitContribKey(rest string) (edge, child string, ok bool) {
@@ -575,6 +590,9 @@ func (g *grain) putEntity(ctx actor.Context, body []byte) ([]byte, error) {
 		}
 	}
 	ops := []persistence.Op{persistence.PutEntity(ent)}
+	if created {
+		ops = append(ops, untombstone("entity/"+g.id))
+	}
 	mine := g.ownContribution()
 	moves := g.contribMoves(old, ent, mine, &ops)
 	topo, _ := json.Marshal(map[string]any{"entity": ent, "created": created})
@@ -878,7 +896,7 @@ func (g *grain) delete(ctx actor.Context) error {
 		return fmt.Errorf("%w: entity %s has %d children (delete them first or use ?recursive=true)", ErrConflict, g.id, len(kids))
 	}
 	var ops []persistence.Op
-	ops = append(ops, persistence.DeleteEntity(g.id))
+	ops = append(ops, persistence.DeleteEntity(g.id), g.sys.tombstone("entity/"+g.id))
 	moves := g.contribMoves(g.ent, persistence.Entity{}, contribution{}, &ops)
 	cctx, cancel := g.commitCtx()
 	defer cancel()

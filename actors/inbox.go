@@ -239,7 +239,8 @@ func (s *System) Grant(ctx context.Context, device, grantee string) error {
 		}
 	}
 	doc, _ := json.Marshal(map[string]any{"grantedAt": s.cfg.Now().UTC()})
-	return s.commitCatalog(ctx, persistence.PutDoc(persistence.BucketGrants, device+"/"+grantee, doc))
+	key := device + "/" + grantee
+	return s.commitCatalog(ctx, persistence.PutDoc(persistence.BucketGrants, key, doc), untombstone("grants/"+key))
 }
 
 // Revoke withdraws a grant.
@@ -247,7 +248,8 @@ func (s *System) Revoke(ctx context.Context, device, grantee string) error {
 	if _, err := s.store.GetDoc(persistence.BucketGrants, device+"/"+grantee); err != nil {
 		return fmt.Errorf("%w: no grant of %s to %s", ErrNotFound, device, grantee)
 	}
-	return s.commitCatalog(ctx, persistence.DeleteDoc(persistence.BucketGrants, device+"/"+grantee))
+	key := device + "/" + grantee
+	return s.commitCatalog(ctx, persistence.DeleteDoc(persistence.BucketGrants, key), s.tombstone("grants/"+key))
 }
 
 // Grants lists who may read a device's telemetry.

@@ -80,7 +80,7 @@ func (s *System) PutRule(ctx context.Context, id string, doc []byte) (json.RawMe
 	}
 	_, err = s.store.GetDoc(persistence.BucketRules, id)
 	created := errors.Is(err, persistence.ErrNotFound)
-	if err := s.commitCatalog(ctx, persistence.PutDoc(persistence.BucketRules, id, doc)); err != nil {
+	if err := s.commitCatalog(ctx, persistence.PutDoc(persistence.BucketRules, id, doc), untombstone("rules/"+id)); err != nil {
 		return nil, false, fmt.Errorf("store rule %s: %w", id, err)
 	}
 	s.rulesMu.Lock()
@@ -130,7 +130,7 @@ func (s *System) DeleteRule(ctx context.Context, id string) error {
 	if _, err := s.GetRule(ctx, id); err != nil {
 		return err
 	}
-	if err := s.commitCatalog(ctx, persistence.DeleteDoc(persistence.BucketRules, id)); err != nil {
+	if err := s.commitCatalog(ctx, persistence.DeleteDoc(persistence.BucketRules, id), s.tombstone("rules/"+id)); err != nil {
 		return fmt.Errorf("delete rule %s: %w", id, err)
 	}
 	s.rulesMu.Lock()

@@ -215,13 +215,25 @@ func (s *System) DeliverRemoteEvents(evs []json.RawMessage) {
 // in its store: rules are reloaded so they apply here at once.
 func (s *System) CatalogChanged(buckets []string) {
 	for _, b := range buckets {
-		if b == string(persistence.BucketRules) {
+		if b == string(persistence.BucketRules) || b == string(persistence.BucketTombstones) {
 			if err := s.loadRules(); err != nil {
 				s.log.Warn("reload rules", "err", err)
 			}
 			return
 		}
 	}
+}
+
+// tombstone records the deletion of a catalog item ("entity/<id>",
+// "rules/<id>", "grants/<key>") so that a member that was away learns of
+// it; untombstone clears it when the item is created again.
+func (s *System) tombstone(key string) persistence.Op {
+	doc, _ := json.Marshal(map[string]time.Time{"at": s.cfg.Now().UTC()})
+	return persistence.PutDoc(persistence.BucketTombstones, key, doc)
+}
+
+func untombstone(key string) persistence.Op {
+	return persistence.DeleteDoc(persistence.BucketTombstones, key)
 }
 
 // commitCatalog writes cluster-wide ops (identities, rules, grants): to

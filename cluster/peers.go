@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,14 +126,38 @@ func (p *Placement) isSynced() bool {
 // WaitSynced returns once a joining node copied the catalog (entities,
 // identities, rules, alerts, grants, rollup contributions) from a member,
 // or at once for a node that did not join.
+//
+// A node whose seeds answered but that found no other member (its own
+// address was its only live seed: the first node of a cluster, or every
+// node of a cluster restarted at once) has nothing to copy: after
+// aloneAfter without another member it counts as synced. A copy that
+// failed on every member is retried every second.
 func (p *Placement) WaitSynced(ctx context.Context) error {
-	select {
-	case <-p.synced:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("catalog not copied from the cluster: %w", ctx.Err())
+	alone := time.NewTimer(aloneAfter)
+	defer alone.Stop()
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	for {
+		select {
+		case <-p.synced:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("catalog not copied from the cluster: %w", ctx.Err())
+		case <-alone.C:
+			if p.Members() <= 1 {
+				p.log.Info("no other member to copy the catalog from: this node's copy stands")
+				p.markSynced()
+				return nil
+			}
+		case <-retry.C:
+			p.trySync()
+		}
 	}
 }
+
+// aloneAfter is how long a joining node waits for another member to show
+// up in the topology before it takes its own catalog as the cluster's.
+const aloneAfter = 2 * time.Second
 
 // pullCatalog copies the catalog from the first other member that answers.
 func (p *Placement) pullCatalog() {
@@ -161,8 +186,6 @@ func (p *Placement) pullCatalog() {
 func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, error) {
 	cursor, n := "", 0
 	var all []persistence.WireOp
-	started := time.Now()
-	theirs, theirDocs := map[string]bool{}, map[string]bool{}
 	for {
 		var res catalogRes
 		if err := p.request(ctx, addr, opCatalog, catalogReq{Cursor: cursor}, &res); err != nil {
@@ -177,29 +200,31 @@ func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, erro
 		}
 		n += len(ops)
 		all = append(all, res.Ops...)
-		for _, w := range res.Ops {
-			switch w.T {
-			case "entity.put":
-				theirs[w.K] = true
-			case "doc.put":
-				theirDocs[w.B+"\x00"+w.K] = true
-			}
-		}
 		if res.Next == "" {
 			break
 		}
 		cursor = res.Next
 	}
-	gone, err := p.dropDeletedEntities(ctx, theirs, started.Add(-deletionMargin))
+	removed, err := p.enforceTombstones(ctx, all)
 	if err != nil {
 		return n, err
 	}
-	docs, err := p.dropDeletedDocs(ctx, theirDocs)
+	again, err := p.reconcileTombstones(ctx, all)
 	if err != nil {
 		return n, err
 	}
-	if gone > 0 || docs > 0 {
-		p.log.Info("catalog copy: removed what was deleted while this node was away", "entities", gone, "documents", docs)
+	removed += again
+	if removed > 0 {
+		p.log.Info("catalog copy: removed what was deleted while this node was away", "items", removed)
+	}
+	// Hand the member what only this node has (written while the member
+	// was away, e.g. when this node is the first of a restarted cluster to
+	// come back and the member started alone): the catalog is a union,
+	// deletions travel as tombstones. What both have, the member's copy
+	// (just taken) wins: this node's may be stale (an identity disabled
+	// while it was away must not be enabled again).
+	if err := p.pushCatalogTo(ctx, addr, all); err != nil {
+		p.log.Warn("catalog copy back to member", "member", addr, "err", err)
 	}
 	if h := p.handlers.Load(); h.Catalog != nil {
 		h.Catalog(all)
@@ -207,71 +232,121 @@ func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, erro
 	return n, nil
 }
 
-// syncedBuckets are the document buckets whose deletions a returning node
-// catches up with: a rule or grant deleted while it was away must not keep
-// applying here, nor a contribution of a child that moved. Alerts are
-// never deleted, only cleared, so copying them suffices.
-var syncedBuckets = []persistence.Bucket{persistence.BucketRules, persistence.BucketGrants, persistence.BucketContrib}
-
-// dropDeletedDocs deletes local documents of syncedBuckets that the
-// member's catalog does not have. Documents carry no timestamps: one
-// written in the milliseconds of the copy itself could be dropped too,
-// and comes back with its next write.
-func (p *Placement) dropDeletedDocs(ctx context.Context, theirs map[string]bool) (int, error) {
-	var ops []persistence.Op
-	for _, b := range syncedBuckets {
-		mine, err := p.cfg.Store.ListDocs(b, "")
+// pushCatalogTo sends the member at addr the catalog items of this node
+// that are not among theirs (what the member just sent).
+func (p *Placement) pushCatalogTo(ctx context.Context, addr string, theirs []persistence.WireOp) error {
+	have := make(map[string]bool, len(theirs))
+	for _, w := range theirs {
+		have[w.T+"\x00"+w.B+"\x00"+w.K] = true
+	}
+	cursor := ""
+	for {
+		ops, next, err := p.cfg.Store.CatalogSnapshot(cursor, 1000)
 		if err != nil {
-			return 0, err
+			return err
 		}
-		for k := range mine {
-			if !theirs[string(b)+"\x00"+k] {
-				ops = append(ops, persistence.DeleteDoc(b, k))
+		var only []persistence.WireOp
+		for _, w := range ops {
+			if !have[w.T+"\x00"+w.B+"\x00"+w.K] {
+				only = append(only, w)
 			}
 		}
+		if len(only) > 0 {
+			if err := p.request(ctx, addr, opApply, applyReq{Ops: only}, nil); err != nil {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// reconcileTombstones settles this node's own tombstones against what it
+// just copied: an entity deleted here after the member's copy of it was
+// last changed stays deleted (the copy had brought it back); a tombstone of
+// an entity changed later, or of a rule or grant the member has, is stale
+// (the item was created again while this node was away) and goes.
+func (p *Placement) reconcileTombstones(ctx context.Context, pulled []persistence.WireOp) (int, error) {
+	theirs := map[string]bool{}
+	for _, w := range pulled {
+		switch w.T {
+		case "entity.put":
+			theirs["entity/"+w.K] = true
+		case "doc.put":
+			theirs[w.B+"/"+w.K] = true
+		}
+	}
+	mine, err := p.cfg.Store.ListDocs(persistence.BucketTombstones, "")
+	if err != nil {
+		return 0, err
+	}
+	var ops []persistence.Op
+	removed := 0
+	for key, doc := range mine {
+		if !theirs[key] {
+			continue
+		}
+		var ts tombstone
+		_ = json.Unmarshal(doc, &ts)
+		if id, ok := strings.CutPrefix(key, "entity/"); ok {
+			if e, err := p.cfg.Store.GetEntity(id); err == nil && !e.UpdatedAt.After(ts.At) {
+				ops = append(ops, persistence.DeleteEntity(id))
+				removed++
+				continue
+			}
+		}
+		ops = append(ops, persistence.DeleteDoc(persistence.BucketTombstones, key))
 	}
 	if len(ops) == 0 {
 		return 0, nil
 	}
 	if err := p.cfg.Store.Commit(ctx, ops...); err != nil {
-		return 0, fmt.Errorf("remove documents deleted elsewhere: %w", err)
+		return 0, fmt.Errorf("settle tombstones: %w", err)
 	}
-	return len(ops), nil
+	return removed, nil
 }
 
-// deletionMargin: an entity this node holds but the member it copies the
-// catalog from does not is taken as deleted while this node was away only
-// if it was last changed this long before the copy began, so that an
-// entity created during the copy (which reached this node directly) is kept
-// despite clocks that differ between nodes.
-const deletionMargin = time.Minute
+// tombstone is the document of persistence.BucketTombstones.
+type tombstone struct {
+	At time.Time `json:"at"`
+}
 
-// dropDeletedEntities deletes (with their twin, identity, inbox and
-// telemetry, as DeleteEntity does) the local entities that the member's
-// catalog no longer has and that were last changed before cutoff: a node
-// that was down missed their deletion.
-func (p *Placement) dropDeletedEntities(ctx context.Context, theirs map[string]bool, cutoff time.Time) (int, error) {
-	var doomed []string
-	after := ""
-	for {
-		ents, next, err := p.cfg.Store.ListEntities(persistence.EntityFilter{}, after, 1000)
-		if err != nil {
-			return 0, err
+// enforceTombstones applies the deletions that the tombstones among ops
+// record: an entity (with its identity, twin, inbox and telemetry) that was
+// not changed after its tombstone, a rule, a grant. It returns how many
+// items it removed.
+func (p *Placement) enforceTombstones(ctx context.Context, ops []persistence.WireOp) (int, error) {
+	var dels []persistence.Op
+	for _, w := range ops {
+		if w.T != "doc.put" || w.B != string(persistence.BucketTombstones) {
+			continue
 		}
-		for _, e := range ents {
-			if !theirs[e.ID] && e.UpdatedAt.Before(cutoff) {
-				doomed = append(doomed, e.ID)
+		var ts tombstone
+		if json.Unmarshal(w.V, &ts) != nil {
+			continue
+		}
+		kind, key, ok := strings.Cut(w.K, "/")
+		if !ok || key == "" {
+			continue
+		}
+		switch kind {
+		case "entity":
+			if e, err := p.cfg.Store.GetEntity(key); err == nil && !e.UpdatedAt.After(ts.At) {
+				dels = append(dels, persistence.DeleteEntity(key))
+			}
+		case string(persistence.BucketRules), string(persistence.BucketGrants):
+			if _, err := p.cfg.Store.GetDoc(persistence.Bucket(kind), key); err == nil {
+				dels = append(dels, persistence.DeleteDoc(persistence.Bucket(kind), key))
 			}
 		}
-		if next == "" {
-			break
-		}
-		after = next
 	}
-	for _, id := range doomed {
-		if err := p.cfg.Store.Commit(ctx, persistence.DeleteEntity(id)); err != nil {
-			return 0, fmt.Errorf("remove entity %s deleted elsewhere: %w", id, err)
-		}
+	if len(dels) == 0 {
+		return 0, nil
 	}
-	return len(doomed), nil
+	if err := p.cfg.Store.Commit(ctx, dels...); err != nil {
+		return 0, fmt.Errorf("apply deletions from tombstones: %w", err)
+	}
+	return len(dels), nil
 }

@@ -46,6 +46,8 @@ type Store interface {
 	CatalogSnapshot(cursor string, limit int) ([]persistence.WireOp, string, error)
 	ListEntities(f persistence.EntityFilter, after string, limit int) ([]persistence.Entity, string, error)
 	ListDocs(b persistence.Bucket, prefix string) (map[string][]byte, error)
+	GetEntity(id string) (persistence.Entity, error)
+	GetDoc(b persistence.Bucket, key string) ([]byte, error)
 }
 
 // Handlers are the node's answers to what other members send it. Any may be
@@ -241,7 +243,13 @@ func (p *Placement) onTopology(t *pcluster.ClusterTopology) {
 	case p.topoChanged <- struct{}{}:
 	default: // a pass is already due
 	}
-	if len(ms) > 1 && !p.isSynced() && p.syncing.CompareAndSwap(false, true) {
+	p.trySync()
+}
+
+// trySync starts copying the catalog when this node still needs it, has a
+// member to copy it from, and no copy is running.
+func (p *Placement) trySync() {
+	if p.Members() > 1 && !p.isSynced() && !p.closed.Load() && p.syncing.CompareAndSwap(false, true) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()

@@ -397,10 +397,10 @@ func FuzzServe(f *testing.F) {
 	})
 }
 
-// A node that was down when an entity was deleted removes it (and its
-// identity) when it copies the catalog back, but keeps one created while
-// it copied.
-func TestCatalogCopyDropsEntitiesDeletedMeanwhile(t *testing.T) {
+// A node that was down when an entity and a rule were deleted removes them
+// (and the device's identity) when it copies the catalog back; what was
+// created meanwhile, on either side, survives and reaches both.
+func TestCatalogCopyCatchesUpWithDeletions(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeNet(t, 2, 2)
 	away, src := f.nodes[f.addrs[0]], f.nodes[f.addrs[1]]
@@ -416,37 +416,72 @@ func TestCatalogCopyDropsEntitiesDeletedMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.kill(away.self)
-	if err := src.cfg.Store.Commit(ctx, persistence.DeleteEntity("gone"), persistence.DeleteDoc(persistence.BucketRules, "old-rule")); err != nil {
+	tomb := func(key string) persistence.Op {
+		return persistence.PutDoc(persistence.BucketTombstones, key, []byte(fmt.Sprintf(`{"at":%q}`, time.Now().UTC().Format(time.RFC3339Nano))))
+	}
+	if err := src.cfg.Store.Commit(ctx, persistence.DeleteEntity("gone"), tomb("entity/gone"),
+		persistence.DeleteDoc(persistence.BucketRules, "old-rule"), tomb("rules/old-rule"),
+		persistence.PutEntity(persistence.Entity{ID: "new-there", Kind: "device", CreatedAt: time.Now(), UpdatedAt: time.Now()})); err != nil {
+		t.Fatal(err)
+	}
+	// Written on the away node alone (say it was the first one back).
+	if err := away.cfg.Store.Commit(ctx, persistence.PutEntity(persistence.Entity{ID: "new-here", Kind: "device",
+		CreatedAt: time.Now(), UpdatedAt: time.Now()})); err != nil {
+		t.Fatal(err)
+	}
+	// Disabled while the node was away: its stale "enabled" copy must not
+	// come back.
+	if err := src.cfg.Store.Commit(ctx, persistence.PutIdentity(persistence.Identity{DeviceID: "kept", PrimaryKey: "k", SecondaryKey: "k2", Status: "disabled"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := away.cfg.Store.Commit(ctx, persistence.PutIdentity(persistence.Identity{DeviceID: "kept", PrimaryKey: "k", SecondaryKey: "k2", Status: "enabled"})); err != nil {
 		t.Fatal(err)
 	}
 	f.mu.Lock()
 	f.dead[away.self] = false
 	f.mu.Unlock()
-	// Created on the returning node during its copy: not in the source's
-	// snapshot, but recent.
-	if err := away.cfg.Store.Commit(ctx, persistence.PutEntity(persistence.Entity{ID: "fresh", Kind: "device",
-		CreatedAt: time.Now(), UpdatedAt: time.Now()})); err != nil {
+	if _, err := away.pullCatalogFrom(ctx, src.self); err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []*persistence.DB{f.dbs[away.self], f.dbs[src.self]} {
+		if _, err := db.GetEntity("gone"); !errors.Is(err, persistence.ErrNotFound) {
+			t.Errorf("entity deleted while the node was away: %v, want not found", err)
+		}
+		if _, err := db.GetIdentity("gone"); !errors.Is(err, persistence.ErrNotFound) {
+			t.Errorf("identity of the deleted device: %v, want not found (it could still connect)", err)
+		}
+		for _, id := range []string{"kept", "new-there", "new-here"} {
+			if _, err := db.GetEntity(id); err != nil {
+				t.Errorf("entity %s: %v", id, err)
+			}
+		}
+		if _, err := db.GetDoc(persistence.BucketRules, "old-rule"); !errors.Is(err, persistence.ErrNotFound) {
+			t.Errorf("rule deleted while the node was away: %v, want not found (it would still apply here)", err)
+		}
+		if _, err := db.GetDoc(persistence.BucketRules, "rule"); err != nil {
+			t.Errorf("rule: %v", err)
+		}
+		if idn, err := db.GetIdentity("kept"); err != nil || idn.Status != "disabled" {
+			t.Errorf("identity disabled while the node was away: %+v, %v", idn, err)
+		}
+	}
+
+	// An entity re-created while a node that had seen its deletion was
+	// away comes back on that node too: its tombstone is stale.
+	if err := away.cfg.Store.Commit(ctx, tomb("entity/kept"), persistence.DeleteEntity("kept")); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute)
+	if err := src.cfg.Store.Commit(ctx, persistence.PutEntity(persistence.Entity{ID: "kept", Kind: "device", CreatedAt: later, UpdatedAt: later})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := away.pullCatalogFrom(ctx, src.self); err != nil {
 		t.Fatal(err)
 	}
-	db := f.dbs[away.self]
-	if _, err := db.GetEntity("gone"); !errors.Is(err, persistence.ErrNotFound) {
-		t.Errorf("entity deleted while the node was away: %v, want not found", err)
+	if _, err := f.dbs[away.self].GetEntity("kept"); err != nil {
+		t.Errorf("entity created again after its deletion: %v", err)
 	}
-	if _, err := db.GetIdentity("gone"); !errors.Is(err, persistence.ErrNotFound) {
-		t.Errorf("identity of the deleted device: %v, want not found (it could still connect)", err)
-	}
-	for _, id := range []string{"kept", "fresh"} {
-		if _, err := db.GetEntity(id); err != nil {
-			t.Errorf("entity %s: %v", id, err)
-		}
-	}
-	if _, err := db.GetDoc(persistence.BucketRules, "old-rule"); !errors.Is(err, persistence.ErrNotFound) {
-		t.Errorf("rule deleted while the node was away: %v, want not found (it would still apply here)", err)
-	}
-	if _, err := db.GetDoc(persistence.BucketRules, "rule"); err != nil {
-		t.Errorf("rule: %v", err)
+	if _, err := f.dbs[away.self].GetDoc(persistence.BucketTombstones, "entity/kept"); !errors.Is(err, persistence.ErrNotFound) {
+		t.Errorf("stale tombstone kept: %v", err)
 	}
 }

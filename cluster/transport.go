@@ -249,6 +249,13 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 			}
 			return nil, err
 		}
+		if catalog && r.Epoch == 0 {
+			// Catalog pushed by a member that rejoined: deletions it
+			// learned of arrive as tombstones.
+			if _, err := p.enforceTombstones(ctx, r.Ops); err != nil {
+				return nil, err
+			}
+		}
 		if h := p.handlers.Load(); catalog && h.Catalog != nil {
 			h.Catalog(r.Ops)
 		}

@@ -167,6 +167,7 @@ var catalogSections = []struct {
 	{string(BucketAlerts), []byte(BucketAlerts), wireDocPut},
 	{string(BucketContrib), []byte(BucketContrib), wireDocPut},
 	{string(BucketGrants), []byte(BucketGrants), wireDocPut},
+	{string(BucketTombstones), []byte(BucketTombstones), wireDocPut},
 }
 
 // CatalogSnapshot returns the catalog (every entity, identity and document

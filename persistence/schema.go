@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion is the schema this binary writes. Open migrates older files
 // up to it and refuses newer ones with ErrSchemaTooNew.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Bucket names inside the bbolt file.
 var (
@@ -44,6 +44,12 @@ func migrations() []migration {
 			}
 			return nil
 		}},
+		{to: 3, name: "create tombstones bucket", apply: func(tx *bbolt.Tx) error {
+			if _, err := tx.CreateBucketIfNotExists([]byte(BucketTombstones)); err != nil {
+				return fmt.Errorf("create bucket %s: %w", BucketTombstones, err)
+			}
+			return nil
+		}},
 	}
 }
 
@@ -63,7 +69,7 @@ func ensureBuckets(tx *bbolt.Tx) error {
 func allBuckets() [][]byte {
 	return [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities,
 		bktTelemetry, bktInbox, bktEpochs,
-		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants)}
+		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants), []byte(BucketTombstones)}
 }
 
 // readSchema returns the stored schema version; a file without a meta bucket

@@ -251,7 +251,8 @@ var v1Buckets = [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bk
 	[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants)}
 
 // TestSchemaV1Migrates: a file written by the schema-1 binary gets the
-// epochs bucket, keeps its data, and fencing works on it.
+// epochs (schema 2) and tombstones (schema 3) buckets, keeps its data, and
+// fencing works on it.
 func TestSchemaV1Migrates(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -294,11 +295,14 @@ func TestSchemaV1Migrates(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := db.Bolt().View(func(tx *bbolt.Tx) error {
-				if v, _ := readSchema(tx); v != 2 {
-					t.Errorf("schema after open = %d, want 2", v)
+				if v, _ := readSchema(tx); v != SchemaVersion {
+					t.Errorf("schema after open = %d, want %d", v, SchemaVersion)
 				}
 				if tx.Bucket(bktEpochs) == nil {
 					t.Error("no epochs bucket")
+				}
+				if tx.Bucket([]byte(BucketTombstones)) == nil {
+					t.Error("no tombstones bucket")
 				}
 				return nil
 			}); err != nil {

@@ -98,12 +98,17 @@ const (
 	BucketContrib Bucket = "contrib"
 	// BucketGrants holds access grants, keyed "<target>/<grantee>".
 	BucketGrants Bucket = "grants"
+	// BucketTombstones records catalog deletions, keyed "<kind>/<key>"
+	// ("entity/<id>", "rules/<id>", "grants/<target>/<grantee>") with the
+	// time of the deletion, so that a node that was away when something was
+	// deleted learns of it when it copies the catalog back (schema 3).
+	BucketTombstones Bucket = "tombstones"
 )
 
 // valid reports whether b is one of the document buckets.
 func (b Bucket) valid() bool {
 	switch b {
-	case BucketRules, BucketAlerts, BucketContrib, BucketGrants:
+	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones:
 		return true
 	}
 	return false
