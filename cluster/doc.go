@@ -100,7 +100,10 @@
 //   - Re-replication: after the topology settled, each node sends its copy
 //     of every grain it owns to the replicas that hold an older one.
 //   - Joining: a node started with seeds copies the catalog from a member
-//     before its grains can activate (WaitSynced).
+//     before its grains can activate (WaitSynced), applies the deletions
+//     it missed (tombstones in persistence.BucketTombstones) and hands the
+//     member what only it has; a node whose only live seed is itself
+//     starts alone after two seconds.
 //
 // Events (twin changes for WebSocket subscribers and MQTT sessions) are
 // batched to every other member through a bounded queue; direct methods go
