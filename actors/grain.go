@@ -132,9 +132,13 @@ type grain struct {
 	// Message IDs ($.mid) of the newest telemetry records, so that a
 	// device's retransmission (its PUBACK was lost, perhaps with the node
 	// it was connected to) is acknowledged without being stored twice.
-	mids    map[string]struct{}
-	midRing []string
-	midNext int
+	// They are read from the warm store on the first message that carries
+	// an ID, so activations of devices that send none (and of every grain
+	// that is only read) pay nothing.
+	mids       map[string]struct{}
+	midRing    []string
+	midNext    int
+	midsLoaded bool
 
 	// contributions received from children, by edge then child ID.
 	contribs map[string]map[string]contribution
@@ -283,9 +287,7 @@ func (g *grain) load() error {
 	if err := g.replayTelemetry(); err != nil {
 		return err
 	}
-	if err := g.loadMIDs(); err != nil {
-		return err
-	}
+	g.mids, g.midRing, g.midNext, g.midsLoaded = nil, nil, 0, false
 	g.unflushed, g.lastFlush = 0, g.now()
 	g.contribs = map[string]map[string]contribution{edgeContains: {}, edgeVia: {}}
 	g.sent, g.stored = map[string]string{}, map[string]string{}
@@ -395,22 +397,29 @@ func (g *grain) commitCtx() (context.Context, context.CancelFunc) {
 }
 
 // storeCommit writes ops of this grain: through the replication layer,
-// fenced by the activation's epoch, when the node is clustered.
-func (g *grain) storeCommit(ctx context.Context, ops ...persistence.Op) error {
-	r := g.sys.cfg.Replication
-	if r == nil {
-		return g.sys.store.Commit(ctx, ops...)
-	}
-	if g.fenced {
+// fenced by the activation's epoch, when the node is clustered. A refusal
+// because a newer activation owns the grain is ErrFenced (and the grain
+// stops after its current request); any other failure is ErrUnavailable,
+// described by what ("commit", "telemetry of", …).
+func (g *grain) storeCommit(ctx context.Context, what string, ops ...persistence.Op) error {
+	var err error
+	switch r := g.sys.cfg.Replication; {
+	case r == nil:
+		err = g.sys.store.Commit(ctx, ops...)
+	case g.fenced:
 		return fmt.Errorf("%w: activation of epoch %d was superseded", ErrFenced, g.epoch)
+	default:
+		err = r.Commit(ctx, g.id, g.epoch, ops)
+		if errors.Is(err, persistence.ErrFenced) {
+			g.fenced = true
+			g.log.Warn("grain fenced", "epoch", g.epoch, "err", err)
+			return fmt.Errorf("%w: %v", ErrFenced, err)
+		}
 	}
-	err := r.Commit(ctx, g.id, g.epoch, ops)
-	if errors.Is(err, persistence.ErrFenced) {
-		g.fenced = true
-		g.log.Warn("grain fenced", "epoch", g.epoch, "err", err)
-		return fmt.Errorf("%w: %v", ErrFenced, err)
+	if err != nil {
+		return fmt.Errorf("%w: %s %s: %v", ErrUnavailable, what, g.id, err)
 	}
-	return err
+	return nil
 }
 
 func respond(ctx actor.Context, body []byte, err error) {
@@ -512,14 +521,13 @@ func (g *grain) commit(extra []persistence.Op, events ...Event) error {
 	ops := append([]persistence.Op{persistence.PutTwin(g.id, doc)}, extra...)
 	cctx, cancel := g.commitCtx()
 	defer cancel()
-	if err := g.storeCommit(cctx, ops...); err != nil {
-		if errors.Is(err, ErrFenced) {
-			return err
+	if err := g.storeCommit(cctx, "commit", ops...); err != nil {
+		if !errors.Is(err, ErrFenced) {
+			if lerr := g.load(); lerr != nil {
+				g.log.Error("reload after failed commit", "err", lerr)
+			}
 		}
-		if lerr := g.load(); lerr != nil {
-			g.log.Error("reload after failed commit", "err", lerr)
-		}
-		return fmt.Errorf("%w: commit %s: %v", ErrUnavailable, g.id, err)
+		return err
 	}
 	g.unflushed, g.lastFlush = 0, g.now()
 	g.publishAll(events)
@@ -900,11 +908,8 @@ func (g *grain) delete(ctx actor.Context) error {
 	moves := g.contribMoves(g.ent, persistence.Entity{}, contribution{}, &ops)
 	cctx, cancel := g.commitCtx()
 	defer cancel()
-	if err := g.storeCommit(cctx, ops...); err != nil {
-		if errors.Is(err, ErrFenced) {
-			return err
-		}
-		return fmt.Errorf("%w: delete %s: %v", ErrUnavailable, g.id, err)
+	if err := g.storeCommit(cctx, "delete", ops...); err != nil {
+		return err
 	}
 	topo, _ := json.Marshal(map[string]any{"entity": g.ent, "deleted": true})
 	g.sys.publish(Event{Type: EventTopology, Entity: g.id, Kind: g.kind, Version: g.tw.Version(), Data: topo, TS: g.now()})
@@ -1041,6 +1046,7 @@ func (g *grain) loadMIDs() error {
 	for i := len(recs) - 1; i >= 0; i-- {
 		g.rememberMID(recs[i].MessageID)
 	}
+	g.midsLoaded = true
 	return nil
 }
 
@@ -1080,6 +1086,11 @@ func (g *grain) telemetry(ctx actor.Context, body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: telemetry: %v", ErrBadRequest, err)
 	}
 	if in.MessageID != "" {
+		if !g.midsLoaded {
+			if err := g.loadMIDs(); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+		}
 		if _, dup := g.mids[in.MessageID]; dup {
 			// A retransmission of a message already stored: acknowledge it
 			// again, store nothing.
@@ -1135,14 +1146,11 @@ func (g *grain) telemetry(ctx actor.Context, body []byte) ([]byte, error) {
 		}
 	} else {
 		cctx, cancel := g.commitCtx()
-		err := g.storeCommit(cctx, ops...)
+		err := g.storeCommit(cctx, "telemetry of", ops...)
 		cancel()
 		if err != nil {
 			g.tw, g.stored = prev, map[string]string{}
-			if errors.Is(err, ErrFenced) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: telemetry of %s: %v", ErrUnavailable, g.id, err)
+			return nil, err
 		}
 		ev.Entity, ev.Kind = g.id, g.kind
 		g.sys.publish(ev)

@@ -98,7 +98,6 @@ func (s *System) Message(ctx context.Context, deviceID, messageID string) (persi
 // inboxReader is the part of the store the inbox reads.
 type inboxReader interface {
 	Inbox(deviceID string) ([]persistence.InboxMessage, error)
-	InboxMessage(deviceID, msgID string) (persistence.InboxMessage, error)
 }
 
 func (s *System) inboxStore() inboxReader {
@@ -111,9 +110,6 @@ func (s *System) inboxStore() inboxReader {
 type noInbox struct{}
 
 func (noInbox) Inbox(string) ([]persistence.InboxMessage, error) { return nil, nil }
-func (noInbox) InboxMessage(string, string) (persistence.InboxMessage, error) {
-	return persistence.InboxMessage{}, persistence.ErrNotFound
-}
 
 func (s *System) deviceCall(ctx context.Context, deviceID, op string, in any, out any) error {
 	kind, err := s.kindOf(deviceID)
@@ -208,11 +204,8 @@ func (g *grain) inbox(_ actor.Context, op string, body []byte) ([]byte, error) {
 	if len(ops) > 0 {
 		cctx, cancel := g.commitCtx()
 		defer cancel()
-		if err := g.storeCommit(cctx, ops...); err != nil {
-			if errors.Is(err, ErrFenced) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: inbox of %s: %v", ErrUnavailable, g.id, err)
+		if err := g.storeCommit(cctx, "inbox of", ops...); err != nil {
+			return nil, err
 		}
 	}
 	for _, e := range events {

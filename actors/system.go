@@ -384,10 +384,7 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !s.Ready() {
-			return nil, fmt.Errorf("%w: grain %s/%s: %v", ErrUnavailable, kind, id, err)
-		}
-		if time.Until(deadline) <= backoff {
+		if !s.Ready() || time.Until(deadline) <= backoff {
 			return nil, fmt.Errorf("%w: grain %s/%s: %v", ErrUnavailable, kind, id, err)
 		}
 		s.log.Debug("grain call retried", "entity", id, "op", op, "attempt", attempt, "err", err)

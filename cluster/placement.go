@@ -352,21 +352,23 @@ func (p *Placement) memberAddrs() []string {
 func (p *Placement) Members() int { return len(p.memberAddrs()) }
 
 // replicasOf returns the other members that should hold identity, in
-// rendezvous order, followed by the rest (fallbacks).
+// rendezvous order, followed by the rest (fallbacks). Members marked down
+// go last, so that a live member takes a down replica's place.
 func (p *Placement) replicasOf(identity string) (replicas, rest []string) {
 	all := p.memberAddrs()
 	need := min(p.cfg.Replicas, len(all)) - 1
+	var up, down []string
 	for _, a := range Rank(identity, all) {
-		if a == p.self {
-			continue
-		}
-		if len(replicas) < need {
-			replicas = append(replicas, a)
-		} else {
-			rest = append(rest, a)
+		switch {
+		case a == p.self:
+		case p.isDown(a):
+			down = append(down, a)
+		default:
+			up = append(up, a)
 		}
 	}
-	return replicas, rest
+	others := append(up, down...)
+	return others[:need], others[need:]
 }
 
 // nextEpoch returns a fresh epoch: the wall clock in nanoseconds, kept

@@ -251,58 +251,25 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 	if len(full) == 0 {
 		return nil
 	}
-	key := identity
-	if key == "" && len(full) > 0 {
-		key = full[0].K
-	}
-	replicas, rest := p.replicasOf(key)
+	replicas, rest := p.replicasOf(identity)
 	if identity == "" {
 		// Catalog writes: every member gets everything.
 		replicas, rest = append(replicas, rest...), nil
 	}
-	if len(replicas) == 0 && len(rest) == 0 {
-		return nil
-	}
 	start := time.Now()
 	need := min(p.cfg.Replicas, p.Members()) - 1
 	type result struct {
-		addr    string
-		full    bool
-		err     error
-		replica bool
+		addr string
+		full bool
+		err  error
 	}
 	results := make(chan result, len(replicas)+2*len(rest))
-	send := func(addr string, payload []persistence.WireOp, isFull, isReplica bool) {
+	send := func(addr string, payload []persistence.WireOp, isFull bool) {
 		go func() {
 			err := p.request(ctx, addr, opApply, applyReq{ID: identity, Epoch: epoch, Ops: payload}, nil)
-			results <- result{addr, isFull, err, isReplica}
+			results <- result{addr, isFull, err}
 		}()
 	}
-	// A replica that is down is replaced by the next member that is up; it
-	// stays a fallback of last resort.
-	var upRepl, downRepl, upRest, downRest []string
-	for _, a := range replicas {
-		if p.isDown(a) {
-			downRepl = append(downRepl, a)
-		} else {
-			upRepl = append(upRepl, a)
-		}
-	}
-	for _, a := range rest {
-		if p.isDown(a) {
-			downRest = append(downRest, a)
-		} else {
-			upRest = append(upRest, a)
-		}
-	}
-	for len(downRepl) > 0 && len(upRest) > 0 && identity != "" {
-		upRepl = append(upRepl, upRest[0])
-		upRest = upRest[1:]
-		downRest = append(downRest, downRepl[0])
-		downRepl = downRepl[1:]
-	}
-	replicas = append(upRepl, downRepl...)
-	rest = append(upRest, downRest...)
 	pending := 0
 	for _, a := range replicas {
 		if p.isDown(a) && identity == "" {
@@ -310,7 +277,7 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 			p.copyInBackground(ctx, a, full)
 			continue
 		}
-		send(a, full, true, true)
+		send(a, full, true)
 		pending++
 	}
 	fallbacks := rest
@@ -327,7 +294,7 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 				p.copyInBackground(ctx, a, catalog)
 				continue
 			}
-			send(a, catalog, false, false)
+			send(a, catalog, false)
 			pending++
 		}
 	}
@@ -363,7 +330,7 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 				continue
 			}
 			fullTo[next] = true
-			send(next, full, true, true)
+			send(next, full, true)
 			pending++
 			break
 		}
