@@ -1,74 +1,38 @@
 package actors
 
 import (
-	"errors"
-	"fmt"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 )
 
-// Sentinel errors returned by the System. Callers test them with errors.Is;
-// the API maps them to HTTP statuses.
+// Sentinel errors returned by the System: the codes of package errcode
+// under their historical names. Callers test them with errors.Is (any error
+// of the same code matches) or read the code with errcode.Of; each edge
+// maps the code once (api to HTTP, protocols/mqtt to reason codes).
 var (
 	// ErrNotFound: the entity, device or twin does not exist.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = errcode.ErrNotFound
 	// ErrBadRequest: the request is malformed (bad JSON, unknown kind, ...).
-	ErrBadRequest = errors.New("bad request")
+	ErrBadRequest = errcode.ErrBadRequest
 	// ErrConflict: the request conflicts with the current state (a kind
 	// change, deleting an entity that has children, a parent cycle).
-	ErrConflict = errors.New("conflict")
+	ErrConflict = errcode.ErrConflict
 	// ErrPrecondition: the If-Match version does not match the twin.
-	ErrPrecondition = errors.New("version mismatch")
+	ErrPrecondition = errcode.ErrPrecondition
 	// ErrTooLarge: the change would exceed a size or depth limit.
-	ErrTooLarge = errors.New("too large")
+	ErrTooLarge = errcode.ErrTooLarge
 	// ErrUnavailable: the node is shutting down or the grain could not be reached.
-	ErrUnavailable = errors.New("unavailable")
+	ErrUnavailable = errcode.ErrUnavailable
 	// ErrNotConnected: the device has no live session.
-	ErrNotConnected = errors.New("device not connected")
+	ErrNotConnected = errcode.ErrNotConnected
 	// ErrTimeout: the device did not answer in time.
-	ErrTimeout = errors.New("device timeout")
+	ErrTimeout = errcode.ErrTimeout
 	// ErrThrottled: a limit on pending messages or rate was reached.
-	ErrThrottled = errors.New("throttled")
+	ErrThrottled = errcode.ErrThrottled
 	// ErrFenced: the grain's activation lost its ownership to a newer one
 	// (another node claimed the grain); the caller retries and reaches the
-	// new owner. It is a kind of ErrUnavailable to HTTP clients (503).
-	ErrFenced = fmt.Errorf("%w: grain moved to another node", ErrUnavailable)
+	// new owner. errors.Is(ErrFenced, ErrUnavailable) holds (503 to HTTP
+	// clients).
+	ErrFenced = errcode.ErrFenced
+	// ErrUnknownOp: the entity's kind has no operation of that name.
+	ErrUnknownOp = errcode.ErrUnknownOp
 )
-
-// codeOf maps a sentinel to the wire code carried in a Response, so an error
-// crossing nodes comes back as the same sentinel.
-var sentinelCodes = []struct {
-	err    error
-	code   string
-	status int32
-}{
-	{ErrNotFound, "not_found", 404},
-	{ErrBadRequest, "bad_request", 400},
-	{ErrConflict, "conflict", 409},
-	{ErrPrecondition, "precondition_failed", 412},
-	{ErrFenced, "fenced", 503},
-	{ErrTooLarge, "too_large", 413},
-	{ErrThrottled, "throttled", 429},
-	{ErrUnavailable, "unavailable", 503},
-	{ErrNotConnected, "not_connected", 404},
-	{ErrTimeout, "timeout", 504},
-}
-
-func statusOf(err error) (int32, string) {
-	for _, s := range sentinelCodes {
-		if errors.Is(err, s.err) {
-			return s.status, s.code
-		}
-	}
-	return 500, "internal"
-}
-
-func errorOf(code, msg string) error {
-	for _, s := range sentinelCodes {
-		if s.code == code {
-			if msg == "" || msg == s.err.Error() {
-				return s.err
-			}
-			return fmt.Errorf("%w: %s", s.err, msg)
-		}
-	}
-	return fmt.Errorf("grain error: %s", msg)
-}

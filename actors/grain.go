@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/scheduler"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/actors/rules"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/persistence"
@@ -424,8 +425,8 @@ func (g *grain) storeCommit(ctx context.Context, what string, ops ...persistence
 
 func respond(ctx actor.Context, body []byte, err error) {
 	if err != nil {
-		st, code := statusOf(err)
-		ctx.Respond(&actorspb.Response{Status: st, Code: code, Message: err.Error()})
+		c := errcode.Of(err)
+		ctx.Respond(&actorspb.Response{Status: int32(c.HTTPStatus()), Code: c.String(), Message: err.Error()})
 		return
 	}
 	ctx.Respond(&actorspb.Response{Status: 200, Body: body})

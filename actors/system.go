@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -372,7 +373,7 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 			if r.Status < 400 {
 				return r.Body, nil
 			}
-			rerr := errorOf(r.Code, r.Message)
+			rerr := error(&errcode.Error{Code: errcode.Parse(r.Code), Msg: r.Message})
 			if !errors.Is(rerr, ErrFenced) || !s.Ready() {
 				return nil, rerr
 			}
