@@ -9,8 +9,8 @@ package main
 import (
 	"os"
 
-	"github.com/twinmesh/twinmesh/cmd/twinmesh/cli"
+	"github.com/twinmesh/twinmesh/api/node"
 	_ "github.com/twinmesh/twinmesh/examples/plugin/thermostat"
 )
 
-func main() { os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() { os.Exit(node.Main(os.Args[1:], os.Stdout, os.Stderr)) }

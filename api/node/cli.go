@@ -1,9 +1,4 @@
-// Package cli is the twinmesh command line: `serve` runs a node, `token`
-// mints a device SAS token, `bench` drives load against a node, `version`
-// prints the version. cmd/twinmesh is a one-line main around Main; a custom
-// binary that links plugin kinds in is the same one line plus blank imports
-// (see examples/plugin).
-package cli
+package node
 
 import (
 	"context"
@@ -16,7 +11,7 @@ import (
 )
 
 // Version is set at build time with
-// -ldflags "-X github.com/twinmesh/twinmesh/cmd/twinmesh/cli.Version=...".
+// -ldflags "-X github.com/twinmesh/twinmesh/api/node.Version=...".
 var Version = "dev"
 
 // Main runs the command line with args (without the program name) and
