@@ -1,20 +1,14 @@
 package persistence
 
-import "time"
+import (
+	"time"
 
-// Entity is a node of the topology store: a device, gateway, room, building
-// or any kind a plugin registers. Parent is the `contains` edge (parent →
-// child); ConnectedVia is the `connectedVia` edge (device → gateway). Both are
-// indexed, so Children and ConnectedVia do not scan.
-type Entity struct {
-	ID           string         `json:"id"`
-	Kind         string         `json:"kind"`
-	Parent       string         `json:"parent,omitempty"`
-	ConnectedVia string         `json:"connectedVia,omitempty"`
-	Tags         map[string]any `json:"tags,omitempty"`
-	CreatedAt    time.Time      `json:"createdAt"`
-	UpdatedAt    time.Time      `json:"updatedAt"`
-}
+	"github.com/twinmesh/twinmesh/persistence/record"
+)
+
+// Entity is record.Entity: the type lives in package record so that the pure
+// entity core can name it without importing bbolt.
+type Entity = record.Entity
 
 // EntityFilter selects entities in ListEntities. Zero fields match
 // everything.
@@ -40,28 +34,13 @@ type Identity struct {
 	CreatedAt    time.Time `json:"createdAt"`
 }
 
-// TelemetryRecord is one message of warm telemetry. Points holds decoded
-// values by name; Raw keeps a payload that is not JSON. MessageID is the
-// device's $.mid, kept so that the grain can recognise a retransmission.
-type TelemetryRecord struct {
-	TS          time.Time         `json:"ts"`
-	Points      map[string]any    `json:"points,omitempty"`
-	Raw         []byte            `json:"raw,omitempty"`
-	ContentType string            `json:"contentType,omitempty"`
-	Properties  map[string]string `json:"properties,omitempty"`
-	MessageID   string            `json:"mid,omitempty"`
-}
+// TelemetryRecord is record.TelemetryRecord: the type lives in package record so that the pure
+// entity core can name it without importing bbolt.
+type TelemetryRecord = record.TelemetryRecord
 
-// TelemetryQuery selects records in QueryTelemetry.
-type TelemetryQuery struct {
-	// Name, if set, keeps only records whose Points contain that name.
-	Name string
-	// From and To bound TS, both inclusive; a zero value is unbounded.
-	From, To time.Time
-	// Limit is the maximum number of records returned: 0 means
-	// DefaultTelemetryLimit, values above MaxTelemetryLimit are capped.
-	Limit int
-}
+// TelemetryQuery is record.TelemetryQuery: the type lives in package record so that the pure
+// entity core can name it without importing bbolt.
+type TelemetryQuery = record.TelemetryQuery
 
 // Telemetry query limits.
 const (
@@ -69,18 +48,9 @@ const (
 	MaxTelemetryLimit     = 10000
 )
 
-// InboxMessage is a cloud-to-device message in a device's durable inbox.
-type InboxMessage struct {
-	ID          string            `json:"messageId"`
-	DeviceID    string            `json:"deviceId"`
-	Payload     []byte            `json:"payload"`
-	Properties  map[string]string `json:"properties,omitempty"`
-	EnqueuedAt  time.Time         `json:"enqueuedAt"`
-	ExpiresAt   time.Time         `json:"expiresAt"`
-	State       string            `json:"state"` // pending | delivered | expired | rejected
-	DeliveredAt time.Time         `json:"deliveredAt,omitempty"`
-	Seq         uint64            `json:"seq"` // enqueue order, assigned by the caller
-}
+// InboxMessage is record.InboxMessage: the type lives in package record so that the pure
+// entity core can name it without importing bbolt.
+type InboxMessage = record.InboxMessage
 
 // Bucket names a store of opaque JSON documents written with PutDoc and
 // DeleteDoc and read with GetDoc and ListDocs.
