@@ -20,7 +20,7 @@ type nodeActor struct{ p *Placement }
 func (a *nodeActor) Receive(ctx actor.Context) {
 	p := a.p
 	switch m := ctx.Message().(type) {
-	case *actorspb.Request:
+	case *actorspb.MemberRequest:
 		sender := ctx.Sender()
 		if sender == nil {
 			return
@@ -33,7 +33,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			res := p.handle(rctx, m)
 			p.c.ActorSystem.Root.Send(sender, res)
 		}()
-	case *actorspb.Notify:
+	case *actorspb.MemberNotify:
 		if m.Op != opEvents {
 			return
 		}
@@ -75,7 +75,7 @@ func (a *placementActor) Receive(ctx actor.Context) {
 	case handoff:
 		a.closed = true
 		a.stopAll(ctx)
-		ctx.Respond(&actorspb.Response{Status: 200})
+		ctx.Respond(&actorspb.MemberResponse{Status: 200})
 	case *actor.Stopping:
 		a.stopAll(ctx)
 	}
@@ -125,7 +125,7 @@ func (a *placementActor) terminated(_ actor.Context, m *actor.Terminated) {
 func (a *placementActor) rebalance(ctx actor.Context) {
 	for _, g := range a.grains {
 		if owner := a.p.ownerOf(g.ci.Identity, g.ci.Kind); owner != "" && owner != a.p.self {
-			ctx.Send(g.pid, &actorspb.Notify{Op: NotifyMove})
+			ctx.Send(g.pid, moveMsg)
 		}
 	}
 }
@@ -133,7 +133,7 @@ func (a *placementActor) rebalance(ctx actor.Context) {
 // stopAll moves every grain away and waits until they stopped.
 func (a *placementActor) stopAll(ctx actor.Context) {
 	for _, g := range a.grains {
-		ctx.Send(g.pid, &actorspb.Notify{Op: NotifyMove})
+		ctx.Send(g.pid, moveMsg)
 	}
 	if len(a.grains) > 0 {
 		time.Sleep(MoveGrace)
@@ -147,12 +147,12 @@ func (a *placementActor) stopAll(ctx actor.Context) {
 	}
 }
 
-// NotifyMove is the actorspb.Notify operation that tells a grain it moves
-// to another member; MoveGrace is how long it then answers "moved" before
-// it stops. The actor layer's grains implement both.
-const (
-	NotifyMove = "move"
-	MoveGrace  = 300 * time.Millisecond
-)
+// moveMsg tells a grain that it moves to another member; it then answers
+// "moved" for MoveGrace before it stops. The actor layer's grains
+// implement both.
+var moveMsg = &actorspb.Notify{Body: &actorspb.Notify_Move{Move: &actorspb.Move{}}}
+
+// MoveGrace is how long a moving grain answers "moved" before it stops.
+const MoveGrace = 300 * time.Millisecond
 
 var _ pcluster.IdentityLookup = (*Placement)(nil)

@@ -46,7 +46,7 @@ func (p *Placement) forwardEvents() {
 		body, _ := json.Marshal(batch)
 		for _, a := range p.memberAddrs() {
 			if a != p.self {
-				p.c.ActorSystem.Root.Send(actor.NewPID(a, nodeActorName), &actorspb.Notify{Op: opEvents, Body: body})
+				p.c.ActorSystem.Root.Send(actor.NewPID(a, nodeActorName), &actorspb.MemberNotify{Op: opEvents, Body: body})
 			}
 		}
 		batch = batch[:0]

@@ -121,7 +121,7 @@ type Placement struct {
 	handlers  atomic.Pointer[Handlers]
 	// send carries a request to another member (sendRemote; tests put
 	// members of their own behind it).
-	send      func(addr string, req *actorspb.Request, timeout time.Duration) (any, error)
+	send      func(addr string, req *actorspb.MemberRequest, timeout time.Duration) (any, error)
 	lastEpoch atomic.Uint64
 
 	// down marks members whose last request failed at the transport (a

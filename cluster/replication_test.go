@@ -56,8 +56,8 @@ func newFakeNet(t *testing.T, n, replicas int) *fakeNet {
 	return f
 }
 
-func (f *fakeNet) sender() func(string, *actorspb.Request, time.Duration) (any, error) {
-	return func(addr string, req *actorspb.Request, timeout time.Duration) (any, error) {
+func (f *fakeNet) sender() func(string, *actorspb.MemberRequest, time.Duration) (any, error) {
+	return func(addr string, req *actorspb.MemberRequest, timeout time.Duration) (any, error) {
 		f.mu.Lock()
 		dead, target := f.dead[addr], f.nodes[addr]
 		f.mu.Unlock()
@@ -387,7 +387,7 @@ func FuzzServe(f *testing.F) {
 	f.Fuzz(func(t *testing.T, op string, body []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		res := p.handle(ctx, &actorspb.Request{Op: op, Body: body})
+		res := p.handle(ctx, &actorspb.MemberRequest{Op: op, Body: body})
 		if res == nil || (res.Status >= 400 && res.Message == "") {
 			t.Fatalf("op %q: answer %+v", op, res)
 		}

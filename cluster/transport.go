@@ -78,7 +78,7 @@ type statsRes struct {
 	Grains int64 `json:"grains"`
 }
 
-// Error codes in actorspb.Response.Code between nodes.
+// Error codes in actorspb.MemberResponse.Code between nodes.
 const (
 	codeFenced       = "fenced"
 	codeNotConnected = "not_connected"
@@ -148,7 +148,7 @@ func (p *Placement) isDown(addr string) bool {
 
 // sendRemote is the transport between members: a protoactor request to
 // the member's node actor.
-func (p *Placement) sendRemote(addr string, req *actorspb.Request, timeout time.Duration) (any, error) {
+func (p *Placement) sendRemote(addr string, req *actorspb.MemberRequest, timeout time.Duration) (any, error) {
 	return p.c.ActorSystem.Root.RequestFuture(actor.NewPID(addr, nodeActorName), req, timeout).Result()
 }
 
@@ -159,9 +159,9 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 	if err != nil {
 		return err
 	}
-	var res *actorspb.Response
+	var res *actorspb.MemberResponse
 	if addr == p.self {
-		res = p.handle(ctx, &actorspb.Request{Op: op, Body: body})
+		res = p.handle(ctx, &actorspb.MemberRequest{Op: op, Body: body})
 	} else {
 		timeout := p.cfg.PeerTimeout
 		if dl, ok := ctx.Deadline(); ok {
@@ -177,7 +177,7 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 		if timeout <= 0 {
 			return context.DeadlineExceeded
 		}
-		r, err := p.send(addr, &actorspb.Request{Op: op, Body: body}, timeout)
+		r, err := p.send(addr, &actorspb.MemberRequest{Op: op, Body: body}, timeout)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.markDown(addr)
@@ -186,7 +186,7 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 		}
 		p.down.Delete(addr)
 		var ok bool
-		if res, ok = r.(*actorspb.Response); !ok {
+		if res, ok = r.(*actorspb.MemberResponse); !ok {
 			return fmt.Errorf("%s to %s: answered %T", op, addr, r)
 		}
 	}
@@ -208,7 +208,7 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 }
 
 // handle answers one request from a member (or from this node).
-func (p *Placement) handle(ctx context.Context, req *actorspb.Request) *actorspb.Response {
+func (p *Placement) handle(ctx context.Context, req *actorspb.MemberRequest) *actorspb.MemberResponse {
 	body, err := p.serve(ctx, req.Op, req.Body)
 	if err != nil {
 		code := codeFailed
@@ -220,9 +220,9 @@ func (p *Placement) handle(ctx context.Context, req *actorspb.Request) *actorspb
 		case errors.Is(err, ErrRemoteTimeout):
 			code = codeTimeout
 		}
-		return &actorspb.Response{Status: 500, Code: code, Message: err.Error()}
+		return &actorspb.MemberResponse{Status: 500, Code: code, Message: err.Error()}
 	}
-	return &actorspb.Response{Status: 200, Body: body}
+	return &actorspb.MemberResponse{Status: 200, Body: body}
 }
 
 func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, error) {
