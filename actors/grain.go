@@ -187,7 +187,7 @@ func (g *grain) Receive(ctx actor.Context) {
 	case *actorspb.Request:
 		g.handle(ctx, m)
 	case *actorspb.Notify:
-		if m.Op == notifyMove {
+		if m.GetMove() != nil {
 			g.move(ctx)
 			return
 		}
@@ -426,7 +426,7 @@ func (g *grain) storeCommit(ctx context.Context, what string, ops ...persistence
 func respond(ctx actor.Context, body []byte, err error) {
 	if err != nil {
 		c := errcode.Of(err)
-		ctx.Respond(&actorspb.Response{Status: int32(c.HTTPStatus()), Code: c.String(), Message: err.Error()})
+		ctx.Respond(&actorspb.Response{Status: int32(c.HTTPStatus()), CodeName: c.String(), Message: err.Error()})
 		return
 	}
 	ctx.Respond(&actorspb.Response{Status: 200, Body: body})
@@ -474,7 +474,7 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 	case opGet, opTouch:
 		body, err = g.tw.MarshalJSON()
 	case opPutEntity:
-		body, err = g.putEntity(ctx, req.Body)
+		body, err = g.putEntity(ctx, req.LegacyBody)
 	case opDelete:
 		err = g.delete(ctx)
 		if err == nil {
@@ -483,19 +483,19 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 			return
 		}
 	case opPatch:
-		body, err = g.patch(ctx, req.Body, req.IfVersion)
+		body, err = g.patch(ctx, req.LegacyBody, req.IfVersion)
 	case opReported:
-		body, err = g.reported(ctx, req.Body)
+		body, err = g.reported(ctx, req.LegacyBody)
 	case opTelemetry:
-		body, err = g.telemetry(ctx, req.Body)
+		body, err = g.telemetry(ctx, req.LegacyBody)
 	case opConnection:
-		body, err = g.connection(ctx, req.Body)
+		body, err = g.connection(ctx, req.LegacyBody)
 	case opInboxSend, opInboxPending, opInboxDelivered:
-		body, err = g.inbox(ctx, req.Op, req.Body)
+		body, err = g.inbox(ctx, req.Op, req.LegacyBody)
 	case opAlertAck, opAlertRetire:
-		body, err = g.alertRequest(ctx, req.Op, req.Body)
+		body, err = g.alertRequest(ctx, req.Op, req.LegacyBody)
 	case opTelemetryQuery:
-		body, err = g.telemetryQuery(req.Body)
+		body, err = g.telemetryQuery(req.LegacyBody)
 	case opInboxList:
 		body, err = g.inboxList()
 	default:
@@ -749,7 +749,7 @@ func (g *grain) rollupDoc() map[string]any {
 func (g *grain) refreshUp(ctx actor.Context, events []Event, force bool) error {
 	var ops []persistence.Op
 	if isAggregating(g.behavior) {
-		if c := g.tw.SetRollup(g.rollupDoc()); !c.Noop {
+		if c := g.tw.SetRollup(g.rollupDoc(), g.now()); !c.Noop {
 			events = append(events, changeEvent(EventRollup, c))
 		}
 	}
@@ -884,7 +884,7 @@ func (g *grain) handleNotify(ctx actor.Context, n *actorspb.Notify) {
 		return
 	}
 	var m contribMsg
-	if err := json.Unmarshal(n.Body, &m); err != nil || (m.Edge != edgeContains && m.Edge != edgeVia) {
+	if err := json.Unmarshal(n.LegacyBody, &m); err != nil || (m.Edge != edgeContains && m.Edge != edgeVia) {
 		g.log.Warn("bad contribution", "from", n.From)
 		return
 	}
@@ -1235,7 +1235,7 @@ func (g *grain) gatewayState(ctx actor.Context, n *actorspb.Notify) {
 	var m struct {
 		Online bool `json:"online"`
 	}
-	_ = json.Unmarshal(n.Body, &m)
+	_ = json.Unmarshal(n.LegacyBody, &m)
 	state := "unreachable"
 	if m.Online {
 		state = "connected"

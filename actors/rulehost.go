@@ -593,7 +593,7 @@ func (g *grain) changeAlert(id, ruleID string, change func(*rules.Alert) error) 
 	list, _ := json.Marshal(kept)
 	prev := g.tw
 	g.tw = g.tw.Clone()
-	c := g.tw.SetAlerts(list)
+	c := g.tw.SetAlerts(list, g.now())
 	events := []Event{{Type: EventAlert, Version: g.tw.Version(), Data: after}}
 	if !c.Noop {
 		events = append(events, changeEvent(EventTwin, c))

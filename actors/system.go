@@ -364,7 +364,7 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 			}
 			return nil, fmt.Errorf("%w: grain %s/%s: no answer before the deadline", ErrUnavailable, kind, id)
 		}
-		res, err := s.attempt(ctx, id, kind, &actorspb.Request{Op: op, Body: body, IfVersion: ifVersion}, left)
+		res, err := s.attempt(ctx, id, kind, &actorspb.Request{Op: op, LegacyBody: body, IfVersion: ifVersion}, left)
 		if err == nil {
 			r, ok := res.(*actorspb.Response)
 			if !ok {
@@ -373,7 +373,7 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 			if r.Status < 400 {
 				return r.Body, nil
 			}
-			rerr := error(&errcode.Error{Code: errcode.Parse(r.Code), Msg: r.Message})
+			rerr := error(&errcode.Error{Code: errcode.Parse(r.CodeName), Msg: r.Message})
 			if !errors.Is(rerr, ErrFenced) || !s.Ready() {
 				return nil, rerr
 			}
@@ -443,7 +443,7 @@ func (s *System) notify(sender actor.SenderContext, id, kind, op, from string, b
 		s.log.Warn("notify: no activation", "entity", id, "kind", kind, "op", op)
 		return
 	}
-	sender.Send(pid, &actorspb.Notify{Op: op, From: from, Body: body})
+	sender.Send(pid, &actorspb.Notify{Op: op, From: from, LegacyBody: body})
 }
 
 var _ proto.Message = (*actorspb.Request)(nil)
