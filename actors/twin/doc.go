@@ -11,6 +11,21 @@
 // and the caller does the rest — persist the document, publish an event,
 // answer the device. This keeps the twin testable without an actor system.
 //
+// # Versions
+//
+// The twin "version" is the document's ETag. It rises by one on every
+// accepted change of what clients write or a device reports — desired,
+// reported and tags ([Twin.Patch]) — and of the entity's own attributes,
+// which the caller keeps outside the twin and reports with
+// [Twin.AttributesChanged]. Desired and reported also count their own
+// changes in "$version". Telemetry, connection, rollup and alerts are live
+// state: they change without moving "version", so a client's GET followed
+// by a PATCH with If-Match is not refused because a device sent telemetry
+// or reconnected in between. Each carries its own timestamps instead:
+// telemetry points their "ts", the connection its "since", rollup and
+// alerts a "$lastUpdated" in the document's metadata. A no-op changes
+// nothing at all.
+//
 // # Usage
 //
 // The owning grain keeps one *Twin in memory and serializes access to it

@@ -23,9 +23,22 @@ type refDoc struct {
 	Rollup     map[string]any   `json:"rollup"`
 	Alerts     json.RawMessage  `json:"alerts"`
 	Metadata   struct {
-		Desired  json.RawMessage `json:"desired"`
-		Reported json.RawMessage `json:"reported"`
+		Alerts     json.RawMessage `json:"alerts,omitempty"`
+		Attributes json.RawMessage `json:"attributes,omitempty"`
+		Desired    json.RawMessage `json:"desired"`
+		Reported   json.RawMessage `json:"reported"`
+		Rollup     json.RawMessage `json:"rollup,omitempty"`
 	} `json:"metadata"`
+}
+
+// refStamp is the reference form of a live-state time in metadata: absent
+// when unknown.
+func refStamp(at time.Time) json.RawMessage {
+	if at.IsZero() {
+		return nil
+	}
+	b, _ := json.Marshal(map[string]time.Time{"$lastUpdated": at})
+	return b
 }
 
 // refMarshal encodes t with encoding/json. There "$version" is an ordinary
@@ -43,6 +56,9 @@ func refMarshal(t *Twin) ([]byte, error) {
 		Rollup: t.rollup, Alerts: t.alerts}
 	r.Metadata.Desired = metaJSON(t.desired.meta)
 	r.Metadata.Reported = metaJSON(t.reported.meta)
+	r.Metadata.Rollup = refStamp(t.rollupAt)
+	r.Metadata.Alerts = refStamp(t.alertsAt)
+	r.Metadata.Attributes = refStamp(t.attrsAt)
 	return json.Marshal(r)
 }
 
@@ -123,8 +139,10 @@ func TestMarshalMatchesEncodingJSON(t *testing.T) {
 	}
 	tw.SetTelemetry(map[string]any{"t": 1.5, "s": "x\ny", "b": false}, now)
 	tw.SetConnection(Connection{State: "connected", Since: now, Node: "n&1"})
-	tw.SetRollup(map[string]any{"devices": 2})
-	tw.SetAlerts(json.RawMessage(`[{"b":1,"a":"<"}]`))
+	tw.SetRollup(map[string]any{"devices": 2}, now)
+	tw.SetAlerts(json.RawMessage(`[{"b":1,"a":"<"}]`), now.Add(time.Millisecond))
+	checkAgainstRef(t, tw)
+	tw.AttributesChanged(now.Add(time.Second))
 	checkAgainstRef(t, tw)
 	checkAgainstRef(t, New("", ""))
 }
@@ -135,6 +153,8 @@ func FuzzEncode(f *testing.F) {
 	f.Add(`{"desired":{"$version":2,"a":{"b":1}},"reported":{"a":{"b":2}},"telemetry":{"t":{"value":1,"ts":"2025-01-01T00:00:00.5+01:00"}},` +
 		`"connection":{"state":"c","since":"2025-01-01T00:00:00Z","node":"n"},"rollup":{"d":1},"alerts":[{"x":1}],` +
 		`"metadata":{"desired":{"$lastUpdated":"t","$lastUpdatedVersion":2,"a":{"b":{}}}}}`)
+	f.Add(`{"version":3,"metadata":{"rollup":{"$lastUpdated":"2025-01-01T00:00:00.123+01:00"},"alerts":{"$lastUpdated":"x"},` +
+		`"attributes":{"$lastUpdated":"9999-12-31T23:59:59.999999999Z"}}}`)
 	f.Fuzz(func(t *testing.T, in string) {
 		var v any
 		if json.Unmarshal([]byte(in), &v) == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/twinmesh/twinmesh/actors/twin"
 )
@@ -156,6 +157,8 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add(doc(f, populated(f)))
 	f.Add(doc(f, twin.New("a", "b")))
 	f.Add(`{}`)
+	f.Add(oldDoc)
+	f.Add(`{"version":9,"metadata":{"rollup":{"$lastUpdated":"2025-03-01T11:00:00+01:00"},"alerts":{"$lastUpdated":"0000-01-01T00:00:00+01:00"},"attributes":{"$lastUpdated":null}}}`)
 	f.Add(`{"desired":{"$version":1e30}}`)
 	f.Add(`{"metadata":{"desired":{"$lastUpdated":1,"a":[]}},"desired":{"a":{"b":2}}}`)
 	f.Add(`{"telemetry":{"t":{"value":{"x":[1]},"ts":"0000-01-01T00:00:00+01:00"}},"connection":{"state":"x","since":"9999-12-31T23:59:59-01:00"}}`)
@@ -170,7 +173,76 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 		roundTrip(t, doc(t, tw))
 		tw.Delta()
-		tw.Patch(twin.Desired, []byte(`{"z":1}`), t2, lim)
+		// A loaded document goes on from its version, whatever it is (old
+		// documents carry versions that live state moved): live state
+		// leaves it, a patch adds one.
+		v := tw.Version()
+		tw.SetTelemetry(map[string]any{"fuzz": 1.5}, t2)
+		tw.SetConnection(twin.Connection{State: "connected", Since: t2})
+		tw.SetRollup(map[string]any{"fuzz": 1}, t2)
+		tw.SetAlerts(json.RawMessage(`[{"fuzz":1}]`), t2)
+		if tw.Version() != v {
+			t.Fatalf("live state moved the version from %d to %d", v, tw.Version())
+		}
+		c, err := tw.Patch(twin.Desired, []byte(`{"z":1}`), t2, lim)
+		if err == nil && !c.Noop && (c.Version != v+1 || tw.Version() != v+1) {
+			t.Fatalf("patch: version %d (twin %d), want %d", c.Version, tw.Version(), v+1)
+		}
+		roundTrip(t, doc(t, tw))
+	})
+}
+
+// FuzzLiveState applies arbitrary telemetry, connection, rollup and alerts
+// to a twin and checks that none of them moves the version, that each
+// changes the document exactly when it is not a no-op, and that patches
+// and attribute changes still add exactly one.
+func FuzzLiveState(f *testing.F) {
+	f.Add(`{"temp":21.5,"on":true}`, "connected", `{"devices":3,"by":{"k":[1]}}`, `[{"id":"a"}]`, int64(0), `{"fan":"on"}`)
+	f.Add(`{"temp":21.5}`, "connected", `{"devices":3,"connected":2,"by":{"k":[1,"a"]}}`,
+		`[{"id":"a1","state":"active","severity":"major"}]`, int64(1e9), `{}`)
+	f.Add(`{}`, "", `null`, `null`, int64(-1), `{"fan":null}`)
+	f.Add(`{"x":null,"y":"\ud800"}`, "disconnected", `{"a":1e308}`, `{"not":"an array"}`, int64(1<<62), `[1]`)
+	f.Add(`[1]`, "x", `"s"`, `[`, int64(-1<<62), `{"$x":1}`)
+	f.Fuzz(func(t *testing.T, telemetry, state, rollup, alerts string, offset int64, patch string) {
+		tw := populated(t)
+		at := t2.Add(time.Duration(offset))
+		var points, roll map[string]any
+		_ = json.Unmarshal([]byte(telemetry), &points)
+		_ = json.Unmarshal([]byte(rollup), &roll)
+		v := tw.Version()
+		for _, step := range []struct {
+			name  string
+			apply func() twin.Change
+		}{
+			{"telemetry", func() twin.Change { return tw.SetTelemetry(points, at) }},
+			{"connection", func() twin.Change { return tw.SetConnection(twin.Connection{State: state, Since: at, Node: state}) }},
+			{"rollup", func() twin.Change { return tw.SetRollup(roll, at) }},
+			{"alerts", func() twin.Change { return tw.SetAlerts(json.RawMessage(alerts), at) }},
+		} {
+			before := doc(t, tw)
+			c := step.apply()
+			if c.Version != v || tw.Version() != v {
+				t.Fatalf("%s moved the version: change %d, twin %d, want %d", step.name, c.Version, tw.Version(), v)
+			}
+			if c.Section != step.name || c.SectionVersion != 0 || c.Noop != (c.Data == nil) {
+				t.Fatalf("%s: change %+v", step.name, c)
+			}
+			if changed := doc(t, tw) != before; changed == c.Noop {
+				t.Fatalf("%s: document changed %v, noop %v", step.name, changed, c.Noop)
+			}
+		}
+		roundTrip(t, doc(t, tw))
+		c, err := tw.Patch(twin.Desired, []byte(patch), at, lim)
+		want := v + 1
+		if err != nil || c.Noop {
+			want = v
+		}
+		if tw.Version() != want || (err == nil && c.Version != want) {
+			t.Fatalf("patch %s (%v): version %d (change %d), want %d", patch, err, tw.Version(), c.Version, want)
+		}
+		if c := tw.AttributesChanged(at); c.Version != want+1 || tw.Version() != want+1 {
+			t.Fatalf("attributes: version %d (twin %d), want %d", c.Version, tw.Version(), want+1)
+		}
 		roundTrip(t, doc(t, tw))
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 )
 
 // wireIn is what UnmarshalJSON reads; absent members mean empty.
@@ -20,8 +21,11 @@ type wireIn struct {
 	Rollup     map[string]any   `json:"rollup"`
 	Alerts     json.RawMessage  `json:"alerts"`
 	Metadata   struct {
-		Desired  any `json:"desired"`
-		Reported any `json:"reported"`
+		Desired    any `json:"desired"`
+		Reported   any `json:"reported"`
+		Rollup     any `json:"rollup"`
+		Alerts     any `json:"alerts"`
+		Attributes any `json:"attributes"`
 	} `json:"metadata"`
 }
 
@@ -29,12 +33,18 @@ type wireIn struct {
 //
 //	{"id","kind","version","tags","desired":{"$version":n,…},
 //	 "reported":{"$version":n,…},"delta","telemetry","connection",
-//	 "rollup","alerts":[…],"metadata":{"desired":{…},"reported":{…}}}
+//	 "rollup","alerts":[…],"metadata":{"alerts":{…},"attributes":{…},
+//	 "desired":{…},"reported":{…},"rollup":{…}}}
 //
 // Object members are in sorted order, so equal twins encode to equal bytes.
 // In metadata, every node of desired and reported that has been patched
 // carries "$lastUpdated" (RFC 3339) and "$lastUpdatedVersion" (the section
-// $version of that patch) next to the metadata of its members.
+// $version of that patch) next to the metadata of its members. Live state
+// carries its own timestamps, since it does not move "version": each
+// telemetry point its "ts", the connection its "since", and rollup and
+// alerts a {"$lastUpdated": RFC 3339} in metadata, as do the entity's
+// attributes (see AttributesChanged); these three are left out of metadata
+// while the time is unknown.
 func (t *Twin) MarshalJSON() ([]byte, error) {
 	// Metadata takes about 70 bytes per property; guess generously so the
 	// buffer rarely grows.
@@ -70,10 +80,23 @@ func (t *Twin) appendJSON(b []byte) []byte {
 	} else {
 		b = append(b, t.alerts...)
 	}
-	b = append(b, `,"metadata":{"desired":`...)
+	b = append(b, `,"metadata":{`...)
+	if !t.alertsAt.IsZero() {
+		b = appendStamp(b, "alerts", t.alertsAt)
+		b = append(b, ',')
+	}
+	if !t.attrsAt.IsZero() {
+		b = appendStamp(b, "attributes", t.attrsAt)
+		b = append(b, ',')
+	}
+	b = append(b, `"desired":`...)
 	b = appendMeta(b, t.desired.meta)
 	b = append(b, `,"reported":`...)
 	b = appendMeta(b, t.reported.meta)
+	if !t.rollupAt.IsZero() {
+		b = append(b, ',')
+		b = appendStamp(b, "rollup", t.rollupAt)
+	}
 	return append(b, "}}"...)
 }
 
@@ -92,10 +115,14 @@ func appendSection(b []byte, s section) []byte {
 // UnmarshalJSON replaces the state of t with the document b, as written by
 // MarshalJSON; "delta" is ignored and recomputed. Absent members mean empty
 // (connection: "disconnected"); an absent or empty id or kind keeps the
-// current one. Metadata that does not match the structure of its section is
-// dropped. Sections may not hold members starting with '$' other than
-// "$version" at the top of desired and reported. On error t is unchanged
-// and the error wraps ErrMalformed or ErrReservedKey.
+// current one. "version" is taken as it is: documents written when live
+// state still moved it carry higher versions, and go on from there.
+// Metadata that does not match the structure of its section is dropped, as
+// is a "$lastUpdated" of rollup, alerts or attributes that is not an
+// RFC 3339 time (the time is then unknown). Sections may not hold members
+// starting with '$' other than "$version" at the top of desired and
+// reported. On error t is unchanged and the error wraps ErrMalformed or
+// ErrReservedKey.
 func (t *Twin) UnmarshalJSON(b []byte) error {
 	var w wireIn
 	if err := json.Unmarshal(b, &w); err != nil {
@@ -135,8 +162,33 @@ func (t *Twin) UnmarshalJSON(b []byte) error {
 		}
 		n.alerts = a
 	}
+	n.rollupAt = loadStamp(w.Metadata.Rollup)
+	n.alertsAt = loadStamp(w.Metadata.Alerts)
+	n.attrsAt = loadStamp(w.Metadata.Attributes)
 	*t = *n
 	return nil
+}
+
+// appendStamp appends the metadata member `"name":{"$lastUpdated":"…"}`.
+func appendStamp(b []byte, name string, at time.Time) []byte {
+	b = appendString(b, name)
+	b = append(b, `:{"$lastUpdated":`...)
+	b = appendTime(b, at)
+	return append(b, '}')
+}
+
+// loadStamp returns the "$lastUpdated" time of the decoded metadata object
+// v, in UTC, or the zero time if there is none that is an RFC 3339 time in
+// years 0000–9999.
+func loadStamp(v any) time.Time {
+	m, _ := v.(map[string]any)
+	s, _ := m["$lastUpdated"].(string)
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	at, _ = jsonTime(at)
+	return at
 }
 
 // loadSection checks a decoded section and, for desired and reported, takes

@@ -46,10 +46,13 @@ type Connection struct {
 // Change describes one accepted change, for events and persistence. When
 // Noop is true nothing changed and the version was not bumped.
 type Change struct {
-	// Version is the twin version after the change.
+	// Version is the twin version after the change. It is one more than
+	// before for a change of desired, reported, tags or the entity's
+	// attributes; for telemetry, connection, rollup and alerts (live state)
+	// and for a no-op it is the unchanged current version.
 	Version int64
-	// Section is what changed: "desired", "reported", "tags", "telemetry",
-	// "connection", "rollup" or "alerts".
+	// Section is what changed: "desired", "reported", "tags", "attributes",
+	// "telemetry", "connection", "rollup" or "alerts".
 	Section string
 	// SectionVersion is the $version of desired or reported after the
 	// change; 0 for other sections.
@@ -57,8 +60,9 @@ type Change struct {
 	// Data is what changed: for a patch, the smallest merge patch that has
 	// the same effect (members that changed nothing are left out); for
 	// telemetry, the points that changed as {"name":{"value":…,"ts":…}};
-	// for connection, rollup and alerts, the new value. It is nil when
-	// Noop is true. The caller owns it.
+	// for connection, rollup and alerts, the new value; for attributes,
+	// nil (they are kept outside the twin). It is nil when Noop is true.
+	// The caller owns it.
 	Data json.RawMessage
 	// Noop reports that nothing changed.
 	Noop bool
@@ -90,6 +94,10 @@ type Twin struct {
 	conn      Connection
 	rollup    map[string]any  // never nil, never mutated once stored
 	alerts    json.RawMessage // canonical JSON array, never mutated once stored
+	// When rollup, alerts and the entity's attributes last changed, in UTC;
+	// the zero time when unknown (never changed, or loaded from a document
+	// that did not say).
+	rollupAt, alertsAt, attrsAt time.Time
 }
 
 // New returns an empty twin at version 0: empty sections at $version 0, no
@@ -114,8 +122,10 @@ func (t *Twin) ID() string { return t.id }
 // Kind returns the entity kind ("device", "room", …).
 func (t *Twin) Kind() string { return t.kind }
 
-// Version returns the twin version, which rises by one on every change that
-// is not a no-op.
+// Version returns the twin version, the document's ETag. It rises by one on
+// every accepted change of desired, reported or tags (Patch) and of the
+// entity's attributes (AttributesChanged), and only then: telemetry,
+// connection, rollup and alerts are live state and leave it unchanged.
 func (t *Twin) Version() int64 { return t.version }
 
 // section returns the state of s, or nil for an unknown section.
@@ -165,8 +175,20 @@ func (t *Twin) Connection() Connection { return t.conn }
 // room, building or gateway.
 func (t *Twin) Rollup() map[string]any { return copyObject(t.rollup) }
 
+// RollupUpdated returns when the rollup last changed, in UTC; the zero time
+// if unknown.
+func (t *Twin) RollupUpdated() time.Time { return t.rollupAt }
+
 // Alerts returns a copy of the alerts, a JSON array.
 func (t *Twin) Alerts() json.RawMessage { return bytes.Clone(t.alerts) }
+
+// AlertsUpdated returns when the alerts last changed, in UTC; the zero time
+// if unknown.
+func (t *Twin) AlertsUpdated() time.Time { return t.alertsAt }
+
+// AttributesUpdated returns when the entity's attributes last changed (see
+// AttributesChanged), in UTC; the zero time if unknown.
+func (t *Twin) AttributesUpdated() time.Time { return t.attrsAt }
 
 // Delta returns the desired members whose value differs from reported.
 // Objects are compared member by member, recursively; a member absent from
@@ -256,13 +278,26 @@ func jsonKind(v any) string {
 	return "an object"
 }
 
+// AttributesChanged records that the entity's own attributes (its parent,
+// connectedVia, …), which the caller keeps outside the twin, changed at
+// now: the twin version rises by one, so that a client holding the old
+// ETag must re-read, and metadata.attributes.$lastUpdated becomes now (or
+// is left out if now is outside years 0000–9999). It is never a no-op: call
+// it only for an accepted change that altered an attribute. Change.Section
+// is "attributes" and Change.Data is nil.
+func (t *Twin) AttributesChanged(now time.Time) Change {
+	t.version++
+	t.attrsAt, _ = jsonTime(now)
+	return Change{Version: t.version, Section: "attributes"}
+}
+
 // SetTelemetry merges points into the last-known telemetry values, each
 // with timestamp ts. Values should be float64, bool or string (the caller
 // filters); other integer and float types become float64, nil values and
 // values JSON cannot represent (NaN, ±Inf) are ignored. A point whose value
 // and ts are both unchanged changes nothing; if no point changes, or ts is
 // outside years 0000–9999, the result is a no-op. Timestamps are stored in
-// UTC.
+// UTC. Telemetry is live state: it never changes the twin version.
 func (t *Twin) SetTelemetry(points map[string]any, ts time.Time) Change {
 	noop := Change{Version: t.version, Section: "telemetry", Noop: true}
 	ts, ok := jsonTime(ts)
@@ -297,13 +332,13 @@ func (t *Twin) SetTelemetry(points map[string]any, ts time.Time) Change {
 	for name, p := range changed {
 		t.telemetry[name] = p
 	}
-	t.version++
 	return Change{Version: t.version, Section: "telemetry", Data: data}
 }
 
 // SetConnection replaces the connection state; a no-op if c equals the
 // current state (Since compared as an instant). Since is stored in UTC, or
-// as the zero time if it is outside years 0000–9999.
+// as the zero time if it is outside years 0000–9999. The connection is live
+// state: it never changes the twin version.
 func (t *Twin) SetConnection(c Connection) Change {
 	c.State, c.Node = validString(c.State), validString(c.Node)
 	c.Since, _ = jsonTime(c.Since)
@@ -312,15 +347,16 @@ func (t *Twin) SetConnection(c Connection) Change {
 	}
 	data, _ := json.Marshal(c) // jsonTime made Since encodable
 	t.conn = c
-	t.version++
 	return Change{Version: t.version, Section: "connection", Data: data}
 }
 
-// SetRollup replaces the rollup with a copy of r (nil means empty); a no-op
-// if it is deep-equal to the current rollup. Values are stored as JSON
-// would decode them (integers become float64); members JSON cannot
-// represent are dropped.
-func (t *Twin) SetRollup(r map[string]any) Change {
+// SetRollup replaces the rollup with a copy of r (nil means empty) at time
+// now; a no-op if it is deep-equal to the current rollup. Values are stored
+// as JSON would decode them (integers become float64); members JSON cannot
+// represent are dropped. The rollup is live state: it never changes the
+// twin version; metadata.rollup.$lastUpdated records now instead (or is
+// left out if now is outside years 0000–9999).
+func (t *Twin) SetRollup(r map[string]any, now time.Time) Change {
 	n, _ := normalize(r)
 	m, _ := n.(map[string]any)
 	if m == nil {
@@ -331,21 +367,24 @@ func (t *Twin) SetRollup(r map[string]any) Change {
 	}
 	data, _ := json.Marshal(m) // normalized values always encode
 	t.rollup = m
-	t.version++
+	t.rollupAt, _ = jsonTime(now)
 	return Change{Version: t.version, Section: "rollup", Data: data}
 }
 
 // SetAlerts replaces the alerts with alerts, which must be a JSON array
-// (nil, empty or null mean []). It is a no-op if the array equals the
-// current one, or if alerts is not a JSON array (a caller bug: the twin is
-// left unchanged). The array is stored in a canonical encoding.
-func (t *Twin) SetAlerts(alerts json.RawMessage) Change {
+// (nil, empty or null mean []), at time now. It is a no-op if the array
+// equals the current one, or if alerts is not a JSON array (a caller bug:
+// the twin is left unchanged). The array is stored in a canonical encoding.
+// Alerts are live state: they never change the twin version;
+// metadata.alerts.$lastUpdated records now instead (or is left out if now
+// is outside years 0000–9999).
+func (t *Twin) SetAlerts(alerts json.RawMessage, now time.Time) Change {
 	canon, ok := canonicalArray(alerts)
 	if !ok || bytes.Equal(canon, t.alerts) {
 		return Change{Version: t.version, Section: "alerts", Noop: true}
 	}
 	t.alerts = canon
-	t.version++
+	t.alertsAt, _ = jsonTime(now)
 	return Change{Version: t.version, Section: "alerts", Data: bytes.Clone(canon)}
 }
 

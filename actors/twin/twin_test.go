@@ -3,6 +3,7 @@ package twin_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -322,8 +323,9 @@ func populated(t testing.TB) *twin.Twin {
 	mustPatch(t, tw, twin.Reported, `{"fan":"off","cfg":{"rate":5},"big":12345678901,"neg":-0.25}`, t2)
 	tw.SetTelemetry(map[string]any{"temp": 21.5, "on": true, "label": "x", "count": 3}, t2)
 	tw.SetConnection(twin.Connection{State: "connected", Since: t1, Node: "n1"})
-	tw.SetRollup(map[string]any{"devices": 3, "connected": 2.0, "by": map[string]any{"k": []any{1, "a"}}})
-	tw.SetAlerts(json.RawMessage(`[{"id":"a1","state":"active","severity":"major"}]`))
+	tw.SetRollup(map[string]any{"devices": 3, "connected": 2.0, "by": map[string]any{"k": []any{1, "a"}}}, t2)
+	tw.SetAlerts(json.RawMessage(`[{"id":"a1","state":"active","severity":"major"}]`), t1)
+	tw.AttributesChanged(t0)
 	return tw
 }
 
@@ -337,7 +339,7 @@ func TestRoundTrip(t *testing.T) {
 		{"after deletes", func(t testing.TB) *twin.Twin {
 			tw := populated(t)
 			mustPatch(t, tw, twin.Desired, `{"cfg":null,"fan":null}`, t2)
-			tw.SetAlerts(nil)
+			tw.SetAlerts(nil, t2)
 			tw.SetConnection(twin.Connection{State: "disconnected"})
 			return tw
 		}},
@@ -363,6 +365,11 @@ func TestRoundTrip(t *testing.T) {
 			if !reflect.DeepEqual(back.Telemetry(), tw.Telemetry()) || back.Connection() != tw.Connection() ||
 				!reflect.DeepEqual(back.Rollup(), tw.Rollup()) || string(back.Alerts()) != string(tw.Alerts()) {
 				t.Errorf("telemetry, connection, rollup or alerts differ after round trip")
+			}
+			if !back.RollupUpdated().Equal(tw.RollupUpdated()) || !back.AlertsUpdated().Equal(tw.AlertsUpdated()) ||
+				!back.AttributesUpdated().Equal(tw.AttributesUpdated()) {
+				t.Errorf("live-state or attribute times differ after round trip: %v %v %v",
+					back.RollupUpdated(), back.AlertsUpdated(), back.AttributesUpdated())
 			}
 			// A loaded twin goes on like the original.
 			c1 := mustPatch(t, tw, twin.Desired, `{"after":1}`, t2)
@@ -406,6 +413,46 @@ func TestUnmarshal(t *testing.T) {
 					t.Errorf("$versions = %d, %d", tw.SectionVersion(twin.Desired), tw.SectionVersion(twin.Reported))
 				}
 			}},
+		{"old document keeps its version", oldDoc, nil, func(t *testing.T, tw *twin.Twin) {
+			if tw.Version() != 12 || tw.SectionVersion(twin.Desired) != 1 {
+				t.Errorf("version %d, desired $version %d, want 12, 1", tw.Version(), tw.SectionVersion(twin.Desired))
+			}
+			if !tw.RollupUpdated().IsZero() || !tw.AlertsUpdated().IsZero() || !tw.AttributesUpdated().IsZero() {
+				t.Errorf("old document has live-state times: %v %v %v", tw.RollupUpdated(), tw.AlertsUpdated(), tw.AttributesUpdated())
+			}
+			jsonEq(t, member(t, tw, "metadata"), `{"desired":{"$lastUpdated":"2025-03-01T10:00:00Z","$lastUpdatedVersion":1,`+
+				`"a":{"$lastUpdated":"2025-03-01T10:00:00Z","$lastUpdatedVersion":1}},"reported":{}}`)
+			// It goes on from its version: live state leaves it, a patch
+			// adds one.
+			tw.SetTelemetry(map[string]any{"t": 2.0}, t1)
+			tw.SetConnection(twin.Connection{State: "disconnected", Since: t1})
+			tw.SetRollup(map[string]any{"devices": 2}, t1)
+			tw.SetAlerts(json.RawMessage(`[{"id":"x"}]`), t1)
+			if tw.Version() != 12 {
+				t.Errorf("version %d after live state, want 12", tw.Version())
+			}
+			if c := mustPatch(t, tw, twin.Desired, `{"a":2}`, t1); c.Version != 13 || c.SectionVersion != 2 {
+				t.Errorf("patch: %+v, want version 13, $version 2", c)
+			}
+		}},
+		{"live-state times loaded in UTC", `{"metadata":{"rollup":{"$lastUpdated":"2025-03-01T11:00:00+01:00"},` +
+			`"alerts":{"$lastUpdated":"2025-03-01T10:00:01.5Z","x":1},"attributes":{"$lastUpdated":"2025-03-01T10:00:02Z"}}}`, nil,
+			func(t *testing.T, tw *twin.Twin) {
+				if !tw.RollupUpdated().Equal(t0) || tw.RollupUpdated().Location() != time.UTC ||
+					!tw.AlertsUpdated().Equal(t1.Add(500*time.Millisecond)) || !tw.AttributesUpdated().Equal(t2) {
+					t.Errorf("times %v %v %v", tw.RollupUpdated(), tw.AlertsUpdated(), tw.AttributesUpdated())
+				}
+				jsonEq(t, member(t, tw, "metadata"), `{"alerts":{"$lastUpdated":"2025-03-01T10:00:01.5Z"},`+
+					`"attributes":{"$lastUpdated":"2025-03-01T10:00:02Z"},"desired":{},"reported":{},`+
+					`"rollup":{"$lastUpdated":"2025-03-01T10:00:00Z"}}`)
+			}},
+		{"bad live-state times dropped", `{"metadata":{"rollup":{"$lastUpdated":"yesterday"},"alerts":{"$lastUpdated":1},` +
+			`"attributes":[],"desired":null}}`, nil, func(t *testing.T, tw *twin.Twin) {
+			if !tw.RollupUpdated().IsZero() || !tw.AlertsUpdated().IsZero() || !tw.AttributesUpdated().IsZero() {
+				t.Errorf("times %v %v %v", tw.RollupUpdated(), tw.AlertsUpdated(), tw.AttributesUpdated())
+			}
+			jsonEq(t, member(t, tw, "metadata"), `{"desired":{},"reported":{}}`)
+		}},
 		{"metadata pruned to the section", `{"desired":{"a":{"b":1}},"metadata":{"desired":{"a":{"$lastUpdated":"x","$lastUpdatedVersion":1,"b":{},"gone":{}},"zz":{}}}}`, nil,
 			func(t *testing.T, tw *twin.Twin) {
 				jsonEq(t, member(t, tw, "metadata", "desired"), `{"a":{"$lastUpdated":"x","$lastUpdatedVersion":1,"b":{}}}`)
@@ -430,13 +477,23 @@ func TestUnmarshal(t *testing.T) {
 	}
 }
 
+// oldDoc is a twin document as written before live state stopped moving
+// the version: one desired patch and eleven changes of telemetry,
+// connection, rollup and alerts gave it version 12, and its metadata has
+// no live-state times.
+const oldDoc = `{"id":"d","kind":"device","version":12,"tags":{},"desired":{"$version":1,"a":1},` +
+	`"reported":{"$version":0},"delta":{"a":1},"telemetry":{"t":{"value":1,"ts":"2025-03-01T10:00:00Z"}},` +
+	`"connection":{"state":"connected","since":"2025-03-01T10:00:00Z","node":"n1"},"rollup":{"devices":1},` +
+	`"alerts":[{"id":"a"}],"metadata":{"desired":{"$lastUpdated":"2025-03-01T10:00:00Z","$lastUpdatedVersion":1,` +
+	`"a":{"$lastUpdated":"2025-03-01T10:00:00Z","$lastUpdatedVersion":1}},"reported":{}}}`
+
 func TestTelemetry(t *testing.T) {
 	type step struct {
 		points  map[string]any
 		ts      time.Time
 		noop    bool
 		data    string
-		version int64
+		version int64 // always 0: telemetry never moves the version
 	}
 	for _, tc := range []struct {
 		name  string
@@ -445,25 +502,25 @@ func TestTelemetry(t *testing.T) {
 	}{
 		{"first values", []step{
 			{map[string]any{"temp": 21.5, "on": true, "s": "x"}, t0, false,
-				`{"on":{"value":true,"ts":"2025-03-01T10:00:00Z"},"s":{"value":"x","ts":"2025-03-01T10:00:00Z"},"temp":{"value":21.5,"ts":"2025-03-01T10:00:00Z"}}`, 1},
+				`{"on":{"value":true,"ts":"2025-03-01T10:00:00Z"},"s":{"value":"x","ts":"2025-03-01T10:00:00Z"},"temp":{"value":21.5,"ts":"2025-03-01T10:00:00Z"}}`, 0},
 		}, `{"on":{"value":true,"ts":"2025-03-01T10:00:00Z"},"s":{"value":"x","ts":"2025-03-01T10:00:00Z"},"temp":{"value":21.5,"ts":"2025-03-01T10:00:00Z"}}`},
 		{"merge keeps other points", []step{
-			{map[string]any{"a": 1.0, "b": 2.0}, t0, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"},"b":{"value":2,"ts":"2025-03-01T10:00:00Z"}}`, 1},
-			{map[string]any{"b": 3.0}, t1, false, `{"b":{"value":3,"ts":"2025-03-01T10:00:01Z"}}`, 2},
+			{map[string]any{"a": 1.0, "b": 2.0}, t0, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"},"b":{"value":2,"ts":"2025-03-01T10:00:00Z"}}`, 0},
+			{map[string]any{"b": 3.0}, t1, false, `{"b":{"value":3,"ts":"2025-03-01T10:00:01Z"}}`, 0},
 		}, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"},"b":{"value":3,"ts":"2025-03-01T10:00:01Z"}}`},
 		{"same values and ts are a noop", []step{
-			{map[string]any{"a": 1.0}, t0, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"}}`, 1},
-			{map[string]any{"a": 1}, t0.In(time.FixedZone("x", 7200)), true, ``, 1},
-			{map[string]any{}, t1, true, ``, 1},
-			{nil, t1, true, ``, 1},
+			{map[string]any{"a": 1.0}, t0, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"}}`, 0},
+			{map[string]any{"a": 1}, t0.In(time.FixedZone("x", 7200)), true, ``, 0},
+			{map[string]any{}, t1, true, ``, 0},
+			{nil, t1, true, ``, 0},
 		}, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"}}`},
 		{"same value new ts changes", []step{
-			{map[string]any{"a": 1.0}, t0, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"}}`, 1},
-			{map[string]any{"a": 1.0}, t1, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:01Z"}}`, 2},
+			{map[string]any{"a": 1.0}, t0, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"}}`, 0},
+			{map[string]any{"a": 1.0}, t1, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:01Z"}}`, 0},
 		}, `{"a":{"value":1,"ts":"2025-03-01T10:00:01Z"}}`},
 		{"data holds only changed points", []step{
-			{map[string]any{"a": 1.0, "b": 2.0}, t0, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"},"b":{"value":2,"ts":"2025-03-01T10:00:00Z"}}`, 1},
-			{map[string]any{"a": 1.0, "b": 5.0}, t0, false, `{"b":{"value":5,"ts":"2025-03-01T10:00:00Z"}}`, 2},
+			{map[string]any{"a": 1.0, "b": 2.0}, t0, false, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"},"b":{"value":2,"ts":"2025-03-01T10:00:00Z"}}`, 0},
+			{map[string]any{"a": 1.0, "b": 5.0}, t0, false, `{"b":{"value":5,"ts":"2025-03-01T10:00:00Z"}}`, 0},
 		}, `{"a":{"value":1,"ts":"2025-03-01T10:00:00Z"},"b":{"value":5,"ts":"2025-03-01T10:00:00Z"}}`},
 		{"unrepresentable values ignored", []step{
 			{map[string]any{"nan": jsonNaN(), "nil": nil}, t0, true, ``, 0},
@@ -491,6 +548,7 @@ func jsonNaN() float64 {
 
 func TestConnection(t *testing.T) {
 	tw := twin.New("d", "device")
+	mustPatch(t, tw, twin.Desired, `{"a":1}`, t0) // version 1
 	for i, st := range []struct {
 		c    twin.Connection
 		noop bool
@@ -502,13 +560,12 @@ func TestConnection(t *testing.T) {
 		{twin.Connection{State: "connected", Since: t0, Node: "n2"}, false, `{"state":"connected","since":"2025-03-01T10:00:00Z","node":"n2"}`},
 		{twin.Connection{State: "disconnected", Since: t1}, false, `{"state":"disconnected","since":"2025-03-01T10:00:01Z"}`},
 	} {
-		before := tw.Version()
 		c := tw.SetConnection(st.c)
 		if c.Noop != st.noop || string(c.Data) != st.data || c.Section != "connection" {
 			t.Errorf("step %d: %+v data %s, want noop %v data %s", i, c, c.Data, st.noop, st.data)
 		}
-		if want := before + map[bool]int64{true: 0, false: 1}[st.noop]; c.Version != want || tw.Version() != want {
-			t.Errorf("step %d: version %d, want %d", i, c.Version, want)
+		if c.Version != 1 || tw.Version() != 1 {
+			t.Errorf("step %d: version %d (twin %d), want the unchanged 1", i, c.Version, tw.Version())
 		}
 	}
 	jsonEq(t, member(t, tw, "connection"), `{"state":"disconnected","since":"2025-03-01T10:00:01Z"}`)
@@ -516,6 +573,9 @@ func TestConnection(t *testing.T) {
 
 func TestRollup(t *testing.T) {
 	tw := twin.New("b", "building")
+	if got := member(t, tw, "metadata"); got.(map[string]any)["rollup"] != nil {
+		t.Errorf("new twin has a rollup time: %v", got)
+	}
 	for i, st := range []struct {
 		r    map[string]any
 		noop bool
@@ -530,14 +590,29 @@ func TestRollup(t *testing.T) {
 		{map[string]any{"devices": 4.0, "by": map[string]any{"room": 2}}, true, ``},
 		{nil, false, `{}`},
 	} {
-		before := tw.Version()
-		c := tw.SetRollup(st.r)
+		now := t0.Add(time.Duration(i) * time.Minute)
+		before := tw.RollupUpdated()
+		c := tw.SetRollup(st.r, now)
 		if c.Noop != st.noop || string(c.Data) != st.data || c.Section != "rollup" {
 			t.Errorf("step %d: %+v data %s, want noop %v data %s", i, c, c.Data, st.noop, st.data)
 		}
-		if want := before + map[bool]int64{true: 0, false: 1}[st.noop]; c.Version != want {
-			t.Errorf("step %d: version %d, want %d", i, c.Version, want)
+		if c.Version != 0 || tw.Version() != 0 {
+			t.Errorf("step %d: version %d (twin %d), want the unchanged 0", i, c.Version, tw.Version())
 		}
+		want := now
+		if st.noop {
+			want = before
+		}
+		if got := tw.RollupUpdated(); !got.Equal(want) {
+			t.Errorf("step %d: rollup updated %v, want %v", i, got, want)
+		}
+	}
+	// The last change was step 7, at t0+7m.
+	jsonEq(t, member(t, tw, "metadata", "rollup"), `{"$lastUpdated":"2025-03-01T10:07:00Z"}`)
+	// A time JSON cannot hold is unknown: left out of the document.
+	tw.SetRollup(map[string]any{"devices": 1}, time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC))
+	if got := member(t, tw, "metadata"); got.(map[string]any)["rollup"] != nil || !tw.RollupUpdated().IsZero() {
+		t.Errorf("metadata %v, rollup updated %v, want no rollup time", got, tw.RollupUpdated())
 	}
 }
 
@@ -558,21 +633,165 @@ func TestAlerts(t *testing.T) {
 		{`[{"id":"a","sev":"minor"}]`, false, `[{"id":"a","sev":"minor"}]`},
 		{``, false, `[]`},
 	} {
-		before := tw.Version()
+		now := t0.Add(time.Duration(i) * time.Minute)
+		before := tw.AlertsUpdated()
 		var raw json.RawMessage
 		if st.a != "" {
 			raw = json.RawMessage(st.a)
 		}
-		c := tw.SetAlerts(raw)
+		c := tw.SetAlerts(raw, now)
 		if c.Noop != st.noop || string(c.Data) != st.data || c.Section != "alerts" {
 			t.Errorf("step %d: %+v data %s, want noop %v data %s", i, c, c.Data, st.noop, st.data)
 		}
-		if want := before + map[bool]int64{true: 0, false: 1}[st.noop]; c.Version != want {
-			t.Errorf("step %d: version %d, want %d", i, c.Version, want)
+		if c.Version != 0 || tw.Version() != 0 {
+			t.Errorf("step %d: version %d (twin %d), want the unchanged 0", i, c.Version, tw.Version())
+		}
+		want := now
+		if st.noop {
+			want = before
+		}
+		if got := tw.AlertsUpdated(); !got.Equal(want) {
+			t.Errorf("step %d: alerts updated %v, want %v", i, got, want)
 		}
 	}
 	if got := member(t, tw, "alerts"); !reflect.DeepEqual(got, []any{}) {
 		t.Errorf("alerts = %#v, want []", got)
+	}
+	// The last change was step 8, at t0+8m.
+	jsonEq(t, member(t, tw, "metadata", "alerts"), `{"$lastUpdated":"2025-03-01T10:08:00Z"}`)
+}
+
+func TestAttributesChanged(t *testing.T) {
+	tw := twin.New("d", "device")
+	mustPatch(t, tw, twin.Desired, `{"a":1}`, t0)
+	local := time.Date(2025, 3, 1, 12, 0, 0, 5, time.FixedZone("x", 7200))
+	for i := range 3 {
+		before := doc(t, tw)
+		c := tw.AttributesChanged(local.Add(time.Duration(i) * time.Second))
+		want := int64(2 + i)
+		if !reflect.DeepEqual(c, twin.Change{Version: want, Section: "attributes"}) || tw.Version() != want {
+			t.Errorf("step %d: change %+v, twin version %d, want version %d", i, c, tw.Version(), want)
+		}
+		if doc(t, tw) == before {
+			t.Errorf("step %d: document unchanged", i)
+		}
+	}
+	if got := tw.AttributesUpdated(); !got.Equal(local.Add(2*time.Second)) || got.Location() != time.UTC {
+		t.Errorf("attributes updated %v", got)
+	}
+	jsonEq(t, member(t, tw, "metadata", "attributes"), `{"$lastUpdated":"2025-03-01T10:00:02.000000005Z"}`)
+	// Desired and reported are not touched.
+	if tw.SectionVersion(twin.Desired) != 1 || tw.SectionVersion(twin.Reported) != 0 {
+		t.Errorf("$versions %d, %d", tw.SectionVersion(twin.Desired), tw.SectionVersion(twin.Reported))
+	}
+	// A time JSON cannot hold still bumps the version; the time is unknown.
+	tw.AttributesChanged(time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))
+	if tw.Version() != 5 || !tw.AttributesUpdated().IsZero() || member(t, tw, "metadata").(map[string]any)["attributes"] != nil {
+		t.Errorf("out-of-range time: version %d, updated %v", tw.Version(), tw.AttributesUpdated())
+	}
+	roundTrip(t, doc(t, tw))
+}
+
+// TestVersionSemantics holds the twin to CONTRACT section 4: version (the
+// ETag) rises by exactly one on an accepted change of desired, reported,
+// tags or the entity's attributes, and not at all on live state
+// (telemetry, connection, rollup, alerts) or on a no-op.
+func TestVersionSemantics(t *testing.T) {
+	patch := func(s twin.Section, p string) func(*twin.Twin) (twin.Change, error) {
+		return func(tw *twin.Twin) (twin.Change, error) { return tw.Patch(s, []byte(p), t2, lim) }
+	}
+	live := func(f func(*twin.Twin) twin.Change) func(*twin.Twin) (twin.Change, error) {
+		return func(tw *twin.Twin) (twin.Change, error) { return f(tw), nil }
+	}
+	later := t2.Add(time.Hour)
+	for _, tc := range []struct {
+		name    string
+		apply   func(*twin.Twin) (twin.Change, error)
+		section string
+		bump    int64
+		noop    bool
+	}{
+		{"desired", patch(twin.Desired, `{"fan":"off","cfg":{"rate":6,"x":{"y":1}},"u":null}`), "desired", 1, false},
+		{"reported", patch(twin.Reported, `{"fan":"on","neg":null,"n":{"a":1,"b":[1]}}`), "reported", 1, false},
+		{"tags", patch(twin.Tags, `{"site":"b","floor":{"n":3},"new":true}`), "tags", 1, false},
+		{"desired noop", patch(twin.Desired, `{"fan":"on","cfg":{"rate":5}}`), "desired", 0, true},
+		{"reported noop", patch(twin.Reported, `{"gone":null}`), "reported", 0, true},
+		{"tags noop", patch(twin.Tags, `{}`), "tags", 0, true},
+		{"attributes", live(func(tw *twin.Twin) twin.Change { return tw.AttributesChanged(later) }), "attributes", 1, false},
+		{"telemetry", live(func(tw *twin.Twin) twin.Change {
+			return tw.SetTelemetry(map[string]any{"temp": 22.0, "new": "x"}, later)
+		}), "telemetry", 0, false},
+		{"telemetry noop", live(func(tw *twin.Twin) twin.Change {
+			return tw.SetTelemetry(map[string]any{"temp": 21.5}, t2)
+		}), "telemetry", 0, true},
+		{"connect", live(func(tw *twin.Twin) twin.Change {
+			return tw.SetConnection(twin.Connection{State: "connected", Since: later, Node: "n2"})
+		}), "connection", 0, false},
+		{"disconnect", live(func(tw *twin.Twin) twin.Change {
+			return tw.SetConnection(twin.Connection{State: "disconnected", Since: later})
+		}), "connection", 0, false},
+		{"connection noop", live(func(tw *twin.Twin) twin.Change {
+			return tw.SetConnection(twin.Connection{State: "connected", Since: t1, Node: "n1"})
+		}), "connection", 0, true},
+		{"rollup", live(func(tw *twin.Twin) twin.Change {
+			return tw.SetRollup(map[string]any{"devices": 4}, later)
+		}), "rollup", 0, false},
+		{"rollup noop", live(func(tw *twin.Twin) twin.Change { return tw.SetRollup(tw.Rollup(), later) }), "rollup", 0, true},
+		{"alerts", live(func(tw *twin.Twin) twin.Change { return tw.SetAlerts(nil, later) }), "alerts", 0, false},
+		{"alerts noop", live(func(tw *twin.Twin) twin.Change { return tw.SetAlerts(tw.Alerts(), later) }), "alerts", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tw := populated(t)
+			before := doc(t, tw)
+			v, dv, rv := tw.Version(), tw.SectionVersion(twin.Desired), tw.SectionVersion(twin.Reported)
+			c, err := tc.apply(tw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Section != tc.section || c.Noop != tc.noop {
+				t.Errorf("change %+v, want section %s noop %v", c, tc.section, tc.noop)
+			}
+			want := v + tc.bump
+			if c.Version != want || tw.Version() != want || member(t, tw, "version") != float64(want) {
+				t.Errorf("version %d (twin %d, document %v), want %d", c.Version, tw.Version(), member(t, tw, "version"), want)
+			}
+			// $version moves with its section, once per patch.
+			wantDV, wantRV := dv, rv
+			switch {
+			case tc.section == "desired" && !tc.noop:
+				wantDV++
+			case tc.section == "reported" && !tc.noop:
+				wantRV++
+			}
+			if tw.SectionVersion(twin.Desired) != wantDV || tw.SectionVersion(twin.Reported) != wantRV {
+				t.Errorf("$versions %d, %d, want %d, %d", tw.SectionVersion(twin.Desired), tw.SectionVersion(twin.Reported), wantDV, wantRV)
+			}
+			if changed := doc(t, tw) != before; changed == tc.noop {
+				t.Errorf("document changed: %v, want %v", changed, !tc.noop)
+			}
+		})
+	}
+}
+
+// TestIfMatchSurvivesLiveState is the scenario of CONTRACT section 4: a
+// client reads the twin, the device sends telemetry, reconnects and the
+// rollup and alerts move; the version the client read still matches.
+func TestIfMatchSurvivesLiveState(t *testing.T) {
+	tw := populated(t)
+	etag := tw.Version()
+	for i := range 10 {
+		at := t2.Add(time.Duration(i+1) * time.Second)
+		tw.SetTelemetry(map[string]any{"temp": 20.0 + float64(i)}, at)
+		tw.SetConnection(twin.Connection{State: []string{"disconnected", "connected"}[i%2], Since: at, Node: "n1"})
+		tw.SetRollup(map[string]any{"devices": i}, at)
+		tw.SetAlerts(json.RawMessage(fmt.Sprintf(`[{"id":"a%d"}]`, i)), at)
+	}
+	if tw.Version() != etag {
+		t.Fatalf("version %d after live-state changes, want the read %d", tw.Version(), etag)
+	}
+	c := mustPatch(t, tw, twin.Desired, `{"fan":"auto"}`, t2)
+	if c.Version != etag+1 {
+		t.Errorf("patch after live state: version %d, want %d", c.Version, etag+1)
 	}
 }
 
@@ -606,9 +825,9 @@ func TestIsolation(t *testing.T) {
 		tw2 := tw.Clone()
 		tw2.SetTelemetry(tel, t2)
 		roll := map[string]any{"nested": map[string]any{"n": 1.0}}
-		tw2.SetRollup(roll)
+		tw2.SetRollup(roll, t2)
 		alerts := json.RawMessage(`[1]`)
-		tw2.SetAlerts(alerts)
+		tw2.SetAlerts(alerts, t2)
 		want := doc(t, tw2)
 		tel["x"] = 2.0
 		roll["nested"].(map[string]any)["n"] = 2.0
@@ -624,8 +843,9 @@ func TestIsolation(t *testing.T) {
 		mustPatch(t, c, twin.Tags, `{"floor":{"n":3}}`, t2)
 		c.SetTelemetry(map[string]any{"temp": 30.0}, t2.Add(time.Hour))
 		c.SetConnection(twin.Connection{State: "disconnected"})
-		c.SetRollup(nil)
-		c.SetAlerts(nil)
+		c.SetRollup(nil, t2)
+		c.SetAlerts(nil, t2)
+		c.AttributesChanged(t2)
 		if doc(t, tw) != before {
 			t.Errorf("original changed through a clone")
 		}
@@ -645,6 +865,14 @@ func TestZeroTwin(t *testing.T) {
 	doc(t, &tw)
 	mustPatch(t, &tw, twin.Reported, `{"a":"b"}`, t0)
 	tw.SetTelemetry(map[string]any{"x": 1.0}, t0)
+	tw.SetConnection(twin.Connection{State: "connected", Since: t0})
+	tw.SetRollup(map[string]any{"n": 1}, t0)
+	tw.SetAlerts(json.RawMessage(`[1]`), t0)
+	roundTrip(t, doc(t, &tw))
+	if tw.Version() != 1 {
+		t.Errorf("version %d, want 1", tw.Version())
+	}
+	tw.AttributesChanged(t1)
 	roundTrip(t, doc(t, &tw))
 	if tw.Version() != 2 {
 		t.Errorf("version %d, want 2", tw.Version())
