@@ -101,12 +101,12 @@ func TestRESTContract(t *testing.T) {
 		c.MustDo(t, "PUT", "/api/v1/entities/f1", `{"kind":"floor","parent":"b1"}`, 201)
 		c.MustDo(t, "PUT", "/api/v1/entities/r1", `{"kind":"room","parent":"f1"}`, 201)
 		c.MustDo(t, "PUT", "/api/v1/entities/gw1", `{"kind":"gateway","parent":"r1"}`, 201)
-		var ent persistence.Entity
+		var ent api.Entity
 		_ = json.Unmarshal(c.MustDo(t, "GET", "/api/v1/entities/b1", nil, 200), &ent)
 		if ent.Tags["city"] != "Bergen" {
 			t.Fatalf("entity %+v", ent)
 		}
-		var list struct{ Items []persistence.Entity }
+		var list struct{ Items []api.Entity }
 		_ = json.Unmarshal(c.MustDo(t, "GET", "/api/v1/entities/b1/children", nil, 200), &list)
 		if len(list.Items) != 1 || list.Items[0].ID != "f1" {
 			t.Fatalf("children %+v", list)

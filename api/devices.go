@@ -2,13 +2,12 @@ package api
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors"
-	"github.com/twinmesh/twinmesh/persistence"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 )
 
 // Methods invokes direct methods on connected devices. It returns
@@ -42,14 +41,14 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 		timeout = *b.TimeoutSeconds
 	}
 	if timeout < 5 || timeout > 300 {
-		return badRequest("timeoutSeconds must be between 5 and 300")
+		return errcode.New(errcode.BadRequest, "timeoutSeconds must be between 5 and 300")
 	}
 	id := r.PathValue("id")
 	if _, err := s.sys.Identity(r.Context(), id); err != nil {
 		return err
 	}
 	if s.cfg.Methods == nil {
-		return &Error{Status: http.StatusNotFound, Code: "not_connected", Message: "no protocol adapter is running on this node"}
+		return errcode.New(errcode.NotConnected, "no protocol adapter is running on this node")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(timeout)*time.Second)
 	defer cancel()
@@ -75,40 +74,13 @@ type messageBody struct {
 	Properties map[string]string `json:"properties"`
 }
 
-// messageOut is a cloud-to-device message as the API shows it: the payload
-// as JSON when it is JSON, else as base64 in payloadBase64.
-type messageOut struct {
-	ID            string            `json:"messageId"`
-	State         string            `json:"state"`
-	Payload       json.RawMessage   `json:"payload,omitempty"`
-	PayloadBase64 string            `json:"payloadBase64,omitempty"`
-	Properties    map[string]string `json:"properties,omitempty"`
-	EnqueuedAt    time.Time         `json:"enqueuedAt"`
-	ExpiresAt     time.Time         `json:"expiresAt"`
-	DeliveredAt   *time.Time        `json:"deliveredAt,omitempty"`
-}
-
-func messageView(m persistence.InboxMessage) messageOut {
-	o := messageOut{ID: m.ID, State: m.State, Properties: m.Properties, EnqueuedAt: m.EnqueuedAt, ExpiresAt: m.ExpiresAt}
-	if json.Valid(m.Payload) {
-		o.Payload = m.Payload
-	} else {
-		o.PayloadBase64 = base64.StdEncoding.EncodeToString(m.Payload)
-	}
-	if !m.DeliveredAt.IsZero() {
-		t := m.DeliveredAt
-		o.DeliveredAt = &t
-	}
-	return o
-}
-
 func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	var b messageBody
 	if err := decode(r, &b); err != nil {
 		return err
 	}
 	if len(b.Payload) == 0 {
-		return badRequest("payload is required")
+		return errcode.New(errcode.BadRequest, "payload is required")
 	}
 	payload := []byte(b.Payload)
 	// A JSON string payload is sent as its text, so a device gets "hello",
@@ -131,11 +103,11 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]messageOut, 0, len(msgs))
+	out := make([]Message, 0, len(msgs))
 	for _, m := range msgs {
 		out = append(out, messageView(m))
 	}
-	writeJSON(w, 200, items[messageOut]{Items: out})
+	writeJSON(w, 200, items[Message]{Items: out})
 	return nil
 }
 

@@ -3,6 +3,13 @@
 // and the mount points of the dashboard WebSocket hub (package api/ws) and
 // the embedded dashboard (package api/dashboard).
 //
-// Handlers translate HTTP to calls on the actor layer and map its sentinel
-// errors to statuses; they hold no state of their own.
+// Handlers translate HTTP to calls on the actor layer and hold no state of
+// their own. They answer with the package's own response types (Entity,
+// Device, Message, TelemetryRecord), never with the store's records, so
+// how something is stored does not leak onto the wire.
+//
+// Errors carry an errcode.Code; [ErrorOf] is the one mapping from an error
+// to an HTTP status and the {"code","message"} body, used by REST and by
+// the WebSocket hub (package api/ws) alike. Errors the handlers make
+// themselves are errcode.New errors, never local sentinels.
 package api

@@ -6,62 +6,47 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 )
 
-// Error is the JSON error body of every failed request:
-// {"error":{"code":"...","message":"..."}}.
-type Error struct {
-	Status  int    `json:"-"`
+// ErrorBody is the error object of every failed request, REST and
+// WebSocket alike (CONTRACT sections 2 and 6): {"code":"...","message":"..."}.
+// Code is the public name of an errcode.Code ("not_found", …).
+type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
 
-func (e *Error) Error() string { return e.Message }
-
-// ErrorCode returns the machine-readable code (used by the WebSocket hub).
-func (e *Error) ErrorCode() string { return e.Code }
-
-// errorFrom maps the actor layer's sentinels to statuses and codes.
-func errorFrom(err error) *Error {
-	var ae *Error
-	if errors.As(err, &ae) {
-		return ae
-	}
-	table := []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{actors.ErrNotFound, http.StatusNotFound, "not_found"},
-		{actors.ErrBadRequest, http.StatusBadRequest, "bad_request"},
-		{actors.ErrConflict, http.StatusConflict, "conflict"},
-		{actors.ErrPrecondition, http.StatusPreconditionFailed, "precondition_failed"},
-		{actors.ErrTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
-		{actors.ErrThrottled, http.StatusTooManyRequests, "throttled"},
-		{actors.ErrNotConnected, http.StatusNotFound, "not_connected"},
-		{actors.ErrTimeout, http.StatusGatewayTimeout, "timeout"},
-		{actors.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
-		{context.DeadlineExceeded, http.StatusGatewayTimeout, "timeout"},
-		{context.Canceled, http.StatusServiceUnavailable, "canceled"},
-	}
-	for _, t := range table {
-		if errors.Is(err, t.err) {
-			return &Error{Status: t.status, Code: t.code, Message: err.Error()}
+// ErrorOf is the one mapping from an error to what HTTP and WebSocket
+// clients read: the status of its errcode.Code and its body. The code is
+// the public one (a fenced grain reads as "unavailable"); the message is
+// the error's text, used once, never prefixed again with the code's name.
+//
+// An error without a code is internal, except a context's own errors: a
+// deadline that passed is a timeout, a cancelled request (the client went
+// away, the node is stopping) is unavailable.
+func ErrorOf(err error) (status int, body ErrorBody) {
+	c := errcode.Of(err)
+	if c == errcode.Internal {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			c = errcode.Timeout
+		case errors.Is(err, context.Canceled):
+			c = errcode.Unavailable
 		}
 	}
-	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+	c = c.PublicCode()
+	return c.HTTPStatus(), ErrorBody{Code: c.String(), Message: errcode.Message(err)}
 }
 
-func badRequest(msg string) *Error {
-	return &Error{Status: http.StatusBadRequest, Code: "bad_request", Message: msg}
-}
-
+// writeError writes err as the JSON error of CONTRACT section 2.
 func writeError(w http.ResponseWriter, err error) {
-	e := errorFrom(err)
+	status, body := ErrorOf(err)
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(e.Status)
-	_ = json.NewEncoder(w).Encode(map[string]*Error{"error": e})
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error ErrorBody `json:"error"`
+	}{body})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,15 +9,9 @@ import (
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/persistence"
 )
-
-func asMaxBytes(err error, target **http.MaxBytesError) bool { return errors.As(err, target) }
-
-type items[T any] struct {
-	Items []T    `json:"items"`
-	Next  string `json:"next,omitempty"`
-}
 
 func (s *Server) putEntity(w http.ResponseWriter, r *http.Request) error {
 	var spec actors.EntitySpec
@@ -33,7 +26,7 @@ func (s *Server) putEntity(w http.ResponseWriter, r *http.Request) error {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, ent)
+	writeJSON(w, status, entityView(ent))
 	return nil
 }
 
@@ -42,7 +35,7 @@ func (s *Server) getEntity(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, ent)
+	writeJSON(w, 200, entityView(ent))
 	return nil
 }
 
@@ -61,7 +54,7 @@ func (s *Server) children(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, items[persistence.Entity]{Items: nonNil(list)})
+	writeJSON(w, 200, items[Entity]{Items: entityViews(list)})
 	return nil
 }
 
@@ -70,15 +63,8 @@ func (s *Server) tree(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, items[persistence.Entity]{Items: nonNil(list)})
+	writeJSON(w, 200, items[Entity]{Items: entityViews(list)})
 	return nil
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
 }
 
 func filterFrom(r *http.Request) (persistence.EntityFilter, string, int, error) {
@@ -96,7 +82,7 @@ func filterFrom(r *http.Request) (persistence.EntityFilter, string, int, error) 
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 {
-			return f, "", 0, badRequest("limit must be a positive integer")
+			return f, "", 0, errcode.New(errcode.BadRequest, "limit must be a positive integer")
 		}
 		limit = n
 	}
@@ -115,34 +101,23 @@ func (s *Server) listEntities(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, items[persistence.Entity]{Items: nonNil(list), Next: next})
+	writeJSON(w, 200, items[Entity]{Items: entityViews(list), Next: next})
 	return nil
 }
 
-// deviceBody is the optional body of PUT /devices/{id}.
-type deviceBody struct {
-	actors.EntitySpec
-}
-
-type deviceOut struct {
-	ID           string `json:"id"`
-	PrimaryKey   string `json:"primaryKey"`
-	SecondaryKey string `json:"secondaryKey"`
-	Status       string `json:"status"`
-}
-
-func identityOut(i persistence.Identity) deviceOut {
-	return deviceOut{ID: i.DeviceID, PrimaryKey: i.PrimaryKey, SecondaryKey: i.SecondaryKey, Status: i.Status}
-}
-
+// putDevice registers a device identity; its body, an entity spec, is
+// optional.
 func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) error {
-	var b deviceBody
-	if r.ContentLength != 0 {
-		if err := decode(r, &b); err != nil && !isEmptyBody(err) {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var spec actors.EntitySpec
+	if len(body) > 0 {
+		if err := unmarshal(body, &spec); err != nil {
 			return err
 		}
 	}
-	spec := b.EntitySpec
 	idn, created, err := s.sys.RegisterDevice(r.Context(), r.PathValue("id"), spec.Kind, &spec)
 	if err != nil {
 		return err
@@ -151,13 +126,8 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) error {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, identityOut(idn))
+	writeJSON(w, status, deviceView(idn))
 	return nil
-}
-
-func isEmptyBody(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && strings.HasPrefix(e.Message, "empty body")
 }
 
 func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
@@ -165,7 +135,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, identityOut(idn))
+	writeJSON(w, 200, deviceView(idn))
 	return nil
 }
 
@@ -180,19 +150,19 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, identityOut(idn))
+	writeJSON(w, 200, deviceView(idn))
 	return nil
 }
 
 func (s *Server) deviceToken(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.SignToken == nil {
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "token minting is not configured"}
+		return errcode.New(errcode.NotFound, "token minting is not configured")
 	}
 	ttl := time.Hour
 	if v := r.URL.Query().Get("ttl"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 365*24*3600 {
-			return badRequest("ttl must be seconds between 1 and 31536000")
+			return errcode.New(errcode.BadRequest, "ttl must be seconds between 1 and 31536000")
 		}
 		ttl = time.Duration(n) * time.Second
 	}
@@ -233,7 +203,7 @@ func parseIfMatch(h string) (*int64, error) {
 	h = strings.TrimPrefix(h, "W/")
 	v, err := strconv.ParseInt(strings.Trim(h, `"`), 10, 64)
 	if err != nil || v < 0 {
-		return nil, badRequest("If-Match must be a twin version such as \"7\"")
+		return nil, errcode.New(errcode.BadRequest, `If-Match must be a twin version such as "7"`)
 	}
 	return &v, nil
 }
@@ -249,7 +219,7 @@ func (s *Server) patchTwin(w http.ResponseWriter, r *http.Request) error {
 	}
 	for k := range raw {
 		if k != "desired" && k != "tags" {
-			return badRequest(fmt.Sprintf("a twin patch may change \"desired\" and \"tags\" only, not %q", k))
+			return errcode.New(errcode.BadRequest, `a twin patch may change "desired" and "tags" only, not %q`, k)
 		}
 	}
 	doc, v, err := s.sys.PatchTwin(r.Context(), r.PathValue("id"), actors.PatchBody{Desired: raw["desired"], Tags: raw["tags"]}, ifv)
@@ -280,7 +250,7 @@ func parseTime(name, v string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return t, badRequest(name + " must be an RFC 3339 time")
+		return t, errcode.New(errcode.BadRequest, "%s must be an RFC 3339 time", name)
 	}
 	return t, nil
 }
@@ -298,7 +268,7 @@ func (s *Server) telemetry(w http.ResponseWriter, r *http.Request) error {
 	limit := 0
 	if l := q.Get("limit"); l != "" {
 		if limit, err = strconv.Atoi(l); err != nil || limit < 1 || limit > 10000 {
-			return badRequest("limit must be between 1 and 10000")
+			return errcode.New(errcode.BadRequest, "limit must be between 1 and 10000")
 		}
 	}
 	recs, err := s.sys.TelemetryHistory(r.Context(), r.PathValue("id"),
@@ -306,7 +276,7 @@ func (s *Server) telemetry(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, items[persistence.TelemetryRecord]{Items: nonNil(recs)})
+	writeJSON(w, 200, items[TelemetryRecord]{Items: telemetryViews(recs)})
 	return nil
 }
 

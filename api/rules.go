@@ -2,10 +2,10 @@ package api
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/actors/rules"
 )
 
@@ -31,13 +31,12 @@ func alertID(r *http.Request) string {
 }
 
 func (s *Server) putRule(w http.ResponseWriter, r *http.Request) error {
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
-		var raw json.RawMessage
-		return decode(r, &raw) // reports 413 the same way as other bodies
+		return err
 	}
 	if !json.Valid(body) {
-		return badRequest("malformed JSON rule")
+		return errcode.New(errcode.BadRequest, "malformed JSON rule")
 	}
 	doc, created, err := s.sys.PutRule(r.Context(), r.PathValue("id"), body)
 	if err != nil {
@@ -82,7 +81,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) error {
 	switch st := q.Get("state"); st {
 	case "", rules.StateActive, rules.StateAcknowledged, rules.StateCleared:
 	default:
-		return badRequest("state must be active, acknowledged or cleared")
+		return errcode.New(errcode.BadRequest, "state must be active, acknowledged or cleared")
 	}
 	list, err := s.sys.Alerts(r.Context(), actors.AlertFilter{State: q.Get("state"), Under: q.Get("under")})
 	if err != nil {

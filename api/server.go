@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 )
 
 // Config configures the HTTP handler.
@@ -106,7 +108,7 @@ func (s *Server) routes() {
 	s.deviceRoutes(h)
 	s.ruleRoutes(h)
 	s.mux.Handle("/api/", s.instrument("unknown", a(handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path}
+		return errcode.New(errcode.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, 200, map[string]string{"status": "ok"})
@@ -175,7 +177,7 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.Authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="twinmesh"`)
-			writeError(w, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or invalid bearer token"})
+			writeError(w, errcode.New(errcode.Unauthorized, "missing or invalid bearer token"))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -187,31 +189,45 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if s.cfg.Ready != nil {
 		err = s.cfg.Ready()
 	} else if !s.sys.Ready() {
-		err = fmt.Errorf("actor system not ready")
+		err = errors.New("actor system not ready")
 	}
 	if err != nil {
-		writeError(w, &Error{Status: http.StatusServiceUnavailable, Code: "not_ready", Message: err.Error()})
+		writeError(w, errcode.Wrap(errcode.Unavailable, err))
 		return
 	}
 	writeJSON(w, 200, map[string]string{"status": "ready"})
 }
 
-// decode reads a JSON body into v: 413 over MaxBody, 400 on malformed JSON
-// or trailing data.
-func decode(r *http.Request, v any) error {
+// readBody reads a request body: 413 over MaxBody, 400 when it cannot be
+// read. An empty body is not an error here.
+func readBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if asMaxBytes(err, &mbe) {
-			return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
+		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, errcode.New(errcode.TooLarge, "request body over %d bytes", mbe.Limit)
 		}
-		return badRequest("read body: " + err.Error())
+		return nil, errcode.New(errcode.BadRequest, "read body: %v", err)
+	}
+	return body, nil
+}
+
+// decode reads a JSON body into v: 413 over MaxBody, 400 on an empty body,
+// malformed JSON or trailing data.
+func decode(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
 	}
 	if len(body) == 0 {
-		return badRequest("empty body: a JSON document is required")
+		return errcode.New(errcode.BadRequest, "empty body: a JSON document is required")
 	}
+	return unmarshal(body, v)
+}
+
+// unmarshal decodes a JSON document read with readBody; 400 when malformed.
+func unmarshal(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
-		return badRequest("malformed JSON: " + err.Error())
+		return errcode.New(errcode.BadRequest, "malformed JSON: %v", err)
 	}
 	return nil
 }
