@@ -39,8 +39,9 @@ func ErrorOf(err error) (status int, body ErrorBody) {
 	return c.HTTPStatus(), ErrorBody{Code: c.String(), Message: errcode.Message(err)}
 }
 
-// writeError writes err as the JSON error of CONTRACT section 2.
-func writeError(w http.ResponseWriter, err error) {
+// WriteError writes err as the JSON error of CONTRACT section 2, with the
+// status and body of [ErrorOf].
+func WriteError(w http.ResponseWriter, err error) {
 	status, body := ErrorOf(err)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

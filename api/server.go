@@ -45,12 +45,14 @@ type Config struct {
 
 // Server is the HTTP handler of a node.
 type Server struct {
-	cfg      Config
-	sys      *actors.System
-	log      *slog.Logger
-	mux      *http.ServeMux
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	cfg Config
+	sys *actors.System
+	log *slog.Logger
+	mux *http.ServeMux
+	// authorized is Authorizer(cfg.Token).
+	authorized func(r *http.Request) bool
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
 }
 
 // New builds the handler.
@@ -67,7 +69,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, sys: cfg.System, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, sys: cfg.System, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux(),
+		authorized: Authorizer(cfg.Token)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "twinmesh_http_requests_total", Help: "HTTP requests by route and status.",
 	}, []string{"route", "status"})
@@ -129,7 +132,7 @@ type handlerFunc func(http.ResponseWriter, *http.Request) error
 
 func (f handlerFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := f(w, r); err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 	}
 }
 
@@ -161,23 +164,33 @@ func (s *Server) instrument(route string, next http.Handler) http.Handler {
 	})
 }
 
-// Authorized reports whether r carries the admin token, as a bearer header
-// or (for WebSocket clients that cannot set headers) an access_token query.
-func (s *Server) Authorized(r *http.Request) bool {
-	tok := ""
-	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
-		tok = strings.TrimPrefix(h, "Bearer ")
-	} else {
-		tok = r.URL.Query().Get("access_token")
+// Authorizer returns the admin token check that every /api/v1 call passes:
+// the token as a bearer header or, for WebSocket clients that cannot set
+// headers, as an access_token query parameter. It is what the WebSocket hub
+// is built with (ws.Config.Authorize), so the hub and REST accept the same
+// callers. An empty token accepts no one. The check is safe for concurrent
+// use.
+func Authorizer(token string) func(r *http.Request) bool {
+	want := []byte(token)
+	return func(r *http.Request) bool {
+		tok := ""
+		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+			tok = strings.TrimPrefix(h, "Bearer ")
+		} else {
+			tok = r.URL.Query().Get("access_token")
+		}
+		return tok != "" && subtle.ConstantTimeCompare([]byte(tok), want) == 1
 	}
-	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1
 }
+
+// Authorized reports whether r carries the admin token (see [Authorizer]).
+func (s *Server) Authorized(r *http.Request) bool { return s.authorized(r) }
 
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.Authorized(r) {
+		if !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="twinmesh"`)
-			writeError(w, errcode.New(errcode.Unauthorized, "missing or invalid bearer token"))
+			WriteError(w, errcode.New(errcode.Unauthorized, "missing or invalid bearer token"))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -192,7 +205,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		err = errors.New("actor system not ready")
 	}
 	if err != nil {
-		writeError(w, errcode.Wrap(errcode.Unavailable, err))
+		WriteError(w, errcode.Wrap(errcode.Unavailable, err))
 		return
 	}
 	writeJSON(w, 200, map[string]string{"status": "ready"})

@@ -217,7 +217,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		Catalog: catalogChanged(n.sys),
 		Grains:  n.sys.ActiveGrains,
 	})
-	hub := ws.NewHub(ws.Config{Logger: log}, wsBackend{sys: n.sys, methods: router})
+	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token)}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
 	if c.MQTT != "" || c.MQTTS != "" {
@@ -297,7 +297,6 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, err
 	}
-	hub.SetAuthorize(apiSrv.Authorized)
 	n.httpL, err = net.Listen("tcp", c.HTTP)
 	if err != nil {
 		return n, fmt.Errorf("http listener: %w", err)

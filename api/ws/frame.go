@@ -5,10 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/twinmesh/twinmesh/actors/errcode"
 )
 
-// ErrBadFrame wraps every reason a client frame is refused.
+// ErrBadFrame is the cause of every refusal of a client frame: a refused
+// frame's error has code errcode.BadRequest (the client reads
+// "bad_request") and matches ErrBadFrame with errors.Is.
 var ErrBadFrame = errors.New("bad frame")
+
+// badFrame returns the error refusing a frame, reading "bad frame: <why>".
+func badFrame(format string, a ...any) error {
+	return &errcode.Error{Code: errcode.BadRequest, Msg: ErrBadFrame.Error() + ": " + fmt.Sprintf(format, a...), Err: ErrBadFrame}
+}
 
 // Frame is a client request (CONTRACT 6).
 type Frame struct {
@@ -30,8 +39,8 @@ var EventTypes = map[string]bool{"twin": true, "telemetry": true, "alert": true,
 	"rollup": true, "topology": true, "rule": true, "action": true}
 
 // ParseFrame decodes and validates a client frame. It is pure: every input
-// yields a Frame or an error wrapping ErrBadFrame (with the frame's id when
-// it could be read, so the error reply can be correlated).
+// yields a Frame or a bad-request error wrapping ErrBadFrame (with the
+// frame's id when it could be read, so the error reply can be correlated).
 func ParseFrame(b []byte) (Frame, error) {
 	var f Frame
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -42,13 +51,13 @@ func ParseFrame(b []byte) (Frame, error) {
 			ID json.RawMessage `json:"id"`
 		}
 		_ = json.Unmarshal(b, &idOnly)
-		return Frame{ID: idOnly.ID}, fmt.Errorf("%w: %v", ErrBadFrame, err)
+		return Frame{ID: idOnly.ID}, badFrame("%v", err)
 	}
 	if dec.More() {
-		return Frame{ID: f.ID}, fmt.Errorf("%w: trailing data after the frame", ErrBadFrame)
+		return Frame{ID: f.ID}, badFrame("trailing data after the frame")
 	}
 	bad := func(format string, a ...any) (Frame, error) {
-		return Frame{ID: f.ID}, fmt.Errorf("%w: "+format, append([]any{ErrBadFrame}, a...)...)
+		return Frame{ID: f.ID}, badFrame(format, a...)
 	}
 	if len(f.ID) == 0 {
 		return bad("\"id\" is required")

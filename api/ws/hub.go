@@ -23,6 +23,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/api"
 )
 
 // Event is a change to stream.
@@ -34,8 +37,10 @@ type Event struct {
 	TS      time.Time
 }
 
-// Backend serves the request ops. Errors may implement
-// interface{ ErrorCode() string }; others are reported as "internal".
+// Backend serves the request ops. Its errors carry an errcode.Code; the
+// client reads them as REST clients do (api.ErrorOf), and an error without
+// a code as "internal". Every method may block on IO, must honour ctx and
+// must be safe for concurrent use.
 type Backend interface {
 	GetTwin(ctx context.Context, id string) (json.RawMessage, error)
 	PatchDesired(ctx context.Context, id string, patch json.RawMessage, ifVersion *int64) (json.RawMessage, error)
@@ -46,7 +51,9 @@ type Backend interface {
 
 // Config configures a Hub; zero values mean the defaults.
 type Config struct {
-	// Authorize checks the token (bearer header or access_token query).
+	// Authorize checks the token (bearer header or access_token query) of
+	// an upgrade request; it must be safe for concurrent use. nil refuses
+	// every connection.
 	Authorize        func(r *http.Request) bool
 	MaxSubscriptions int           // per connection, default 100
 	MaxFrameBytes    int64         // default 64 KiB
@@ -108,7 +115,7 @@ type Hub struct {
 	closed                   atomic.Bool
 }
 
-// NewHub builds a hub.
+// NewHub builds a hub; cfg.Authorize decides who may connect.
 func NewHub(cfg Config, b Backend) *Hub {
 	cfg.defaults()
 	return &Hub{cfg: cfg, backend: b, log: cfg.Logger.With("component", "ws"), conns: map[*conn]struct{}{},
@@ -118,9 +125,6 @@ func NewHub(cfg Config, b Backend) *Hub {
 			// origin, is what authorizes.
 			CheckOrigin: func(*http.Request) bool { return true }}}
 }
-
-// SetAuthorize sets the token check; call it before serving.
-func (h *Hub) SetAuthorize(f func(r *http.Request) bool) { h.cfg.Authorize = f }
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
@@ -199,36 +203,20 @@ func (h *Hub) Close() {
 	}
 }
 
-type apiError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func errorOf(err error) *apiError {
-	var coded interface{ ErrorCode() string }
-	code := "internal"
-	if errors.As(err, &coded) {
-		code = coded.ErrorCode()
-	}
-	if errors.Is(err, ErrBadFrame) {
-		code = "bad_frame"
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		code = "timeout"
-	}
-	return &apiError{Code: code, Message: err.Error()}
+// errorOf is the error object of a reply: the same as a REST error's.
+func errorOf(err error) *api.ErrorBody {
+	_, body := api.ErrorOf(err)
+	return &body
 }
 
 // ServeHTTP authorizes and upgrades the connection.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.cfg.Authorize == nil || !h.cfg.Authorize(r) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		_ = json.NewEncoder(w).Encode(map[string]*apiError{"error": {Code: "unauthorized", Message: "missing or invalid token"}})
+		api.WriteError(w, errcode.New(errcode.Unauthorized, "missing or invalid token"))
 		return
 	}
 	if h.closed.Load() {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		api.WriteError(w, errcode.New(errcode.Unavailable, "shutting down"))
 		return
 	}
 	ws, err := h.up.Upgrade(w, r, nil)
@@ -490,7 +478,7 @@ type okReply struct {
 type errReply struct {
 	ID    json.RawMessage `json:"id"`
 	OK    bool            `json:"ok"`
-	Error *apiError       `json:"error"`
+	Error *api.ErrorBody  `json:"error"`
 }
 
 func (c *conn) reader() {
@@ -543,7 +531,7 @@ func (c *conn) handle(f Frame) {
 		c.mu.Lock()
 		if len(c.subs) >= c.h.cfg.MaxSubscriptions {
 			c.mu.Unlock()
-			c.reply(errReply{ID: f.ID, Error: &apiError{Code: "too_many_subscriptions", Message: "subscription limit reached"}})
+			c.reply(errReply{ID: f.ID, Error: errorOf(errcode.New(errcode.Throttled, "subscription limit of %d reached", c.h.cfg.MaxSubscriptions))})
 			return
 		}
 		c.nextSub++
@@ -565,7 +553,7 @@ func (c *conn) handle(f Frame) {
 		}
 		c.mu.Unlock()
 		if !ok {
-			c.reply(errReply{ID: f.ID, Error: &apiError{Code: "not_found", Message: "no subscription " + f.Sub}})
+			c.reply(errReply{ID: f.ID, Error: errorOf(errcode.New(errcode.NotFound, "no subscription %s", f.Sub))})
 			return
 		}
 		c.reply(okReply{ID: f.ID, OK: true, Sub: f.Sub})
@@ -588,7 +576,7 @@ func (c *conn) handle(f Frame) {
 		select {
 		case c.invokes <- struct{}{}:
 		default:
-			c.reply(errReply{ID: f.ID, Error: &apiError{Code: "throttled", Message: "too many invocations in flight"}})
+			c.reply(errReply{ID: f.ID, Error: errorOf(errcode.New(errcode.Throttled, "too many invocations in flight"))})
 			return
 		}
 		c.wg.Add(1)

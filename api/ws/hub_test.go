@@ -14,12 +14,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/api"
 )
-
-type codedErr struct{ code, msg string }
-
-func (e codedErr) Error() string     { return e.msg }
-func (e codedErr) ErrorCode() string { return e.code }
 
 // topo is a test Backend: an in-memory parent map and twins.
 type topo struct {
@@ -29,20 +27,20 @@ type topo struct {
 
 func (t *topo) GetTwin(_ context.Context, id string) (json.RawMessage, error) {
 	if id == "ghost" {
-		return nil, codedErr{"not_found", "no twin ghost"}
+		return nil, errcode.New(errcode.NotFound, "no twin ghost")
 	}
 	return json.RawMessage(`{"id":"` + id + `","version":1}`), nil
 }
 func (t *topo) PatchDesired(_ context.Context, id string, p json.RawMessage, v *int64) (json.RawMessage, error) {
 	if v != nil && *v != 1 {
-		return nil, codedErr{"precondition_failed", "version mismatch"}
+		return nil, fmt.Errorf("%w: twin %s is at version 1, not %d", errcode.ErrPrecondition, id, *v)
 	}
 	return json.RawMessage(`{"id":"` + id + `","version":2,"desired":` + string(p) + `}`), nil
 }
 func (t *topo) Invoke(ctx context.Context, id, m string, p json.RawMessage, _ time.Duration) (int, json.RawMessage, error) {
 	if m == "slow" {
 		<-ctx.Done()
-		return 0, nil, codedErr{"timeout", "device did not answer"}
+		return 0, nil, errcode.New(errcode.Timeout, "device %s did not answer", id)
 	}
 	return 200, json.RawMessage(`{"echo":` + string(p) + `}`), nil
 }
@@ -118,6 +116,48 @@ func TestAuth(t *testing.T) {
 	c.Close()
 }
 
+func TestNilAuthorizeRefusesEveryone(t *testing.T) {
+	h := NewHub(Config{}, &topo{})
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { h.Close(); srv.Close() })
+	res, err := http.Get(srv.URL + "?access_token=tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body struct {
+		Error api.ErrorBody `json:"error"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 401 || body.Error.Code != "unauthorized" || body.Error.Message == "" {
+		t.Fatalf("%d %+v", res.StatusCode, body)
+	}
+}
+
+// TestErrorRepliesAreRESTErrors: an op's error reply carries exactly what
+// REST answers for the same error (api.ErrorOf), message included, so the
+// two APIs have one vocabulary and neither adds a prefix.
+func TestErrorRepliesAreRESTErrors(t *testing.T) {
+	_, _, url := setup(t, Config{})
+	c := dial(t, url)
+	_, precondition := api.ErrorOf(fmt.Errorf("%w: twin d1 is at version 1, not 7", errcode.ErrPrecondition))
+	_, notFound := api.ErrorOf(errcode.New(errcode.NotFound, "no twin ghost"))
+	for frame, want := range map[string]api.ErrorBody{
+		`{"id":1,"op":"get","entity":"ghost"}`:                              notFound,
+		`{"id":2,"op":"patch","entity":"d1","desired":{"a":1},"version":7}`: precondition,
+		`{"id":3,"op":"unsubscribe","sub":"s9"}`:                            {Code: "not_found", Message: "no subscription s9"},
+		`{"id":4,"op":"get"}`:                                               {Code: "bad_request", Message: `bad frame: get needs "entity"`},
+	} {
+		m := send(t, c, frame)
+		e, _ := m["error"].(map[string]any)
+		if m["ok"] != false || e["code"] != want.Code || e["message"] != want.Message {
+			t.Errorf("%s: reply %v, want error %+v", frame, m, want)
+		}
+	}
+}
+
 func TestOps(t *testing.T) {
 	_, _, url := setup(t, Config{})
 	c := dial(t, url)
@@ -136,9 +176,10 @@ func TestOps(t *testing.T) {
 		{"subscribe", `{"id":7,"op":"subscribe","entity":"b1","subtree":true}`, func(m map[string]any) bool { return m["ok"] == true && m["sub"] == "s1" }},
 		{"unsubscribe unknown", `{"id":8,"op":"unsubscribe","sub":"s99"}`, func(m map[string]any) bool { return m["error"].(map[string]any)["code"] == "not_found" }},
 		{"unsubscribe", `{"id":9,"op":"unsubscribe","sub":"s1"}`, func(m map[string]any) bool { return m["ok"] == true }},
-		{"not json", `{"id":10,"op":`, func(m map[string]any) bool { return m["error"].(map[string]any)["code"] == "bad_frame" }},
+		{"not json", `{"id":10,"op":`, func(m map[string]any) bool { return m["error"].(map[string]any)["code"] == "bad_request" }},
 		{"unknown op", `{"id":11,"op":"dance"}`, func(m map[string]any) bool {
-			return m["id"] == 11.0 && m["error"].(map[string]any)["code"] == "bad_frame"
+			e := m["error"].(map[string]any)
+			return m["id"] == 11.0 && e["code"] == "bad_request" && e["message"] == `bad frame: unknown op "dance"`
 		}},
 		{"unknown event type", `{"id":12,"op":"subscribe","entity":"b1","events":["weather"]}`, func(m map[string]any) bool { return m["error"] != nil }},
 	}
@@ -246,7 +287,7 @@ func TestLimits(t *testing.T) {
 	c := dial(t, url)
 	send(t, c, `{"id":1,"op":"subscribe","entity":"a"}`)
 	send(t, c, `{"id":2,"op":"subscribe","entity":"b"}`)
-	if m := send(t, c, `{"id":3,"op":"subscribe","entity":"c"}`); m["error"].(map[string]any)["code"] != "too_many_subscriptions" {
+	if m := send(t, c, `{"id":3,"op":"subscribe","entity":"c"}`); m["error"].(map[string]any)["code"] != "throttled" {
 		t.Fatalf("third subscription %v", m)
 	}
 	_ = c.WriteMessage(websocket.TextMessage, []byte(`{"id":4,"op":"get","entity":"`+strings.Repeat("x", 2000)+`"}`))
@@ -282,8 +323,8 @@ func FuzzParseFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := ParseFrame(b)
 		if err != nil {
-			if !errors.Is(err, ErrBadFrame) {
-				t.Fatalf("error %v does not wrap ErrBadFrame", err)
+			if !errors.Is(err, ErrBadFrame) || errcode.Of(err) != errcode.BadRequest {
+				t.Fatalf("error %v does not wrap ErrBadFrame as a bad request", err)
 			}
 			return
 		}
