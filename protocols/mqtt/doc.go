@@ -19,7 +19,14 @@
 //     an MQTT 5 client gets PUBACK with reason 0x97 (quota exceeded), an
 //     MQTT 3.1.1 client gets no PUBACK for it and may retransmit later. A
 //     throttled twin request is answered with status 429, as the hub does.
-//   - QoS 1 telemetry the backend cannot store is not acknowledged (MQTT 5:
-//     PUBACK 0x80 unspecified error), so the device retransmits; nothing
-//     unacknowledged is lost, nothing acknowledged is missing.
+//   - QoS 1 telemetry the backend cannot store is not acknowledged, so
+//     nothing unacknowledged is lost and nothing acknowledged is missing. An
+//     MQTT 5 client reads why in the PUBACK reason code: 0x80 unspecified
+//     error when storage failed or the grain was unavailable (retransmit),
+//     0x99 payload format invalid for telemetry refused as malformed, 0x87
+//     not authorized when the device is gone.
+//
+// Errors: the Backend's errors carry an errcode.Code; one function
+// (errors.go) maps a code to the status of a $iothub twin response (the
+// code's HTTP status, as IoT Hub answers) and to the PUBACK reason code.
 package mqtt

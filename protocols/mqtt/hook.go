@@ -13,6 +13,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/protocols/sas"
 )
 
@@ -224,23 +225,18 @@ func (h *hook) respond(cl *mochi.Client, status int, rid string, version int64, 
 	}
 }
 
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, ErrBadRequest):
-		return 400
-	case errors.Is(err, ErrUnknownDevice):
-		return 404
-	case errors.Is(err, ErrTooLarge):
-		return 413
-	case errors.Is(err, ErrThrottled):
-		return 429
-	}
-	return 500
+// respondError answers a twin request with err's status and message.
+func (h *hook) respondError(cl *mochi.Client, rid string, err error) {
+	status, _ := reply(err)
+	h.respond(cl, status, rid, 0, errorBody(status, err))
 }
 
-func errorBody(status int, err error) []byte {
-	b, _ := json.Marshal(map[string]any{"errorCode": status, "message": err.Error()})
-	return b
+// refuseFor drops a publish for err: MQTT 5 clients get a PUBACK with
+// err's reason code (see reply), MQTT 3.1.1 clients none (they may
+// retransmit).
+func refuseFor(cl *mochi.Client, pk packets.Packet, err error) (packets.Packet, error) {
+	_, reason := reply(err)
+	return refusePublish(cl, pk, reason)
 }
 
 // refusePublish drops a publish: MQTT 5 clients get a PUBACK with a reason
@@ -271,19 +267,21 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	s.mu.Unlock()
 	if !allowed {
 		s.metrics.refused.WithLabelValues("throttled").Inc()
+		err := errcode.New(errcode.Throttled, "over %g messages per second", s.cfg.MessageRate)
 		if t.Kind == TopicTwinGet || t.Kind == TopicTwinPatchReported {
-			h.respond(cl, 429, t.RID, 0, errorBody(429, ErrThrottled))
+			h.respondError(cl, t.RID, err)
 			return pk, packets.CodeSuccessIgnore
 		}
-		return refusePublish(cl, pk, packets.ErrQuotaExceeded)
+		return refuseFor(cl, pk, err)
 	}
 	if len(pk.Payload) > s.cfg.MaxPayload {
 		s.metrics.refused.WithLabelValues("too_large").Inc()
+		err := errcode.New(errcode.TooLarge, "payload of %d bytes, the limit is %d", len(pk.Payload), s.cfg.MaxPayload)
 		if t.Kind == TopicTwinPatchReported {
-			h.respond(cl, 413, t.RID, 0, errorBody(413, ErrTooLarge))
+			h.respondError(cl, t.RID, err)
 			return pk, packets.CodeSuccessIgnore
 		}
-		return refusePublish(cl, pk, packets.ErrPacketTooLarge)
+		return refuseFor(cl, pk, err)
 	}
 	switch t.Kind {
 	case TopicTelemetry:
@@ -298,7 +296,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 			return pk, nil
 		}
 		if err := s.storeTelemetry(t.DeviceID, m); err != nil {
-			return refusePublish(cl, pk, packets.ErrUnspecifiedError)
+			return refuseFor(cl, pk, err)
 		}
 		return pk, nil // acknowledged now, and routed to granted subscribers
 	case TopicTwinGet:
@@ -306,8 +304,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		desired, reported, err := s.backend.GetTwin(ctx, cl.ID)
 		cancel()
 		if err != nil {
-			st := statusOf(err)
-			h.respond(cl, st, t.RID, 0, errorBody(st, err))
+			h.respondError(cl, t.RID, err)
 		} else {
 			b, _ := json.Marshal(map[string]json.RawMessage{"desired": desired, "reported": reported})
 			h.respond(cl, 200, t.RID, 0, b)
@@ -317,8 +314,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		v, err := s.backend.PatchReported(ctx, cl.ID, pk.Payload)
 		cancel()
 		if err != nil {
-			st := statusOf(err)
-			h.respond(cl, st, t.RID, 0, errorBody(st, err))
+			h.respondError(cl, t.RID, err)
 		} else {
 			h.respond(cl, 204, t.RID, v, nil)
 		}

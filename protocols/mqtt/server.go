@@ -18,6 +18,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/twinmesh/twinmesh/actors/errcode"
 )
 
 // Identity is what the adapter needs of a device identity.
@@ -46,20 +48,10 @@ type C2DMessage struct {
 	ExpiresAt  time.Time
 }
 
-// Sentinel errors. A Backend may return (wrapped) ErrUnknownDevice,
-// ErrBadRequest, ErrTooLarge or ErrThrottled; the adapter maps them to the
-// hub's status codes.
-var (
-	ErrUnknownDevice = errors.New("unknown device")
-	ErrNotConnected  = errors.New("device not connected")
-	ErrTimeout       = errors.New("device did not answer in time")
-	ErrBadRequest    = errors.New("bad request")
-	ErrTooLarge      = errors.New("too large")
-	ErrThrottled     = errors.New("throttled")
-)
-
 // Backend is implemented by the actor layer. Every method may block on IO,
-// must honour ctx, and must be safe for concurrent use.
+// must honour ctx, and must be safe for concurrent use. Its errors carry an
+// errcode.Code (see errors.go), which the adapter maps once to twin
+// response statuses and PUBACK reason codes.
 type Backend interface {
 	Identity(ctx context.Context, deviceID string) (Identity, error)
 	// MayActFor reports whether deviceID is connectedVia gatewayID.
@@ -347,20 +339,21 @@ func sendTo(cl *mochi.Client, topic string, payload []byte) error {
 }
 
 // InvokeMethod calls a direct method on a connected device and waits for its
-// answer until ctx is done (ErrTimeout).
+// answer until ctx is done. Its errors are ErrNotConnected, ErrBadRequest
+// (a method name that cannot be a topic level) and ErrTimeout.
 func (s *Server) InvokeMethod(ctx context.Context, deviceID, method string, payload []byte) (int, []byte, error) {
 	ss := s.session(deviceID)
 	if ss == nil || ss.cl.Closed() {
-		return 0, nil, fmt.Errorf("%w: %s", ErrNotConnected, deviceID)
+		return 0, nil, errcode.New(errcode.NotConnected, "device %s is not connected", deviceID)
 	}
 	s.mu.Lock()
 	subscribed := ss.subs[TopicMethodRequest]
 	s.mu.Unlock()
 	if !subscribed {
-		return 0, nil, fmt.Errorf("%w: %s is not subscribed to direct methods", ErrNotConnected, deviceID)
+		return 0, nil, errcode.New(errcode.NotConnected, "device %s is not subscribed to direct methods", deviceID)
 	}
 	if method == "" || strings.ContainsAny(method, "/+#") {
-		return 0, nil, fmt.Errorf("%w: method name %q", ErrBadRequest, method)
+		return 0, nil, errcode.New(errcode.BadRequest, "method name %q", method)
 	}
 	rid := strconv.FormatUint(s.rid.Add(1), 10)
 	key := deviceID + "\x00" + rid
@@ -377,13 +370,13 @@ func (s *Server) InvokeMethod(ctx context.Context, deviceID, method string, payl
 		payload = []byte("null")
 	}
 	if err := sendTo(ss.cl, "$iothub/methods/POST/"+method+"/?$rid="+rid, payload); err != nil {
-		return 0, nil, fmt.Errorf("%w: %v", ErrNotConnected, err)
+		return 0, nil, errcode.New(errcode.NotConnected, "device %s: %w", deviceID, err)
 	}
 	select {
 	case r := <-ch:
 		return r.status, r.payload, nil
 	case <-ctx.Done():
-		return 0, nil, fmt.Errorf("%w: method %s on %s", ErrTimeout, method, deviceID)
+		return 0, nil, errcode.New(errcode.Timeout, "device %s did not answer method %s in time", deviceID, method)
 	}
 }
 
