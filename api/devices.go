@@ -10,8 +10,9 @@ import (
 	"github.com/twinmesh/twinmesh/actors/errcode"
 )
 
-// Methods invokes direct methods on connected devices. It returns
-// actors.ErrNotConnected or actors.ErrTimeout (wrapped) when it cannot.
+// Methods invokes direct methods on connected devices. When it cannot, its
+// error carries errcode.NotConnected (404) or errcode.Timeout (504); a
+// context deadline that passed also answers 504 (see ErrorOf).
 type Methods interface {
 	InvokeMethod(ctx context.Context, deviceID, method string, payload []byte) (status int, resp []byte, err error)
 }
