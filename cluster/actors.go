@@ -42,9 +42,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			p.log.Warn("bad event batch from member", "err", err)
 			return
 		}
-		if h := p.handlers.Load(); h.Events != nil {
-			h.Events(evs)
-		}
+		p.deliverEvents(evs)
 	}
 }
 
@@ -100,6 +98,7 @@ func (a *placementActor) activate(ctx actor.Context, m *pcluster.ActivationReque
 	pid := ctx.SpawnPrefix(pcluster.WithClusterIdentity(kind.Props, m.ClusterIdentity), m.ClusterIdentity.Identity)
 	kind.Inc()
 	a.grains[key] = grainRef{ci: m.ClusterIdentity, pid: pid}
+	a.p.grains.Add(1)
 	ctx.Respond(&pcluster.ActivationResponse{Pid: pid})
 }
 
@@ -109,6 +108,7 @@ func (a *placementActor) terminated(_ actor.Context, m *actor.Terminated) {
 			continue
 		}
 		delete(a.grains, key)
+		a.p.grains.Add(-1)
 		if kind, ok := a.p.c.TryGetClusterKind(g.ci.Kind); ok {
 			kind.Dec()
 		}

@@ -107,7 +107,11 @@
 //
 // Events (twin changes for WebSocket subscribers and MQTT sessions) are
 // batched to every other member through a bounded queue; direct methods go
-// to the member holding the device's session (Invoke).
+// to the member holding the device's session (Invoke). What a member
+// receives — events, catalog changes, direct-method calls — waits in the
+// Placement until Serve hands it to the node (Local): the Placement
+// depends on nothing the node builds after it, so it is built first and
+// given to the actor system, and Serve connects the two once both exist.
 //
 // # Caveats
 //

@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -69,12 +70,12 @@ func (p *Placement) forwardEvents() {
 }
 
 // Invoke runs a direct method on a device whose MQTT session is on the
-// member named node.
+// member named node. Its errors carry errcode codes: the member's own
+// (errcode.NotConnected, errcode.Timeout, …), errcode.NotConnected when no
+// live member has that name (ErrNoMember), errcode.Unavailable when the
+// member could not be reached.
 func (p *Placement) Invoke(ctx context.Context, node, device, method string, payload []byte) (int, []byte, error) {
-	if p.cfg.Resolve == nil {
-		return 0, nil, ErrNoMember
-	}
-	addr, ok := p.cfg.Resolve(node)
+	addr, ok := p.resolve(node)
 	if !ok {
 		return 0, nil, fmt.Errorf("%w: %s", ErrNoMember, node)
 	}
@@ -84,9 +85,20 @@ func (p *Placement) Invoke(ctx context.Context, node, device, method string, pay
 	}
 	var res invokeRes
 	if err := p.request(ctx, addr, opInvoke, invokeReq{Device: device, Method: method, Payload: payload, Timeout: timeout.Milliseconds()}, &res); err != nil {
+		if errcode.Of(err) == errcode.Internal {
+			err = errcode.Wrap(errcode.Unavailable, err)
+		}
 		return 0, nil, err
 	}
 	return res.Status, res.Payload, nil
+}
+
+// resolve returns the protoactor address of the live member named node.
+func (p *Placement) resolve(node string) (string, bool) {
+	if p.cfg.Resolve == nil {
+		return "", false
+	}
+	return p.cfg.Resolve(node)
 }
 
 // GrainCounts asks every member how many grains it hosts, by remote
@@ -226,9 +238,7 @@ func (p *Placement) pullCatalogFrom(ctx context.Context, addr string) (int, erro
 	if err := p.pushCatalogTo(ctx, addr, all); err != nil {
 		p.log.Warn("catalog copy back to member", "member", addr, "err", err)
 	}
-	if h := p.handlers.Load(); h.Catalog != nil {
-		h.Catalog(all)
-	}
+	p.catalogChanged(all)
 	return n, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -34,8 +35,12 @@ var (
 	// The write is on this node (and maybe some replicas) but was not
 	// acknowledged to the client, who retries.
 	ErrUnderReplicated = errors.New("cluster: not enough replicas acknowledged")
-	// ErrNoMember: no member with that name is in the cluster.
-	ErrNoMember = errors.New("cluster: no such member")
+	// ErrNoMember: no live member has that name (Invoke). Its code is
+	// errcode.NotConnected: the device's session went with the member.
+	ErrNoMember = errcode.New(errcode.NotConnected, "cluster: no such member")
+	// ErrStopped: the Placement shut down while the request waited. Its
+	// code is errcode.Unavailable.
+	ErrStopped = errcode.New(errcode.Unavailable, "cluster: placement stopped")
 )
 
 // Store is the local bbolt store as the replication layer uses it.
@@ -48,21 +53,6 @@ type Store interface {
 	ListDocs(b persistence.Bucket, prefix string) (map[string][]byte, error)
 	GetEntity(id string) (persistence.Entity, error)
 	GetDoc(b persistence.Bucket, key string) ([]byte, error)
-}
-
-// Handlers are the node's answers to what other members send it. Any may be
-// nil. They are called on the node actor's worker goroutines and must be
-// safe for concurrent use.
-type Handlers struct {
-	// Events receives events published on other nodes (JSON documents).
-	Events func(events []json.RawMessage)
-	// Invoke runs a direct method on a device whose session is on this node.
-	Invoke func(ctx context.Context, device, method string, payload []byte) (status int, resp []byte, err error)
-	// Catalog is told of catalog ops applied from other nodes (so that the
-	// node reloads what it keeps in memory, such as rules).
-	Catalog func(ops []persistence.WireOp)
-	// Grains returns the number of grains active on this node.
-	Grains func() int64
 }
 
 // PlacementConfig configures a Placement.
@@ -87,8 +77,8 @@ type PlacementConfig struct {
 }
 
 type placementMetrics struct {
-	claims, pulls, pushes, fenced, underRepl, eventsDropped prometheus.Counter
-	replSeconds                                             prometheus.Histogram
+	claims, pulls, pushes, fenced, underRepl, eventsDropped, eventsInDropped prometheus.Counter
+	replSeconds                                                              prometheus.Histogram
 }
 
 // Placement is twinmesh's protoactor IdentityLookup and replication layer.
@@ -118,11 +108,13 @@ type Placement struct {
 	placement *actor.PID
 	node      *actor.PID
 	subs      []*eventstream.Subscription
-	handlers  atomic.Pointer[Handlers]
 	// send carries a request to another member (sendRemote; tests put
 	// members of their own behind it).
 	send      func(addr string, req *actorspb.MemberRequest, timeout time.Duration) (any, error)
 	lastEpoch atomic.Uint64
+	// grains counts the grains active on this node (the placement actor
+	// spawns and watches every one).
+	grains atomic.Int64
 
 	// down marks members whose last request failed at the transport (a
 	// crash not yet declared by memberlist): writes stop waiting for them.
@@ -137,6 +129,12 @@ type Placement struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	synced chan struct{}
+
+	// What other members send this node, waiting for Serve.
+	inEvents  chan []json.RawMessage
+	inCatalog *bucketSet
+	inCalls   chan call
+
 	// topoChanged wakes the re-replication loop (capacity 1: changes that
 	// arrive while a pass is due coalesce).
 	topoChanged chan struct{}
@@ -172,11 +170,14 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		stop:   make(chan struct{}),
 		synced: make(chan struct{}),
 
+		inEvents:  make(chan []json.RawMessage, 1024),
+		inCatalog: newBucketSet(),
+		inCalls:   make(chan call, 256),
+
 		topoChanged: make(chan struct{}, 1),
 	}
 	p.send = p.sendRemote
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.handlers.Store(&Handlers{})
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
@@ -187,6 +188,8 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		fenced:        counter("twinmesh_cluster_fenced_total", "Writes or claims refused because a newer epoch exists."),
 		underRepl:     counter("twinmesh_cluster_under_replicated_total", "Writes not acknowledged because too few replicas answered."),
 		eventsDropped: counter("twinmesh_cluster_events_dropped_total", "Events not forwarded to other members because the queue was full."),
+		eventsInDropped: counter("twinmesh_cluster_events_in_dropped_total",
+			"Events from other members not delivered on this node because the queue was full."),
 		replSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "twinmesh_cluster_replication_seconds", Help: "Time for replicas to acknowledge a write.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
@@ -194,14 +197,13 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 	}
 	if cfg.Registerer != nil {
 		m := p.metrics
-		cfg.Registerer.MustRegister(m.claims, m.pulls, m.pushes, m.fenced, m.underRepl, m.eventsDropped, m.replSeconds)
+		cfg.Registerer.MustRegister(m.claims, m.pulls, m.pushes, m.fenced, m.underRepl, m.eventsDropped, m.eventsInDropped, m.replSeconds)
 	}
 	return p, nil
 }
 
-// SetHandlers sets what the node answers to other members. Call it before
-// the actor system starts.
-func (p *Placement) SetHandlers(h Handlers) { p.handlers.Store(&h) }
+// ActiveGrains returns the number of grains active on this node.
+func (p *Placement) ActiveGrains() int64 { return p.grains.Load() }
 
 // Setup implements pcluster.IdentityLookup; protoactor calls it while the
 // member starts, before the provider joins.

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -78,19 +79,13 @@ type statsRes struct {
 	Grains int64 `json:"grains"`
 }
 
-// Error codes in actorspb.MemberResponse.Code between nodes.
+// Error codes in actorspb.MemberResponse.Code between nodes: the names of
+// errcode's codes ("fenced", "not_connected", "timeout", …), so that an
+// error keeps its code from one member to the next; codeFailed is
+// errcode.Internal.
 const (
-	codeFenced       = "fenced"
-	codeNotConnected = "not_connected"
-	codeTimeout      = "timeout"
-	codeFailed       = "failed"
-)
-
-// ErrRemoteNotConnected and ErrRemoteTimeout are a remote Invoke's
-// not-connected and timeout outcomes.
-var (
-	ErrRemoteNotConnected = errors.New("cluster: device not connected on that member")
-	ErrRemoteTimeout      = errors.New("cluster: device did not answer in time")
+	codeFenced = "fenced"
+	codeFailed = "failed"
 )
 
 // downFor is how long a member whose request failed at the transport is
@@ -191,13 +186,11 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 		}
 	}
 	if res.Status >= 400 {
-		switch res.Code {
-		case codeFenced:
+		if res.Code == codeFenced {
 			return fmt.Errorf("%w: %s", ErrFenced, res.Message)
-		case codeNotConnected:
-			return fmt.Errorf("%w: %s", ErrRemoteNotConnected, res.Message)
-		case codeTimeout:
-			return fmt.Errorf("%w: %s", ErrRemoteTimeout, res.Message)
+		}
+		if c := errcode.Parse(res.Code); c != errcode.Internal {
+			return errcode.New(c, "%s", res.Message) // the member's own words and code
 		}
 		return fmt.Errorf("%s on %s: %s", op, addr, res.Message)
 	}
@@ -212,13 +205,10 @@ func (p *Placement) handle(ctx context.Context, req *actorspb.MemberRequest) *ac
 	body, err := p.serve(ctx, req.Op, req.Body)
 	if err != nil {
 		code := codeFailed
-		switch {
-		case errors.Is(err, persistence.ErrFenced):
+		if errors.Is(err, persistence.ErrFenced) {
 			code = codeFenced
-		case errors.Is(err, ErrRemoteNotConnected):
-			code = codeNotConnected
-		case errors.Is(err, ErrRemoteTimeout):
-			code = codeTimeout
+		} else if c := errcode.Of(err); c != errcode.Internal {
+			code = c.String()
 		}
 		return &actorspb.MemberResponse{Status: 500, Code: code, Message: err.Error()}
 	}
@@ -256,8 +246,8 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 				return nil, err
 			}
 		}
-		if h := p.handlers.Load(); catalog && h.Catalog != nil {
-			h.Catalog(r.Ops)
+		if catalog {
+			p.catalogChanged(r.Ops)
 		}
 		return []byte(`{}`), nil
 	case opClaim:
@@ -303,13 +293,9 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		if err := json.Unmarshal(body, &r); err != nil {
 			return nil, err
 		}
-		h := p.handlers.Load()
-		if h.Invoke == nil {
-			return nil, fmt.Errorf("%w: no MQTT on this member", ErrRemoteNotConnected)
-		}
 		ictx, cancel := context.WithTimeout(ctx, time.Duration(r.Timeout)*time.Millisecond)
 		defer cancel()
-		st, resp, err := h.Invoke(ictx, r.Device, r.Method, r.Payload)
+		st, resp, err := p.invokeLocal(ictx, r)
 		if err != nil {
 			return nil, err
 		}
@@ -325,11 +311,7 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		}
 		return json.Marshal(st)
 	case opStats:
-		var res statsRes
-		if h := p.handlers.Load(); h.Grains != nil {
-			res.Grains = h.Grains()
-		}
-		return json.Marshal(res)
+		return json.Marshal(statsRes{Grains: p.ActiveGrains()})
 	}
 	return nil, fmt.Errorf("unknown operation %q", op)
 }

@@ -4,65 +4,34 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
-	"slices"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
-	"github.com/twinmesh/twinmesh/persistence"
 )
 
-// replication adapts the cluster's Placement to the actor layer, turning
-// the cluster package's sentinels into the actor layer's.
-type replication struct{ *tmcluster.Placement }
-
-func (r replication) Invoke(ctx context.Context, node, device, method string, payload []byte) (int, []byte, error) {
-	st, resp, err := r.Placement.Invoke(ctx, node, device, method, payload)
-	switch {
-	case errors.Is(err, tmcluster.ErrRemoteNotConnected), errors.Is(err, tmcluster.ErrNoMember):
-		return 0, nil, fmt.Errorf("%w: %v", actors.ErrNotConnected, err)
-	case errors.Is(err, tmcluster.ErrRemoteTimeout):
-		return 0, nil, fmt.Errorf("%w: %v", actors.ErrTimeout, err)
-	case err != nil:
-		return 0, nil, fmt.Errorf("%w: %v", actors.ErrUnavailable, err)
-	}
-	return st, resp, nil
+// local is this node as other members reach it: the actor system takes
+// their events and catalog changes, the device sessions their direct-method
+// calls.
+type local struct {
+	*actors.System
+	actors.Commander
 }
 
-var _ actors.Replication = replication{}
+// noSessions is the device sessions of a node without MQTT: none.
+type noSessions struct{}
 
-// remoteInvoke answers another member's direct-method call for a device
-// whose session is on this node.
-func remoteInvoke(local actors.Commander) func(ctx context.Context, device, method string, payload []byte) (int, []byte, error) {
-	return func(ctx context.Context, device, method string, payload []byte) (int, []byte, error) {
-		st, resp, err := local.InvokeMethod(ctx, device, method, payload)
-		switch {
-		case errors.Is(err, actors.ErrNotConnected):
-			return 0, nil, fmt.Errorf("%w: %v", tmcluster.ErrRemoteNotConnected, err)
-		case errors.Is(err, actors.ErrTimeout):
-			return 0, nil, fmt.Errorf("%w: %v", tmcluster.ErrRemoteTimeout, err)
-		}
-		return st, resp, err
-	}
+func (noSessions) InvokeMethod(context.Context, string, string, []byte) (int, []byte, error) {
+	return 0, nil, errcode.New(errcode.NotConnected, "MQTT is not running on this node")
 }
 
-// catalogChanged tells the actor system which document buckets another
-// member changed.
-func catalogChanged(sys *actors.System) func(ops []persistence.WireOp) {
-	return func(ops []persistence.WireOp) {
-		var buckets []string
-		for _, w := range ops {
-			if w.B != "" && !slices.Contains(buckets, w.B) {
-				buckets = append(buckets, w.B)
-			}
-		}
-		if len(buckets) > 0 {
-			sys.CatalogChanged(buckets)
-		}
-	}
-}
+var (
+	_ actors.Replication = (*tmcluster.Placement)(nil)
+	_ tmcluster.Local    = local{}
+	_ actors.Commander   = noSessions{}
+)
 
 // resolveNode returns the protoactor address of the live member named node.
 func resolveNode(p *tmcluster.Provider, node string) (string, bool) {

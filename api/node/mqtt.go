@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/protocols/mqtt"
@@ -109,18 +108,6 @@ func (m mqttMethods) InvokeMethod(ctx context.Context, id, name string, payload 
 		return 0, nil, fmt.Errorf("%w: %v", actors.ErrBadRequest, err)
 	}
 	return st, resp, err
-}
-
-// lateMethods lets the actor System hold the method invoker before the
-// MQTT server exists (rule actions start with the System).
-type lateMethods struct{ p atomic.Pointer[mqtt.Server] }
-
-func (l *lateMethods) InvokeMethod(ctx context.Context, id, name string, payload []byte) (int, []byte, error) {
-	srv := l.p.Load()
-	if srv == nil {
-		return 0, nil, fmt.Errorf("%w: MQTT is not running", actors.ErrNotConnected)
-	}
-	return mqttMethods{srv}.InvokeMethod(ctx, id, name, payload)
 }
 
 // mqttEvents routes actor events to the broker. It runs inside grains, so

@@ -197,33 +197,49 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	n.sys, err = actors.New(actors.Config{
 		RemoteTLS: remoteTLS,
 		NodeName:  c.NodeName, RemoteAddr: c.Remote, Provider: n.prov, Store: n.db,
-		IdentityLookup: n.place, Replication: replication{n.place},
+		IdentityLookup: n.place, Replication: n.place,
 		IdleTimeout: c.IdleTimeout, Limits: twin.Limits{MaxSectionBytes: c.MaxSectionBytes, MaxDepth: c.MaxDepth},
 		Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return n, err
 	}
-	// Background work owned by the node, stopped first on shutdown.
-	bg, stopBG := context.WithCancel(context.Background())
-	var bgDone sync.WaitGroup
-	var events *mqttEvents
-	late := &lateMethods{}
-	router := n.sys.RouteMethods(late)
+	// The device sessions of this node: the MQTT adapter (listening once
+	// the catalog is synced), or none.
+	var ms *mqtt.Server
+	var sessions actors.Commander = noSessions{}
+	if c.MQTT != "" || c.MQTTS != "" {
+		ms, err = mqtt.New(mqtt.Config{
+			Addr: c.MQTT, TLSAddr: c.MQTTS, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+			MaxConnections: c.MaxConnections, MessageRate: c.DeviceRate, Burst: c.DeviceBurst, MaxPayload: c.MaxPayload,
+			Logger: log, Registerer: reg,
+		}, mqttBackend{n.sys})
+		if err != nil {
+			return n, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		sessions = mqttMethods{ms}
+	}
+	router := n.sys.RouteMethods(sessions)
 	n.sys.SetCommander(router)
-	n.place.SetHandlers(tmcluster.Handlers{
-		Events:  n.sys.DeliverRemoteEvents,
-		Invoke:  remoteInvoke(late),
-		Catalog: catalogChanged(n.sys),
-		Grains:  n.sys.ActiveGrains,
-	})
 	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token)}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
-	if c.MQTT != "" || c.MQTTS != "" {
-		events = &mqttEvents{work: make(chan func(), 4096)}
+	var events *mqttEvents
+	if ms != nil {
+		events = &mqttEvents{srv: ms, work: make(chan func(), 4096)}
 		n.sys.OnEvent(events.sink)
 	}
+	// What other members send this node, until the actor system stopped.
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = n.place.Serve(serveCtx, local{n.sys, sessions})
+	}()
+	n.stops = append(n.stops, func(context.Context) { stopServe(); <-served })
+	// Background work owned by the node, stopped first on shutdown.
+	bg, stopBG := context.WithCancel(context.Background())
+	var bgDone sync.WaitGroup
 	if err := n.sys.Start(ctx); err != nil {
 		stopBG()
 		return n, err
@@ -246,27 +262,16 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			return n, err
 		}
 	}
-	methods := api.Methods(router)
-	if events != nil {
-		ms, err := mqtt.New(mqtt.Config{
-			Addr: c.MQTT, TLSAddr: c.MQTTS, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-			MaxConnections: c.MaxConnections, MessageRate: c.DeviceRate, Burst: c.DeviceBurst, MaxPayload: c.MaxPayload,
-			Logger: log, Registerer: reg,
-		}, mqttBackend{n.sys})
-		if err != nil {
-			return n, fmt.Errorf("%w: %v", errUsage, err)
-		}
+	if ms != nil {
 		if err := ms.Start(ctx); err != nil {
 			return n, err
 		}
 		n.stops = append(n.stops, func(context.Context) { _ = ms.Close() })
-		events.srv = ms
 		bgDone.Add(1)
 		go func() {
 			defer bgDone.Done()
 			events.run(bg)
 		}()
-		late.p.Store(ms)
 		if ms.Addr() != "" {
 			log.Info("listening", "listener", "mqtt", "addr", ms.Addr())
 		}
@@ -276,7 +281,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	}
 
 	apiSrv, err := api.New(api.Config{
-		Methods: methods,
+		Methods: api.Methods(router),
 		Token:   token, System: n.sys, Logger: log, Registerer: reg, Gatherer: reg,
 		SignToken: func(id, key string, ttl time.Duration) (string, time.Time, error) {
 			exp := time.Now().Add(ttl)
