@@ -11,6 +11,9 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/entity"
+	"github.com/twinmesh/twinmesh/actors/plugin"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -46,6 +49,7 @@ func (s *System) PutEntity(ctx context.Context, id string, spec EntitySpec) (per
 	if !ok {
 		return persistence.Entity{}, false, fmt.Errorf("%w: unknown kind %q (registered: %v)", ErrBadRequest, spec.Kind, s.cfg.Registry.Kinds())
 	}
+	traits := b.Info().Traits
 	old, err := s.store.GetEntity(id)
 	created := errors.Is(err, persistence.ErrNotFound)
 	if err != nil && !created {
@@ -64,20 +68,23 @@ func (s *System) PutEntity(ctx context.Context, id string, spec EntitySpec) (per
 		if err != nil {
 			return persistence.Entity{}, false, fmt.Errorf("%w: connectedVia %s does not exist", ErrBadRequest, spec.ConnectedVia)
 		}
-		if gb, _ := s.cfg.Registry.Lookup(gw.Kind); !isAggregating(gb) || !isConnectable(gb) {
+		if !s.cfg.Registry.Traits(gw.Kind).Has(plugin.Device | plugin.Rollup) {
 			return persistence.Entity{}, false, fmt.Errorf("%w: connectedVia %s is a %s, not a gateway", ErrBadRequest, gw.ID, gw.Kind)
 		}
-		if !isConnectable(b) {
+		if !traits.Has(plugin.Device) {
 			return persistence.Entity{}, false, fmt.Errorf("%w: only devices connect via a gateway", ErrBadRequest)
 		}
 	}
-	body, _ := json.Marshal(spec)
-	out, err := s.call(ctx, id, spec.Kind, opPutEntity, body, nil)
+	req := &actorspb.PutEntity{Kind: spec.Kind, Parent: spec.Parent, ConnectedVia: spec.ConnectedVia}
+	if spec.Tags != nil {
+		req.Tags, _ = json.Marshal(spec.Tags)
+	}
+	out, err := s.call(ctx, id, spec.Kind, &actorspb.Request{Body: &actorspb.Request_PutEntity{PutEntity: req}})
 	if err != nil {
 		return persistence.Entity{}, false, err
 	}
 	var ent persistence.Entity
-	if err := json.Unmarshal(out, &ent); err != nil {
+	if err := json.Unmarshal(out.Body, &ent); err != nil {
 		return persistence.Entity{}, false, fmt.Errorf("decode entity: %w", err)
 	}
 	return ent, created, nil
@@ -162,7 +169,7 @@ func (s *System) DeleteEntity(ctx context.Context, id string, recursive bool) (i
 		if err != nil {
 			return 0, err
 		}
-		_, err = s.call(ctx, id, kind, opDelete, nil, nil)
+		_, err = s.call(ctx, id, kind, deleteReq)
 		if err != nil {
 			return 0, err
 		}
@@ -174,7 +181,7 @@ func (s *System) DeleteEntity(ctx context.Context, id string, recursive bool) (i
 	}
 	n := 0
 	for i := len(sub) - 1; i >= 0; i-- {
-		if _, err := s.call(ctx, sub[i].ID, sub[i].Kind, opDelete, nil, nil); err != nil && !errors.Is(err, ErrNotFound) {
+		if _, err := s.call(ctx, sub[i].ID, sub[i].Kind, deleteReq); err != nil && !errors.Is(err, ErrNotFound) {
 			return n, fmt.Errorf("delete %s: %w", sub[i].ID, err)
 		}
 		n++
@@ -188,20 +195,19 @@ func (s *System) GetTwin(ctx context.Context, id string) (json.RawMessage, int64
 	if err != nil {
 		return nil, 0, err
 	}
-	doc, err := s.call(ctx, id, kind, opGet, nil, nil)
+	res, err := s.call(ctx, id, kind, getReq)
 	if err != nil {
 		return nil, 0, err
 	}
-	return doc, versionOf(doc), nil
+	return res.Twin, res.Version, nil
 }
 
-func versionOf(doc []byte) int64 {
-	var v struct {
-		Version int64 `json:"version"`
-	}
-	_ = json.Unmarshal(doc, &v)
-	return v.Version
-}
+// Requests without arguments, shared (they are never modified).
+var (
+	getReq    = &actorspb.Request{Body: &actorspb.Request_Get{Get: &actorspb.Get{}}}
+	touchReq  = &actorspb.Request{Body: &actorspb.Request_Touch{Touch: &actorspb.Touch{}}}
+	deleteReq = &actorspb.Request{Body: &actorspb.Request_Delete{Delete: &actorspb.Delete{}}}
+)
 
 // PatchTwin applies merge patches of desired and/or tags. ifVersion, when
 // not nil, must equal the current version (ErrPrecondition otherwise).
@@ -213,12 +219,12 @@ func (s *System) PatchTwin(ctx context.Context, id string, patch PatchBody, ifVe
 	if len(patch.Desired) == 0 && len(patch.Tags) == 0 {
 		return nil, 0, fmt.Errorf("%w: a twin patch needs \"desired\" and/or \"tags\"", ErrBadRequest)
 	}
-	body, _ := json.Marshal(patch)
-	doc, err := s.call(ctx, id, kind, opPatch, body, ifVersion)
+	res, err := s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Patch{Patch: &actorspb.PatchTwin{
+		Desired: patch.Desired, Tags: patch.Tags, IfVersion: ifVersion}}})
 	if err != nil {
 		return nil, 0, err
 	}
-	return doc, versionOf(doc), nil
+	return res.Twin, res.Version, nil
 }
 
 // PatchReported applies a device's reported-properties merge patch and
@@ -228,15 +234,11 @@ func (s *System) PatchReported(ctx context.Context, id string, patch []byte) (in
 	if err != nil {
 		return 0, err
 	}
-	out, err := s.call(ctx, id, kind, opReported, patch, nil)
+	res, err := s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Reported{Reported: &actorspb.PatchReported{Patch: patch}}})
 	if err != nil {
 		return 0, err
 	}
-	var v struct {
-		Version int64 `json:"$version"`
-	}
-	_ = json.Unmarshal(out, &v)
-	return v.Version, nil
+	return res.SectionVersion, nil
 }
 
 // Telemetry hands one telemetry message to the device's grain; it returns
@@ -246,11 +248,12 @@ func (s *System) Telemetry(ctx context.Context, id string, in TelemetryIn) error
 	if err != nil {
 		return err
 	}
-	body, err := json.Marshal(in)
-	if err != nil {
-		return fmt.Errorf("%w: telemetry: %v", ErrBadRequest, err)
+	t := &actorspb.Telemetry{Points: entity.PointsProto(in.Points), Raw: in.Raw, ContentType: in.ContentType,
+		Properties: in.Properties, MessageId: in.MessageID}
+	if !in.TS.IsZero() {
+		t.TsUnixNano = in.TS.UnixNano()
 	}
-	_, err = s.call(ctx, id, kind, opTelemetry, body, nil)
+	_, err = s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Telemetry{Telemetry: t}})
 	return err
 }
 
@@ -261,8 +264,8 @@ func (s *System) SetConnection(ctx context.Context, id string, connected bool) e
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(ConnectionIn{Connected: connected, Node: s.cfg.NodeName, Since: s.cfg.Now()})
-	_, err = s.call(ctx, id, kind, opConnection, body, nil)
+	_, err = s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Connection{Connection: &actorspb.Connection{
+		Connected: connected, Node: s.cfg.NodeName, SinceUnixNano: s.cfg.Now().UnixNano()}}})
 	return err
 }
 
@@ -291,7 +294,10 @@ func (s *System) QueryTwins(ctx context.Context, f persistence.EntityFilter, cur
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i], errs[i] = s.call(ctx, e.ID, e.Kind, opGet, nil, nil)
+			var res *actorspb.Response
+			if res, errs[i] = s.call(ctx, e.ID, e.Kind, getReq); errs[i] == nil {
+				out[i] = res.Twin
+			}
 		}()
 	}
 	wg.Wait()
@@ -315,13 +321,19 @@ func (s *System) TelemetryHistory(ctx context.Context, id string, q persistence.
 	if err != nil {
 		return nil, err
 	}
-	body, _ := json.Marshal(q)
-	out, err := s.call(ctx, id, kind, opTelemetryQuery, body, nil)
+	tq := &actorspb.TelemetryQuery{Name: q.Name, Limit: int32(q.Limit)}
+	if !q.From.IsZero() {
+		tq.FromUnixNano = q.From.UnixNano()
+	}
+	if !q.To.IsZero() {
+		tq.ToUnixNano = q.To.UnixNano()
+	}
+	out, err := s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_TelemetryQuery{TelemetryQuery: tq}})
 	if err != nil {
 		return nil, err
 	}
 	var recs []persistence.TelemetryRecord
-	if err := json.Unmarshal(out, &recs); err != nil {
+	if err := json.Unmarshal(out.Body, &recs); err != nil {
 		return nil, fmt.Errorf("decode telemetry: %w", err)
 	}
 	return recs, nil
@@ -336,8 +348,7 @@ func (s *System) RegisterDevice(ctx context.Context, id, kind string, spec *Enti
 	if kind == "" {
 		kind = "device"
 	}
-	b, ok := s.cfg.Registry.Lookup(kind)
-	if !ok || !isConnectable(b) {
+	if !s.cfg.Registry.Traits(kind).Has(plugin.Device) {
 		return persistence.Identity{}, false, fmt.Errorf("%w: kind %q is not a device kind", ErrBadRequest, kind)
 	}
 	ent, err := s.store.GetEntity(id)
@@ -354,7 +365,7 @@ func (s *System) RegisterDevice(ctx context.Context, id, kind string, spec *Enti
 	case err != nil:
 		return persistence.Identity{}, false, err
 	default:
-		if eb, _ := s.cfg.Registry.Lookup(ent.Kind); !isConnectable(eb) {
+		if !s.cfg.Registry.Traits(ent.Kind).Has(plugin.Device) {
 			return persistence.Identity{}, false, fmt.Errorf("%w: entity %s is a %s, which cannot hold a device identity", ErrConflict, id, ent.Kind)
 		}
 	}
@@ -426,8 +437,7 @@ func (s *System) ConnectedVia(_ context.Context, gw string) ([]string, error) {
 func (s *System) Touch(ctx context.Context) (int, error) {
 	var aggs []persistence.Entity
 	for _, k := range s.cfg.Registry.Kinds() {
-		b, _ := s.cfg.Registry.Lookup(k)
-		if !isAggregating(b) {
+		if !s.cfg.Registry.Traits(k).Has(plugin.Rollup) {
 			continue
 		}
 		cursor := ""
@@ -463,7 +473,7 @@ func (s *System) Touch(ctx context.Context) (int, error) {
 	}
 	sort.SliceStable(aggs, func(i, j int) bool { return depth[aggs[i].ID] > depth[aggs[j].ID] })
 	for _, e := range aggs {
-		if _, err := s.call(ctx, e.ID, e.Kind, opTouch, nil, nil); err != nil && !errors.Is(err, ErrNotFound) {
+		if _, err := s.call(ctx, e.ID, e.Kind, touchReq); err != nil && !errors.Is(err, ErrNotFound) {
 			return 0, fmt.Errorf("touch %s: %w", e.ID, err)
 		}
 	}
@@ -473,4 +483,19 @@ func (s *System) Touch(ctx context.Context) (int, error) {
 // ListEntities lists topology entities matching f in ID order.
 func (s *System) ListEntities(_ context.Context, f persistence.EntityFilter, cursor string, limit int) ([]persistence.Entity, string, error) {
 	return s.store.ListEntities(f, cursor, limit)
+}
+
+// Call runs the operation name of an entity's kind with JSON arguments
+// (CONTRACT section 7) and returns its JSON result. A kind without that
+// operation is errcode.UnknownOp.
+func (s *System) Call(ctx context.Context, id, name string, args json.RawMessage) (json.RawMessage, error) {
+	kind, err := s.kindOf(id)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Call{Call: &actorspb.Call{Name: name, Args: args}}})
+	if err != nil {
+		return nil, err
+	}
+	return res.Body, nil
 }

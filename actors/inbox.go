@@ -2,15 +2,14 @@ package actors
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/entity"
+	"github.com/twinmesh/twinmesh/actors/plugin"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -18,18 +17,7 @@ import (
 const (
 	DefaultMessageTTL   = time.Hour
 	MaxMessageTTL       = 48 * time.Hour
-	MaxPendingPerDevice = 50
-	// completedRetention is how long delivered/expired outcomes stay
-	// visible through the API before they are purged.
-	completedRetention = 24 * time.Hour
-)
-
-// Inbox operations, serialised by the device grain so the pending cap and
-// the sequence numbers cannot race.
-const (
-	opInboxSend      = "inbox-send"
-	opInboxPending   = "inbox-pending"
-	opInboxDelivered = "inbox-delivered"
+	MaxPendingPerDevice = entity.MaxPendingPerDevice
 )
 
 // EventInbox is published when a device's inbox has new pending messages;
@@ -54,7 +42,8 @@ func (s *System) SendMessage(ctx context.Context, deviceID string, m OutgoingMes
 		return persistence.InboxMessage{}, fmt.Errorf("%w: ttl must be between 1s and %v", ErrBadRequest, MaxMessageTTL)
 	}
 	var out persistence.InboxMessage
-	err := s.deviceCall(ctx, deviceID, opInboxSend, m, &out)
+	err := s.deviceCall(ctx, deviceID, &actorspb.Request{Body: &actorspb.Request_InboxSend{InboxSend: &actorspb.InboxSend{
+		Payload: m.Payload, Properties: m.Properties, TtlNanos: int64(m.TTL)}}}, &out)
 	return out, err
 }
 
@@ -62,20 +51,20 @@ func (s *System) SendMessage(ctx context.Context, deviceID string, m OutgoingMes
 // enqueue order (expired ones are marked expired on the way).
 func (s *System) PendingMessages(ctx context.Context, deviceID string) ([]persistence.InboxMessage, error) {
 	var out []persistence.InboxMessage
-	err := s.deviceCall(ctx, deviceID, opInboxPending, nil, &out)
+	err := s.deviceCall(ctx, deviceID, &actorspb.Request{Body: &actorspb.Request_InboxPending{InboxPending: &actorspb.InboxPending{}}}, &out)
 	return out, err
 }
 
 // MessageDelivered marks a message delivered (the device acknowledged it).
 func (s *System) MessageDelivered(ctx context.Context, deviceID, messageID string) error {
-	return s.deviceCall(ctx, deviceID, opInboxDelivered, map[string]string{"id": messageID}, nil)
+	return s.deviceCall(ctx, deviceID, &actorspb.Request{Body: &actorspb.Request_InboxDelivered{InboxDelivered: &actorspb.InboxDelivered{Id: messageID}}}, nil)
 }
 
 // Messages lists a device's inbox with each message's outcome, as the
 // device's grain (its owner) holds it.
 func (s *System) Messages(ctx context.Context, deviceID string) ([]persistence.InboxMessage, error) {
 	var out []persistence.InboxMessage
-	if err := s.deviceCall(ctx, deviceID, opInboxList, nil, &out); err != nil {
+	if err := s.deviceCall(ctx, deviceID, &actorspb.Request{Body: &actorspb.Request_InboxList{InboxList: &actorspb.InboxList{}}}, &out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -111,114 +100,19 @@ type noInbox struct{}
 
 func (noInbox) Inbox(string) ([]persistence.InboxMessage, error) { return nil, nil }
 
-func (s *System) deviceCall(ctx context.Context, deviceID, op string, in any, out any) error {
+func (s *System) deviceCall(ctx context.Context, deviceID string, req *actorspb.Request, out any) error {
 	kind, err := s.kindOf(deviceID)
 	if err != nil {
 		return err
 	}
-	if b, _ := s.cfg.Registry.Lookup(kind); !isConnectable(b) {
+	if !s.cfg.Registry.Traits(kind).Has(plugin.Device) {
 		return fmt.Errorf("%w: %s is a %s, not a device", ErrBadRequest, deviceID, kind)
 	}
-	var body []byte
-	if in != nil {
-		if body, err = json.Marshal(in); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadRequest, err)
-		}
-	}
-	res, err := s.call(ctx, deviceID, kind, op, body, nil)
+	res, err := s.call(ctx, deviceID, kind, req)
 	if err != nil || out == nil {
 		return err
 	}
-	return json.Unmarshal(res, out)
-}
-
-func newMessageID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// inbox handles the inbox operations inside the device grain.
-func (g *grain) inbox(_ actor.Context, op string, body []byte) ([]byte, error) {
-	msgs, err := g.sys.inboxStore().Inbox(g.id)
-	if err != nil {
-		return nil, fmt.Errorf("inbox of %s: %w", g.id, err)
-	}
-	now := g.now()
-	var ops []persistence.Op
-	var pending []persistence.InboxMessage
-	var maxSeq uint64
-	for _, m := range msgs {
-		maxSeq = max(maxSeq, m.Seq)
-		switch {
-		case m.State == "pending" && !m.ExpiresAt.After(now):
-			m.State = "expired"
-			ops = append(ops, persistence.PutInbox(m))
-		case m.State == "pending":
-			pending = append(pending, m)
-		case m.State != "pending" && now.Sub(completedAt(m)) > completedRetention:
-			ops = append(ops, persistence.DeleteInbox(g.id, m.ID))
-		}
-	}
-	var result any
-	var events []Event
-	switch op {
-	case opInboxSend:
-		var in OutgoingMessage
-		if err := json.Unmarshal(body, &in); err != nil {
-			return nil, fmt.Errorf("%w: message: %v", ErrBadRequest, err)
-		}
-		if len(pending) >= MaxPendingPerDevice {
-			return nil, fmt.Errorf("%w: device %s already has %d pending messages", ErrThrottled, g.id, len(pending))
-		}
-		m := persistence.InboxMessage{ID: newMessageID(), DeviceID: g.id, Payload: in.Payload, Properties: in.Properties,
-			EnqueuedAt: now, ExpiresAt: now.Add(in.TTL), State: "pending", Seq: maxSeq + 1}
-		ops = append(ops, persistence.PutInbox(m))
-		result = m
-		events = append(events, Event{Type: EventInbox, Entity: g.id, Kind: g.kind, Version: g.tw.Version(), TS: now})
-	case opInboxPending:
-		if pending == nil {
-			pending = []persistence.InboxMessage{}
-		}
-		result = pending
-	case opInboxDelivered:
-		var in struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal(body, &in)
-		found := false
-		for _, m := range msgs {
-			if m.ID == in.ID {
-				found = true
-				if m.State == "pending" {
-					m.State, m.DeliveredAt = "delivered", now
-					ops = append(ops, persistence.PutInbox(m))
-				}
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("%w: message %s of %s", ErrNotFound, in.ID, g.id)
-		}
-		result = map[string]string{"state": "delivered"}
-	}
-	if len(ops) > 0 {
-		cctx, cancel := g.commitCtx()
-		defer cancel()
-		if err := g.storeCommit(cctx, "inbox of", ops...); err != nil {
-			return nil, err
-		}
-	}
-	for _, e := range events {
-		g.sys.publish(e)
-	}
-	return json.Marshal(result)
-}
-
-func completedAt(m persistence.InboxMessage) time.Time {
-	if !m.DeliveredAt.IsZero() {
-		return m.DeliveredAt
-	}
-	return m.ExpiresAt
+	return json.Unmarshal(res.Body, out)
 }
 
 // Machine-to-machine grants ---------------------------------------------

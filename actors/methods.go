@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 )
@@ -35,26 +34,24 @@ func (m methodRouter) InvokeMethod(ctx context.Context, id, method string, paylo
 }
 
 // sessionNode returns the node holding the MQTT session of a device, from
-// its twin's connection state; "" when it is not connected.
+// the connection state its grain reports; "" when it is not connected.
 func (s *System) sessionNode(ctx context.Context, id string, depth int) string {
-	doc, _, err := s.GetTwin(ctx, id)
+	kind, err := s.kindOf(id)
 	if err != nil {
 		return ""
 	}
-	var t struct {
-		Connection struct {
-			State string `json:"state"`
-			Node  string `json:"node"`
-		} `json:"connection"`
-	}
-	if json.Unmarshal(doc, &t) != nil || t.Connection.State != "connected" {
+	res, err := s.call(ctx, id, kind, getReq)
+	if err != nil {
 		return ""
 	}
-	if gw, ok := strings.CutPrefix(t.Connection.Node, viaPrefix); ok {
+	if gw, ok := strings.CutPrefix(res.SessionNode, viaPrefix); ok {
 		if depth > 0 {
 			return ""
 		}
 		return s.sessionNode(ctx, gw, depth+1)
 	}
-	return t.Connection.Node
+	return res.SessionNode
 }
+
+// viaPrefix marks a connection state derived from a gateway's.
+const viaPrefix = "via "

@@ -9,11 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/scheduler"
-
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/entity"
 	"github.com/twinmesh/twinmesh/actors/rules"
-	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -24,9 +22,6 @@ const (
 	// EventAction is published when a rule action ran (or failed).
 	EventAction = "action"
 )
-
-// Grain operations for alerts.
-const opAlertAck = "alert-ack"
 
 // ruleSet is an immutable snapshot of the rules in force; grains read it
 // on every evaluation, so a PUT or DELETE applies without restart.
@@ -149,7 +144,7 @@ func (s *System) DeleteRule(ctx context.Context, id string) error {
 	}
 	for _, a := range alerts {
 		if a.RuleID == id && a.Open() {
-			if err := s.alertOp(ctx, a.Entity, opAlertRetire, a.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			if err := s.alertOp(ctx, a.Entity, a.ID, false); err != nil && !errors.Is(err, ErrNotFound) {
 				return err
 			}
 		}
@@ -213,35 +208,34 @@ func (s *System) AckAlert(ctx context.Context, id string) (rules.Alert, error) {
 	if err != nil {
 		return a, err
 	}
-	if err := s.alertOp(ctx, a.Entity, opAlertAck, id); err != nil {
+	if err := s.alertOp(ctx, a.Entity, id, true); err != nil {
 		return a, err
 	}
 	return s.Alert(ctx, id)
 }
 
-const opAlertRetire = "alert-retire"
-
-func (s *System) alertOp(ctx context.Context, entity, op, id string) error {
-	kind, err := s.kindOf(entity)
+func (s *System) alertOp(ctx context.Context, ent, id string, ack bool) error {
+	kind, err := s.kindOf(ent)
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(map[string]string{"id": id})
-	_, err = s.call(ctx, entity, kind, op, body, nil)
+	_, err = s.call(ctx, ent, kind, &actorspb.Request{Body: &actorspb.Request_Alert{Alert: &actorspb.AlertChange{Id: id, Ack: ack}}})
 	return err
+}
+
+// ruleList returns the rules in force (the entity core's RuleSource).
+func (s *System) ruleList() []*rules.Rule {
+	if set := s.rules.Load(); set != nil {
+		return set.list
+	}
+	return nil
 }
 
 // Actions ----------------------------------------------------------------
 
 // actionJob is one action of a fired rule, run off the grain so a grain
 // never waits on another grain or a device.
-type actionJob struct {
-	key    string // "<rule>/<entity>/<seq>/<index>": idempotency key
-	rule   string
-	entity string
-	parent string
-	action rules.Action
-}
+type actionJob = entity.Action
 
 // actionRunner runs rule actions on a fixed pool with a bounded queue, and
 // remembers recent keys so a redelivered outcome does not run twice.
@@ -297,20 +291,20 @@ func (r *actionRunner) close() {
 // enqueue never blocks a grain: a full queue drops the action and says so.
 func (r *actionRunner) enqueue(j actionJob) {
 	r.mu.Lock()
-	if r.seen[j.key] {
+	if r.seen[j.Key] {
 		r.mu.Unlock()
 		return
 	}
 	if old := r.ring[r.next]; old != "" {
 		delete(r.seen, old)
 	}
-	r.ring[r.next], r.seen[j.key] = j.key, true
+	r.ring[r.next], r.seen[j.Key] = j.Key, true
 	r.next = (r.next + 1) % len(r.ring)
 	r.mu.Unlock()
 	select {
 	case r.jobs <- j:
 	default:
-		r.s.log.Warn("rule action dropped: queue full", "rule", j.rule, "entity", j.entity)
+		r.s.log.Warn("rule action dropped: queue full", "rule", j.Rule, "entity", j.Entity)
 	}
 }
 
@@ -321,16 +315,16 @@ func (r *actionRunner) target(j actionJob, spec string) (string, error) {
 	}
 	switch t.Kind {
 	case rules.TargetSelf:
-		return j.entity, nil
+		return j.Entity, nil
 	case rules.TargetParent:
-		if j.parent == "" {
-			return "", fmt.Errorf("%w: %s has no parent", ErrNotFound, j.entity)
+		if j.Parent == "" {
+			return "", fmt.Errorf("%w: %s has no parent", ErrNotFound, j.Entity)
 		}
-		return j.parent, nil
+		return j.Parent, nil
 	case rules.TargetChild:
 		e, err := r.s.store.GetEntity(t.ID)
-		if err != nil || e.Parent != j.entity {
-			return "", fmt.Errorf("%w: %s is not a child of %s", ErrNotFound, t.ID, j.entity)
+		if err != nil || e.Parent != j.Entity {
+			return "", fmt.Errorf("%w: %s is not a child of %s", ErrNotFound, t.ID, j.Entity)
 		}
 		return t.ID, nil
 	}
@@ -345,7 +339,7 @@ func (r *actionRunner) run(j actionJob) {
 		err          error
 		result       any
 	)
-	a := j.action
+	a := j.Action
 	switch {
 	case a.Command != nil:
 		kind = "command"
@@ -385,253 +379,11 @@ func (r *actionRunner) run(j actionJob) {
 	default:
 		return
 	}
-	data := map[string]any{"rule": j.rule, "action": kind, "target": target, "key": j.key, "result": result}
+	data := map[string]any{"rule": j.Rule, "action": kind, "target": target, "key": j.Key, "result": result}
 	if err != nil {
 		data["error"] = err.Error()
-		r.s.log.Warn("rule action failed", "rule", j.rule, "entity", j.entity, "action", kind, "target", target, "err", err)
+		r.s.log.Warn("rule action failed", "rule", j.Rule, "entity", j.Entity, "action", kind, "target", target, "err", err)
 	}
 	b, _ := json.Marshal(data)
-	r.s.publish(Event{Type: EventAction, Entity: j.entity, Data: b, TS: r.s.cfg.Now().UTC()})
-}
-
-// Grain side ---------------------------------------------------------------
-
-// ruleTick is the local timer message that moves rules on when time alone
-// passes (a `for` elapsing, a tumbling window closing).
-type ruleTick struct{}
-
-// ruleEnv is the twin as the conditions see it.
-func (g *grain) ruleEnv() map[string]any {
-	tel := map[string]any{}
-	for k, p := range g.tw.Telemetry() {
-		tel[k] = p.Value
-	}
-	return map[string]any{"telemetry": tel, "reported": g.tw.Section(twin.Reported),
-		"desired": g.tw.Section(twin.Desired), "tags": g.tw.Section(twin.Tags), "rollup": g.tw.Rollup()}
-}
-
-func (g *grain) entityInfo() rules.EntityInfo {
-	return rules.EntityInfo{ID: g.id, Kind: g.kind, Ancestors: g.ancestors, Tags: g.tw.Section(twin.Tags)}
-}
-
-func (g *grain) loadAncestors() {
-	anc, err := g.sys.Ancestors(context.Background(), g.id)
-	if err != nil {
-		g.log.Debug("ancestors", "err", err)
-	}
-	g.ancestors = anc
-}
-
-// evaluate runs every rule in scope on a change; points are the telemetry
-// of this message (nil for twin changes).
-func (g *grain) evaluate(ctx actor.Context, points map[string]any) {
-	set := g.sys.rules.Load()
-	if set == nil || !g.exists {
-		return
-	}
-	if g.ruleStates == nil {
-		g.ruleStates = map[string]*rules.State{}
-	}
-	info := g.entityInfo()
-	var env map[string]any
-	live := map[string]bool{}
-	for _, r := range set.list {
-		if !r.Matches(info) {
-			continue
-		}
-		live[r.ID] = true
-		if env == nil {
-			env = g.ruleEnv()
-		}
-		st := g.ruleStates[r.ID]
-		if st == nil {
-			st = r.NewState()
-			g.ruleStates[r.ID] = st
-		}
-		out, err := r.Step(st, rules.Input{Now: g.now(), Telemetry: points, Env: env})
-		if err != nil {
-			g.log.Debug("rule evaluation", "rule", r.ID, "err", err)
-		}
-		g.handleOutcomes(ctx, r, out)
-	}
-	// States of rules deleted or now out of scope are dropped.
-	for id := range g.ruleStates {
-		if !live[id] {
-			delete(g.ruleStates, id)
-		}
-	}
-	g.scheduleTick(ctx)
-}
-
-func (g *grain) tick(ctx actor.Context) {
-	set := g.sys.rules.Load()
-	if set == nil || !g.exists {
-		return
-	}
-	var env map[string]any
-	for _, r := range set.list {
-		st := g.ruleStates[r.ID]
-		if st == nil {
-			continue
-		}
-		if env == nil {
-			env = g.ruleEnv()
-		}
-		out, err := r.Tick(st, g.now(), env)
-		if err != nil {
-			g.log.Debug("rule tick", "rule", r.ID, "err", err)
-		}
-		g.handleOutcomes(ctx, r, out)
-	}
-	g.scheduleTick(ctx)
-}
-
-func (g *grain) scheduleTick(ctx actor.Context) {
-	set := g.sys.rules.Load()
-	var next time.Time
-	for _, r := range set.list {
-		if st := g.ruleStates[r.ID]; st != nil {
-			if d, ok := r.NextDeadline(st); ok && (next.IsZero() || d.Before(next)) {
-				next = d
-			}
-		}
-	}
-	if g.cancelTick != nil {
-		g.cancelTick()
-		g.cancelTick = nil
-	}
-	if next.IsZero() {
-		return
-	}
-	wait := next.Sub(g.now())
-	if wait < time.Millisecond {
-		wait = time.Millisecond
-	}
-	g.cancelTick = scheduler.NewTimerScheduler(ctx).SendOnce(wait, ctx.Self(), ruleTick{})
-}
-
-func (g *grain) handleOutcomes(ctx actor.Context, r *rules.Rule, outs []rules.Outcome) {
-	for _, o := range outs {
-		b, _ := json.Marshal(o)
-		g.sys.publish(Event{Type: EventRule, Entity: g.id, Kind: g.kind, Version: g.tw.Version(), Data: b, TS: o.At})
-		switch o.Kind {
-		case rules.Raised:
-			if o.Severity != "" {
-				g.logAlertErr(g.changeAlert(rules.AlertID(r.ID, g.id), r.ID, func(a *rules.Alert) error {
-					a.Raise(o.At, o.Severity, o.Message)
-					return nil
-				}))
-				g.scheduleRollup(ctx)
-			}
-		case rules.Cleared:
-			if o.Severity != "" {
-				g.logAlertErr(g.changeAlert(rules.AlertID(r.ID, g.id), r.ID, func(a *rules.Alert) error {
-					a.Clear(o.At)
-					return nil
-				}))
-				g.scheduleRollup(ctx)
-			}
-		case rules.Fired:
-			for i, a := range o.Actions {
-				g.sys.actions.enqueue(actionJob{key: fmt.Sprintf("%s/%s/%d/%d", r.ID, g.id, o.Seq, i),
-					rule: r.ID, entity: g.id, parent: g.ent.Parent, action: a})
-			}
-		}
-	}
-}
-
-func (g *grain) logAlertErr(err error) {
-	if err != nil {
-		g.log.Warn("alert update", "err", err)
-	}
-}
-
-// alertRef is what a twin's "alerts" array shows of an open alert.
-type alertRef struct {
-	ID       string    `json:"id"`
-	RuleID   string    `json:"ruleId"`
-	Severity string    `json:"severity"`
-	State    string    `json:"state"`
-	Message  string    `json:"message,omitempty"`
-	Since    time.Time `json:"since"`
-	Count    int       `json:"count"`
-}
-
-// changeAlert applies a lifecycle change to an alert of this entity,
-// persists it with the twin (whose "alerts" lists the open ones) and
-// publishes an alert event.
-func (g *grain) changeAlert(id, ruleID string, change func(*rules.Alert) error) error {
-	a := rules.NewAlert(ruleID, g.id)
-	if doc, err := g.sys.store.GetDoc(persistence.BucketAlerts, id); err == nil {
-		if err := json.Unmarshal(doc, a); err != nil {
-			return fmt.Errorf("decode alert %s: %w", id, err)
-		}
-	} else if !errors.Is(err, persistence.ErrNotFound) {
-		return err
-	}
-	before, _ := json.Marshal(a)
-	if err := change(a); err != nil {
-		return err
-	}
-	after, _ := json.Marshal(a)
-	if string(before) == string(after) {
-		return nil
-	}
-	var refs []alertRef
-	_ = json.Unmarshal(g.tw.Alerts(), &refs)
-	kept := refs[:0]
-	for _, r := range refs {
-		if r.ID != a.ID {
-			kept = append(kept, r)
-		}
-	}
-	if a.Open() {
-		kept = append(kept, alertRef{ID: a.ID, RuleID: a.RuleID, Severity: a.Severity, State: a.State,
-			Message: a.Message, Since: a.FirstSeen, Count: a.Count})
-	}
-	sort.Slice(kept, func(i, j int) bool { return kept[i].ID < kept[j].ID })
-	list, _ := json.Marshal(kept)
-	prev := g.tw
-	g.tw = g.tw.Clone()
-	c := g.tw.SetAlerts(list, g.now())
-	events := []Event{{Type: EventAlert, Version: g.tw.Version(), Data: after}}
-	if !c.Noop {
-		events = append(events, changeEvent(EventTwin, c))
-	}
-	if err := g.commit([]persistence.Op{persistence.PutDoc(persistence.BucketAlerts, a.ID, after)}, events...); err != nil {
-		g.tw = prev
-		return err
-	}
-	return nil
-}
-
-// alertRequest handles acknowledge and retire (rule deleted) requests.
-func (g *grain) alertRequest(ctx actor.Context, op string, body []byte) ([]byte, error) {
-	var in struct {
-		ID string `json:"id"`
-	}
-	_ = json.Unmarshal(body, &in)
-	doc, err := g.sys.store.GetDoc(persistence.BucketAlerts, in.ID)
-	if err != nil {
-		return nil, fmt.Errorf("%w: alert %s", ErrNotFound, in.ID)
-	}
-	var a rules.Alert
-	if err := json.Unmarshal(doc, &a); err != nil || a.Entity != g.id {
-		return nil, fmt.Errorf("%w: alert %s of %s", ErrNotFound, in.ID, g.id)
-	}
-	err = g.changeAlert(a.ID, a.RuleID, func(x *rules.Alert) error {
-		if op == opAlertAck {
-			if err := x.Ack(g.now()); err != nil {
-				return fmt.Errorf("%w: %v", ErrConflict, err)
-			}
-			return nil
-		}
-		x.Clear(g.now())
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	g.scheduleRollup(ctx)
-	return []byte(`{}`), nil
+	r.s.publish(Event{Type: EventAction, Entity: j.Entity, Data: b, TS: r.s.cfg.Now().UTC()})
 }

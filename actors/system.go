@@ -24,6 +24,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
 	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/actors/plugin"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -52,8 +53,8 @@ type Config struct {
 	RemoteTLS *RemoteTLS
 	// Store persists entities, twins and identities.
 	Store Store
-	// Registry holds the kinds to host; nil means DefaultRegistry().
-	Registry *Registry
+	// Registry holds the kinds to host; nil means plugin.Default().
+	Registry *plugin.Registry
 	// IdleTimeout is how long a grain stays active without messages before
 	// it passivates. Default 10 minutes.
 	IdleTimeout time.Duration
@@ -84,7 +85,7 @@ func (c *Config) validate() error {
 		c.RemoteAddr = "127.0.0.1:0"
 	}
 	if c.Registry == nil {
-		c.Registry = DefaultRegistry()
+		c.Registry = plugin.Default()
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 10 * time.Minute
@@ -147,6 +148,8 @@ type System struct {
 	sinksMu sync.RWMutex
 	sinks   []EventSink
 
+	timers *timerService
+
 	rules     atomic.Pointer[ruleSet]
 	rulesMu   sync.Mutex // serialises rule set updates
 	actions   *actionRunner
@@ -170,6 +173,7 @@ func New(cfg Config) (*System, error) {
 	}
 	s.rules.Store(&ruleSet{})
 	s.actions = newActionRunner(s)
+	s.timers = newTimerService(s)
 	return s, nil
 }
 
@@ -275,9 +279,9 @@ func (s *System) Start(ctx context.Context) (err error) {
 		lookup = disthash.New()
 	}
 	var kinds []*pcluster.Kind
-	for _, k := range s.cfg.Registry.Kinds() {
-		b, _ := s.cfg.Registry.Lookup(k)
-		kinds = append(kinds, pcluster.NewKind(k, actor.PropsFromProducer(s.grainProducer(b))))
+	for _, name := range s.cfg.Registry.Kinds() {
+		k, _ := s.cfg.Registry.Lookup(name)
+		kinds = append(kinds, pcluster.NewKind(name, actor.PropsFromProducer(s.grainProducer(k))))
 	}
 	ccfg := pcluster.Configure(s.cfg.ClusterName, s.cfg.Provider, lookup,
 		remote.Configure(host, port, s.remoteOptions()...),
@@ -294,6 +298,7 @@ func (s *System) Start(ctx context.Context) (err error) {
 	s.cluster.StartMember()
 	s.actions.start()
 	s.started.Store(true)
+	s.timers.start()
 	s.log.Info("actor system started", "remote", s.actors.Address(), "id", s.actors.ID, "kinds", s.cfg.Registry.Kinds())
 	return nil
 }
@@ -333,6 +338,7 @@ func (s *System) Stop(graceful bool) {
 		return
 	}
 	s.actions.close()
+	s.timers.close()
 	if h, ok := s.cfg.IdentityLookup.(interface{ Handoff(time.Duration) }); ok && graceful {
 		h.Handoff(10 * time.Second)
 	}
@@ -341,20 +347,20 @@ func (s *System) Stop(graceful bool) {
 }
 
 // call sends a Request to the grain of (id, kind) and waits for its answer,
-// turning error responses back into sentinels. While a grain moves between
-// nodes (a member joined, left or crashed) a request can meet a stopped or
-// fenced activation or an unreachable member: call retries those, with
-// backoff, until the deadline.
-func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifVersion *int64) ([]byte, error) {
+// turning error responses back into errcode errors. While a grain moves
+// between nodes (a member joined, left or crashed) a request can meet a
+// stopped or fenced activation or an unreachable member: call retries
+// those, with backoff, until the deadline.
+func (s *System) call(ctx context.Context, id, kind string, req *actorspb.Request) (*actorspb.Response, error) {
 	if !s.Ready() {
-		return nil, fmt.Errorf("%w: node not started or stopping", ErrUnavailable)
+		return nil, errcode.New(errcode.Unavailable, "node not started or stopping")
 	}
 	deadline := time.Now().Add(s.cfg.RequestTimeout)
 	if dl, ok := ctx.Deadline(); ok {
 		deadline = dl
 	}
 	start := time.Now()
-	defer func() { s.metrics.requests.WithLabelValues(op).Observe(time.Since(start).Seconds()) }()
+	defer func() { s.metrics.requests.WithLabelValues(opName(req)).Observe(time.Since(start).Seconds()) }()
 	backoff := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		left := time.Until(deadline)
@@ -362,19 +368,19 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, fmt.Errorf("%w: grain %s/%s: no answer before the deadline", ErrUnavailable, kind, id)
+			return nil, errcode.New(errcode.Unavailable, "grain %s/%s: no answer before the deadline", kind, id)
 		}
-		res, err := s.attempt(ctx, id, kind, &actorspb.Request{Op: op, LegacyBody: body, IfVersion: ifVersion}, left)
+		res, err := s.attempt(ctx, id, kind, req, left)
 		if err == nil {
 			r, ok := res.(*actorspb.Response)
 			if !ok {
-				return nil, fmt.Errorf("%w: grain %s/%s answered %T", ErrUnavailable, kind, id, res)
+				return nil, errcode.New(errcode.Unavailable, "grain %s/%s answered %T", kind, id, res)
 			}
-			if r.Status < 400 {
-				return r.Body, nil
+			if r.Code == 0 {
+				return r, nil
 			}
-			rerr := error(&errcode.Error{Code: errcode.Parse(r.CodeName), Msg: r.Message})
-			if !errors.Is(rerr, ErrFenced) || !s.Ready() {
+			rerr := &errcode.Error{Code: errcode.Code(r.Code), Msg: r.Message}
+			if rerr.Code != errcode.Fenced || !s.Ready() {
 				return nil, rerr
 			}
 			// The activation we reached is stale or moving: forget it so
@@ -386,9 +392,9 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 			return nil, ctx.Err()
 		}
 		if !s.Ready() || time.Until(deadline) <= backoff {
-			return nil, fmt.Errorf("%w: grain %s/%s: %v", ErrUnavailable, kind, id, err)
+			return nil, errcode.New(errcode.Unavailable, "grain %s/%s: %v", kind, id, err)
 		}
-		s.log.Debug("grain call retried", "entity", id, "op", op, "attempt", attempt, "err", err)
+		s.log.Debug("grain call retried", "entity", id, "op", opName(req), "attempt", attempt, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -396,6 +402,39 @@ func (s *System) call(ctx context.Context, id, kind, op string, body []byte, ifV
 		}
 		backoff = min(backoff*2, 500*time.Millisecond)
 	}
+}
+
+// opName names a request for metrics and logs.
+func opName(req *actorspb.Request) string {
+	switch req.Body.(type) {
+	case *actorspb.Request_Get:
+		return "get"
+	case *actorspb.Request_PutEntity:
+		return "put-entity"
+	case *actorspb.Request_Delete:
+		return "delete"
+	case *actorspb.Request_Patch:
+		return "patch"
+	case *actorspb.Request_Reported:
+		return "reported"
+	case *actorspb.Request_Telemetry:
+		return "telemetry"
+	case *actorspb.Request_Connection:
+		return "connection"
+	case *actorspb.Request_Touch:
+		return "touch"
+	case *actorspb.Request_TelemetryQuery:
+		return "telemetry-query"
+	case *actorspb.Request_InboxSend, *actorspb.Request_InboxPending, *actorspb.Request_InboxDelivered, *actorspb.Request_InboxList:
+		return "inbox"
+	case *actorspb.Request_Alert:
+		return "alert"
+	case *actorspb.Request_Call:
+		return "call"
+	case *actorspb.Request_Timer:
+		return "timer"
+	}
+	return "unknown"
 }
 
 // errUnreachable: the member holding the grain's cached PID was found not
@@ -437,13 +476,13 @@ func (s *System) attempt(ctx context.Context, id, kind string, req *actorspb.Req
 }
 
 // notify sends a fire-and-forget message to a grain, activating it if needed.
-func (s *System) notify(sender actor.SenderContext, id, kind, op, from string, body []byte) {
+func (s *System) notify(sender actor.SenderContext, id, kind string, n *actorspb.Notify) {
 	pid := s.cluster.Get(id, kind)
 	if pid == nil {
-		s.log.Warn("notify: no activation", "entity", id, "kind", kind, "op", op)
+		s.log.Warn("notify: no activation", "entity", id, "kind", kind)
 		return
 	}
-	sender.Send(pid, &actorspb.Notify{Op: op, From: from, LegacyBody: body})
+	sender.Send(pid, n)
 }
 
 var _ proto.Message = (*actorspb.Request)(nil)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/actors/kinds"
+	"github.com/twinmesh/twinmesh/actors/plugin"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
 	"github.com/twinmesh/twinmesh/persistence"
@@ -56,7 +57,7 @@ func (l *eventLog) of(entity, typ string) []actors.Event {
 
 type options struct {
 	idle     time.Duration
-	registry *actors.Registry
+	registry *plugin.Registry
 	limits   twin.Limits
 }
 
@@ -352,13 +353,12 @@ func TestTouchRepairsStaleRollup(t *testing.T) {
 // point and refuses impossible temperatures.
 type thermostat struct{ activations *atomic.Int64 }
 
-func (thermostat) Kind() string      { return "thermostat" }
-func (thermostat) Connectable() bool { return true }
-func (t thermostat) Activate(context.Context, string) error {
+func (thermostat) Info() plugin.Info { return plugin.Info{Name: "thermostat", Traits: plugin.Device} }
+func (t thermostat) OnActivate(*plugin.Ctx) error {
 	t.activations.Add(1)
 	return nil
 }
-func (thermostat) FilterTelemetry(_ context.Context, _ string, p map[string]any) (map[string]any, error) {
+func (thermostat) OnTelemetry(_ *plugin.Ctx, p map[string]any) (map[string]any, error) {
 	temp, ok := p["temperature"].(float64)
 	if !ok {
 		return p, nil
@@ -374,7 +374,7 @@ func (thermostat) FilterTelemetry(_ context.Context, _ string, p map[string]any)
 }
 
 func TestPluginKind(t *testing.T) {
-	reg := actors.NewRegistry()
+	reg := plugin.NewRegistry()
 	reg.Register(kinds.Device{})
 	reg.Register(kinds.Space{Name: "room"})
 	th := thermostat{activations: &atomic.Int64{}}

@@ -168,6 +168,7 @@ var catalogSections = []struct {
 	{string(BucketContrib), []byte(BucketContrib), wireDocPut},
 	{string(BucketGrants), []byte(BucketGrants), wireDocPut},
 	{string(BucketTombstones), []byte(BucketTombstones), wireDocPut},
+	{string(BucketGrains), []byte(BucketGrains), wireDocPut},
 }
 
 // CatalogSnapshot returns the catalog (every entity, identity and document

@@ -69,7 +69,8 @@ func ensureBuckets(tx *bbolt.Tx) error {
 func allBuckets() [][]byte {
 	return [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities,
 		bktTelemetry, bktInbox, bktEpochs,
-		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants), []byte(BucketTombstones)}
+		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants), []byte(BucketTombstones),
+		[]byte(BucketGrains)}
 }
 
 // readSchema returns the stored schema version; a file without a meta bucket

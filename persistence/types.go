@@ -73,12 +73,16 @@ const (
 	// time of the deletion, so that a node that was away when something was
 	// deleted learns of it when it copies the catalog back (schema 3).
 	BucketTombstones Bucket = "tombstones"
+	// BucketGrains holds each entity's plugin record, keyed by entity ID:
+	// the kind's private state and its durable timers, which the node's
+	// timer service scans to fire them after a restart.
+	BucketGrains Bucket = "grains"
 )
 
 // valid reports whether b is one of the document buckets.
 func (b Bucket) valid() bool {
 	switch b {
-	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones:
+	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones, BucketGrains:
 		return true
 	}
 	return false

@@ -1,56 +1,45 @@
 // Package kinds registers the built-in entity kinds — device, gateway, site,
-// building, floor, room — with actors.Register, exactly as a third-party
+// building, floor, room — with plugin.Register, exactly as a third-party
 // plugin would. Link it in with a blank import:
 //
 //	import _ "github.com/twinmesh/twinmesh/actors/kinds"
 package kinds
 
-import "github.com/twinmesh/twinmesh/actors"
+import "github.com/twinmesh/twinmesh/actors/plugin"
 
 // Device is a connected thing: it holds an identity, connects over MQTT or
 // AMQP and counts as a device in its ancestors' rollups.
 type Device struct{}
 
-// Kind implements actors.Behavior.
-func (Device) Kind() string { return "device" }
+// Info implements plugin.Kind.
+func (Device) Info() plugin.Info { return plugin.Info{Name: "device", Traits: plugin.Device} }
 
-// Connectable implements actors.Connectable.
-func (Device) Connectable() bool { return true }
-
-// Gateway is a device that speaks for the devices connectedVia it; its rollup
-// counts them.
+// Gateway is a device that speaks for the devices connectedVia it; its
+// rollup counts them.
 type Gateway struct{}
 
-// Kind implements actors.Behavior.
-func (Gateway) Kind() string { return "gateway" }
+// Info implements plugin.Kind.
+func (Gateway) Info() plugin.Info {
+	return plugin.Info{Name: "gateway", Traits: plugin.Device | plugin.Rollup}
+}
 
-// Connectable implements actors.Connectable.
-func (Gateway) Connectable() bool { return true }
-
-// Aggregating implements actors.Aggregating.
-func (Gateway) Aggregating() bool { return true }
-
-// Space is a place in the topology (site, building, floor, room) that keeps a
-// rollup of everything it contains.
+// Space is a place in the topology (site, building, floor, room) that keeps
+// a rollup of everything it contains.
 type Space struct{ Name string }
 
-// Kind implements actors.Behavior.
-func (s Space) Kind() string { return s.Name }
-
-// Aggregating implements actors.Aggregating.
-func (Space) Aggregating() bool { return true }
+// Info implements plugin.Kind.
+func (s Space) Info() plugin.Info { return plugin.Info{Name: s.Name, Traits: plugin.Rollup} }
 
 func init() {
-	actors.Register(Device{})
-	actors.Register(Gateway{})
+	plugin.Register(Device{})
+	plugin.Register(Gateway{})
 	for _, k := range []string{"site", "building", "floor", "room"} {
-		actors.Register(Space{Name: k})
+		plugin.Register(Space{Name: k})
 	}
 }
 
 var (
-	_ actors.Connectable = Device{}
-	_ actors.Connectable = Gateway{}
-	_ actors.Aggregating = Gateway{}
-	_ actors.Aggregating = Space{}
+	_ plugin.Kind = Device{}
+	_ plugin.Kind = Gateway{}
+	_ plugin.Kind = Space{}
 )
