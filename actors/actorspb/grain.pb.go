@@ -50,12 +50,7 @@ type Request struct {
 	//	*Request_Alert
 	//	*Request_Call
 	//	*Request_Timer
-	Body isRequest_Body `protobuf_oneof:"body"`
-	// Deprecated: string operations of the grain being replaced; removed
-	// once the entity core lands.
-	Op            string `protobuf:"bytes,100,opt,name=op,proto3" json:"op,omitempty"`
-	LegacyBody    []byte `protobuf:"bytes,101,opt,name=legacy_body,json=legacyBody,proto3" json:"legacy_body,omitempty"`
-	IfVersion     *int64 `protobuf:"varint,102,opt,name=if_version,json=ifVersion,proto3,oneof" json:"if_version,omitempty"`
+	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,27 +234,6 @@ func (x *Request) GetTimer() *TimerFire {
 		}
 	}
 	return nil
-}
-
-func (x *Request) GetOp() string {
-	if x != nil {
-		return x.Op
-	}
-	return ""
-}
-
-func (x *Request) GetLegacyBody() []byte {
-	if x != nil {
-		return x.LegacyBody
-	}
-	return nil
-}
-
-func (x *Request) GetIfVersion() int64 {
-	if x != nil && x.IfVersion != nil {
-		return *x.IfVersion
-	}
-	return 0
 }
 
 type isRequest_Body interface {
@@ -1336,10 +1310,7 @@ type Response struct {
 	SessionNode string `protobuf:"bytes,6,opt,name=session_node,json=sessionNode,proto3" json:"session_node,omitempty"`
 	// body is the JSON result of operations whose result is a document
 	// (entity, inbox messages, telemetry records, an operation's result).
-	Body []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
-	// Deprecated: see Request.op.
-	Status        int32  `protobuf:"varint,100,opt,name=status,proto3" json:"status,omitempty"`
-	CodeName      string `protobuf:"bytes,101,opt,name=code_name,json=codeName,proto3" json:"code_name,omitempty"`
+	Body          []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1423,20 +1394,6 @@ func (x *Response) GetBody() []byte {
 	return nil
 }
 
-func (x *Response) GetStatus() int32 {
-	if x != nil {
-		return x.Status
-	}
-	return 0
-}
-
-func (x *Response) GetCodeName() string {
-	if x != nil {
-		return x.CodeName
-	}
-	return ""
-}
-
 // Notify is a fire-and-forget message to a grain. It is never answered.
 type Notify struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1448,10 +1405,7 @@ type Notify struct {
 	//	*Notify_Gateway
 	//	*Notify_Move
 	//	*Notify_Message
-	Body isNotify_Body `protobuf_oneof:"body"`
-	// Deprecated: see Request.op.
-	Op            string `protobuf:"bytes,100,opt,name=op,proto3" json:"op,omitempty"`
-	LegacyBody    []byte `protobuf:"bytes,101,opt,name=legacy_body,json=legacyBody,proto3" json:"legacy_body,omitempty"`
+	Body          isNotify_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1532,20 +1486,6 @@ func (x *Notify) GetMessage() *EntityMessage {
 		if x, ok := x.Body.(*Notify_Message); ok {
 			return x.Message
 		}
-	}
-	return nil
-}
-
-func (x *Notify) GetOp() string {
-	if x != nil {
-		return x.Op
-	}
-	return ""
-}
-
-func (x *Notify) GetLegacyBody() []byte {
-	if x != nil {
-		return x.LegacyBody
 	}
 	return nil
 }
@@ -2061,7 +2001,7 @@ var File_actors_actorspb_grain_proto protoreflect.FileDescriptor
 
 const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"\n" +
-	"\x1bactors/actorspb/grain.proto\x12\x0ftwinmesh.actors\"\x9b\b\n" +
+	"\x1bactors/actorspb/grain.proto\x12\x0ftwinmesh.actors\"\xb7\a\n" +
 	"\aRequest\x12(\n" +
 	"\x03get\x18\x01 \x01(\v2\x14.twinmesh.actors.GetH\x00R\x03get\x12;\n" +
 	"\n" +
@@ -2084,14 +2024,8 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"inbox_list\x18\r \x01(\v2\x1a.twinmesh.actors.InboxListH\x00R\tinboxList\x124\n" +
 	"\x05alert\x18\x0e \x01(\v2\x1c.twinmesh.actors.AlertChangeH\x00R\x05alert\x12+\n" +
 	"\x04call\x18\x0f \x01(\v2\x15.twinmesh.actors.CallH\x00R\x04call\x122\n" +
-	"\x05timer\x18\x10 \x01(\v2\x1a.twinmesh.actors.TimerFireH\x00R\x05timer\x12\x0e\n" +
-	"\x02op\x18d \x01(\tR\x02op\x12\x1f\n" +
-	"\vlegacy_body\x18e \x01(\fR\n" +
-	"legacyBody\x12\"\n" +
-	"\n" +
-	"if_version\x18f \x01(\x03H\x01R\tifVersion\x88\x01\x01B\x06\n" +
-	"\x04bodyB\r\n" +
-	"\v_if_version\"\x05\n" +
+	"\x05timer\x18\x10 \x01(\v2\x1a.twinmesh.actors.TimerFireH\x00R\x05timerB\x06\n" +
+	"\x04body\"\x05\n" +
 	"\x03Get\"\a\n" +
 	"\x05Touch\"\b\n" +
 	"\x06Delete\"p\n" +
@@ -2160,7 +2094,7 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"\x04args\x18\x02 \x01(\fR\x04args\"C\n" +
 	"\tTimerFire\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
-	"\rdue_unix_nano\x18\x02 \x01(\x03R\vdueUnixNano\"\xfb\x01\n" +
+	"\rdue_unix_nano\x18\x02 \x01(\x03R\vdueUnixNano\"\xc6\x01\n" +
 	"\bResponse\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
@@ -2168,18 +2102,13 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"\x0fsection_version\x18\x04 \x01(\x03R\x0esectionVersion\x12\x12\n" +
 	"\x04twin\x18\x05 \x01(\fR\x04twin\x12!\n" +
 	"\fsession_node\x18\x06 \x01(\tR\vsessionNode\x12\x12\n" +
-	"\x04body\x18\a \x01(\fR\x04body\x12\x16\n" +
-	"\x06status\x18d \x01(\x05R\x06status\x12\x1b\n" +
-	"\tcode_name\x18e \x01(\tR\bcodeName\"\xb4\x02\n" +
+	"\x04body\x18\a \x01(\fR\x04body\"\x83\x02\n" +
 	"\x06Notify\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x129\n" +
 	"\acontrib\x18\x02 \x01(\v2\x1d.twinmesh.actors.ContributionH\x00R\acontrib\x129\n" +
 	"\agateway\x18\x03 \x01(\v2\x1d.twinmesh.actors.GatewayStateH\x00R\agateway\x12+\n" +
 	"\x04move\x18\x04 \x01(\v2\x15.twinmesh.actors.MoveH\x00R\x04move\x12:\n" +
-	"\amessage\x18\x05 \x01(\v2\x1e.twinmesh.actors.EntityMessageH\x00R\amessage\x12\x0e\n" +
-	"\x02op\x18d \x01(\tR\x02op\x12\x1f\n" +
-	"\vlegacy_body\x18e \x01(\fR\n" +
-	"legacyBodyB\x06\n" +
+	"\amessage\x18\x05 \x01(\v2\x1e.twinmesh.actors.EntityMessageH\x00R\amessageB\x06\n" +
 	"\x04body\"V\n" +
 	"\bPointAgg\x12\x10\n" +
 	"\x03min\x18\x01 \x01(\x01R\x03min\x12\x10\n" +
