@@ -3,37 +3,19 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/protocols/mqtt"
 )
 
-// mqttBackend adapts the actor System to the MQTT adapter's Backend,
-// translating sentinels both ways.
+// mqttBackend adapts the actor System to the MQTT adapter's Backend. Errors
+// pass as they are: both sides speak errcode.
 type mqttBackend struct{ sys *actors.System }
-
-func toMQTT(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, actors.ErrNotFound):
-		return fmt.Errorf("%w: %v", mqtt.ErrUnknownDevice, err)
-	case errors.Is(err, actors.ErrBadRequest):
-		return fmt.Errorf("%w: %v", mqtt.ErrBadRequest, err)
-	case errors.Is(err, actors.ErrTooLarge):
-		return fmt.Errorf("%w: %v", mqtt.ErrTooLarge, err)
-	case errors.Is(err, actors.ErrThrottled):
-		return fmt.Errorf("%w: %v", mqtt.ErrThrottled, err)
-	}
-	return err
-}
 
 func (b mqttBackend) Identity(ctx context.Context, id string) (mqtt.Identity, error) {
 	idn, err := b.sys.Identity(ctx, id)
 	if err != nil {
-		return mqtt.Identity{}, toMQTT(err)
+		return mqtt.Identity{}, err
 	}
 	return mqtt.Identity{DeviceID: idn.DeviceID, PrimaryKey: idn.PrimaryKey, SecondaryKey: idn.SecondaryKey,
 		Enabled: idn.Status == "enabled"}, nil
@@ -50,13 +32,13 @@ func (b mqttBackend) MayRead(ctx context.Context, sub, dev string) (bool, error)
 func (b mqttBackend) Telemetry(ctx context.Context, id string, m mqtt.Telemetry) error {
 	in := actors.DecodeTelemetry(m.Payload, m.ContentType, m.TS, m.Properties)
 	in.MessageID = m.MessageID
-	return toMQTT(b.sys.Telemetry(ctx, id, in))
+	return b.sys.Telemetry(ctx, id, in)
 }
 
 func (b mqttBackend) GetTwin(ctx context.Context, id string) (json.RawMessage, json.RawMessage, error) {
 	doc, _, err := b.sys.GetTwin(ctx, id)
 	if err != nil {
-		return nil, nil, toMQTT(err)
+		return nil, nil, err
 	}
 	var t struct {
 		Desired  json.RawMessage `json:"desired"`
@@ -69,18 +51,17 @@ func (b mqttBackend) GetTwin(ctx context.Context, id string) (json.RawMessage, j
 }
 
 func (b mqttBackend) PatchReported(ctx context.Context, id string, patch []byte) (int64, error) {
-	v, err := b.sys.PatchReported(ctx, id, patch)
-	return v, toMQTT(err)
+	return b.sys.PatchReported(ctx, id, patch)
 }
 
 func (b mqttBackend) SetConnection(ctx context.Context, id string, connected bool) error {
-	return toMQTT(b.sys.SetConnection(ctx, id, connected))
+	return b.sys.SetConnection(ctx, id, connected)
 }
 
 func (b mqttBackend) PendingMessages(ctx context.Context, id string) ([]mqtt.C2DMessage, error) {
 	msgs, err := b.sys.PendingMessages(ctx, id)
 	if err != nil {
-		return nil, toMQTT(err)
+		return nil, err
 	}
 	out := make([]mqtt.C2DMessage, len(msgs))
 	for i, m := range msgs {
@@ -90,24 +71,7 @@ func (b mqttBackend) PendingMessages(ctx context.Context, id string) ([]mqtt.C2D
 }
 
 func (b mqttBackend) MessageDelivered(ctx context.Context, id, msg string) error {
-	return toMQTT(b.sys.MessageDelivered(ctx, id, msg))
-}
-
-// mqttMethods adapts the broker's direct-method call to the API, mapping
-// its sentinels to the actor layer's (404 not connected, 504 timeout).
-type mqttMethods struct{ srv *mqtt.Server }
-
-func (m mqttMethods) InvokeMethod(ctx context.Context, id, name string, payload []byte) (int, []byte, error) {
-	st, resp, err := m.srv.InvokeMethod(ctx, id, name, payload)
-	switch {
-	case errors.Is(err, mqtt.ErrNotConnected):
-		return 0, nil, fmt.Errorf("%w: %v", actors.ErrNotConnected, err)
-	case errors.Is(err, mqtt.ErrTimeout):
-		return 0, nil, fmt.Errorf("%w: %v", actors.ErrTimeout, err)
-	case errors.Is(err, mqtt.ErrBadRequest):
-		return 0, nil, fmt.Errorf("%w: %v", actors.ErrBadRequest, err)
-	}
-	return st, resp, err
+	return b.sys.MessageDelivered(ctx, id, msg)
 }
 
 // mqttEvents routes actor events to the broker. It runs inside grains, so

@@ -217,7 +217,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		if err != nil {
 			return n, fmt.Errorf("%w: %v", errUsage, err)
 		}
-		sessions = mqttMethods{ms}
+		sessions = ms
 	}
 	router := n.sys.RouteMethods(sessions)
 	n.sys.SetCommander(router)
