@@ -98,6 +98,7 @@ func (s *Server) routes() {
 	h("DELETE /api/v1/entities/{id}", s.deleteEntity)
 	h("GET /api/v1/entities/{id}/children", s.children)
 	h("GET /api/v1/entities/{id}/tree", s.tree)
+	h("POST /api/v1/entities/{id}/ops/{name}", s.callOp)
 	h("GET /api/v1/entities", s.listEntities)
 	h("PUT /api/v1/devices/{id}", s.putDevice)
 	h("GET /api/v1/devices/{id}", s.getDevice)
