@@ -32,8 +32,14 @@ type Commander interface {
 	InvokeMethod(ctx context.Context, deviceID, method string, payload []byte) (status int, resp []byte, err error)
 }
 
-// SetCommander sets what runs "command" actions. Call it before Start.
-func (s *System) SetCommander(c Commander) { s.commander = c }
+// RunActions runs the actions of fired rules (commands, messages, desired
+// patches) until ctx is done or the System stops; "command" actions go to
+// cmd, which reaches the devices' sessions (the protocol adapters). The
+// caller owns the goroutine: the System never needs the adapters, which
+// need the System.
+func (s *System) RunActions(ctx context.Context, cmd Commander) {
+	s.actions.serve(ctx, cmd)
+}
 
 func (s *System) loadRules() error {
 	docs, err := s.store.ListDocs(persistence.BucketRules, "")
@@ -243,7 +249,6 @@ type actionRunner struct {
 	s    *System
 	jobs chan actionJob
 	stop chan struct{}
-	wg   sync.WaitGroup
 
 	mu   sync.Mutex
 	seen map[string]bool
@@ -262,21 +267,27 @@ func newActionRunner(s *System) *actionRunner {
 		seen: map[string]bool{}, ring: make([]string, actionMemory)}
 }
 
-func (r *actionRunner) start() {
+// serve runs actionWorkers workers until ctx is done or the runner
+// closes, and returns once they ended.
+func (r *actionRunner) serve(ctx context.Context, cmd Commander) {
+	var wg sync.WaitGroup
 	for i := 0; i < actionWorkers; i++ {
-		r.wg.Add(1)
+		wg.Add(1)
 		go func() {
-			defer r.wg.Done()
+			defer wg.Done()
 			for {
 				select {
 				case j := <-r.jobs:
-					r.run(j)
+					r.run(j, cmd)
 				case <-r.stop:
+					return
+				case <-ctx.Done():
 					return
 				}
 			}
 		}()
 	}
+	wg.Wait()
 }
 
 func (r *actionRunner) close() {
@@ -285,7 +296,6 @@ func (r *actionRunner) close() {
 	default:
 		close(r.stop)
 	}
-	r.wg.Wait()
 }
 
 // enqueue never blocks a grain: a full queue drops the action and says so.
@@ -331,7 +341,7 @@ func (r *actionRunner) target(j actionJob, spec string) (string, error) {
 	return t.ID, nil
 }
 
-func (r *actionRunner) run(j actionJob) {
+func (r *actionRunner) run(j actionJob, cmd Commander) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var (
@@ -344,7 +354,7 @@ func (r *actionRunner) run(j actionJob) {
 	case a.Command != nil:
 		kind = "command"
 		if target, err = r.target(j, a.Command.Target); err == nil {
-			if r.s.commander == nil {
+			if cmd == nil {
 				err = fmt.Errorf("%w: no protocol adapter", ErrNotConnected)
 				break
 			}
@@ -358,7 +368,7 @@ func (r *actionRunner) run(j actionJob) {
 				payload = []byte("null")
 			}
 			var st int
-			st, _, err = r.s.commander.InvokeMethod(cctx, target, a.Command.Method, payload)
+			st, _, err = cmd.InvokeMethod(cctx, target, a.Command.Method, payload)
 			ccancel()
 			result = map[string]any{"method": a.Command.Method, "status": st}
 		}

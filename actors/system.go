@@ -153,7 +153,6 @@ type System struct {
 	rules     atomic.Pointer[ruleSet]
 	rulesMu   sync.Mutex // serialises rule set updates
 	actions   *actionRunner
-	commander Commander
 
 	activeGrains atomic.Int64
 	started      atomic.Bool
@@ -296,7 +295,6 @@ func (s *System) Start(ctx context.Context) (err error) {
 		}
 	}()
 	s.cluster.StartMember()
-	s.actions.start()
 	s.started.Store(true)
 	s.timers.start()
 	s.log.Info("actor system started", "remote", s.actors.Address(), "id", s.actors.ID, "kinds", s.cfg.Registry.Kinds())

@@ -82,7 +82,10 @@ func start(t *testing.T, path string, o options) *env {
 	if err := e.sys.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.stop)
+	sys := e.sys
+	actionsDone := make(chan struct{})
+	go func() { defer close(actionsDone); sys.RunActions(context.Background(), nil) }()
+	t.Cleanup(func() { e.stop(); <-actionsDone })
 	return e
 }
 

@@ -184,8 +184,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	}
 	n.place, err = tmcluster.NewPlacement(tmcluster.PlacementConfig{
 		Store: n.db, Replicas: c.Replicas, Joining: len(c.joinList()) > 0,
-		Resolve: func(node string) (string, bool) { return resolveNode(n.prov, node) },
-		Logger:  log, Registerer: reg,
+		Membership: n.prov,
+		Logger:     log, Registerer: reg,
 	})
 	if err != nil {
 		return n, fmt.Errorf("%w: %v", errUsage, err)
@@ -220,7 +220,11 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		sessions = ms
 	}
 	router := n.sys.RouteMethods(sessions)
-	n.sys.SetCommander(router)
+	// Rule actions run on workers the node owns, with the method router.
+	actionsCtx, stopActions := context.WithCancel(context.Background())
+	actionsDone := make(chan struct{})
+	go func() { defer close(actionsDone); n.sys.RunActions(actionsCtx, router) }()
+	n.stops = append(n.stops, func(context.Context) { stopActions(); <-actionsDone })
 	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token)}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
@@ -288,7 +292,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			tok, err := sas.Sign(c.HubHost+"/devices/"+id, key, exp)
 			return tok, exp, err
 		},
-		Cluster: func() any { return clusterView(c.NodeName, n.prov, n.place) },
+		Cluster: func() any { return n.place.View(context.Background()) },
 		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
 			mux.Handle("GET /api/v1/ws", hub)
 			mux.Handle("/", dashboard.Handler()) // "/api/" stays more specific
@@ -336,36 +340,6 @@ func (n *node) stop() {
 	for i := len(n.stops) - 1; i >= 0; i-- {
 		n.stops[i](ctx)
 	}
-}
-
-// clusterView is the body of GET /api/v1/cluster; grain counts are asked
-// of every member (those that do not answer in time show -1).
-func clusterView(self string, p *tmcluster.Provider, place *tmcluster.Placement) any {
-	type member struct {
-		Name   string `json:"name"`
-		Gossip string `json:"gossip"`
-		Remote string `json:"remote"`
-		State  string `json:"state"`
-		Grains int64  `json:"grains"`
-		Self   bool   `json:"self,omitempty"`
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	counts := place.GrainCounts(ctx)
-	var ms []member
-	for _, m := range p.Members() {
-		mm := member{Name: m.Name, Gossip: m.Gossip, Remote: m.Remote, State: m.State, Self: m.Self, Grains: -1}
-		if g, ok := counts[m.Remote]; ok && (m.State == tmcluster.StateAlive || m.State == tmcluster.StateSuspect) {
-			mm.Grains = g
-		} else if m.State == tmcluster.StateDead || m.State == tmcluster.StateLeft {
-			mm.Grains = 0
-		}
-		ms = append(ms, mm)
-	}
-	if ms == nil {
-		ms = []member{}
-	}
-	return map[string]any{"self": self, "members": ms}
 }
 
 // tombstoneRetention is how long the record of a catalog deletion is kept:
