@@ -17,8 +17,9 @@ const (
 	StateLeft = "left"
 )
 
-// Member is one member of the gossip cluster as this node sees it; it is
-// what GET /api/v1/cluster shows. Members returns copies: callers own them.
+// Member is one member of the gossip cluster as this node sees it (View
+// shows part of it, with grain counts). Members returns copies: callers own
+// them.
 type Member struct {
 	// Name is the memberlist node name.
 	Name string `json:"name"`

@@ -93,14 +93,6 @@ func (p *Placement) Invoke(ctx context.Context, node, device, method string, pay
 	return res.Status, res.Payload, nil
 }
 
-// resolve returns the protoactor address of the live member named node.
-func (p *Placement) resolve(node string) (string, bool) {
-	if p.cfg.Resolve == nil {
-		return "", false
-	}
-	return p.cfg.Resolve(node)
-}
-
 // GrainCounts asks every member how many grains it hosts, by remote
 // address; members that do not answer within the peer timeout are absent.
 func (p *Placement) GrainCounts(ctx context.Context) map[string]int64 {

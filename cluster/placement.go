@@ -64,9 +64,11 @@ type PlacementConfig struct {
 	Replicas int
 	// PeerTimeout bounds one request to another member. Default 1 s: a replica slower than that is replaced by the next member for this write, and skipped for a while.
 	PeerTimeout time.Duration
-	// Resolve maps a node name (as in twin connection state) to its
-	// protoactor remote address; the memberlist Provider knows both.
-	Resolve func(node string) (addr string, ok bool)
+	// Membership names the members: Invoke finds the member holding a
+	// device's session by its node name (as in twin connection state), and
+	// View lists them. The memberlist Provider implements it; nil knows no
+	// member but this node.
+	Membership Membership
 	// Joining makes the node copy the catalog from the first member it
 	// meets before WaitSynced returns (a node started with --join).
 	Joining bool

@@ -33,16 +33,6 @@ var (
 	_ actors.Commander   = noSessions{}
 )
 
-// resolveNode returns the protoactor address of the live member named node.
-func resolveNode(p *tmcluster.Provider, node string) (string, bool) {
-	for _, m := range p.Members() {
-		if m.Name == node && m.Remote != "" && (m.State == tmcluster.StateAlive || m.State == tmcluster.StateSuspect) {
-			return m.Remote, true
-		}
-	}
-	return "", false
-}
-
 // clusterTLS loads the node's certificate and the cluster CA for mutual TLS
 // between nodes: every node presents its certificate and accepts only peers
 // whose certificate the CA signed. Peers are dialled by their --remote
