@@ -32,6 +32,9 @@ type Frame struct {
 	Method         string          `json:"method,omitempty"`
 	Payload        json.RawMessage `json:"payload,omitempty"`
 	TimeoutSeconds int             `json:"timeoutSeconds,omitempty"`
+	// Name and Args of an entity operation ("call", CONTRACT section 7).
+	Name string          `json:"name,omitempty"`
+	Args json.RawMessage `json:"args,omitempty"`
 }
 
 // EventTypes a subscription may ask for.
@@ -93,6 +96,10 @@ func ParseFrame(b []byte) (Frame, error) {
 		}
 		if f.TimeoutSeconds < 5 || f.TimeoutSeconds > 300 {
 			return bad("timeoutSeconds must be between 5 and 300")
+		}
+	case "call":
+		if f.Entity == "" || f.Name == "" {
+			return bad("call needs \"entity\" and \"name\"")
 		}
 	case "":
 		return bad("\"op\" is required")

@@ -1,6 +1,6 @@
 // Package ws is the dashboard WebSocket API (CONTRACT 6): clients subscribe
 // to entities or subtrees and receive their changes as events, and can get,
-// patch and invoke over the same connection.
+// patch, invoke and call entity operations over the same connection.
 //
 // Memory per connection is bounded whatever the client's speed: events go
 // through a bounded queue; when it is full, further events are coalesced per
@@ -47,6 +47,14 @@ type Backend interface {
 	Invoke(ctx context.Context, id, method string, payload json.RawMessage, timeout time.Duration) (status int, resp json.RawMessage, err error)
 	// Ancestors returns the parent chain, nearest first.
 	Ancestors(ctx context.Context, id string) ([]string, error)
+}
+
+// Caller is the optional capability of a Backend that serves the "call"
+// op: entity operations (CONTRACT section 7), with the contract of
+// Backend's methods. args is nil when the frame has none. A hub whose
+// Backend is not a Caller answers every call unknown_op.
+type Caller interface {
+	Call(ctx context.Context, id, name string, args json.RawMessage) (json.RawMessage, error)
 }
 
 // Config configures a Hub; zero values mean the defaults.
@@ -473,6 +481,8 @@ type okReply struct {
 	Twin    json.RawMessage `json:"twin,omitempty"`
 	Status  int             `json:"status,omitempty"`
 	Payload json.RawMessage `json:"payload,omitempty"`
+	// Result of call.
+	Result json.RawMessage `json:"result,omitempty"`
 }
 
 type errReply struct {
@@ -600,5 +610,20 @@ func (c *conn) handle(f Frame) {
 			}
 			c.reply(okReply{ID: f.ID, OK: true, Status: st, Payload: resp})
 		}()
+	case "call":
+		caller, ok := c.h.backend.(Caller)
+		if !ok {
+			c.reply(errReply{ID: f.ID, Error: errorOf(errcode.New(errcode.UnknownOp, "this hub serves no entity operations"))})
+			return
+		}
+		res, err := caller.Call(ctx, f.Entity, f.Name, f.Args)
+		if err != nil {
+			c.reply(errReply{ID: f.ID, Error: errorOf(err)})
+			return
+		}
+		if len(res) == 0 {
+			res = json.RawMessage("null")
+		}
+		c.reply(okReply{ID: f.ID, OK: true, Result: res})
 	}
 }
