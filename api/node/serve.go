@@ -220,7 +220,11 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		sessions = ms
 	}
 	router := n.sys.RouteMethods(sessions)
-	n.sys.SetCommander(router)
+	// Rule actions run on workers the node owns, with the method router.
+	actionsCtx, stopActions := context.WithCancel(context.Background())
+	actionsDone := make(chan struct{})
+	go func() { defer close(actionsDone); n.sys.RunActions(actionsCtx, router) }()
+	n.stops = append(n.stops, func(context.Context) { stopActions(); <-actionsDone })
 	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token)}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
