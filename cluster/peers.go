@@ -290,8 +290,7 @@ func (p *Placement) reconcileTombstones(ctx context.Context, pulled []persistenc
 		if !theirs[key] {
 			continue
 		}
-		var ts tombstone
-		_ = json.Unmarshal(doc, &ts)
+		ts, _ := persistence.DecodeTombstone(doc)
 		if id, ok := strings.CutPrefix(key, "entity/"); ok {
 			if e, err := p.cfg.Store.GetEntity(id); err == nil && !e.UpdatedAt.After(ts.At) {
 				ops = append(ops, persistence.DeleteEntity(id))
@@ -310,11 +309,6 @@ func (p *Placement) reconcileTombstones(ctx context.Context, pulled []persistenc
 	return removed, nil
 }
 
-// tombstone is the document of persistence.BucketTombstones.
-type tombstone struct {
-	At time.Time `json:"at"`
-}
-
 // enforceTombstones applies the deletions that the tombstones among ops
 // record: an entity (with its identity, twin, inbox and telemetry) that was
 // not changed after its tombstone, a rule, a grant. It returns how many
@@ -325,8 +319,8 @@ func (p *Placement) enforceTombstones(ctx context.Context, ops []persistence.Wir
 		if w.T != "doc.put" || w.B != string(persistence.BucketTombstones) {
 			continue
 		}
-		var ts tombstone
-		if json.Unmarshal(w.V, &ts) != nil {
+		ts, err := persistence.DecodeTombstone(w.V)
+		if err != nil {
 			continue
 		}
 		kind, key, ok := strings.Cut(w.K, "/")

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/twinmesh/twinmesh/internal/testutil"
-	"github.com/twinmesh/twinmesh/persistence"
 )
 
 // writeClusterPKI writes a CA and a node certificate for 127.0.0.1 into dir.
@@ -128,30 +126,5 @@ func TestClusterTLS(t *testing.T) {
 	_ = raw.Close()
 	if nr > 0 && buf[0] != 0x15 { // 0x15: a TLS alert record
 		t.Fatalf("plain HTTP/2 got a non-TLS answer: %q", buf[:nr])
-	}
-}
-
-func TestPruneTombstones(t *testing.T) {
-	db, err := persistence.Open(filepath.Join(t.TempDir(), "t.db"), &persistence.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	now := time.Now().UTC()
-	put := func(key string, at time.Time) persistence.Op {
-		return persistence.PutDoc(persistence.BucketTombstones, key, []byte(fmt.Sprintf(`{"at":%q}`, at.Format(time.RFC3339Nano))))
-	}
-	if err := db.Commit(context.Background(), put("entity/old", now.Add(-40*24*time.Hour)), put("entity/new", now.Add(-time.Hour))); err != nil {
-		t.Fatal(err)
-	}
-	n, err := pruneTombstones(context.Background(), db, now.Add(-tombstoneRetention))
-	if err != nil || n != 1 {
-		t.Fatalf("pruned %d (%v), want 1", n, err)
-	}
-	if _, err := db.GetDoc(persistence.BucketTombstones, "entity/old"); !errors.Is(err, persistence.ErrNotFound) {
-		t.Errorf("old tombstone: %v", err)
-	}
-	if _, err := db.GetDoc(persistence.BucketTombstones, "entity/new"); err != nil {
-		t.Errorf("recent tombstone: %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -253,7 +252,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	bgDone.Add(1)
 	go func() {
 		defer bgDone.Done()
-		retention(bg, n.db, c.TelemetryRetention, log)
+		n.db.Retain(bg, persistence.Retention{Telemetry: c.TelemetryRetention})
 	}()
 	log.Info("listening", "listener", "gossip", "addr", n.prov.GossipAddr())
 	log.Info("listening", "listener", "remote", "addr", n.sys.RemoteAddr())
@@ -339,56 +338,5 @@ func (n *node) stop() {
 	defer cancel()
 	for i := len(n.stops) - 1; i >= 0; i-- {
 		n.stops[i](ctx)
-	}
-}
-
-// tombstoneRetention is how long the record of a catalog deletion is kept:
-// a node away for longer misses the deletions made meanwhile.
-const tombstoneRetention = 30 * 24 * time.Hour
-
-// pruneTombstones deletes tombstones older than before.
-func pruneTombstones(ctx context.Context, db *persistence.DB, before time.Time) (int, error) {
-	docs, err := db.ListDocs(persistence.BucketTombstones, "")
-	if err != nil {
-		return 0, err
-	}
-	var ops []persistence.Op
-	for k, v := range docs {
-		var ts struct {
-			At time.Time `json:"at"`
-		}
-		if json.Unmarshal(v, &ts) == nil && ts.At.Before(before) {
-			ops = append(ops, persistence.DeleteDoc(persistence.BucketTombstones, k))
-		}
-	}
-	if len(ops) == 0 {
-		return 0, nil
-	}
-	return len(ops), db.Commit(ctx, ops...)
-}
-
-// retention deletes warm telemetry older than keep, and tombstones older
-// than tombstoneRetention, at start and hourly.
-func retention(ctx context.Context, db *persistence.DB, keep time.Duration, log *slog.Logger) {
-	tick := time.NewTicker(time.Hour)
-	defer tick.Stop()
-	for {
-		n, err := db.PruneTelemetry(ctx, time.Now().Add(-keep))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			log.Warn("telemetry retention", "err", err)
-		case n > 0:
-			log.Info("telemetry retention", "deleted", n, "older_than", keep)
-		}
-		if n, err := pruneTombstones(ctx, db, time.Now().Add(-tombstoneRetention)); err != nil && ctx.Err() == nil {
-			log.Warn("tombstone retention", "err", err)
-		} else if n > 0 {
-			log.Info("tombstone retention", "deleted", n, "older_than", tombstoneRetention)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 	}
 }
