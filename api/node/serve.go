@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -220,10 +219,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	}
 	router := n.sys.RouteMethods(sessions)
 	// Rule actions run on workers the node owns, with the method router.
-	actionsCtx, stopActions := context.WithCancel(context.Background())
-	actionsDone := make(chan struct{})
-	go func() { defer close(actionsDone); n.sys.RunActions(actionsCtx, router) }()
-	n.stops = append(n.stops, func(context.Context) { stopActions(); <-actionsDone })
+	n.spawn(func(ctx context.Context) { n.sys.RunActions(ctx, router) })
 	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token)}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
@@ -233,27 +229,12 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		n.sys.OnEvent(events.sink)
 	}
 	// What other members send this node, until the actor system stopped.
-	serveCtx, stopServe := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = n.place.Serve(serveCtx, local{n.sys, sessions})
-	}()
-	n.stops = append(n.stops, func(context.Context) { stopServe(); <-served })
-	// Background work owned by the node, stopped first on shutdown.
-	bg, stopBG := context.WithCancel(context.Background())
-	var bgDone sync.WaitGroup
+	n.spawn(func(ctx context.Context) { _ = n.place.Serve(ctx, local{n.sys, sessions}) })
 	if err := n.sys.Start(ctx); err != nil {
-		stopBG()
 		return n, err
 	}
 	n.stops = append(n.stops, func(context.Context) { n.sys.Stop(true) })
-	n.stops = append(n.stops, func(context.Context) { stopBG(); bgDone.Wait() })
-	bgDone.Add(1)
-	go func() {
-		defer bgDone.Done()
-		n.db.Retain(bg, persistence.Retention{Telemetry: c.TelemetryRetention})
-	}()
+	n.spawn(func(ctx context.Context) { n.db.Retain(ctx, persistence.Retention{Telemetry: c.TelemetryRetention}) })
 	log.Info("listening", "listener", "gossip", "addr", n.prov.GossipAddr())
 	log.Info("listening", "listener", "remote", "addr", n.sys.RemoteAddr())
 
@@ -270,11 +251,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			return n, err
 		}
 		n.stops = append(n.stops, func(context.Context) { _ = ms.Close() })
-		bgDone.Add(1)
-		go func() {
-			defer bgDone.Done()
-			events.run(bg)
-		}()
+		n.spawn(events.run)
 		if ms.Addr() != "" {
 			log.Info("listening", "listener", "mqtt", "addr", ms.Addr())
 		}
@@ -330,6 +307,19 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	}
 	log.Info("node ready", "node", c.NodeName, "data", c.Data)
 	return n, nil
+}
+
+// spawn runs f on a goroutine of the node's until the node stops: at
+// shutdown f's context is cancelled, where spawn was called in start order
+// (reverse), and stop waits for f to return.
+func (n *node) spawn(f func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	n.stops = append(n.stops, func(context.Context) { cancel(); <-done })
 }
 
 // stop shuts everything down in reverse start order.
