@@ -150,9 +150,9 @@ type System struct {
 
 	timers *timerService
 
-	rules     atomic.Pointer[ruleSet]
-	rulesMu   sync.Mutex // serialises rule set updates
-	actions   *actionRunner
+	rules   atomic.Pointer[ruleSet]
+	rulesMu sync.Mutex // serialises rule set updates
+	actions *actionRunner
 
 	activeGrains atomic.Int64
 	started      atomic.Bool
