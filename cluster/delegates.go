@@ -114,10 +114,14 @@ func (d *pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Durat
 }
 
 // mergeDelegate refuses to merge with the members of another protoactor
-// cluster, so that a seed of the wrong cluster fails the join.
+// cluster, or with members that link other kinds, so that a seed of the
+// wrong cluster or a binary with other kinds fails the join (on both
+// sides: memberlist asks the delegate of the node that joins and of the
+// seed).
 type mergeDelegate Provider
 
-// NotifyMerge rejects a merge that brings members of another cluster.
+// NotifyMerge rejects a merge that brings members of another cluster, or
+// live members whose kinds differ from this node's (a *KindsError).
 func (d *mergeDelegate) NotifyMerge(peers []*memberlist.Node) error {
 	p := (*Provider)(d)
 	p.mu.Lock()
@@ -127,6 +131,31 @@ func (d *mergeDelegate) NotifyMerge(peers []*memberlist.Node) error {
 		if m, err := decodeMeta(n.Meta); err == nil && m.Cluster != mine {
 			return fmt.Errorf("node %s belongs to cluster %q, not %q", n.Name, m.Cluster, mine)
 		}
+	}
+	for _, n := range peers {
+		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
+			continue // a dead or departed incarnation links nothing any more
+		}
+		if err := p.checkKinds(n); err != nil {
+			p.refuseKinds(n, err)
+			return err
+		}
+	}
+	return nil
+}
+
+// aliveDelegate refuses members that link other kinds when memberlist
+// hears of them outside a join (gossip, or a push/pull that the merge
+// delegate does not see), so that they never become peers.
+type aliveDelegate Provider
+
+// NotifyAlive rejects a member whose kinds differ from this node's. It is
+// called with memberlist's node lock held: it only records.
+func (d *aliveDelegate) NotifyAlive(n *memberlist.Node) error {
+	p := (*Provider)(d)
+	if err := p.checkKinds(n); err != nil {
+		p.refuseKinds(n, err)
+		return err
 	}
 	return nil
 }
@@ -317,5 +346,6 @@ var (
 	_ memberlist.EventDelegate = (*eventDelegate)(nil)
 	_ memberlist.PingDelegate  = (*pingDelegate)(nil)
 	_ memberlist.MergeDelegate = (*mergeDelegate)(nil)
+	_ memberlist.AliveDelegate = (*aliveDelegate)(nil)
 	_ memberlist.Broadcast     = noticeBroadcast{}
 )

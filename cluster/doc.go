@@ -30,6 +30,22 @@
 // memberlist suspects stays in the topology until memberlist declares it
 // dead: a suspect that refutes the suspicion keeps its grains.
 //
+// # Kinds
+//
+// Every member must link the same entity kinds (plugins are compiled in):
+// a grain of a kind one member lacks could be placed where it cannot run.
+// memberlist asks the merge delegate of both sides of a join (NotifyMerge)
+// and the alive delegate of every node that hears of a new one
+// (NotifyAlive); both refuse a member of this cluster whose kinds differ,
+// so the check happens inside memberlist and the member never becomes a
+// peer. A node that meets such a member while it joins fails StartMember
+// with a *KindsError naming the difference both ways (ErrKindsMismatch);
+// a member already in the cluster refuses the newcomer, logs it once and
+// carries on. Clients (no kinds) are not concerned. Two nodes with other
+// kinds that join different members at the same moment may both finish
+// their joins before they hear of each other: each then refuses the other
+// and logs it, and neither places grains on the other.
+//
 // # Departures
 //
 // memberlist v0.7.0 does not tell its event delegate whether a node left or

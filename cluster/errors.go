@@ -15,4 +15,9 @@ var (
 	// metadata (protoactor address, actor-system ID and kinds) does not fit in
 	// memberlist's 512-byte node metadata; register fewer or shorter kinds.
 	ErrMetaTooLarge = errors.New("cluster: node metadata too large")
+
+	// ErrKindsMismatch is matched by the *KindsError of StartMember when a
+	// member met while joining links other entity kinds than this node:
+	// every member of a cluster must link the same kinds.
+	ErrKindsMismatch = errors.New("cluster: members link different kinds")
 )

@@ -57,6 +57,13 @@ type Provider struct {
 	// leaving maps a memberlist name to the actor-system ID its leave
 	// notice named: that incarnation is leaving or has left.
 	leaving map[string]string
+	// joining is set while StartMember joins the seeds: a member with
+	// other kinds met meanwhile (joinRefused, the first) fails the start.
+	// Afterwards such members are refused and logged once (refused, by
+	// memberlist name).
+	joining     bool
+	joinRefused error
+	refused     map[string]bool
 
 	// relay gossips leave notices (ours and those we receive) to nodes the
 	// leaver may not know; numNodes sizes its retransmissions.
@@ -109,6 +116,7 @@ func NewProvider(cfg Config) (*Provider, error) {
 		retired: map[string]bool{},
 		warned:  map[string]bool{},
 		leaving: map[string]string{},
+		refused: map[string]bool{},
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}, nil
@@ -174,6 +182,7 @@ func (p *Provider) start(self meta, sink func(pcluster.Members)) error {
 	// inherits the death notices of the previous one still being gossiped,
 	// nor fights over its name with a different address.
 	p.started, p.self, p.sink, p.mlName = true, self, sink, self.Node+"/"+self.ID
+	p.joining = len(p.cfg.Join) > 0
 	p.mu.Unlock()
 
 	mc := p.cfg.memberlistConfig()
@@ -182,6 +191,7 @@ func (p *Provider) start(self meta, sink func(pcluster.Members)) error {
 	mc.Events = (*eventDelegate)(p)
 	mc.Ping = (*pingDelegate)(p)
 	mc.Merge = (*mergeDelegate)(p)
+	mc.Alive = (*aliveDelegate)(p)
 	mc.Logger = log.New(memberlistLog{p.log}, "", 0)
 	// Notices are tiny and rare: retransmit them more than memberlist does
 	// its own messages, which push/pull sync backs up.
@@ -199,11 +209,18 @@ func (p *Provider) start(self meta, sink func(pcluster.Members)) error {
 
 	if len(p.cfg.Join) > 0 {
 		n, err := ml.Join(p.cfg.Join)
-		if n == 0 {
+		p.mu.Lock()
+		refused := p.joinRefused
+		p.joining = false
+		p.mu.Unlock()
+		if refused != nil || n == 0 {
 			p.mu.Lock()
 			p.ml = nil
 			p.mu.Unlock()
 			_ = ml.Shutdown()
+			if refused != nil {
+				return refused
+			}
 			return fmt.Errorf("%w: join %s: %v", ErrJoin, strings.Join(p.cfg.Join, ","), err)
 		}
 		if err != nil {
