@@ -127,7 +127,7 @@ func (g *grain) activate(ctx actor.Context, id string) {
 		ctx.Stop(ctx.Self())
 		return
 	}
-	g.log.Debug("grain activated", "epoch", g.epoch, "node", g.sys.cfg.NodeName)
+	g.log.Info("grain activated", "epoch", g.epoch, "node", g.sys.cfg.NodeName)
 	if g.core.Exists() {
 		g.run(ctx, entity.Activated{}, false)
 	}
@@ -182,10 +182,10 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 		if len(res.Ops) > 0 {
 			if err := g.commit(sctx, res.What(), res.Ops); err != nil {
 				g.core.Abort(res)
-				if first {
+				if first && answer {
 					reply = entity.ErrorResponse(err)
 				} else {
-					g.log.Warn("follow-up commit", "what", res.What(), "err", err)
+					g.log.Warn("commit failed; state unchanged", "what", res.What(), "err", err)
 				}
 				break
 			}
