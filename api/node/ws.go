@@ -46,6 +46,11 @@ func (b wsBackend) Invoke(ctx context.Context, id, method string, payload json.R
 	return st, resp, nil
 }
 
+// Call runs an entity operation (the WebSocket "call" op).
+func (b wsBackend) Call(ctx context.Context, id, name string, args json.RawMessage) (json.RawMessage, error) {
+	return b.sys.Call(ctx, id, name, args)
+}
+
 func (b wsBackend) Ancestors(ctx context.Context, id string) ([]string, error) {
 	return b.sys.Ancestors(ctx, id)
 }
@@ -56,3 +61,5 @@ func wsSink(h *ws.Hub) actors.EventSink {
 		h.Publish(ws.Event{Type: e.Type, Entity: e.Entity, Version: e.Version, Data: e.Data, TS: e.TS})
 	}
 }
+
+var _ ws.Caller = wsBackend{}
