@@ -1,0 +1,197 @@
+package jepsen
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+)
+
+// OpKind is what a twin operation does.
+type OpKind int
+
+// The twin operations.
+const (
+	// Read is GET /api/v1/twins/{id}: it observes desired.v and the ETag.
+	Read OpKind = iota
+	// Write is an unconditional PATCH of desired.v.
+	Write
+	// CAS is a PATCH of desired.v with If-Match: the twin version the
+	// client expects.
+	CAS
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case Read:
+		return "read"
+	case Write:
+		return "write"
+	case CAS:
+		return "cas"
+	}
+	return fmt.Sprintf("OpKind(%d)", int(k))
+}
+
+// Status is how an operation ended, as far as its client can tell.
+type Status int
+
+// Outcomes.
+const (
+	// OK: 2xx. The operation took effect (a read observed a state).
+	OK Status = iota
+	// Failed: the operation certainly did not take effect: a CAS answered
+	// 412, a request that never left the client (the dial failed), a read
+	// that got no answer.
+	Failed
+	// Unknown: a write or CAS that timed out or got an error after it was
+	// sent (5xx included): it may or may not have taken effect, now or
+	// later.
+	Unknown
+)
+
+func (s Status) String() string {
+	switch s {
+	case OK:
+		return "ok"
+	case Failed:
+		return "failed"
+	case Unknown:
+		return "unknown"
+	}
+	return fmt.Sprintf("Status(%d)", int(s))
+}
+
+// Input is what a client asked.
+type Input struct {
+	Kind OpKind
+	// Value is the (unique) value a Write or CAS puts in desired.v.
+	Value int64
+	// Expect is the twin version a CAS sends in If-Match.
+	Expect int64
+}
+
+// Output is what the client saw.
+type Output struct {
+	Status Status
+	// Value is desired.v in the answer (for a read, and for a successful
+	// write or CAS, whose answer is the twin after the change); Missing
+	// when the answer had no desired.v.
+	Value   int64
+	Missing bool
+	// Version is the twin version in the answer's ETag.
+	Version int64
+	// Precondition is true when a CAS answered 412.
+	Precondition bool
+}
+
+// Op is one completed (or abandoned) twin operation.
+type Op struct {
+	Twin   string
+	Client int    // porcupine client: a worker takes a new one after an Unknown
+	Node   string // the node the request was sent to
+	Input  Input
+	Output Output
+	Call   time.Time
+	Return time.Time // when the answer (or the error) came
+	HTTP   int       // status code, 0 without an answer
+	Err    string    // transport error or error body, shortened
+}
+
+func (o Op) String() string {
+	in := o.Input.Kind.String()
+	switch o.Input.Kind {
+	case Write:
+		in = fmt.Sprintf("write(%d)", o.Input.Value)
+	case CAS:
+		in = fmt.Sprintf("cas(@%d→%d)", o.Input.Expect, o.Input.Value)
+	}
+	out := o.Output.Status.String()
+	if o.Output.Status == OK {
+		if o.Output.Missing {
+			out = fmt.Sprintf("ok v=∅ @%d", o.Output.Version)
+		} else {
+			out = fmt.Sprintf("ok v=%d @%d", o.Output.Value, o.Output.Version)
+		}
+	} else if o.Output.Precondition {
+		out = "412"
+	}
+	detail := ""
+	if o.Err != "" {
+		detail = " (" + o.Err + ")"
+	} else if o.HTTP != 0 && o.Output.Status != OK {
+		detail = fmt.Sprintf(" (HTTP %d)", o.HTTP)
+	}
+	return fmt.Sprintf("%s %s via %s → %s%s", o.Twin, in, o.Node, out, detail)
+}
+
+// History records twin operations and telemetry messages from many
+// goroutines. Its methods are safe for concurrent use.
+type History struct {
+	mu   sync.Mutex
+	ops  []Op
+	msgs []*Message
+}
+
+// Add records a finished operation.
+func (h *History) Add(op Op) {
+	h.mu.Lock()
+	h.ops = append(h.ops, op)
+	h.mu.Unlock()
+}
+
+// Ops returns the operations in call order.
+func (h *History) Ops() []Op {
+	h.mu.Lock()
+	out := append([]Op(nil), h.ops...)
+	h.mu.Unlock()
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Call.Before(out[j].Call) })
+	return out
+}
+
+// AddMessage records a telemetry message the moment it is first sent; its
+// client keeps updating it (under the History's lock through Ack).
+func (h *History) AddMessage(m *Message) {
+	h.mu.Lock()
+	h.msgs = append(h.msgs, m)
+	h.mu.Unlock()
+}
+
+// Ack marks m acknowledged (PUBACK) by node at t.
+func (h *History) Ack(m *Message, node string, t time.Time) {
+	h.mu.Lock()
+	m.Acked, m.AckedAt, m.AckedBy = true, t, node
+	h.mu.Unlock()
+}
+
+// Attempt counts one more send of m to node.
+func (h *History) Attempt(m *Message, node string) {
+	h.mu.Lock()
+	m.Attempts++
+	m.Nodes = append(m.Nodes, node)
+	h.mu.Unlock()
+}
+
+// Messages returns copies of the telemetry messages.
+func (h *History) Messages() []Message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Message, len(h.msgs))
+	for i, m := range h.msgs {
+		out[i] = *m
+		out[i].Nodes = append([]string(nil), m.Nodes...)
+	}
+	return out
+}
+
+// Message is one QoS 1 telemetry message with a unique $.mid.
+type Message struct {
+	Device   string
+	MID      string
+	Sent     time.Time // first send
+	Attempts int
+	Nodes    []string // node of each send
+	Acked    bool
+	AckedAt  time.Time
+	AckedBy  string
+}

@@ -1,0 +1,627 @@
+package jepsen
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mrand "math/rand"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/twinmesh/twinmesh/internal/faults"
+)
+
+// Config describes one run. Zero values take the defaults in the comments.
+type Config struct {
+	// Binary is the twinmesh executable (required).
+	Binary string
+	// Dir holds the nodes' data folders and logs and the visualizations
+	// (required; kept after the run).
+	Dir string
+	// Nodes in the cluster (3); Replicas is their --replicas (2).
+	Nodes, Replicas int
+	// Seed drives the schedule's targets and the clients' choices.
+	Seed int64
+	// Schedule is the faults in order (ShortSchedule or RandomSchedule).
+	Schedule []Fault
+	// Lead is the quiet time before the first fault (10 s).
+	Lead time.Duration
+	// Twins is the number of twins the register clients use (5); Workers
+	// the number of REST clients (2 per twin); Pace the pause between one
+	// worker's operations (50 ms); OpTimeout bounds one request (5 s).
+	Twins, Workers  int
+	Pace, OpTimeout time.Duration
+	// Devices sending QoS 1 telemetry (3), each one message per DevicePace
+	// (100 ms), at most 9,000 each (a telemetry read returns at most
+	// 10,000 records).
+	Devices    int
+	DevicePace time.Duration
+	// CheckTimeout bounds the linearizability check of one twin (60 s).
+	CheckTimeout time.Duration
+	// StaleReadsAllowed leaves reads out of the linearizability check (for
+	// a cluster that documents stale reads on a minority). Off by default:
+	// reads must be linearizable.
+	StaleReadsAllowed bool
+	// Logf prints progress (what is injected, and when); nil discards.
+	Logf func(format string, args ...any)
+}
+
+func (c *Config) defaults() error {
+	if c.Binary == "" || c.Dir == "" {
+		return errors.New("jepsen: Config.Binary and Config.Dir are required")
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.Nodes, 3)
+	def(&c.Replicas, 2)
+	def(&c.Twins, 5)
+	def(&c.Workers, 2*c.Twins)
+	def(&c.Devices, 3)
+	defD(&c.Lead, 10*time.Second)
+	defD(&c.Pace, 50*time.Millisecond)
+	defD(&c.OpTimeout, 5*time.Second)
+	defD(&c.DevicePace, 100*time.Millisecond)
+	defD(&c.CheckTimeout, 60*time.Second)
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return nil
+}
+
+const maxMessagesPerDevice = 9000
+
+// runner is the state of one run.
+type runner struct {
+	cfg     Config
+	nw      *faults.Network
+	rest    *restClient
+	hist    History
+	start   time.Time
+	names   []string // node names, n1…
+	twins   []string
+	devices []deviceCreds
+	clients atomic.Int64 // porcupine client IDs
+	values  atomic.Int64 // unique written values
+
+	mu       sync.Mutex
+	rounds   []Round
+	problems []string
+	injected []string
+}
+
+func (r *runner) logf(format string, args ...any) {
+	r.cfg.Logf("[%6.1fs] "+format, append([]any{time.Since(r.start).Seconds()}, args...)...)
+}
+
+func (r *runner) problem(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.mu.Lock()
+	r.problems = append(r.problems, msg)
+	r.mu.Unlock()
+	r.logf("problem: %s", msg)
+}
+
+// Run builds the network, starts the cluster, runs the workload under the
+// schedule, heals everything, reads the final state back, stops the
+// cluster and checks the history. An error means the harness itself could
+// not run (network, cluster start); violations are in the Result.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	r := &runner{cfg: cfg, start: time.Now()}
+	nw, err := faults.New(ctx, cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	defer nw.Close()
+	r.nw = nw
+	var tok [16]byte
+	_, _ = rand.Read(tok[:])
+	token := hex.EncodeToString(tok[:])
+	r.rest = newRESTClient(token, cfg.OpTimeout)
+	r.logf("network %s: %d nodes at %s … %s, test at %s; seed %d", nw.ID(), cfg.Nodes, nw.Addr(1), nw.Addr(cfg.Nodes), nw.HostAddr(), cfg.Seed)
+
+	for i := 1; i <= cfg.Nodes; i++ {
+		n := nw.Node(i)
+		r.names = append(r.names, n.Name())
+		nc := faults.NodeConfig{Binary: cfg.Binary, Data: filepath.Join(cfg.Dir, n.Name()), Replicas: cfg.Replicas,
+			APIToken: token, ReadyTimeout: 90 * time.Second}
+		if err := n.Start(ctx, nc); err != nil {
+			return nil, err
+		}
+	}
+	if d, ok := r.waitConverged(ctx, 60*time.Second); !ok {
+		return nil, fmt.Errorf("jepsen: the %d nodes did not see each other alive within 60 s: %s", cfg.Nodes, r.clusterViews(ctx))
+	} else {
+		r.logf("cluster of %d up, membership converged in %v", cfg.Nodes, d.Round(time.Millisecond))
+	}
+	init, err := r.setup(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// The workload.
+	wctx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	pctx, stopPoll := context.WithCancel(ctx)
+	var pwg sync.WaitGroup
+	pwg.Add(1)
+	go func() { defer pwg.Done(); r.poll(pctx) }()
+	for w := 0; w < cfg.Workers; w++ {
+		wg.Add(1)
+		go func(w int) { defer wg.Done(); r.worker(wctx, w, init) }(w)
+	}
+	for d := range r.devices {
+		wg.Add(1)
+		go func(d int) { defer wg.Done(); r.device(wctx, d) }(d)
+	}
+	loadStart := time.Now()
+	r.logf("workload: %d REST clients on %d twins, %d MQTT devices", cfg.Workers, cfg.Twins, cfg.Devices)
+
+	windows := r.nemesis(ctx)
+	stopLoad()
+	wg.Wait()
+	loadEnd := time.Now()
+	if len(windows) > 0 {
+		windows[len(windows)-1].End = loadEnd
+	}
+	windows = append([]Window{{What: "baseline (no fault)", Start: loadStart, End: firstStart(windows, loadEnd)}}, windows...)
+
+	// Everything healed: every node must run, and the cluster converge.
+	for i := 1; i <= cfg.Nodes; i++ {
+		if n := nw.Node(i); !n.Running() {
+			r.problem("%s was not running at the end; starting it", n.Name())
+			if err := n.Restart(ctx); err != nil {
+				r.problem("restart %s: %v", n.Name(), err)
+			}
+		}
+	}
+	finalHeal := time.Now()
+	conv, converged := r.waitConverged(ctx, 60*time.Second)
+	if converged {
+		r.logf("final: membership converged %v after the workload", conv.Round(time.Millisecond))
+	} else {
+		r.logf("final: membership NOT converged 60 s after the workload: %s", r.clusterViews(ctx))
+	}
+	stopPoll()
+	pwg.Wait()
+	r.finalReads(ctx)
+	views := r.readTelemetry(ctx)
+
+	// Stop the cluster, then check.
+	for i := 1; i <= cfg.Nodes; i++ {
+		nw.Node(i).Stop(20 * time.Second)
+	}
+	res := &Result{Seed: cfg.Seed, Config: cfg, Dir: cfg.Dir, Injected: r.injected, Problems: r.problems,
+		Converged: converged, ConvergeTime: conv, FinalHeal: finalHeal, Start: r.start}
+	ops := r.hist.Ops()
+	msgs := r.hist.Messages()
+	res.count(ops, msgs)
+	checked := ops
+	if cfg.StaleReadsAllowed {
+		checked = nil
+		for _, op := range ops {
+			if op.Input.Kind != Read {
+				checked = append(checked, op)
+			}
+		}
+	}
+	r.logf("checking %d operations on %d twins for linearizability", len(checked), len(init))
+	res.Twins = CheckTwins(checked, init, cfg.CheckTimeout, filepath.Join(cfg.Dir, "linearizability"), r.start)
+	res.Forks = FindForks(ops, r.start)
+	res.Telemetry = CheckTelemetry(msgs, views)
+	for i := 1; i <= cfg.Nodes; i++ {
+		n := nw.Node(i)
+		acts, fenced, err := ParseLog(n.Name(), n.LogPath())
+		if err != nil {
+			r.problem("read log of %s: %v", n.Name(), err)
+		}
+		res.Activations = append(res.Activations, acts...)
+		res.Fenced += len(fenced)
+	}
+	res.EpochClashes = FindEpochClashes(res.Activations)
+	r.mu.Lock()
+	rounds := append([]Round(nil), r.rounds...)
+	res.Problems = r.problems
+	r.mu.Unlock()
+	res.Availability = Availabilities(windows, ops, msgs, rounds, r.names)
+	for i := range res.Twins {
+		for _, op := range ops {
+			if op.Twin == res.Twins[i].Twin && op.Output.Status == Unknown {
+				res.Twins[i].Unknown++
+			}
+		}
+	}
+	return res, nil
+}
+
+func firstStart(ws []Window, or time.Time) time.Time {
+	if len(ws) > 0 {
+		return ws[0].Start
+	}
+	return or
+}
+
+// setup registers the twins and devices and gives every twin desired.v = 0;
+// it returns each twin's state after that, read back.
+func (r *runner) setup(ctx context.Context) (map[string]State, error) {
+	n1 := r.nw.Node(1).HTTPURL()
+	put := func(id string) (deviceCreds, error) {
+		var d struct{ ID, PrimaryKey string }
+		err := r.retry(ctx, 30*time.Second, "register "+id, func() (bool, error) {
+			a := r.rest.do(ctx, n1, "PUT", "/api/v1/devices/"+url.PathEscape(id), []byte(`{}`))
+			if a.err != nil || a.status >= 500 {
+				return false, nil
+			}
+			if a.status != 200 && a.status != 201 {
+				return false, fmt.Errorf("PUT device %s: %d %s", id, a.status, a.body)
+			}
+			return true, json.Unmarshal(a.body, &d)
+		})
+		return deviceCreds{ID: id, Key: d.PrimaryKey}, err
+	}
+	init := map[string]State{}
+	for i := 0; i < r.cfg.Twins; i++ {
+		id := fmt.Sprintf("jt-%d", i)
+		if _, err := put(id); err != nil {
+			return nil, err
+		}
+		r.twins = append(r.twins, id)
+		err := r.retry(ctx, 30*time.Second, "initial write of "+id, func() (bool, error) {
+			op := r.rest.twinOp(ctx, "n1", n1, id, Input{Kind: Write, Value: 0})
+			return op.Output.Status == OK, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		err = r.retry(ctx, 30*time.Second, "initial read of "+id, func() (bool, error) {
+			op := r.rest.twinOp(ctx, "n1", n1, id, Input{Kind: Read})
+			if op.Output.Status != OK {
+				return false, nil
+			}
+			if op.Output.Missing || op.Output.Value != 0 {
+				return false, fmt.Errorf("twin %s read %s right after desired.v = 0 was acknowledged", id, op.describe())
+			}
+			init[id] = State{Value: 0, Version: op.Output.Version}
+			return true, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for i := 0; i < r.cfg.Devices; i++ {
+		d, err := put(fmt.Sprintf("jd-%d", i))
+		if err != nil {
+			return nil, err
+		}
+		r.devices = append(r.devices, d)
+	}
+	return init, nil
+}
+
+// retry calls f every 200 ms until it returns true or an error, or the
+// timeout passes.
+func (r *runner) retry(ctx context.Context, timeout time.Duration, what string, f func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := f()
+		if err != nil {
+			return fmt.Errorf("jepsen: %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("jepsen: %s: no success within %v", what, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// worker issues random operations on random twins through random nodes
+// until ctx ends.
+func (r *runner) worker(ctx context.Context, w int, init map[string]State) {
+	rng := mrand.New(mrand.NewSource(r.cfg.Seed*1000 + int64(w)))
+	client := int(r.clients.Add(1) - 1)
+	seen := map[string]int64{}
+	for t, s := range init {
+		seen[t] = s.Version
+	}
+	for ctx.Err() == nil {
+		twin := r.twins[rng.Intn(len(r.twins))]
+		i := 1 + rng.Intn(r.cfg.Nodes)
+		n := r.nw.Node(i)
+		var in Input
+		switch p := rng.Float64(); {
+		case p < 0.5:
+			in = Input{Kind: Read}
+		case p < 0.75:
+			in = Input{Kind: Write, Value: r.values.Add(1)}
+		default:
+			in = Input{Kind: CAS, Value: r.values.Add(1), Expect: seen[twin]}
+		}
+		// The request is not tied to ctx: the workload's end must not turn
+		// answers into errors.
+		op := r.rest.twinOp(context.Background(), n.Name(), n.HTTPURL(), twin, in)
+		op.Client = client
+		r.hist.Add(op)
+		switch {
+		case op.Output.Status == Unknown:
+			// Its operation may still take effect: a new client (porcupine
+			// needs each client's operations to be sequential).
+			client = int(r.clients.Add(1) - 1)
+		case op.Output.Status == OK:
+			seen[twin] = op.Output.Version
+		}
+		sleep(ctx, r.cfg.Pace/2+time.Duration(rng.Int63n(int64(r.cfg.Pace))))
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// device publishes QoS 1 telemetry with unique message IDs through random
+// nodes; a message without PUBACK is sent again (up to three sends) through
+// another connection.
+func (r *runner) device(ctx context.Context, idx int) {
+	d := r.devices[idx]
+	rng := mrand.New(mrand.NewSource(r.cfg.Seed*1000 + 500 + int64(idx)))
+	var cl paho.Client
+	defer func() {
+		if cl != nil {
+			cl.Disconnect(0)
+		}
+	}()
+	var node string
+	for seq := 0; seq < maxMessagesPerDevice && ctx.Err() == nil; seq++ {
+		mid := fmt.Sprintf("%s-%d", d.ID, seq)
+		m := &Message{Device: d.ID, MID: mid, Sent: time.Now()}
+		r.hist.AddMessage(m)
+		for sends := 0; sends < 3 && ctx.Err() == nil; {
+			if cl == nil {
+				n := r.nw.Node(1 + rng.Intn(r.cfg.Nodes))
+				c, err := mqttConnect(n.MQTTAddr(), d)
+				if err != nil {
+					sleep(ctx, 200*time.Millisecond)
+					continue
+				}
+				cl, node = c, n.Name()
+			}
+			r.hist.Attempt(m, node)
+			sends++
+			tok := cl.Publish(telemetryTopic(d.ID, mid), 1, false, fmt.Sprintf(`{"seq":%d}`, seq))
+			if tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+				r.hist.Ack(m, node, time.Now())
+				break
+			}
+			cl.Disconnect(0)
+			cl = nil
+		}
+		sleep(ctx, r.cfg.DevicePace)
+	}
+}
+
+// nemesis runs the schedule and returns a window per fault.
+func (r *runner) nemesis(ctx context.Context) []Window {
+	needSnap := false
+	for _, f := range r.cfg.Schedule {
+		if f.Kind == Stale {
+			needSnap = true
+		}
+	}
+	if needSnap {
+		sleep(ctx, r.cfg.Lead/2)
+		for i := 1; i <= r.cfg.Nodes; i++ {
+			if err := r.nw.Node(i).Snapshot(); err != nil {
+				r.problem("snapshot n%d: %v", i, err)
+			}
+		}
+		r.logf("snapshots of every node's data folder taken (for stale restarts)")
+		sleep(ctx, r.cfg.Lead-r.cfg.Lead/2)
+	} else {
+		sleep(ctx, r.cfg.Lead)
+	}
+	var ws []Window
+	for _, f := range r.cfg.Schedule {
+		if ctx.Err() != nil {
+			break
+		}
+		w := Window{What: f.String(), Start: time.Now()}
+		if len(ws) > 0 {
+			ws[len(ws)-1].End = w.Start
+		}
+		r.logf("inject: %s", f)
+		r.mu.Lock()
+		r.injected = append(r.injected, fmt.Sprintf("+%.1fs %s", time.Since(r.start).Seconds(), f))
+		r.mu.Unlock()
+		if err := inject(ctx, r.nw, f); err != nil {
+			r.problem("inject %s: %v", f, err)
+		}
+		sleep(ctx, f.For)
+		if err := heal(ctx, r.nw, f); err != nil {
+			r.problem("heal %s: %v", f, err)
+			if f.Kind == Kill || f.Kind == Stale {
+				// Try once more: a node that could not join may later.
+				if err := r.nw.Node(f.Nodes[0]).Restart(ctx); err != nil {
+					r.problem("restart again %s: %v", names(f.Nodes), err)
+				}
+			}
+		}
+		w.Heal = time.Now()
+		r.logf("healed: %s", f)
+		ws = append(ws, w)
+		sleep(ctx, f.Settle)
+	}
+	return ws
+}
+
+// clusterView is GET /api/v1/cluster.
+type clusterView struct {
+	Self    string `json:"self"`
+	Members []struct {
+		Name  string `json:"name"`
+		State string `json:"state"`
+	} `json:"members"`
+}
+
+// round polls every node's view of the cluster once.
+func (r *runner) round(ctx context.Context) Round {
+	rd := Round{At: time.Now(), Alive: map[string][]string{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 1; i <= r.cfg.Nodes; i++ {
+		n := r.nw.Node(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			a := r.rest.do(cctx, n.HTTPURL(), "GET", "/api/v1/cluster", nil)
+			var v clusterView
+			if a.err != nil || a.status != 200 || json.Unmarshal(a.body, &v) != nil {
+				mu.Lock()
+				rd.Alive[n.Name()] = nil
+				mu.Unlock()
+				return
+			}
+			alive := []string{}
+			for _, m := range v.Members {
+				if m.State == "alive" {
+					alive = append(alive, m.Name)
+				}
+			}
+			sort.Strings(alive)
+			mu.Lock()
+			rd.Alive[n.Name()] = alive
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return rd
+}
+
+// poll records a round every second until ctx ends.
+func (r *runner) poll(ctx context.Context) {
+	for ctx.Err() == nil {
+		rd := r.round(ctx)
+		r.mu.Lock()
+		r.rounds = append(r.rounds, rd)
+		r.mu.Unlock()
+		sleep(ctx, time.Second)
+	}
+}
+
+// waitConverged polls until every node sees every node alive.
+func (r *runner) waitConverged(ctx context.Context, timeout time.Duration) (time.Duration, bool) {
+	t0 := time.Now()
+	for time.Since(t0) < timeout && ctx.Err() == nil {
+		if r.round(ctx).full(r.names) {
+			return time.Since(t0), true
+		}
+		sleep(ctx, 250*time.Millisecond)
+	}
+	return time.Since(t0), false
+}
+
+// clusterViews describes every node's view, for messages.
+func (r *runner) clusterViews(ctx context.Context) string {
+	rd := r.round(ctx)
+	var parts []string
+	for _, n := range r.names {
+		if a := rd.Alive[n]; a == nil {
+			parts = append(parts, n+" sees: no answer")
+		} else {
+			parts = append(parts, fmt.Sprintf("%s sees alive %v", n, a))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// finalReads reads every twin through every node, one after another
+// (retrying failures for up to 10 s), into the history: after the heal
+// they must all agree with each other and with what was acknowledged.
+func (r *runner) finalReads(ctx context.Context) {
+	for _, twin := range r.twins {
+		var got []string
+		for i := 1; i <= r.cfg.Nodes; i++ {
+			n := r.nw.Node(i)
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				op := r.rest.twinOp(ctx, n.Name(), n.HTTPURL(), twin, Input{Kind: Read})
+				op.Client = int(r.clients.Add(1) - 1)
+				if op.Output.Status == OK {
+					r.hist.Add(op)
+					got = append(got, fmt.Sprintf("%s: %s", n.Name(), strings.TrimPrefix(op.describe(), "read() → ")))
+					break
+				}
+				if time.Now().After(deadline) {
+					got = append(got, fmt.Sprintf("%s: no answer (%s)", n.Name(), op.Err))
+					break
+				}
+				sleep(ctx, 200*time.Millisecond)
+			}
+		}
+		r.logf("final read %s: %s", twin, strings.Join(got, "; "))
+	}
+}
+
+// readTelemetry reads every device's stored telemetry through every node.
+func (r *runner) readTelemetry(ctx context.Context) []TelemetryView {
+	var views []TelemetryView
+	for i := 1; i <= r.cfg.Nodes; i++ {
+		n := r.nw.Node(i)
+		v := TelemetryView{Node: n.Name(), MIDs: map[string][]string{}}
+		for _, d := range r.devices {
+			var items struct {
+				Items []struct {
+					MID string `json:"mid"`
+				} `json:"items"`
+			}
+			err := r.retry(ctx, 15*time.Second, "telemetry of "+d.ID+" via "+n.Name(), func() (bool, error) {
+				a := r.rest.do(ctx, n.HTTPURL(), "GET", "/api/v1/twins/"+url.PathEscape(d.ID)+"/telemetry?limit=10000", nil)
+				if a.err != nil || a.status != 200 {
+					return false, nil
+				}
+				return true, json.Unmarshal(a.body, &items)
+			})
+			if err != nil {
+				v.Err = err.Error()
+				continue
+			}
+			mids := []string{}
+			for _, it := range items.Items {
+				mids = append(mids, it.MID)
+			}
+			v.MIDs[d.ID] = mids
+		}
+		views = append(views, v)
+	}
+	return views
+}
