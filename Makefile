@@ -43,3 +43,9 @@ bench:
 
 clean:
 	rm -rf bin
+
+## jepsen: the fault-injection test of issue 20 (root, iproute2, nftables; a few minutes).
+## Long form: TWINMESH_JEPSEN_DURATION=30m TWINMESH_JEPSEN_NODES=5 make jepsen
+.PHONY: jepsen
+jepsen:
+	./scripts/jepsen.sh
