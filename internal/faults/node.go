@@ -392,6 +392,9 @@ func startProc(args []string, logPath, header string) (*proc, error) {
 	}
 	fmt.Fprintf(logf, "### %s %s: ip %s\n", time.Now().UTC().Format(time.RFC3339Nano), header, strings.Join(args, " "))
 	cmd := exec.Command("ip", args...)
+	// The node dies with the test: a test binary killed by its timeout
+	// leaves no cluster behind (New removes the namespaces later).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	for _, e := range os.Environ() {
 		// The node reads TWINMESH_<FLAG> variables: keep the test's own
 		// settings away from it.
