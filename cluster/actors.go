@@ -70,6 +70,8 @@ func (a *placementActor) Receive(ctx actor.Context) {
 		a.terminated(ctx, m)
 	case *pcluster.ClusterTopology:
 		a.rebalance(ctx)
+	case superseded:
+		a.supersede(ctx, m.identity)
 	case handoff:
 		a.closed = true
 		a.stopAll(ctx)
@@ -125,6 +127,22 @@ func (a *placementActor) terminated(_ actor.Context, m *actor.Terminated) {
 func (a *placementActor) rebalance(ctx actor.Context) {
 	for _, g := range a.grains {
 		if owner := a.p.ownerOf(g.ci.Identity, g.ci.Kind); owner != "" && owner != a.p.self {
+			ctx.Send(g.pid, moveMsg)
+		}
+	}
+}
+
+// superseded tells the placement actor that another member claimed a
+// grain: a local activation of it must step aside.
+type superseded struct{ identity string }
+
+// supersede moves away every local activation of identity (whatever its
+// kind): it answers "moved" for MoveGrace, so callers retry and reach the
+// owner the placement names, then stops.
+func (a *placementActor) supersede(ctx actor.Context, identity string) {
+	for _, g := range a.grains {
+		if g.ci.Identity == identity {
+			a.p.log.Warn("grain claimed by another member; local activation steps aside", "entity", identity)
 			ctx.Send(g.pid, moveMsg)
 		}
 	}

@@ -35,6 +35,10 @@ var (
 	// The write is on this node (and maybe some replicas) but was not
 	// acknowledged to the client, who retries.
 	ErrUnderReplicated = errors.New("cluster: not enough replicas acknowledged")
+	// ErrNoQuorum: a claim was accepted by fewer than a majority of the
+	// members this node knows (it is cut off from the others, or they are
+	// down): the grain cannot be taken over here.
+	ErrNoQuorum = errors.New("cluster: no majority of the members accepted the claim")
 	// ErrNoMember: no live member has that name (Invoke). Its code is
 	// errcode.NotConnected: the device's session went with the member.
 	ErrNoMember = errcode.New(errcode.NotConnected, "cluster: no such member")
@@ -352,15 +356,57 @@ func (p *Placement) memberAddrs() []string {
 	return out
 }
 
+// supersede tells the placement actor that another member claimed
+// identity's grain.
+func (p *Placement) supersede(identity string) {
+	if p.c != nil && p.placement != nil {
+		p.c.ActorSystem.Root.Send(p.placement, superseded{identity: identity})
+	}
+}
+
 // Members returns the number of members this node counts, itself included.
 func (p *Placement) Members() int { return len(p.memberAddrs()) }
+
+// known returns the size of the cluster as this node knows it: every node
+// that hosts grains and was seen during this run, alive, suspect or dead,
+// unless it left gracefully — this one included. A node cut off from the
+// others (a partition, or a pause that outlasted failure detection) still
+// counts them, so it needs their acknowledgements and, not getting them,
+// refuses the write instead of taking itself for the whole cluster.
+func (p *Placement) known() int {
+	n := p.Members()
+	if p.cfg.Membership == nil {
+		return n
+	}
+	k := 0
+	for _, m := range p.cfg.Membership.Members() {
+		if m.State != StateLeft && (len(m.Kinds) > 0 || m.Self) {
+			k++
+		}
+	}
+	return max(k, n)
+}
+
+// quorum is a majority of n nodes.
+func quorum(n int) int { return n/2 + 1 }
+
+// writeAcks is how many nodes, this one included, must hold a grain's write
+// before it is acknowledged: --replicas (capped by the known members), and
+// never fewer than n−quorum(n)+1, so that every acknowledged write set
+// meets every claim majority. A claim is acknowledged by a majority; an
+// older owner's write then reaches at least one member that knows the new
+// epoch and refuses it.
+func (p *Placement) writeAcks() int {
+	n := p.known()
+	return max(min(p.cfg.Replicas, n), n-quorum(n)+1)
+}
 
 // replicasOf returns the other members that should hold identity, in
 // rendezvous order, followed by the rest (fallbacks). Members marked down
 // go last, so that a live member takes a down replica's place.
 func (p *Placement) replicasOf(identity string) (replicas, rest []string) {
 	all := p.memberAddrs()
-	need := min(p.cfg.Replicas, len(all)) - 1
+	need := min(p.writeAcks(), len(all)) - 1
 	var up, down []string
 	for _, a := range Rank(identity, all) {
 		switch {

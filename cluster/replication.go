@@ -36,8 +36,12 @@ func sameState(a, b persistence.GrainState) bool {
 // epoch on every member, copies the newest copy of the grain's state into
 // the local store, brings the grain's replicas up to date, and returns the
 // epoch the activation's writes must carry. A member that does not answer
-// in time is skipped (it is dead or about to be declared dead). ErrFenced
-// when other claims kept winning.
+// in time is skipped (it is dead or about to be declared dead), but a
+// majority of the known members (see known) must accept the claim —
+// ErrNoQuorum otherwise — so that a node cut off from the others cannot
+// take grains over, and the copy it starts from includes every
+// acknowledged write (each reached writeAcks nodes, which meet every
+// majority). ErrFenced when other claims kept winning.
 func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) {
 	p.metrics.claims.Inc()
 	// A node that just joined may be asked for grains before it copied the
@@ -46,7 +50,7 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 		return 0, err
 	}
 	epoch := p.nextEpoch(0)
-	if p.Members() == 1 {
+	if p.known() == 1 {
 		// Alone: the placement actor is the only place this grain can be
 		// active, and the epoch's first write fences older activations.
 		return epoch, nil
@@ -71,12 +75,13 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 					cctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
 					defer cancel()
 				}
-				replies[i].err = p.request(cctx, a, opClaim, claimReq{ID: identity, Epoch: epoch}, &replies[i].res)
+				replies[i].err = p.request(cctx, a, opClaim, claimReq{ID: identity, Epoch: epoch, From: p.self}, &replies[i].res)
 			}()
 		}
 		wg.Wait()
 		var maxFence uint64
 		fenced := false
+		answered := 0
 		states := map[string]persistence.GrainState{}
 		for _, r := range replies {
 			if r.err != nil {
@@ -86,6 +91,7 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 				p.log.Debug("claim: member did not answer", "entity", identity, "member", r.addr, "err", r.err)
 				continue
 			}
+			answered++
 			if r.res.Fenced {
 				fenced = true
 				maxFence = max(maxFence, r.res.State.Epoch.Fence)
@@ -96,6 +102,10 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 			p.metrics.fenced.Inc()
 			epoch = p.nextEpoch(maxFence + 1)
 			continue
+		}
+		if n := p.known(); answered < quorum(n) {
+			p.metrics.underRepl.Inc()
+			return 0, fmt.Errorf("%w: claim of %s accepted by %d of %d members", ErrNoQuorum, identity, answered, n)
 		}
 		src := p.self
 		for a, st := range states {
@@ -172,10 +182,11 @@ func (p *Placement) push(ctx context.Context, dst, identity string, epoch uint64
 }
 
 // Commit writes ops of identity's grain, fenced by epoch, to the local
-// store and to the grain's replicas, and returns once min(Replicas,
-// members) nodes committed them. Catalog ops among them go to every
-// member. When a replica does not answer, the next member in rendezvous
-// order takes its place.
+// store and to the grain's replicas, and returns once writeAcks nodes
+// committed them (ErrUnderReplicated otherwise: on the minority side of a
+// partition every write fails). Catalog ops among them go to every member.
+// When a replica does not answer, the next member in rendezvous order
+// takes its place.
 func (p *Placement) Commit(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error {
 	local := make([]persistence.Op, 0, len(ops)+1)
 	local = append(local, persistence.CheckEpoch(identity, epoch))
@@ -234,7 +245,7 @@ func (p *Placement) copyInBackground(ctx context.Context, addr string, ops []per
 }
 
 func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error {
-	if p.Members() <= 1 {
+	if p.known() <= 1 {
 		return nil // a cluster of one: the local commit is all there is
 	}
 	var full, catalog []persistence.WireOp
@@ -257,7 +268,7 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 		replicas, rest = append(replicas, rest...), nil
 	}
 	start := time.Now()
-	need := min(p.cfg.Replicas, p.Members()) - 1
+	need := p.writeAcks() - 1
 	type result struct {
 		addr string
 		full bool

@@ -36,6 +36,9 @@ type applyReq struct {
 type claimReq struct {
 	ID    string `json:"id"`
 	Epoch uint64 `json:"epoch"`
+	// From is the claiming member's address: an activation of the grain on
+	// any other member that accepts the claim is superseded and stops.
+	From string `json:"from,omitempty"`
 }
 
 type claimRes struct {
@@ -261,6 +264,12 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 				return nil, err
 			}
 			res.Fenced = true
+		} else if r.From != "" && r.From != p.self {
+			// Another member owns the grain from now on. An activation
+			// here (this node took the claimer for dead, or was paused)
+			// would serve reads from a state that no longer moves: it
+			// steps aside, and callers retry where the placement says.
+			p.supersede(r.ID)
 		}
 		st, err := store.GrainState(r.ID)
 		if err != nil {
