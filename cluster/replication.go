@@ -11,12 +11,16 @@ import (
 )
 
 // better reports whether state a is newer than b: the copy written by the
-// newest epoch wins, then the higher twin version, then the one with more
-// recent or more telemetry and inbox messages.
+// newest epoch wins, then the one that holds more of that epoch's writes
+// (Seq: a replica that missed writes has a lower one, even when they left
+// the twin's version alone), then the higher twin version, then the one with
+// more recent or more telemetry and inbox messages.
 func better(a, b persistence.GrainState) bool {
 	switch {
 	case a.Epoch.Wrote != b.Epoch.Wrote:
 		return a.Epoch.Wrote > b.Epoch.Wrote
+	case a.Epoch.Seq != b.Epoch.Seq:
+		return a.Epoch.Seq > b.Epoch.Seq
 	case a.TwinVersion != b.TwinVersion:
 		return a.TwinVersion > b.TwinVersion
 	case a.NewestTelemetry != b.NewestTelemetry:
@@ -27,8 +31,11 @@ func better(a, b persistence.GrainState) bool {
 	return a.Inbox > b.Inbox
 }
 
+// sameState reports whether a and b hold the same copy of a grain: the same
+// writes (epoch Wrote and Seq; the Fence is per node) and the same summary.
 func sameState(a, b persistence.GrainState) bool {
-	return a.HasTwin == b.HasTwin && a.TwinVersion == b.TwinVersion && a.Telemetry == b.Telemetry &&
+	return a.Epoch.Wrote == b.Epoch.Wrote && a.Epoch.Seq == b.Epoch.Seq &&
+		a.HasTwin == b.HasTwin && a.TwinVersion == b.TwinVersion && a.Telemetry == b.Telemetry &&
 		a.NewestTelemetry == b.NewestTelemetry && a.Inbox == b.Inbox
 }
 

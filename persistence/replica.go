@@ -12,9 +12,10 @@ import (
 )
 
 // GrainState summarises what this node holds of one grain, so that a new
-// owner can pick the newest copy.
+// owner can pick the newest copy: Epoch.Wrote, then Epoch.Seq order the
+// copies (see Epoch); the other fields break ties and tell copies apart.
 type GrainState struct {
-	Epoch           Epoch `json:"epoch"`
+	Epoch           Epoch `json:"epoch"` // Fence, Wrote and Seq of the grain here
 	HasEntity       bool  `json:"hasEntity"`
 	HasTwin         bool  `json:"hasTwin"`
 	TwinVersion     int64 `json:"twinVersion"`     // the "version" member of the stored twin JSON document, 0 if none
@@ -100,8 +101,12 @@ func twinVersion(doc []byte) int64 {
 // timestamp (which grains never write) are sent once, as a replica keeps one
 // per timestamp anyway. limit <= 0 means DefaultTelemetryLimit; it is capped
 // at MaxTelemetryLimit. ops is never nil. An invalid id or a negative
-// afterNS is ErrInvalid. The entity and the epoch are not part of it: the
-// entity is catalog data (CatalogSnapshot) and fences are per node.
+// afterNS is ErrInvalid. The entity is not part of it (it is catalog data:
+// CatalogSnapshot), nor is the fence, which is per node; but the first op of
+// every non-empty page carries the source's Wrote and Seq of id, read with
+// the page (WireOp.E), so that the page, applied after the copier's
+// CheckEpoch, leaves the copier as new as the source in the order of
+// copies, not one fenced write further on.
 func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, next int64, err error) {
 	if err := checkPrefixID("grain id", id); err != nil {
 		return nil, 0, err
@@ -116,7 +121,12 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 		limit = MaxTelemetryLimit
 	}
 	ops = []WireOp{}
+	var src Epoch
 	err = db.view(func(tx *bbolt.Tx) error {
+		var err error
+		if src, err = decodeEpoch(tx.Bucket(bktEpochs).Get([]byte(id))); err != nil {
+			return fmt.Errorf("grain snapshot %s: %w", id, err)
+		}
 		prefix := rangeStart(id)
 		start := prefix // afterNS == 0: from the first record, ns 0 included
 		if afterNS > 0 {
@@ -151,6 +161,9 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 	})
 	if err != nil {
 		return nil, 0, err
+	}
+	if len(ops) > 0 {
+		ops[0].E = &Epoch{Wrote: src.Wrote, Seq: src.Seq}
 	}
 	return ops, next, nil
 }

@@ -89,8 +89,9 @@ func telemetryNS(t *testing.T, w WireOp) int64 {
 
 // TestGrainSnapshot: paging GrainSnapshot of d1 from A into an empty B
 // (which got the catalog too) covers each record once and gives B the same
-// GrainState and query results; the epoch is not copied, neighbours are not
-// included, and applying the snapshot again changes nothing.
+// GrainState and query results; the first op of each page carries A's Wrote
+// and Seq, neighbours are not included, and applying the snapshot again
+// changes nothing.
 func TestGrainSnapshot(t *testing.T) {
 	a := openTemp(t, nil)
 	buildGrainSource(t, a)
@@ -98,7 +99,7 @@ func TestGrainSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if wantState.Telemetry != grainRecords || wantState.Inbox != 3 || wantState.TwinVersion != 7 || wantState.Epoch != (Epoch{3, 3}) {
+	if wantState.Telemetry != grainRecords || wantState.Inbox != 3 || wantState.TwinVersion != 7 || wantState.Epoch != (Epoch{3, 3, 1}) {
 		t.Fatalf("source state = %+v", wantState)
 	}
 	cases := []struct {
@@ -130,6 +131,9 @@ func TestGrainSnapshot(t *testing.T) {
 				pages++
 				tel, prevNS := 0, after
 				for i, w := range ops {
+					if wantE := i == 0; (w.E != nil) != wantE || wantE && *w.E != (Epoch{Wrote: 3, Seq: 1}) {
+						t.Fatalf("page %d op %d carries epoch %+v", pages, i, w.E)
+					}
 					switch {
 					case w.K != "d1":
 						t.Fatalf("op for %q in d1's snapshot", w.K)
@@ -172,10 +176,11 @@ func TestGrainSnapshot(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Epoch != (Epoch{}) {
-				t.Fatalf("the epoch was copied: %+v", got.Epoch)
+			// Wrote and Seq came with the pages; the fence is raised to
+			// Wrote, as B applied them without a CheckEpoch of its own.
+			if got.Epoch != (Epoch{3, 3, 1}) {
+				t.Fatalf("copied epoch = %+v, want the source's wrote and seq", got.Epoch)
 			}
-			got.Epoch = wantState.Epoch
 			if got != wantState {
 				t.Fatalf("replica state = %+v, want %+v", got, wantState)
 			}
@@ -288,6 +293,104 @@ func TestGrainSnapshotEdges(t *testing.T) {
 				t.Fatalf("GrainSnapshot = %v, %d, %v; want %v, %d", types, next, err, c.wantTypes, c.wantNext)
 			}
 		})
+	}
+}
+
+// TestGrainSnapshotCopiesSeq copies a grain the way a claim does: the new
+// owner B commits each page behind its own CheckEpoch of the new epoch. B
+// ends with the source's Wrote and Seq (its Fence stays the new epoch),
+// not one count per page further on, so that after the first write of the
+// new epoch B, the source A and a replica C that was not copied (it held
+// what A held) have the same Seq.
+func TestGrainSnapshotCopiesSeq(t *testing.T) {
+	a, b, c := openTemp(t, nil), openTemp(t, nil), openTemp(t, nil)
+	buildGrainSource(t, a) // d1 at {3, 3, 1}
+	commit(t, a, CheckEpoch("d1", 3), PutTwin("d1", []byte(`{"id":"d1","version":7,"connected":true}`)))
+	commit(t, b, CheckEpoch("d1", 2), PutTwin("d1", []byte(`{"id":"d1","version":7}`)))
+	commit(t, b, CheckEpoch("d1", 2))
+	commit(t, c, CheckEpoch("d1", 3), CheckEpoch("d1", 3)) // in step with A: {3, 3, 2}
+	src := Epoch{3, 3, 2}
+	if e, _ := a.GetEpoch("d1"); e != src {
+		t.Fatalf("source epoch = %+v", e)
+	}
+	const claim = 9
+	for _, db := range []*DB{a, b, c} {
+		commit(t, db, ClaimEpoch("d1", claim))
+	}
+	after, pages := int64(0), 0
+	for {
+		ops, next, err := a.GrainSnapshot("d1", after, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Through JSON, as between members.
+		raw, err := json.Marshal(ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ws []WireOp
+		if err := json.Unmarshal(raw, &ws); err != nil {
+			t.Fatal(err)
+		}
+		page := []Op{CheckEpoch("d1", claim)}
+		for _, w := range ws {
+			page = append(page, FromWire(w))
+		}
+		commit(t, b, page...)
+		pages++
+		if e, _ := b.GetEpoch("d1"); e != (Epoch{claim, 3, 2}) {
+			t.Fatalf("after page %d: B's epoch = %+v, want fence %d and the source's wrote and seq", pages, e, claim)
+		}
+		if next == 0 {
+			break
+		}
+		after = next
+	}
+	if pages < 3 {
+		t.Fatalf("%d pages; the test wants several", pages)
+	}
+	sa, _ := a.GrainState("d1")
+	sb, _ := b.GrainState("d1")
+	sb.Epoch.Fence = sa.Epoch.Fence
+	sb.HasEntity = sa.HasEntity // catalog data, not copied here
+	if sa != sb {
+		t.Fatalf("copy %+v, source %+v", sb, sa)
+	}
+	// The new owner's first write reaches all three.
+	for _, db := range []*DB{a, b, c} {
+		commit(t, db, CheckEpoch("d1", claim), AppendTelemetry("d1", TelemetryRecord{TS: t0.Add(time.Hour)}))
+		if e, _ := db.GetEpoch("d1"); e != (Epoch{claim, claim, 1}) {
+			t.Fatalf("after the first write of the new epoch: %+v", e)
+		}
+	}
+}
+
+// TestWireEpoch: WireOp.E survives JSON and Op.Wire, is absent from older
+// JSON, and is refused on catalog ops.
+func TestWireEpoch(t *testing.T) {
+	var w WireOp
+	if err := json.Unmarshal([]byte(`{"t":"twin.put","k":"d1","v":"e30="}`), &w); err != nil || w.E != nil {
+		t.Fatalf("older wire op = %+v, %v", w, err)
+	}
+	w.E = &Epoch{Wrote: 4, Seq: 6}
+	op := FromWire(w)
+	got, ok := op.Wire()
+	if !ok || got.E == nil || *got.E != *w.E || got.E == w.E {
+		t.Fatalf("Wire = %+v, %v; want a copy of E %+v", got, ok, *w.E)
+	}
+	raw, _ := json.Marshal(got)
+	var back WireOp
+	if err := json.Unmarshal(raw, &back); err != nil || !reflect.DeepEqual(back, got) {
+		t.Fatalf("JSON round trip of %s = %+v, %v", raw, back, err)
+	}
+	db := openTemp(t, nil)
+	commit(t, db, op)
+	if e, _ := db.GetEpoch("d1"); e != (Epoch{4, 4, 6}) {
+		t.Fatalf("epoch = %+v", e)
+	}
+	cat := WireOp{T: "doc.put", B: string(BucketGrains), K: "d1", V: []byte(`{}`), E: &Epoch{Wrote: 1}}
+	if err := db.Commit(context.Background(), FromWire(cat)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("E on a catalog op: %v, want ErrInvalid", err)
 	}
 }
 
