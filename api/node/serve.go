@@ -223,10 +223,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token)}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
-	var events *mqttEvents
 	if ms != nil {
-		events = &mqttEvents{srv: ms, work: make(chan func(), 4096)}
-		n.sys.OnEvent(events.sink)
+		n.sys.OnEvent(ms.HandleEvent)
 	}
 	// What other members send this node, until the actor system stopped.
 	n.spawn(func(ctx context.Context) { _ = n.place.Serve(ctx, local{n.sys, sessions}) })
@@ -251,7 +249,6 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			return n, err
 		}
 		n.stops = append(n.stops, func(context.Context) { _ = ms.Close() })
-		n.spawn(events.run)
 		if ms.Addr() != "" {
 			log.Info("listening", "listener", "mqtt", "addr", ms.Addr())
 		}

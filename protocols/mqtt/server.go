@@ -130,8 +130,11 @@ type metrics struct {
 	messages    *prometheus.CounterVec
 	refused     *prometheus.CounterVec
 	qos0Dropped prometheus.Counter
-	connections prometheus.Gauge
-	queue       prometheus.GaugeFunc
+	// eventsDropped counts device work (desired notifications,
+	// disconnects, deliveries) lost to a full event queue.
+	eventsDropped prometheus.Counter
+	connections   prometheus.Gauge
+	queue         prometheus.GaugeFunc
 }
 
 // Server is the embedded broker. It is safe for concurrent use.
@@ -144,9 +147,10 @@ type Server struct {
 
 	addr, tlsAddr string
 
-	qos0 chan qos0Item
-	stop chan struct{}
-	wg   sync.WaitGroup
+	qos0   chan qos0Item
+	events chan func() // device work caused by events (HandleEvent)
+	stop   chan struct{}
+	wg     sync.WaitGroup
 
 	rid       atomic.Uint64
 	mu        sync.Mutex
@@ -186,7 +190,7 @@ func New(cfg Config, b Backend) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "mqtt"), backend: b,
-		qos0: make(chan qos0Item, cfg.QoS0Queue), stop: make(chan struct{}),
+		qos0: make(chan qos0Item, cfg.QoS0Queue), events: make(chan func(), eventQueue), stop: make(chan struct{}),
 		sessions: map[string]*session{}, methods: map[string]chan methodResult{}}
 	s.metrics = metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -195,13 +199,15 @@ func New(cfg Config, b Backend) (*Server, error) {
 			Name: "twinmesh_mqtt_refused_total", Help: "Refused connections and publishes, by reason."}, []string{"reason"}),
 		qos0Dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "twinmesh_mqtt_qos0_dropped_total", Help: "QoS 0 telemetry dropped because the queue was full."}),
+		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "twinmesh_mqtt_event_work_dropped_total", Help: "Device notifications, disconnects and deliveries dropped because the event queue was full."}),
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "twinmesh_mqtt_connections", Help: "Connected devices."}),
 	}
 	s.metrics.queue = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "twinmesh_mqtt_qos0_queue", Help: "QoS 0 telemetry waiting to be stored."}, func() float64 { return float64(len(s.qos0)) })
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.metrics.messages, s.metrics.refused, s.metrics.qos0Dropped, s.metrics.connections, s.metrics.queue)
+		cfg.Registerer.MustRegister(s.metrics.messages, s.metrics.refused, s.metrics.qos0Dropped, s.metrics.eventsDropped, s.metrics.connections, s.metrics.queue)
 	}
 	caps := mochi.NewDefaultServerCapabilities()
 	// Our hook enforces MaxConnections (and counts refusals); mochi's limit
@@ -248,6 +254,8 @@ func (s *Server) Start(_ context.Context) error {
 		s.wg.Add(1)
 		go s.qos0Worker()
 	}
+	s.wg.Add(1)
+	go s.eventWorker()
 	if err := s.broker.Serve(); err != nil {
 		return fmt.Errorf("mqtt serve: %w", err)
 	}
