@@ -469,3 +469,18 @@ func TestPluginOperationsAndTimers(t *testing.T) {
 		t.Fatal("fired timer still set")
 	}
 }
+
+func TestCreationIsOneVersion(t *testing.T) {
+	for _, tags := range []string{"", `{"site":"b1"}`} {
+		m := newMem()
+		c := newCore(t, m, "d1", "device", Device)
+		req := put("device", "")
+		req.GetPutEntity().Tags = []byte(tags)
+		if reply, _, err := run(t, m, c, t0, req); err != nil || reply.Code != 0 {
+			t.Fatalf("create: %v %v", err, reply)
+		}
+		if v := c.Twin().Version(); v != 1 {
+			t.Fatalf("tags %q: version after creation = %d, want 1", tags, v)
+		}
+	}
+}

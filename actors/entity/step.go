@@ -169,6 +169,7 @@ func (c *Core) putEntity(ctx context.Context, now time.Time, p *actorspb.PutEnti
 		tagPatch[k] = v
 	}
 	res := &Result{what: "put entity"}
+	tagsChanged := false
 	if len(tagPatch) > 0 {
 		pb, _ := json.Marshal(tagPatch)
 		ch, err := d.Twin.Patch(twin.Tags, pb, now, c.cfg.Limits)
@@ -177,9 +178,12 @@ func (c *Core) putEntity(ctx context.Context, now time.Time, p *actorspb.PutEnti
 		}
 		if !ch.Noop {
 			res.Events = append(res.Events, c.changeEvent(d, EventTwin, ch, now))
+			tagsChanged = true
 		}
 	}
-	if created || old.Parent != ent.Parent || old.ConnectedVia != ent.ConnectedVia {
+	// One accepted change, one version: a creation or a move that also
+	// changed the tags has already moved it.
+	if (created || old.Parent != ent.Parent || old.ConnectedVia != ent.ConnectedVia) && !tagsChanged {
 		d.Twin.AttributesChanged(now)
 	}
 	d.Ent, d.Exists = ent, true
