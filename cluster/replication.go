@@ -156,6 +156,10 @@ func (p *Placement) pull(ctx context.Context, src, identity string, epoch uint64
 			return err
 		}
 		ops := []persistence.Op{persistence.CheckEpoch(identity, epoch)}
+		if after == 0 {
+			// The copy replaces what this node held of the grain.
+			ops = append(ops, persistence.ResetGrainData(identity))
+		}
 		for _, w := range res.Ops {
 			ops = append(ops, persistence.FromWire(w))
 		}

@@ -173,6 +173,31 @@ func DeleteEntity(id string) Op {
 	}}
 }
 
+// ResetGrainData removes what a snapshot copy of grain id replaces here:
+// its twin, inbox and warm telemetry (the entity, its contributions and its
+// epoch fence stay). A claim that copies the newest owner's state puts it
+// before the first page: records only this node held are writes of an
+// older owner that were never acknowledged (the newest copy holds every
+// acknowledged one), and kept beside the copy they would, for instance,
+// store a retransmitted message twice under two timestamps. It has no wire
+// form.
+func ResetGrainData(id string) Op {
+	const name = "reset grain data"
+	if err := checkPrefixID("grain id", id); err != nil {
+		return errOp(name, err)
+	}
+	k := []byte(id)
+	return Op{kind: name, key: id, apply: func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bktTwins).Delete(k); err != nil {
+			return err
+		}
+		if err := deleteWhere(tx.Bucket(bktInbox), rangeStart(id), nil); err != nil {
+			return err
+		}
+		return deleteWhere(tx.Bucket(bktTelemetry), rangeStart(id), nil)
+	}}
+}
+
 // deleteWhere deletes the keys of b that start with prefix and satisfy keep
 // (nil = all). Keys are collected first: deleting under a moving cursor can
 // skip keys.
