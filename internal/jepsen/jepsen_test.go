@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,6 +85,9 @@ func TestJepsenShort(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := testutil.Binary(t)
+	if out, err := exec.Command("git", "-C", testutil.RepoRoot(), "describe", "--always", "--dirty").Output(); err == nil {
+		t.Logf("twinmesh built from the working tree at %s", strings.TrimSpace(string(out)))
+	}
 
 	ctx := context.Background()
 	if dl, ok := t.Deadline(); ok {

@@ -109,8 +109,10 @@ func split(rng *rand.Rand, n int) (minority, rest []int) {
 	return minority, rest
 }
 
+// between draws a duration in [lo, hi] in steps of 100 ms.
 func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
-	return lo + time.Duration(rng.Int63n(int64(hi-lo)+1))
+	const step = 100 * time.Millisecond
+	return lo + step*time.Duration(rng.Int63n(int64((hi-lo)/step)+1))
 }
 
 // RandomSchedule draws faults of the given kinds (all when empty) until

@@ -564,64 +564,76 @@ func (r *runner) clusterViews(ctx context.Context) string {
 	return strings.Join(parts, "; ")
 }
 
-// finalReads reads every twin through every node, one after another
-// (retrying failures for up to 10 s), into the history: after the heal
-// they must all agree with each other and with what was acknowledged.
+// finalReads reads every twin through every node (the nodes in parallel,
+// each retrying failures for up to 10 s) into the history: after the heal
+// they must agree with each other and with what was acknowledged.
 func (r *runner) finalReads(ctx context.Context) {
 	for _, twin := range r.twins {
-		var got []string
+		got := make([]string, r.cfg.Nodes)
+		var wg sync.WaitGroup
 		for i := 1; i <= r.cfg.Nodes; i++ {
-			n := r.nw.Node(i)
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				op := r.rest.twinOp(ctx, n.Name(), n.HTTPURL(), twin, Input{Kind: Read})
-				op.Client = int(r.clients.Add(1) - 1)
-				if op.Output.Status == OK {
-					r.hist.Add(op)
-					got = append(got, fmt.Sprintf("%s: %s", n.Name(), strings.TrimPrefix(op.describe(), "read() → ")))
-					break
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				n := r.nw.Node(i)
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					op := r.rest.twinOp(ctx, n.Name(), n.HTTPURL(), twin, Input{Kind: Read})
+					op.Client = int(r.clients.Add(1) - 1)
+					if op.Output.Status == OK {
+						r.hist.Add(op)
+						got[i-1] = fmt.Sprintf("%s: %s", n.Name(), strings.TrimPrefix(op.describe(), "read() → "))
+						return
+					}
+					if time.Now().After(deadline) {
+						got[i-1] = fmt.Sprintf("%s: no answer (%s)", n.Name(), op.Err)
+						return
+					}
+					sleep(ctx, 200*time.Millisecond)
 				}
-				if time.Now().After(deadline) {
-					got = append(got, fmt.Sprintf("%s: no answer (%s)", n.Name(), op.Err))
-					break
-				}
-				sleep(ctx, 200*time.Millisecond)
-			}
+			}(i)
 		}
+		wg.Wait()
 		r.logf("final read %s: %s", twin, strings.Join(got, "; "))
 	}
 }
 
 // readTelemetry reads every device's stored telemetry through every node.
 func (r *runner) readTelemetry(ctx context.Context) []TelemetryView {
-	var views []TelemetryView
+	views := make([]TelemetryView, r.cfg.Nodes)
+	var wg sync.WaitGroup
 	for i := 1; i <= r.cfg.Nodes; i++ {
-		n := r.nw.Node(i)
-		v := TelemetryView{Node: n.Name(), MIDs: map[string][]string{}}
-		for _, d := range r.devices {
-			var items struct {
-				Items []struct {
-					MID string `json:"mid"`
-				} `json:"items"`
-			}
-			err := r.retry(ctx, 15*time.Second, "telemetry of "+d.ID+" via "+n.Name(), func() (bool, error) {
-				a := r.rest.do(ctx, n.HTTPURL(), "GET", "/api/v1/twins/"+url.PathEscape(d.ID)+"/telemetry?limit=10000", nil)
-				if a.err != nil || a.status != 200 {
-					return false, nil
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			n := r.nw.Node(i)
+			v := TelemetryView{Node: n.Name(), MIDs: map[string][]string{}}
+			for _, d := range r.devices {
+				var items struct {
+					Items []struct {
+						MID string `json:"mid"`
+					} `json:"items"`
 				}
-				return true, json.Unmarshal(a.body, &items)
-			})
-			if err != nil {
-				v.Err = err.Error()
-				continue
+				err := r.retry(ctx, 15*time.Second, "telemetry of "+d.ID+" via "+n.Name(), func() (bool, error) {
+					a := r.rest.do(ctx, n.HTTPURL(), "GET", "/api/v1/twins/"+url.PathEscape(d.ID)+"/telemetry?limit=10000", nil)
+					if a.err != nil || a.status != 200 {
+						return false, nil
+					}
+					return true, json.Unmarshal(a.body, &items)
+				})
+				if err != nil {
+					v.Err = strings.TrimSpace(v.Err + " " + err.Error())
+					continue
+				}
+				mids := []string{}
+				for _, it := range items.Items {
+					mids = append(mids, it.MID)
+				}
+				v.MIDs[d.ID] = mids
 			}
-			mids := []string{}
-			for _, it := range items.Items {
-				mids = append(mids, it.MID)
-			}
-			v.MIDs[d.ID] = mids
-		}
-		views = append(views, v)
+			views[i-1] = v
+		}(i)
 	}
+	wg.Wait()
 	return views
 }
