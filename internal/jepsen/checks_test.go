@@ -268,3 +268,24 @@ func TestSchedules(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteJSONL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.jsonl")
+	ops := []Op{
+		op(0, 0, 10, func() (Input, Output) { return cas(2, 5, 3) }),
+		op(1, 20, 10, func() (Input, Output) { return cas412(2, 6) }),
+	}
+	msgs := []Message{{Device: "d", MID: "d-0", Sent: t0, Attempts: 1, Nodes: []string{"n1"}, Acked: true, AckedAt: t0, AckedBy: "n1"}}
+	if err := WriteJSONL(path, ops, msgs, t0); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], `"expect":2`) || !strings.Contains(lines[0], `"version":3`) ||
+		!strings.Contains(lines[1], `"status":"412"`) || !strings.Contains(lines[2], `"mid":"d-0"`) {
+		t.Errorf("history:\n%s", b)
+	}
+}

@@ -1,7 +1,11 @@
 package jepsen
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"math"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -194,4 +198,61 @@ type Message struct {
 	Acked    bool
 	AckedAt  time.Time
 	AckedBy  string
+}
+
+// WriteJSONL writes the operations and messages to path, one JSON object a
+// line, times relative to origin in seconds ("call", "ret"; an unknown
+// operation's "ret" is when its client gave up), for analysis with jq.
+func WriteJSONL(path string, ops []Op, msgs []Message, origin time.Time) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	rel := func(t time.Time) float64 { return math.Round(t.Sub(origin).Seconds()*1e6) / 1e6 }
+	for _, op := range ops {
+		rec := map[string]any{"twin": op.Twin, "client": op.Client, "node": op.Node, "op": op.Input.Kind.String(),
+			"status": op.Output.Status.String(), "call": rel(op.Call), "ret": rel(op.Return)}
+		if op.Input.Kind != Read {
+			rec["value"] = op.Input.Value
+		}
+		if op.Input.Kind == CAS {
+			rec["expect"] = op.Input.Expect
+		}
+		if op.Output.Status == OK {
+			rec["seen"], rec["version"] = op.Output.Value, op.Output.Version
+			if op.Output.Missing {
+				rec["seen"] = nil
+			}
+		}
+		if op.Output.Precondition {
+			rec["status"] = "412"
+		}
+		if op.HTTP != 0 {
+			rec["http"] = op.HTTP
+		}
+		if op.Err != "" {
+			rec["err"] = op.Err
+		}
+		if err := enc.Encode(rec); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	for _, m := range msgs {
+		rec := map[string]any{"device": m.Device, "mid": m.MID, "sent": rel(m.Sent), "sends": m.Attempts, "nodes": m.Nodes, "acked": m.Acked}
+		if m.Acked {
+			rec["ackedAt"], rec["ackedBy"] = rel(m.AckedAt), m.AckedBy
+		}
+		if err := enc.Encode(rec); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -34,6 +34,8 @@ type Result struct {
 	FinalHeal               time.Time
 	// Start is when the run began: report times are relative to it.
 	Start time.Time
+	// History is the JSON-lines file of every operation and message.
+	History string
 }
 
 // windowAt names the fault window t falls in.
@@ -146,7 +148,7 @@ func (res *Result) Report() string {
 	var b strings.Builder
 	c := res.Config
 	fmt.Fprintf(&b, "== twinmesh Jepsen run: seed %d (TWINMESH_JEPSEN_SEED=%d reproduces the schedule), %d nodes, --replicas %d\n", res.Seed, res.Seed, c.Nodes, c.Replicas)
-	fmt.Fprintf(&b, "   data, logs and visualizations: %s\n", res.Dir)
+	fmt.Fprintf(&b, "   data, logs and visualizations: %s (history: %s)\n", res.Dir, res.History)
 	b.WriteString("-- injected\n")
 	for _, s := range res.Injected {
 		fmt.Fprintf(&b, "   %s\n", s)

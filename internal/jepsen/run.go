@@ -216,6 +216,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	ops := r.hist.Ops()
 	msgs := r.hist.Messages()
 	res.count(ops, msgs)
+	res.History = filepath.Join(cfg.Dir, "history.jsonl")
+	if err := WriteJSONL(res.History, ops, msgs, r.start); err != nil {
+		r.problem("write history: %v", err)
+		res.History = ""
+	}
 	checked := ops
 	if cfg.StaleReadsAllowed {
 		checked = nil
