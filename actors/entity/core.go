@@ -113,8 +113,9 @@ type State struct {
 
 	plugin pluginRecord
 
-	// ownedTwin and ownedCache say that a draft holds its own copies.
-	ownedTwin, ownedCache bool
+	// ownedTwin, ownedStored and ownedSent say that a draft holds its own
+	// copies.
+	ownedTwin, ownedStored, ownedSent bool
 }
 
 // New returns the core of an entity that is not loaded: call Load.
@@ -362,7 +363,7 @@ func (c *Core) Commit(ctx context.Context, now time.Time, r *Result) *Result {
 // the committed state are copied before a change (see own*).
 func (c *Core) draft() *State {
 	d := c.st
-	d.ownedTwin, d.ownedCache = false, false
+	d.ownedTwin, d.ownedStored, d.ownedSent = false, false, false
 	return &d
 }
 
@@ -373,11 +374,24 @@ func (d *State) ownTwin() {
 	}
 }
 
-// ownContribCache gives the draft its own contribution caches.
-func (d *State) ownContribCache() {
-	if !d.ownedCache {
-		d.stored, d.sent, d.ownedCache = maps.Clone(d.stored), maps.Clone(d.sent), true
+// ownStored and ownSent give the draft its own copy of a contribution
+// cache before it changes it.
+func (d *State) ownStored() {
+	if !d.ownedStored {
+		d.stored, d.ownedStored = maps.Clone(d.stored), true
 	}
+}
+
+func (d *State) ownSent() {
+	if !d.ownedSent {
+		d.sent, d.ownedSent = maps.Clone(d.sent), true
+	}
+}
+
+// ownContribCache gives the draft its own copies of both caches.
+func (d *State) ownContribCache() {
+	d.ownStored()
+	d.ownSent()
 }
 
 func (st *State) resetContribs() {

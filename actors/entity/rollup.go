@@ -120,11 +120,13 @@ func (c *Core) selfContribution(d *State) Contribution {
 	if d.Twin == nil {
 		return con
 	}
-	var refs []alertRef
-	_ = json.Unmarshal(d.Twin.Alerts(), &refs)
-	for _, r := range refs {
-		con.Alerts++
-		con.Worst = max(con.Worst, rules.SeverityRank(r.Severity))
+	if d.Twin.HasAlerts() {
+		var refs []alertRef
+		_ = json.Unmarshal(d.Twin.Alerts(), &refs)
+		for _, r := range refs {
+			con.Alerts++
+			con.Worst = max(con.Worst, rules.SeverityRank(r.Severity))
+		}
 	}
 	if !c.isDevice() {
 		return con
@@ -133,14 +135,12 @@ func (c *Core) selfContribution(d *State) Contribution {
 	if d.Twin.Connection().State == "connected" {
 		con.Connected = 1
 	}
-	for k, p := range d.Twin.Telemetry() {
-		if v, ok := p.Value.(float64); ok {
-			if con.Points == nil {
-				con.Points = map[string]PointAgg{}
-			}
-			con.Points[k] = PointAgg{Min: v, Max: v, Sum: v, Count: 1}
+	d.Twin.NumericPoints(func(k string, v float64) {
+		if con.Points == nil {
+			con.Points = map[string]PointAgg{}
 		}
-	}
+		con.Points[k] = PointAgg{Min: v, Max: v, Sum: v, Count: 1}
+	})
 	return con
 }
 
@@ -206,7 +206,7 @@ func (c *Core) storedContrib(d *State, key string) string {
 	if err != nil {
 		doc = nil
 	}
-	d.ownContribCache()
+	d.ownStored()
 	d.stored[key] = string(doc)
 	return string(doc)
 }
@@ -220,7 +220,7 @@ func (c *Core) contribOps(d *State, res *Result) bool {
 		key := ContribKey(e.to, e.edge, d.ID)
 		if v := e.value.encode(); c.storedContrib(d, key) != v {
 			res.Ops = append(res.Ops, Op{Kind: OpPutDoc, Bucket: BucketContrib, Key: key, Doc: []byte(v)})
-			d.ownContribCache()
+			d.ownStored()
 			d.stored[key] = v
 			changed = true
 		}
@@ -257,12 +257,12 @@ func (c *Core) refreshUpFrom(now time.Time, d *State, events []Event, force bool
 		v := e.value.encode()
 		if force || c.storedContrib(d, key) != v {
 			res.Ops = append(res.Ops, Op{Kind: OpPutDoc, Bucket: BucketContrib, Key: key, Doc: []byte(v)})
-			d.ownContribCache()
+			d.ownStored()
 			d.stored[key] = v
 		}
 		if d.sent[key] != v {
 			res.Sends = append(res.Sends, Send{To: e.to, Contrib: &e.value, Edge: edgeNames[e.edge]})
-			d.ownContribCache()
+			d.ownSent()
 			d.sent[key] = v
 		}
 	}

@@ -147,7 +147,7 @@ func (c *Core) putEntity(ctx context.Context, now time.Time, p *actorspb.PutEnti
 	if created {
 		d.Twin, d.ownedTwin = twin.New(d.ID, c.cfg.Kind), true
 		d.resetContribs()
-		d.ownedCache = true
+		d.ownedStored, d.ownedSent = true, true
 		old = record.Entity{}
 	} else {
 		d.ownTwin()

@@ -168,6 +168,21 @@ func (t *Twin) Telemetry() map[string]Point {
 	return out
 }
 
+// NumericPoints calls f with every telemetry point whose last value is a
+// number, without copying the points (Telemetry copies them): the hot path
+// of rollups reads them on every message.
+func (t *Twin) NumericPoints(f func(name string, v float64)) {
+	for k, p := range t.telemetry {
+		if v, ok := p.Value.(float64); ok {
+			f(k, v)
+		}
+	}
+}
+
+// HasAlerts reports whether the twin lists any open alert, without
+// decoding the list.
+func (t *Twin) HasAlerts() bool { return len(t.alerts) > len("[]") }
+
 // Connection returns the connection state.
 func (t *Twin) Connection() Connection { return t.conn }
 
