@@ -9,7 +9,9 @@
 #
 # Other variables: TWINMESH_JEPSEN_FAULTS (comma-separated kinds: pause,
 # partition, bridge, one-way, loss, slow, kill, stale-restart),
-# TWINMESH_JEPSEN_DIR (keep data, logs and visualizations there). The full
+# TWINMESH_JEPSEN_DIR (keep data, logs and visualizations there),
+# TWINMESH_JEPSEN_STALE_READS=1 (only acknowledged writes must be
+# linearizable: reads and 412s may be stale, as README allows). The full
 # output also goes to $TWINMESH_JEPSEN_LOG (default: a file in /tmp, printed).
 # Needs root, iproute2 and nftables (installed here when missing).
 set -euo pipefail

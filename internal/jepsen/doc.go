@@ -30,7 +30,10 @@
 //     value; a CAS succeeds only at the expected version and its 412 only
 //     at another; unknown outcomes get an open end (see step). A failing
 //     history is written as porcupine's HTML visualization under
-//     Dir/linearizability/ and its path is printed.
+//     Dir/linearizability/ and its path is printed. With
+//     Config.StaleReadsAllowed (TWINMESH_JEPSEN_STALE_READS=1) reads and
+//     412s are left out, for a cluster that documents stale reads: then
+//     only the acknowledged writes must form one register history.
 //   - Forks: one twin version answered with two different values (by
 //     writes or reads). Versions rise by one per accepted write, so a fork
 //     means two activations of the grain accepted writes on the same base
@@ -44,6 +47,8 @@
 //     by the fork check above, not from the logs.
 //   - Liveness: after every fault is healed, every node must see every node
 //     alive within 60 s.
+//
+// Every run also writes its history to Dir/history.jsonl.
 //
 // Availability is reported per fault window: the share of operations
 // called during the fault (and after its heal) that were answered, the

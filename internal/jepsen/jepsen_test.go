@@ -33,6 +33,7 @@ import (
 //	TWINMESH_JEPSEN_NODES     cluster size (default 3; the long form is meant for 5)
 //	TWINMESH_JEPSEN_FAULTS    comma-separated fault kinds for the long form (default all)
 //	TWINMESH_JEPSEN_DIR       where data, logs and visualizations go (default a new temp folder, kept when the run fails)
+//	TWINMESH_JEPSEN_STALE_READS=1  reads and 412s may be stale: only acknowledged writes are checked for linearizability
 func TestJepsenShort(t *testing.T) {
 	if os.Getenv("TWINMESH_JEPSEN") != "1" {
 		t.Skip("the Jepsen test runs with TWINMESH_JEPSEN=1 (make jepsen); the cluster does not pass it yet (issue 20)")
@@ -98,7 +99,8 @@ func TestJepsenShort(t *testing.T) {
 	}
 	res, err := Run(ctx, Config{
 		Binary: bin, Dir: dir, Nodes: nodes, Seed: seed, Schedule: schedule,
-		Logf: t.Logf,
+		StaleReadsAllowed: os.Getenv("TWINMESH_JEPSEN_STALE_READS") == "1",
+		Logf:              t.Logf,
 	})
 	if err != nil {
 		t.Fatalf("seed %d: the harness could not run: %v (logs in %s)", seed, err, dir)

@@ -149,6 +149,9 @@ func (res *Result) Report() string {
 	c := res.Config
 	fmt.Fprintf(&b, "== twinmesh Jepsen run: seed %d (TWINMESH_JEPSEN_SEED=%d reproduces the schedule), %d nodes, --replicas %d\n", res.Seed, res.Seed, c.Nodes, c.Replicas)
 	fmt.Fprintf(&b, "   data, logs and visualizations: %s (history: %s)\n", res.Dir, res.History)
+	if c.StaleReadsAllowed {
+		b.WriteString("   stale reads allowed: reads and 412s are left out of the linearizability check\n")
+	}
 	b.WriteString("-- injected\n")
 	for _, s := range res.Injected {
 		fmt.Fprintf(&b, "   %s\n", s)

@@ -48,9 +48,12 @@ type Config struct {
 	DevicePace time.Duration
 	// CheckTimeout bounds the linearizability check of one twin (60 s).
 	CheckTimeout time.Duration
-	// StaleReadsAllowed leaves reads out of the linearizability check (for
-	// a cluster that documents stale reads on a minority). Off by default:
-	// reads must be linearizable.
+	// StaleReadsAllowed leaves reads, and CAS answered 412 (which only
+	// observe the version), out of the linearizability check: what remains
+	// checks that acknowledged writes form one register history. For a
+	// cluster that documents stale reads (README: the minority "may still
+	// answer reads from the copies it holds"). Off by default: reads must
+	// be linearizable.
 	StaleReadsAllowed bool
 	// Logf prints progress (what is injected, and when); nil discards.
 	Logf func(format string, args ...any)
@@ -225,7 +228,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.StaleReadsAllowed {
 		checked = nil
 		for _, op := range ops {
-			if op.Input.Kind != Read {
+			// A 412 only observes the version, like a read.
+			if op.Input.Kind != Read && !op.Output.Precondition {
 				checked = append(checked, op)
 			}
 		}
