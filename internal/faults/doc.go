@@ -17,8 +17,8 @@
 // sees the nodes' traffic. The test process stays in the root namespace
 // and reaches every node at its address through the host veth; faults
 // match only node addresses, so the test's HTTP and MQTT connections to a
-// node are never cut by a partition (they are slowed by nothing either:
-// netem applies to traffic between nodes only).
+// node are never cut by a partition, nor degraded (loss, rate caps and
+// delay apply to traffic between nodes only).
 //
 // Every node namespace has its own network stack, so all nodes bind the
 // same fixed ports (HTTP 8080, MQTT 1883, gossip 7946, remote 7950) on their
@@ -40,7 +40,7 @@
 //     the project's CI machines has neither netem nor prio) refuse the
 //     delay: DelaySupported tells, and loss and rate caps still work.
 //   - Node.Pause and Node.Resume send SIGSTOP and SIGCONT; Node.Kill sends
-//     SIGKILL; Node.Start starts the node again on the same data folder;
+//     SIGKILL; Node.Restart starts the node again on the same data folder;
 //     Node.Snapshot copies the data folder while the process is stopped (a
 //     crash-consistent copy, as bbolt expects after a crash) and
 //     Node.RestoreSnapshot puts it back before a restart.
@@ -53,7 +53,8 @@
 // the run's namespaces and deletes the namespaces, the veths and the state
 // file; New first does the same for every run whose owner PID is gone, so a
 // test binary that crashed (or was killed by a timeout) leaves nothing
-// behind for long. Subnets are taken under a file lock, so runs in parallel
+// behind for long. Node processes also get SIGKILL when the test process
+// dies (Pdeathsig). Subnets are taken under a file lock, so runs in parallel
 // (several test binaries) get different ones.
 //
 // # Requirements

@@ -103,30 +103,7 @@ type Op struct {
 }
 
 func (o Op) String() string {
-	in := o.Input.Kind.String()
-	switch o.Input.Kind {
-	case Write:
-		in = fmt.Sprintf("write(%d)", o.Input.Value)
-	case CAS:
-		in = fmt.Sprintf("cas(@%d→%d)", o.Input.Expect, o.Input.Value)
-	}
-	out := o.Output.Status.String()
-	if o.Output.Status == OK {
-		if o.Output.Missing {
-			out = fmt.Sprintf("ok v=∅ @%d", o.Output.Version)
-		} else {
-			out = fmt.Sprintf("ok v=%d @%d", o.Output.Value, o.Output.Version)
-		}
-	} else if o.Output.Precondition {
-		out = "412"
-	}
-	detail := ""
-	if o.Err != "" {
-		detail = " (" + o.Err + ")"
-	} else if o.HTTP != 0 && o.Output.Status != OK {
-		detail = fmt.Sprintf(" (HTTP %d)", o.HTTP)
-	}
-	return fmt.Sprintf("%s %s via %s → %s%s", o.Twin, in, o.Node, out, detail)
+	return fmt.Sprintf("%s %s via %s%s", o.Twin, o.describe(), o.Node, metaDetail(o))
 }
 
 // History records twin operations and telemetry messages from many
