@@ -2,6 +2,8 @@ package actors
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,7 +45,7 @@ func (s *System) SendMessage(ctx context.Context, deviceID string, m OutgoingMes
 	}
 	var out persistence.InboxMessage
 	err := s.deviceCall(ctx, deviceID, &actorspb.Request{Body: &actorspb.Request_InboxSend{InboxSend: &actorspb.InboxSend{
-		Payload: m.Payload, Properties: m.Properties, TtlNanos: int64(m.TTL)}}}, &out)
+		Id: newMessageID(), Payload: m.Payload, Properties: m.Properties, TtlNanos: int64(m.TTL)}}}, &out)
 	return out, err
 }
 
@@ -174,4 +176,12 @@ func (s *System) MayActFor(_ context.Context, gateway, device string) (bool, err
 		return false, err
 	}
 	return e.ConnectedVia == gateway, nil
+}
+
+// newMessageID returns a fresh cloud-to-device message ID, unique across
+// members and restarts.
+func newMessageID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -950,10 +950,13 @@ func (x *TelemetryQuery) GetLimit() int32 {
 
 // InboxSend enqueues a cloud-to-device message.
 type InboxSend struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Payload       []byte                 `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
-	Properties    map[string]string      `protobuf:"bytes,2,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	TtlNanos      int64                  `protobuf:"varint,3,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Payload    []byte                 `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
+	Properties map[string]string      `protobuf:"bytes,2,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TtlNanos   int64                  `protobuf:"varint,3,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
+	// id is the new message's ID, chosen by the sender (the core reads no
+	// randomness).
+	Id            string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1007,6 +1010,13 @@ func (x *InboxSend) GetTtlNanos() int64 {
 		return x.TtlNanos
 	}
 	return 0
+}
+
+func (x *InboxSend) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
 }
 
 // InboxPending lists the pending messages (and expires old ones).
@@ -2072,13 +2082,14 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"\x0efrom_unix_nano\x18\x02 \x01(\x03R\ffromUnixNano\x12 \n" +
 	"\fto_unix_nano\x18\x03 \x01(\x03R\n" +
 	"toUnixNano\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\x05R\x05limit\"\xcd\x01\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\"\xdd\x01\n" +
 	"\tInboxSend\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12J\n" +
 	"\n" +
 	"properties\x18\x02 \x03(\v2*.twinmesh.actors.InboxSend.PropertiesEntryR\n" +
 	"properties\x12\x1b\n" +
-	"\tttl_nanos\x18\x03 \x01(\x03R\bttlNanos\x1a=\n" +
+	"\tttl_nanos\x18\x03 \x01(\x03R\bttlNanos\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\x1a=\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0e\n" +

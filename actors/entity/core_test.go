@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -369,17 +370,22 @@ func TestInboxCap(t *testing.T) {
 	m := newMem()
 	c := newCore(t, m, "d1", "device", Device)
 	run(t, m, c, t0, put("device", ""))
-	send := &actorspb.Request{Body: &actorspb.Request_InboxSend{InboxSend: &actorspb.InboxSend{Payload: []byte("x"), TtlNanos: int64(time.Hour)}}}
+	n := 0
+	send := func() *actorspb.Request {
+		n++
+		return &actorspb.Request{Body: &actorspb.Request_InboxSend{InboxSend: &actorspb.InboxSend{
+			Id: fmt.Sprintf("m%d", n), Payload: []byte("x"), TtlNanos: int64(time.Hour)}}}
+	}
 	for i := 0; i < MaxPendingPerDevice; i++ {
-		if reply, _, _ := run(t, m, c, t0, send); reply.Code != 0 {
+		if reply, _, _ := run(t, m, c, t0, send()); reply.Code != 0 {
 			t.Fatalf("message %d: %v", i, reply)
 		}
 	}
-	if reply, _, _ := run(t, m, c, t0, send); errcode.Code(reply.Code) != errcode.Throttled {
+	if reply, _, _ := run(t, m, c, t0, send()); errcode.Code(reply.Code) != errcode.Throttled {
 		t.Fatalf("over the cap: %v", reply)
 	}
 	// An hour later they expired, and there is room again.
-	if reply, _, _ := run(t, m, c, t0.Add(2*time.Hour), send); reply.Code != 0 {
+	if reply, _, _ := run(t, m, c, t0.Add(2*time.Hour), send()); reply.Code != 0 {
 		t.Fatalf("after expiry: %v", reply)
 	}
 }

@@ -1,8 +1,6 @@
 package entity
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -18,15 +16,6 @@ const (
 	// visible through the API before they are purged.
 	completedRetention = 24 * time.Hour
 )
-
-// NewMessageID returns a fresh cloud-to-device message ID. It reads
-// crypto/rand: IDs must be unique across members and restarts, and a
-// deterministic sequence would repeat after a crash.
-func NewMessageID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // inbox handles the inbox operations; the grain serialises them, so the
 // pending cap and the sequence numbers cannot race.
@@ -56,10 +45,13 @@ func (c *Core) inbox(now time.Time, req *actorspb.Request) *Result {
 	var result any
 	switch b := req.Body.(type) {
 	case *actorspb.Request_InboxSend:
+		if b.InboxSend.Id == "" {
+			return fail(errcode.New(errcode.BadRequest, "a cloud-to-device message needs an id"))
+		}
 		if len(pending) >= MaxPendingPerDevice {
 			return fail(errcode.New(errcode.Throttled, "device %s already has %d pending messages", c.st.ID, len(pending)))
 		}
-		m := record.InboxMessage{ID: NewMessageID(), DeviceID: c.st.ID, Payload: b.InboxSend.Payload,
+		m := record.InboxMessage{ID: b.InboxSend.Id, DeviceID: c.st.ID, Payload: b.InboxSend.Payload,
 			Properties: b.InboxSend.Properties, EnqueuedAt: now, ExpiresAt: now.Add(time.Duration(b.InboxSend.TtlNanos)),
 			State: "pending", Seq: maxSeq + 1}
 		res.Ops = append(res.Ops, Op{Kind: OpPutInbox, Key: c.st.ID, Inbox: m})
