@@ -30,9 +30,14 @@ func (d *nodeDelegate) NodeMeta(limit int) []byte {
 	return p.self.encode()
 }
 
-// NotifyMsg receives leave notices, sent directly or gossiped.
+// NotifyMsg receives leave notices, sent directly or gossiped, and
+// retirement notices (see Provider.Retired).
 func (d *nodeDelegate) NotifyMsg(b []byte) {
 	p := (*Provider)(d)
+	if r, err := decodeRetiredNotice(b); err == nil {
+		p.noticeRetired(r)
+		return
+	}
 	n, err := decodeLeaveNotice(b)
 	if err != nil {
 		p.log.Debug("ignored a user message", "bytes", len(b), "err", err)

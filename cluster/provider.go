@@ -64,6 +64,12 @@ type Provider struct {
 	joining     bool
 	joinRefused error
 	refused     map[string]bool
+	// retiredBy is, by node name, when a member last told this
+	// incarnation that it blocked its ID; retiredCh closes once a
+	// majority of the cluster did (see Retired).
+	retiredBy   map[string]time.Time
+	retiredCh   chan struct{}
+	retiredOnce sync.Once
 
 	// relay gossips leave notices (ours and those we receive) to nodes the
 	// leaver may not know; numNodes sizes its retransmissions.
@@ -109,16 +115,18 @@ func NewProvider(cfg Config) (*Provider, error) {
 	cfg.Join = slices.Clone(cfg.Join)
 	cfg.GossipKey = slices.Clone(cfg.GossipKey)
 	return &Provider{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "cluster", "node", cfg.NodeName),
-		peers:   map[string]*peer{},
-		pushed:  map[string]bool{},
-		retired: map[string]bool{},
-		warned:  map[string]bool{},
-		leaving: map[string]string{},
-		refused: map[string]bool{},
-		kick:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "cluster", "node", cfg.NodeName),
+		peers:     map[string]*peer{},
+		pushed:    map[string]bool{},
+		retired:   map[string]bool{},
+		warned:    map[string]bool{},
+		leaving:   map[string]string{},
+		refused:   map[string]bool{},
+		retiredBy: map[string]time.Time{},
+		retiredCh: make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
 	}, nil
 }
 
@@ -275,10 +283,7 @@ func (p *Provider) push(force bool) {
 	changed := !mapsEqual(ids, p.pushed)
 	sink := p.sink
 	p.mu.Unlock()
-	for _, b := range back {
-		p.log.Warn("member is back with an actor-system ID protoactor has blocked; it gets no grains until it restarts",
-			"member", b.nodeName(), "id", b.meta.ID)
-	}
+	p.tellRetired(back)
 	if !changed && !force {
 		return
 	}
@@ -305,8 +310,8 @@ func (p *Provider) push(force bool) {
 // alive ones (memberlist's suspects included: protoactor blocks an ID that
 // drops out forever, so only memberlist's dead verdict removes one), of our
 // cluster, hosting kinds, not leaving, the newest incarnation of their node
-// and not blocked by protoactor. back lists blocked incarnations seen alive
-// again, once each.
+// and not blocked by protoactor. back lists the blocked incarnations that are
+// alive again.
 func (p *Provider) topologyLocked() (members pcluster.Members, ids map[string]bool, back []*peer) {
 	ids = map[string]bool{}
 	newest := map[string]int{} // node name → seq of its newest alive incarnation
@@ -324,10 +329,7 @@ func (p *Provider) topologyLocked() (members pcluster.Members, ids map[string]bo
 			continue // superseded: the node restarted before the old incarnation was declared dead
 		}
 		if p.retired[pe.meta.ID] {
-			if !p.warned[pe.meta.ID] {
-				p.warned[pe.meta.ID] = true
-				back = append(back, pe)
-			}
+			back = append(back, pe)
 			continue
 		}
 		ids[pe.meta.ID] = true

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -118,4 +119,36 @@ func TestPausedOwnerIsFenced(t *testing.T) {
 	if len(bad) > 0 {
 		t.Fatalf("30 s after the resume, %d twins wrong: %v", len(bad), bad)
 	}
+
+	// The others blocked n3's identity while it was frozen: it comes back
+	// by itself, as a new incarnation on the same addresses, and takes
+	// grains again.
+	rejoined := cePoll(60*time.Second, func() bool {
+		return strings.Contains(n3.node.Logs(), "restarting under a new identity") &&
+			aliveExactly(n1.api, "n1", "n2", "n3") && aliveExactly(n3.api, "n1", "n2", "n3")
+	})
+	if !rejoined {
+		t.Fatalf("n3 did not come back: n1 sees %s; n3 sees %s", clusterSummary(n1.api), clusterSummary(n3.api))
+	}
+	hosts := cePoll(30*time.Second, func() bool {
+		for i := 0; i < devices; i++ {
+			if _, _, ok := read(n1, fmt.Sprintf("p%02d", i)); !ok {
+				return false
+			}
+		}
+		v, err := ceReadCluster(n1.api)
+		if err != nil {
+			return false
+		}
+		for _, m := range v.Members {
+			if m.Name == "n3" && m.Grains > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if !hosts {
+		t.Fatalf("n3 rejoined but hosts no grain: %s", clusterSummary(n1.api))
+	}
+	t.Logf("n3 came back as a new incarnation: %s", clusterSummary(n1.api))
 }

@@ -93,6 +93,7 @@ type node struct {
 	sys   *actors.System
 	http  *http.Server
 	httpL net.Listener
+	mqtt  *mqtt.Server // nil when MQTT is off
 	stops []func(context.Context)
 }
 
@@ -112,18 +113,56 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	n, err := startNode(ctx, &c, log)
-	if err != nil {
-		if n != nil {
-			n.stop()
+	for {
+		n, err := startNode(ctx, &c, log)
+		if err != nil {
+			if n != nil {
+				n.stop()
+			}
+			return err
 		}
-		return err
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			n.stop()
+			log.Info("stopped")
+			return nil
+		case <-n.prov.Retired():
+			// The cluster declared this node dead while it was cut off or
+			// paused, and will not readmit its identity: come back as a new
+			// incarnation on the same addresses, joining the members it
+			// knows.
+			n.keepAddresses(&c)
+			n.stop()
+			log.Warn("restarting under a new identity", "join", c.Join)
+		}
 	}
-	<-ctx.Done()
-	log.Info("shutting down")
-	n.stop()
-	log.Info("stopped")
-	return nil
+}
+
+// keepAddresses makes c start the next incarnation of the node where this
+// one listens (ports chosen by the system included), joining the members
+// this one sees alive.
+func (n *node) keepAddresses(c *serveConfig) {
+	c.HTTP = n.httpL.Addr().String()
+	if n.mqtt != nil {
+		if c.MQTT != "" {
+			c.MQTT = n.mqtt.Addr()
+		}
+		if c.MQTTS != "" {
+			c.MQTTS = n.mqtt.TLSAddr()
+		}
+	}
+	c.Gossip = n.prov.GossipAddr()
+	c.Remote = n.sys.RemoteAddr()
+	var seeds []string
+	for _, m := range n.prov.Members() {
+		if !m.Self && m.State != tmcluster.StateLeft && m.State != tmcluster.StateDead {
+			seeds = append(seeds, m.Gossip)
+		}
+	}
+	if len(seeds) > 0 {
+		c.Join = strings.Join(seeds, ",")
+	}
 }
 
 func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, error) {
@@ -215,7 +254,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		if err != nil {
 			return n, fmt.Errorf("%w: %v", errUsage, err)
 		}
-		sessions = ms
+		sessions, n.mqtt = ms, ms
 	}
 	router := n.sys.RouteMethods(sessions)
 	// Rule actions run on workers the node owns, with the method router.
