@@ -70,6 +70,8 @@ type Provider struct {
 	retiredBy   map[string]time.Time
 	retiredCh   chan struct{}
 	retiredOnce sync.Once
+	// reconnecting is set while a reconnect attempt runs.
+	reconnecting atomic.Bool
 
 	// relay gossips leave notices (ours and those we receive) to nodes the
 	// leaver may not know; numNodes sizes its retransmissions.
@@ -254,6 +256,8 @@ func (p *Provider) loop() {
 	defer p.wg.Done()
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
+	reconnect := time.NewTicker(reconnectInterval)
+	defer reconnect.Stop()
 	for {
 		select {
 		case <-p.done:
@@ -263,8 +267,50 @@ func (p *Provider) loop() {
 			p.push(false)
 		case <-resync.C:
 			p.push(true)
+		case <-reconnect.C:
+			p.reconnect()
 		}
 	}
+}
+
+// reconnectInterval is how often a node tries to reach the members it took
+// for dead. memberlist gossips to the dead only for GossipToTheDeadTime
+// after its verdict, so a partition that outlasts it would never heal by
+// gossip alone (serf reconnects the same way).
+const reconnectInterval = 10 * time.Second
+
+// reconnect joins, in the background, the gossip addresses of the nodes
+// whose newest incarnation this node took for dead (not those that left).
+// One attempt runs at a time.
+func (p *Provider) reconnect() {
+	p.mu.Lock()
+	ml := p.ml
+	newest := map[string]*peer{}
+	for _, pe := range p.peers {
+		if n := newest[pe.nodeName()]; n == nil || pe.seq > n.seq {
+			newest[pe.nodeName()] = pe
+		}
+	}
+	var addrs []string
+	for _, pe := range newest {
+		if pe.state == StateDead && pe.name != p.mlName && pe.gossip != "" {
+			addrs = append(addrs, pe.gossip)
+		}
+	}
+	p.mu.Unlock()
+	if ml == nil || len(addrs) == 0 || !p.reconnecting.CompareAndSwap(false, true) {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer p.reconnecting.Store(false)
+		if n, err := ml.Join(addrs); n > 0 {
+			p.log.Info("reached members taken for dead", "members", n, "addrs", addrs)
+		} else {
+			p.log.Debug("members taken for dead still unreachable", "addrs", addrs, "err", err)
+		}
+	}()
 }
 
 // changed marks the membership dirty; it never blocks.
