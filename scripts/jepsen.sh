@@ -31,7 +31,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # go test's timeout: the run's length plus 20 minutes for the cluster's
-# start, the final reads and the checks.
+# start and the final reads, and 25 more in the long form, whose
+# linearizability check may take 5 minutes a twin.
 secs=0
 if [ -n "${TWINMESH_JEPSEN_DURATION:-}" ]; then
   d=$TWINMESH_JEPSEN_DURATION
@@ -42,7 +43,9 @@ if [ -n "${TWINMESH_JEPSEN_DURATION:-}" ]; then
     *) echo "jepsen: TWINMESH_JEPSEN_DURATION=$d: use a whole number of h, m or s (e.g. 30m)" >&2; exit 2 ;;
   esac
 fi
-timeout="$(( secs + 1200 ))s"
+extra=1200
+[ "$secs" -gt 0 ] && extra=2700
+timeout="$(( secs + extra ))s"
 
 log=${TWINMESH_JEPSEN_LOG:-$(mktemp /tmp/twinmesh-jepsen-XXXXXX.log)}
 echo "jepsen: output in $log"

@@ -118,7 +118,11 @@ func TestCheckTwins(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			v := CheckTwins(tc.ops, map[string]State{"t": init}, 10*time.Second, dir, t0)
+			inits := map[string]State{"t": init}
+			if r := CheckTwins(Resolve(tc.ops, inits), inits, 10*time.Second, "", t0); r[0].Result != tc.want {
+				t.Errorf("after Resolve: %s, want %s", r[0].Result, tc.want)
+			}
+			v := CheckTwins(tc.ops, inits, 10*time.Second, dir, t0)
 			if len(v) != 1 || v[0].Result != tc.want {
 				t.Fatalf("got %+v, want %s", v, tc.want)
 			}
@@ -135,6 +139,45 @@ func TestCheckTwins(t *testing.T) {
 				t.Errorf("visualization written for a %s history", v[0].Result)
 			}
 		})
+	}
+}
+
+func TestResolve(t *testing.T) {
+	init := map[string]State{"t": {Value: 0, Version: 2}}
+	seenLater := op(0, 0, 0, func() (Input, Output) { return wrUnknown(5) })
+	gapFiller := op(2, 20, 0, func() (Input, Output) { return wrUnknown(6) })
+	tooLate := op(3, 200, 0, func() (Input, Output) { return wrUnknown(7) })
+	ops := []Op{
+		seenLater,
+		op(1, 10, 10, func() (Input, Output) { return rd(5, 3) }),
+		op(1, 30, 10, func() (Input, Output) { return rd(5, 3) }),
+		gapFiller,
+		// Version 4 is never seen: the unseen write 6 may have made it.
+		op(1, 60, 10, func() (Input, Output) { return wr(8, 5) }),
+		tooLate,
+	}
+	got := Resolve(ops, init)
+	if len(got) != 5 {
+		t.Fatalf("Resolve kept %d operations, want 5 (the late unseen write dropped): %v", len(got), got)
+	}
+	if got[0].Output.Status != OK || got[0].Output.Version != 3 || !got[0].Return.Equal(t0.Add(20*time.Millisecond)) {
+		t.Errorf("seen write: %+v, want OK at version 3 returning when the first read did", got[0])
+	}
+	if got[3].Output.Status != Unknown || got[3].Input.Value != 6 {
+		t.Errorf("gap filler: %+v, want kept unknown", got[3])
+	}
+	for _, o := range got {
+		if o.Input.Value == 7 {
+			t.Errorf("the write called after the last gap was kept: %v", o)
+		}
+	}
+	if v := CheckTwins(got, init, 10*time.Second, "", t0); v[0].Result != porcupine.Ok {
+		t.Errorf("resolved history: %s", v[0].Result)
+	}
+	// Without a gap every unseen unknown operation goes.
+	none := Resolve([]Op{tooLate, op(1, 300, 10, func() (Input, Output) { return wr(9, 3) })}, init)
+	if len(none) != 1 {
+		t.Errorf("no gap: kept %v", none)
 	}
 }
 
@@ -269,14 +312,19 @@ func TestSchedules(t *testing.T) {
 	}
 }
 
-func TestWriteJSONL(t *testing.T) {
+func TestJSONLRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "h.jsonl")
 	ops := []Op{
 		op(0, 0, 10, func() (Input, Output) { return cas(2, 5, 3) }),
 		op(1, 20, 10, func() (Input, Output) { return cas412(2, 6) }),
+		op(1, 40, 10, func() (Input, Output) { return wrUnknown(7) }),
+		at(2, 60, 10, Input{Kind: Read}, Output{Status: OK, Missing: true, Version: 3}),
+		at(3, 80, 10, Input{Kind: Read}, Output{Status: Failed}),
 	}
-	msgs := []Message{{Device: "d", MID: "d-0", Sent: t0, Attempts: 1, Nodes: []string{"n1"}, Acked: true, AckedAt: t0, AckedBy: "n1"}}
-	if err := WriteJSONL(path, ops, msgs, t0); err != nil {
+	ops[2].Err = "timeout"
+	msgs := []Message{{Device: "d", MID: "d-0", Sent: t0, Attempts: 1, Nodes: []string{"n1"}, Acked: true, AckedAt: t0.Add(time.Second), AckedBy: "n1"}}
+	init := map[string]State{"t": {Value: 0, Version: 2}}
+	if err := WriteJSONL(path, init, ops, msgs, t0); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -284,8 +332,62 @@ func TestWriteJSONL(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) != 3 || !strings.Contains(lines[0], `"expect":2`) || !strings.Contains(lines[0], `"version":3`) ||
-		!strings.Contains(lines[1], `"status":"412"`) || !strings.Contains(lines[2], `"mid":"d-0"`) {
+	if len(lines) != 7 || !strings.Contains(lines[0], `"init":"t"`) || !strings.Contains(lines[1], `"expect":2`) ||
+		!strings.Contains(lines[2], `"status":"412"`) || !strings.Contains(lines[6], `"mid":"d-0"`) {
 		t.Errorf("history:\n%s", b)
 	}
+	gotInit, gotOps, gotMsgs, err := ReadJSONL(path, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotInit["t"] != init["t"] || len(gotOps) != len(ops) || len(gotMsgs) != 1 || !gotMsgs[0].AckedAt.Equal(msgs[0].AckedAt) {
+		t.Fatalf("read back %v %v %v", gotInit, gotOps, gotMsgs)
+	}
+	for i := range ops {
+		if gotOps[i].String() != ops[i].String() || !gotOps[i].Call.Equal(ops[i].Call) || !gotOps[i].Return.Equal(ops[i].Return) {
+			t.Errorf("op %d: %s (%v–%v), want %s (%v–%v)", i, gotOps[i], gotOps[i].Call, gotOps[i].Return, ops[i], ops[i].Call, ops[i].Return)
+		}
+	}
+}
+
+// TestRecheck checks a saved history again (TWINMESH_JEPSEN_HISTORY=path
+// of a run's history.jsonl), e.g. with TWINMESH_JEPSEN_STALE_READS=1 or a
+// longer TWINMESH_JEPSEN_CHECK_TIMEOUT, without running a cluster.
+func TestRecheck(t *testing.T) {
+	path := os.Getenv("TWINMESH_JEPSEN_HISTORY")
+	if path == "" {
+		t.Skip("set TWINMESH_JEPSEN_HISTORY to a history.jsonl to check it again")
+	}
+	origin := time.Unix(0, 0)
+	init, ops, msgs, err := ReadJSONL(path, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.Minute
+	if s := os.Getenv("TWINMESH_JEPSEN_CHECK_TIMEOUT"); s != "" {
+		if timeout, err = time.ParseDuration(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checked := Resolve(ops, init)
+	if os.Getenv("TWINMESH_JEPSEN_STALE_READS") == "1" {
+		checked = writesOnly(checked)
+	}
+	dir := filepath.Join(filepath.Dir(path), "recheck")
+	for _, v := range CheckTwins(checked, init, timeout, dir, origin) {
+		t.Logf("%s: %s, %d ops, %v %s %s", v.Twin, v.Result, v.Ops, v.Took.Round(time.Millisecond), v.Stuck, v.Visualization)
+		if v.Result != porcupine.Ok {
+			t.Errorf("%s: %s", v.Twin, v.Result)
+		}
+	}
+	for _, f := range FindForks(ops, origin) {
+		t.Errorf("fork: %s", f)
+	}
+	acked := 0
+	for _, m := range msgs {
+		if m.Acked {
+			acked++
+		}
+	}
+	t.Logf("%d operations, %d messages (%d acknowledged)", len(ops), len(msgs), acked)
 }

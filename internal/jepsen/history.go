@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"sort"
@@ -177,10 +178,11 @@ type Message struct {
 	AckedBy  string
 }
 
-// WriteJSONL writes the operations and messages to path, one JSON object a
-// line, times relative to origin in seconds ("call", "ret"; an unknown
-// operation's "ret" is when its client gave up), for analysis with jq.
-func WriteJSONL(path string, ops []Op, msgs []Message, origin time.Time) error {
+// WriteJSONL writes the twins' initial states, the operations and the
+// messages to path, one JSON object a line, times relative to origin in
+// seconds ("call", "ret"; an unknown operation's "ret" is when its client
+// gave up), for analysis with jq and for ReadJSONL.
+func WriteJSONL(path string, init map[string]State, ops []Op, msgs []Message, origin time.Time) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -188,6 +190,17 @@ func WriteJSONL(path string, ops []Op, msgs []Message, origin time.Time) error {
 	w := bufio.NewWriter(f)
 	enc := json.NewEncoder(w)
 	rel := func(t time.Time) float64 { return math.Round(t.Sub(origin).Seconds()*1e6) / 1e6 }
+	var twins []string
+	for t := range init {
+		twins = append(twins, t)
+	}
+	sort.Strings(twins)
+	for _, t := range twins {
+		if err := enc.Encode(map[string]any{"init": t, "value": init[t].Value, "version": init[t].Version}); err != nil {
+			f.Close()
+			return err
+		}
+	}
 	for _, op := range ops {
 		rec := map[string]any{"twin": op.Twin, "client": op.Client, "node": op.Node, "op": op.Input.Kind.String(),
 			"status": op.Output.Status.String(), "call": rel(op.Call), "ret": rel(op.Return)}
@@ -232,4 +245,83 @@ func WriteJSONL(path string, ops []Op, msgs []Message, origin time.Time) error {
 		return err
 	}
 	return f.Close()
+}
+
+// record is one line of a history file, as WriteJSONL writes it.
+type record struct {
+	Init    string   `json:"init"`
+	Twin    string   `json:"twin"`
+	Client  int      `json:"client"`
+	Node    string   `json:"node"`
+	Op      string   `json:"op"`
+	Status  string   `json:"status"`
+	Call    float64  `json:"call"`
+	Ret     float64  `json:"ret"`
+	Value   int64    `json:"value"`
+	Expect  int64    `json:"expect"`
+	Seen    *int64   `json:"seen"`
+	Version int64    `json:"version"`
+	HTTP    int      `json:"http"`
+	Err     string   `json:"err"`
+	Device  string   `json:"device"`
+	MID     string   `json:"mid"`
+	Sent    float64  `json:"sent"`
+	Sends   int      `json:"sends"`
+	Nodes   []string `json:"nodes"`
+	Acked   bool     `json:"acked"`
+	AckedAt float64  `json:"ackedAt"`
+	AckedBy string   `json:"ackedBy"`
+}
+
+// ReadJSONL reads a history file written by WriteJSONL back; times are
+// relative to origin again.
+func ReadJSONL(path string, origin time.Time) (init map[string]State, ops []Op, msgs []Message, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer f.Close()
+	at := func(sec float64) time.Time { return origin.Add(time.Duration(sec * 1e9)) }
+	kinds := map[string]OpKind{"read": Read, "write": Write, "cas": CAS}
+	init = map[string]State{}
+	dec := json.NewDecoder(bufio.NewReader(f))
+	for line := 1; ; line++ {
+		var r record
+		if err := dec.Decode(&r); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: record %d: %w", path, line, err)
+		}
+		switch {
+		case r.Init != "":
+			init[r.Init] = State{Value: r.Value, Version: r.Version}
+		case r.MID != "":
+			msgs = append(msgs, Message{Device: r.Device, MID: r.MID, Sent: at(r.Sent), Attempts: r.Sends, Nodes: r.Nodes,
+				Acked: r.Acked, AckedAt: at(r.AckedAt), AckedBy: r.AckedBy})
+		default:
+			kind, ok := kinds[r.Op]
+			if !ok {
+				return nil, nil, nil, fmt.Errorf("%s: record %d: unknown op %q", path, line, r.Op)
+			}
+			op := Op{Twin: r.Twin, Client: r.Client, Node: r.Node, Input: Input{Kind: kind, Value: r.Value, Expect: r.Expect},
+				Call: at(r.Call), Return: at(r.Ret), HTTP: r.HTTP, Err: r.Err}
+			switch r.Status {
+			case "ok":
+				op.Output = Output{Status: OK, Version: r.Version, Missing: r.Seen == nil}
+				if r.Seen != nil {
+					op.Output.Value = *r.Seen
+				}
+			case "412":
+				op.Output = Output{Status: Failed, Precondition: true}
+			case "failed":
+				op.Output = Output{Status: Failed}
+			case "unknown":
+				op.Output = Output{Status: Unknown}
+			default:
+				return nil, nil, nil, fmt.Errorf("%s: record %d: unknown status %q", path, line, r.Status)
+			}
+			ops = append(ops, op)
+		}
+	}
+	return init, ops, msgs, nil
 }

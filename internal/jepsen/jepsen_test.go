@@ -59,6 +59,7 @@ func TestJepsenShort(t *testing.T) {
 	rng := rand.New(rand.NewSource(seed))
 	schedule := ShortSchedule(rng, nodes)
 	form := "short"
+	checkTimeout := time.Minute
 	if s := os.Getenv("TWINMESH_JEPSEN_DURATION"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -72,6 +73,7 @@ func TestJepsenShort(t *testing.T) {
 		}
 		schedule = RandomSchedule(rng, nodes, d, kinds)
 		form = "long (" + d.String() + ")"
+		checkTimeout = 5 * time.Minute
 	}
 	t.Logf("seed %d (set TWINMESH_JEPSEN_SEED=%d to replay), %s form, %d nodes, %d faults", seed, seed, form, nodes, len(schedule))
 
@@ -99,6 +101,7 @@ func TestJepsenShort(t *testing.T) {
 	}
 	res, err := Run(ctx, Config{
 		Binary: bin, Dir: dir, Nodes: nodes, Seed: seed, Schedule: schedule,
+		CheckTimeout:      checkTimeout,
 		StaleReadsAllowed: os.Getenv("TWINMESH_JEPSEN_STALE_READS") == "1",
 		Logf:              t.Logf,
 	})

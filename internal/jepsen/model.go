@@ -118,7 +118,7 @@ type TwinVerdict struct {
 	Init State
 	Ops  int // operations checked
 	// Unknown counts the writes and CAS whose outcome the client could
-	// not know (they make the check slower).
+	// not know and Resolve could not settle (they make the check slower).
 	Unknown int
 	Result  porcupine.CheckResult
 	// Visualization is the porcupine HTML of the history when it is not
@@ -245,4 +245,88 @@ func stuck(hist []porcupine.Operation, info porcupine.LinearizationInfo, origin 
 		msg += fmt.Sprintf("; cannot place %s via %v (called %s, returned %s)", o.describe(), next.Metadata, rel(next.Call), rel(next.Return))
 	}
 	return msg
+}
+
+// Resolve makes the history cheaper to check without changing its verdict.
+// An operation with an unknown outcome costs porcupine dearly: it never
+// returns, so it may be placed anywhere after its call. But values are
+// unique, so:
+//
+//   - an unknown write or CAS whose value some answer showed certainly took
+//     effect, before that answer returned and at the version it showed: it
+//     becomes a successful operation with that version, returning when the
+//     first such answer returned (when two versions showed its value — a
+//     fork — it stays unknown);
+//   - one whose value no answer showed can only have taken effect at a
+//     version no answer showed either (a gap), before the answers at the
+//     next seen version came, or after every answer (where it changes
+//     nothing anyone saw): it is kept only when it was called early enough
+//     to fill some gap, and dropped otherwise.
+//
+// The result goes to CheckTwins like the original.
+func Resolve(ops []Op, init map[string]State) []Op {
+	type seen struct {
+		version int64
+		ret     time.Time
+		forked  bool
+	}
+	shown := map[string]map[int64]*seen{} // twin → value → where it was first seen
+	versions := map[string]map[int64]time.Time{}
+	for _, op := range ops {
+		if op.Output.Status != OK || op.Output.Missing {
+			continue
+		}
+		if shown[op.Twin] == nil {
+			shown[op.Twin], versions[op.Twin] = map[int64]*seen{}, map[int64]time.Time{}
+		}
+		s := shown[op.Twin][op.Output.Value]
+		switch {
+		case s == nil:
+			shown[op.Twin][op.Output.Value] = &seen{version: op.Output.Version, ret: op.Return}
+		case s.version != op.Output.Version:
+			s.forked = true
+		case op.Return.Before(s.ret):
+			s.ret = op.Return
+		}
+		if r, ok := versions[op.Twin][op.Output.Version]; !ok || op.Return.Before(r) {
+			versions[op.Twin][op.Output.Version] = op.Return
+		}
+	}
+	// latest[twin] is the last moment an unseen write could still fill a
+	// gap: the latest first answer at a version that follows a gap.
+	latest := map[string]time.Time{}
+	for twin, vs := range versions {
+		var list []int64
+		for v := range vs {
+			list = append(list, v)
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i] < list[j] })
+		prev := init[twin].Version
+		for _, v := range list {
+			if v > prev+1 && vs[v].After(latest[twin]) {
+				latest[twin] = vs[v]
+			}
+			prev = v
+		}
+	}
+	out := make([]Op, 0, len(ops))
+	for _, op := range ops {
+		if op.Output.Status != Unknown {
+			out = append(out, op)
+			continue
+		}
+		if s := shown[op.Twin][op.Input.Value]; s != nil {
+			if !s.forked && !s.ret.Before(op.Call) {
+				op.Output = Output{Status: OK, Value: op.Input.Value, Version: s.version}
+				op.Return = s.ret
+				op.Err += " (resolved: its value was seen)"
+			}
+			out = append(out, op)
+			continue
+		}
+		if l, ok := latest[op.Twin]; ok && !op.Call.After(l) {
+			out = append(out, op)
+		}
+	}
+	return out
 }

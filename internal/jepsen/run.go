@@ -220,19 +220,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	msgs := r.hist.Messages()
 	res.count(ops, msgs)
 	res.History = filepath.Join(cfg.Dir, "history.jsonl")
-	if err := WriteJSONL(res.History, ops, msgs, r.start); err != nil {
+	if err := WriteJSONL(res.History, init, ops, msgs, r.start); err != nil {
 		r.problem("write history: %v", err)
 		res.History = ""
 	}
-	checked := ops
+	checked := Resolve(ops, init)
 	if cfg.StaleReadsAllowed {
-		checked = nil
-		for _, op := range ops {
-			// A 412 only observes the version, like a read.
-			if op.Input.Kind != Read && !op.Output.Precondition {
-				checked = append(checked, op)
-			}
-		}
+		checked = writesOnly(checked)
 	}
 	r.logf("checking %d operations on %d twins for linearizability", len(checked), len(init))
 	res.Twins = CheckTwins(checked, init, cfg.CheckTimeout, filepath.Join(cfg.Dir, "linearizability"), r.start)
@@ -253,12 +247,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Problems = r.problems
 	r.mu.Unlock()
 	res.Availability = Availabilities(windows, ops, msgs, rounds, r.names)
-	for i := range res.Twins {
-		for _, op := range ops {
-			if op.Twin == res.Twins[i].Twin && op.Output.Status == Unknown {
-				res.Twins[i].Unknown++
-			}
+	unknown := map[string]int{}
+	for _, op := range checked {
+		if op.Output.Status == Unknown {
+			unknown[op.Twin]++
 		}
+	}
+	for i := range res.Twins {
+		res.Twins[i].Unknown = unknown[res.Twins[i].Twin]
 	}
 	return res, nil
 }
@@ -645,4 +641,16 @@ func (r *runner) readTelemetry(ctx context.Context) []TelemetryView {
 	}
 	wg.Wait()
 	return views
+}
+
+// writesOnly leaves out reads and CAS answered 412: a 412 only observes the
+// version, like a read.
+func writesOnly(ops []Op) []Op {
+	var out []Op
+	for _, op := range ops {
+		if op.Input.Kind != Read && !op.Output.Precondition {
+			out = append(out, op)
+		}
+	}
+	return out
 }
