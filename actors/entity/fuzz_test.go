@@ -2,6 +2,7 @@ package entity
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // always encodes.
 func FuzzStep(f *testing.F) {
 	f.Add([]byte(`{"a":1}`), []byte(`{"t":"x"}`), []byte(`{"fw":"2"}`), int64(-1), 21.5, "m1", []byte(`{"site":"b"}`))
-	f.Add([]byte(`{"a":null,"$x":1}`), []byte(`[]`), []byte(`{`), int64(1), -0.0, "", []byte(`null`))
+	f.Add([]byte(`{"a":null,"$x":1}`), []byte(`[]`), []byte(`{`), int64(1), math.Copysign(0, -1), "", []byte(`null`))
 	f.Add([]byte(`{"a":{"b":{"c":{"d":[1,2,{"e":"f"}]}}}}`), []byte(`{}`), []byte(`{"a":"\u0000"}`), int64(0), 1e308, "m1", []byte(`{"k":[1]}`))
 	f.Fuzz(func(t *testing.T, desired, tags, reported []byte, ifVersion int64, temp float64, mid string, entTags []byte) {
 		m := newMem()
