@@ -113,6 +113,17 @@ func (n *Node) Running() bool {
 	return n.proc != nil && !n.proc.exited()
 }
 
+// LastExit describes how the last process ended ("exit status 1",
+// "signal: killed"), or "" while it runs or before it ever ran.
+func (n *Node) LastExit() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc == nil || !n.proc.exited() || n.proc.cmd.ProcessState == nil {
+		return ""
+	}
+	return n.proc.cmd.ProcessState.String()
+}
+
 // Paused reports whether the process is stopped by Pause.
 func (n *Node) Paused() bool {
 	n.mu.Lock()

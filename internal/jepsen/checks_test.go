@@ -119,10 +119,10 @@ func TestCheckTwins(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			inits := map[string]State{"t": init}
-			if r := CheckTwins(Resolve(tc.ops, inits), inits, 10*time.Second, "", t0); r[0].Result != tc.want {
+			if r := CheckTwins(Resolve(tc.ops, inits), inits, 10*time.Second, 0, "", t0); r[0].Result != tc.want {
 				t.Errorf("after Resolve: %s, want %s", r[0].Result, tc.want)
 			}
-			v := CheckTwins(tc.ops, inits, 10*time.Second, dir, t0)
+			v := CheckTwins(tc.ops, inits, 10*time.Second, 0, dir, t0)
 			if len(v) != 1 || v[0].Result != tc.want {
 				t.Fatalf("got %+v, want %s", v, tc.want)
 			}
@@ -171,7 +171,7 @@ func TestResolve(t *testing.T) {
 			t.Errorf("the write called after the last gap was kept: %v", o)
 		}
 	}
-	if v := CheckTwins(got, init, 10*time.Second, "", t0); v[0].Result != porcupine.Ok {
+	if v := CheckTwins(got, init, 10*time.Second, 0, "", t0); v[0].Result != porcupine.Ok {
 		t.Errorf("resolved history: %s", v[0].Result)
 	}
 	// Without a gap every unseen unknown operation goes.
@@ -374,7 +374,7 @@ func TestRecheck(t *testing.T) {
 		checked = writesOnly(checked)
 	}
 	dir := filepath.Join(filepath.Dir(path), "recheck")
-	for _, v := range CheckTwins(checked, init, timeout, dir, origin) {
+	for _, v := range CheckTwins(checked, init, timeout, 0, dir, origin) {
 		t.Logf("%s: %s, %d ops, %v %s %s", v.Twin, v.Result, v.Ops, v.Took.Round(time.Millisecond), v.Stuck, v.Visualization)
 		if v.Result != porcupine.Ok {
 			t.Errorf("%s: %s", v.Twin, v.Result)

@@ -60,6 +60,7 @@ func TestJepsenShort(t *testing.T) {
 	schedule := ShortSchedule(rng, nodes)
 	form := "short"
 	checkTimeout := time.Minute
+	var generation time.Duration
 	if s := os.Getenv("TWINMESH_JEPSEN_DURATION"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -73,7 +74,8 @@ func TestJepsenShort(t *testing.T) {
 		}
 		schedule = RandomSchedule(rng, nodes, d, kinds)
 		form = "long (" + d.String() + ")"
-		checkTimeout = 5 * time.Minute
+		checkTimeout = 2 * time.Minute
+		generation = time.Minute
 	}
 	t.Logf("seed %d (set TWINMESH_JEPSEN_SEED=%d to replay), %s form, %d nodes, %d faults", seed, seed, form, nodes, len(schedule))
 
@@ -102,6 +104,8 @@ func TestJepsenShort(t *testing.T) {
 	res, err := Run(ctx, Config{
 		Binary: bin, Dir: dir, Nodes: nodes, Seed: seed, Schedule: schedule,
 		CheckTimeout:      checkTimeout,
+		CheckBudget:       20 * time.Minute,
+		Generation:        generation,
 		StaleReadsAllowed: os.Getenv("TWINMESH_JEPSEN_STALE_READS") == "1",
 		Logf:              t.Logf,
 	})

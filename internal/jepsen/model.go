@@ -136,8 +136,10 @@ type TwinVerdict struct {
 // starting from init[twin], with at most timeout per twin (0: none). When a
 // history is not linearizable (or the check times out) its visualization
 // goes to dir/<twin>.html.
-// Times in Stuck are relative to origin.
-func CheckTwins(ops []Op, init map[string]State, timeout time.Duration, dir string, origin time.Time) []TwinVerdict {
+// Times in Stuck are relative to origin. Once budget (0: none) is spent,
+// the twins left are not checked (Result Unknown).
+func CheckTwins(ops []Op, init map[string]State, timeout, budget time.Duration, dir string, origin time.Time) []TwinVerdict {
+	begin := time.Now()
 	byTwin := map[string][]Op{}
 	for _, op := range ops {
 		byTwin[op.Twin] = append(byTwin[op.Twin], op)
@@ -151,6 +153,11 @@ func CheckTwins(ops []Op, init map[string]State, timeout time.Duration, dir stri
 	for _, twin := range twins {
 		hist := porcupineHistory(byTwin[twin])
 		model := registerModel(init[twin])
+		if budget > 0 && time.Since(begin) > budget {
+			out = append(out, TwinVerdict{Twin: twin, Init: init[twin], Ops: len(hist), Result: porcupine.Unknown,
+				Stuck: fmt.Sprintf("not checked: the check budget of %v was spent", budget)})
+			continue
+		}
 		t0 := time.Now()
 		res, info := porcupine.CheckOperationsVerbose(model, hist, timeout)
 		v := TwinVerdict{Twin: twin, Init: init[twin], Ops: len(hist), Result: res, Took: time.Since(t0)}

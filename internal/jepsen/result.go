@@ -19,6 +19,9 @@ type Result struct {
 	// Problems are harness-level troubles (a node that would not
 	// restart, a fault that could not be applied).
 	Problems []string
+	// SelfExits lists the nodes that exited although the nemesis did not
+	// stop them (the harness started them again, as systemd would).
+	SelfExits []string
 	// Counts of twin operations by "kind status" and of telemetry.
 	Counts                  map[string]int
 	Messages, Acked, Resent int
@@ -91,7 +94,11 @@ func (res *Result) Violations() []string {
 		case porcupine.Illegal:
 			v = append(v, fmt.Sprintf("twin %s: history of %d operations is not linearizable: %s (%s)", t.Twin, t.Ops, t.Stuck, t.Visualization))
 		case porcupine.Unknown:
-			v = append(v, fmt.Sprintf("twin %s: linearizability check timed out after %v on %d operations (%d unknown): no verdict (%s)", t.Twin, t.Took.Round(time.Second), t.Ops, t.Unknown, t.Visualization))
+			if t.Stuck != "" {
+				v = append(v, fmt.Sprintf("twin %s: no verdict: %s", t.Twin, t.Stuck))
+			} else {
+				v = append(v, fmt.Sprintf("twin %s: linearizability check timed out after %v on %d operations (%d unknown): no verdict (%s)", t.Twin, t.Took.Round(time.Second), t.Ops, t.Unknown, t.Visualization))
+			}
 		}
 	}
 	byTwin := map[string][]Fork{}
@@ -189,6 +196,12 @@ func (res *Result) Report() string {
 	fmt.Fprintf(&b, "   fencing: %d activations, %d fenced, %d (entity, epoch) clashes\n", len(res.Activations), res.Fenced, len(res.EpochClashes))
 	if res.Converged {
 		fmt.Fprintf(&b, "   membership converged %v after the workload\n", res.ConvergeTime.Round(time.Millisecond))
+	}
+	if len(res.SelfExits) > 0 {
+		b.WriteString("-- nodes that exited on their own (started again after 1 s, as systemd would)\n")
+		for _, e := range res.SelfExits {
+			fmt.Fprintf(&b, "   %s\n", e)
+		}
 	}
 	if len(res.Problems) > 0 {
 		b.WriteString("-- harness problems\n")

@@ -42,12 +42,19 @@ type Config struct {
 	Twins, Workers  int
 	Pace, OpTimeout time.Duration
 	// Devices sending QoS 1 telemetry (3), each one message per DevicePace
-	// (100 ms), at most 9,000 each (a telemetry read returns at most
-	// 10,000 records).
+	// (100 ms, or longer so that the run sends at most 9,000 per device: a
+	// telemetry read returns at most 10,000 records).
 	Devices    int
 	DevicePace time.Duration
-	// CheckTimeout bounds the linearizability check of one twin (60 s).
-	CheckTimeout time.Duration
+	// CheckTimeout bounds the linearizability check of one twin (60 s);
+	// CheckBudget all of them (0: none).
+	CheckTimeout, CheckBudget time.Duration
+	// Generation, when set, moves the register clients to a fresh set of
+	// twins every Generation (Jepsen's independent keys), so that no twin's
+	// history grows too long for the checker: porcupine's memory grows
+	// with the history, and 40,000 operations on one twin took more than
+	// 24 GB. Zero keeps one set for the whole run.
+	Generation time.Duration
 	// StaleReadsAllowed leaves reads, and CAS answered 412 (which only
 	// observe the version), out of the linearizability check: what remains
 	// checks that acknowledged writes form one register history. For a
@@ -81,7 +88,13 @@ func (c *Config) defaults() error {
 	defD(&c.Lead, 10*time.Second)
 	defD(&c.Pace, 50*time.Millisecond)
 	defD(&c.OpTimeout, 5*time.Second)
-	defD(&c.DevicePace, 100*time.Millisecond)
+	if c.DevicePace <= 0 {
+		total := c.Lead
+		for _, f := range c.Schedule {
+			total += f.For + f.Settle
+		}
+		c.DevicePace = max(100*time.Millisecond, total/8000)
+	}
 	defD(&c.CheckTimeout, 60*time.Second)
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -104,10 +117,15 @@ type runner struct {
 	clients atomic.Int64 // porcupine client IDs
 	values  atomic.Int64 // unique written values
 
-	mu       sync.Mutex
-	rounds   []Round
-	problems []string
-	injected []string
+	gens      [][]string // twins of each generation
+	loadStart time.Time
+
+	mu        sync.Mutex
+	rounds    []Round
+	problems  []string
+	injected  []string
+	down      map[int]bool // nodes the nemesis keeps down
+	selfExits []string
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -130,7 +148,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, start: time.Now()}
+	r := &runner{cfg: cfg, start: time.Now(), down: map[int]bool{}}
 	nw, err := faults.New(ctx, cfg.Nodes)
 	if err != nil {
 		return nil, err
@@ -169,6 +187,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var pwg sync.WaitGroup
 	pwg.Add(1)
 	go func() { defer pwg.Done(); r.poll(pctx) }()
+	pwg.Add(1)
+	go func() { defer pwg.Done(); r.supervise(pctx) }()
+	r.loadStart = time.Now()
 	for w := 0; w < cfg.Workers; w++ {
 		wg.Add(1)
 		go func(w int) { defer wg.Done(); r.worker(wctx, w, init) }(w)
@@ -177,8 +198,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		wg.Add(1)
 		go func(d int) { defer wg.Done(); r.device(wctx, d) }(d)
 	}
-	loadStart := time.Now()
-	r.logf("workload: %d REST clients on %d twins, %d MQTT devices", cfg.Workers, cfg.Twins, cfg.Devices)
+	loadStart := r.loadStart
+	r.logf("workload: %d REST clients on %d twins (%d generations), %d MQTT devices", cfg.Workers, cfg.Twins, len(r.gens), cfg.Devices)
 
 	windows := r.nemesis(ctx)
 	stopLoad()
@@ -189,13 +210,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	windows = append([]Window{{What: "baseline (no fault)", Start: loadStart, End: firstStart(windows, loadEnd)}}, windows...)
 
-	// Everything healed: every node must run, and the cluster converge.
+	// Everything healed: every node must run (the supervisor starts those
+	// that exited), and the cluster converge.
 	for i := 1; i <= cfg.Nodes; i++ {
-		if n := nw.Node(i); !n.Running() {
-			r.problem("%s was not running at the end; starting it", n.Name())
-			if err := n.Restart(ctx); err != nil {
-				r.problem("restart %s: %v", n.Name(), err)
-			}
+		n := nw.Node(i)
+		for t0 := time.Now(); !n.Running() && time.Since(t0) < 60*time.Second; {
+			sleep(ctx, 200*time.Millisecond)
+		}
+		if !n.Running() {
+			r.problem("%s is not running at the end (%s)", n.Name(), n.LastExit())
 		}
 	}
 	finalHeal := time.Now()
@@ -205,16 +228,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	} else {
 		r.logf("final: membership NOT converged 60 s after the workload: %s", r.clusterViews(ctx))
 	}
-	stopPoll()
-	pwg.Wait()
 	r.finalReads(ctx)
 	views := r.readTelemetry(ctx)
+	stopPoll()
+	pwg.Wait()
 
 	// Stop the cluster, then check.
 	for i := 1; i <= cfg.Nodes; i++ {
 		nw.Node(i).Stop(20 * time.Second)
 	}
-	res := &Result{Seed: cfg.Seed, Config: cfg, Dir: cfg.Dir, Injected: r.injected, Problems: r.problems,
+	r.mu.Lock()
+	selfExits := append([]string(nil), r.selfExits...)
+	r.mu.Unlock()
+	res := &Result{Seed: cfg.Seed, Config: cfg, Dir: cfg.Dir, Injected: r.injected, Problems: r.problems, SelfExits: selfExits,
 		Converged: converged, ConvergeTime: conv, FinalHeal: finalHeal, Start: r.start}
 	ops := r.hist.Ops()
 	msgs := r.hist.Messages()
@@ -229,7 +255,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		checked = writesOnly(checked)
 	}
 	r.logf("checking %d operations on %d twins for linearizability", len(checked), len(init))
-	res.Twins = CheckTwins(checked, init, cfg.CheckTimeout, filepath.Join(cfg.Dir, "linearizability"), r.start)
+	res.Twins = CheckTwins(checked, init, cfg.CheckTimeout, cfg.CheckBudget, filepath.Join(cfg.Dir, "linearizability"), r.start)
 	res.Forks = FindForks(ops, r.start)
 	res.Telemetry = CheckTelemetry(msgs, views)
 	for i := 1; i <= cfg.Nodes; i++ {
@@ -285,33 +311,30 @@ func (r *runner) setup(ctx context.Context) (map[string]State, error) {
 		return deviceCreds{ID: id, Key: d.PrimaryKey}, err
 	}
 	init := map[string]State{}
-	for i := 0; i < r.cfg.Twins; i++ {
-		id := fmt.Sprintf("jt-%d", i)
-		if _, err := put(id); err != nil {
-			return nil, err
+	gens := 1
+	if r.cfg.Generation > 0 {
+		total := r.cfg.Lead
+		for _, f := range r.cfg.Schedule {
+			total += f.For + f.Settle
 		}
-		r.twins = append(r.twins, id)
-		err := r.retry(ctx, 30*time.Second, "initial write of "+id, func() (bool, error) {
-			op := r.rest.twinOp(ctx, "n1", n1, id, Input{Kind: Write, Value: 0})
-			return op.Output.Status == OK, nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		err = r.retry(ctx, 30*time.Second, "initial read of "+id, func() (bool, error) {
-			op := r.rest.twinOp(ctx, "n1", n1, id, Input{Kind: Read})
-			if op.Output.Status != OK {
-				return false, nil
+		gens = int(total/r.cfg.Generation) + 1
+	}
+	for g := 0; g < gens; g++ {
+		var twins []string
+		for i := 0; i < r.cfg.Twins; i++ {
+			id := fmt.Sprintf("jt-%d", i)
+			if gens > 1 {
+				id = fmt.Sprintf("jt%d-%d", g, i)
 			}
-			if op.Output.Missing || op.Output.Value != 0 {
-				return false, fmt.Errorf("twin %s read %s right after desired.v = 0 was acknowledged", id, op.describe())
+			st, err := r.initTwin(ctx, n1, id, put)
+			if err != nil {
+				return nil, err
 			}
-			init[id] = State{Value: 0, Version: op.Output.Version}
-			return true, nil
-		})
-		if err != nil {
-			return nil, err
+			init[id] = st
+			twins = append(twins, id)
+			r.twins = append(r.twins, id)
 		}
+		r.gens = append(r.gens, twins)
 	}
 	for i := 0; i < r.cfg.Devices; i++ {
 		d, err := put(fmt.Sprintf("jd-%d", i))
@@ -321,6 +344,34 @@ func (r *runner) setup(ctx context.Context) (map[string]State, error) {
 		r.devices = append(r.devices, d)
 	}
 	return init, nil
+}
+
+// initTwin registers twin id and gives it desired.v = 0; it returns the
+// state read back.
+func (r *runner) initTwin(ctx context.Context, n1, id string, put func(string) (deviceCreds, error)) (State, error) {
+	var st State
+	if _, err := put(id); err != nil {
+		return st, err
+	}
+	err := r.retry(ctx, 30*time.Second, "initial write of "+id, func() (bool, error) {
+		op := r.rest.twinOp(ctx, "n1", n1, id, Input{Kind: Write, Value: 0})
+		return op.Output.Status == OK, nil
+	})
+	if err != nil {
+		return st, err
+	}
+	err = r.retry(ctx, 30*time.Second, "initial read of "+id, func() (bool, error) {
+		op := r.rest.twinOp(ctx, "n1", n1, id, Input{Kind: Read})
+		if op.Output.Status != OK {
+			return false, nil
+		}
+		if op.Output.Missing || op.Output.Value != 0 {
+			return false, fmt.Errorf("twin %s read %s right after desired.v = 0 was acknowledged", id, op.describe())
+		}
+		st = State{Value: 0, Version: op.Output.Version}
+		return true, nil
+	})
+	return st, err
 }
 
 // retry calls f every 200 ms until it returns true or an error, or the
@@ -356,7 +407,11 @@ func (r *runner) worker(ctx context.Context, w int, init map[string]State) {
 		seen[t] = s.Version
 	}
 	for ctx.Err() == nil {
-		twin := r.twins[rng.Intn(len(r.twins))]
+		gen := r.gens[0]
+		if r.cfg.Generation > 0 {
+			gen = r.gens[min(int(time.Since(r.loadStart)/r.cfg.Generation), len(r.gens)-1)]
+		}
+		twin := gen[rng.Intn(len(gen))]
 		i := 1 + rng.Intn(r.cfg.Nodes)
 		n := r.nw.Node(i)
 		var in Input
@@ -466,18 +521,20 @@ func (r *runner) nemesis(ctx context.Context) []Window {
 		r.mu.Lock()
 		r.injected = append(r.injected, fmt.Sprintf("+%.1fs %s", time.Since(r.start).Seconds(), f))
 		r.mu.Unlock()
+		stops := f.Kind == Kill || f.Kind == Stale
+		if stops {
+			r.setDown(f.Nodes[0], true)
+		}
 		if err := inject(ctx, r.nw, f); err != nil {
 			r.problem("inject %s: %v", f, err)
 		}
 		sleep(ctx, f.For)
 		if err := heal(ctx, r.nw, f); err != nil {
+			// The supervisor starts a node that did not come back.
 			r.problem("heal %s: %v", f, err)
-			if f.Kind == Kill || f.Kind == Stale {
-				// Try once more: a node that could not join may later.
-				if err := r.nw.Node(f.Nodes[0]).Restart(ctx); err != nil {
-					r.problem("restart again %s: %v", names(f.Nodes), err)
-				}
-			}
+		}
+		if stops {
+			r.setDown(f.Nodes[0], false)
 		}
 		w.Heal = time.Now()
 		r.logf("healed: %s", f)
@@ -570,37 +627,59 @@ func (r *runner) clusterViews(ctx context.Context) string {
 }
 
 // finalReads reads every twin through every node (the nodes in parallel,
-// each retrying failures for up to 10 s) into the history: after the heal
-// they must agree with each other and with what was acknowledged.
+// a few twins at a time on each, each read retried for up to 5 s) into the
+// history: after the heal they must agree with each other and with what
+// was acknowledged. Twins whose answers differ, or that a node could not
+// read, are logged.
 func (r *runner) finalReads(ctx context.Context) {
-	for _, twin := range r.twins {
-		got := make([]string, r.cfg.Nodes)
-		var wg sync.WaitGroup
-		for i := 1; i <= r.cfg.Nodes; i++ {
+	got := make([][]string, len(r.twins)) // twin → answer per node
+	for t := range got {
+		got[t] = make([]string, r.cfg.Nodes)
+	}
+	var wg sync.WaitGroup
+	for i := 1; i <= r.cfg.Nodes; i++ {
+		sem := make(chan struct{}, 4)
+		for t, twin := range r.twins {
 			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
+			sem <- struct{}{}
+			go func(i, t int, twin string) {
+				defer func() { <-sem; wg.Done() }()
 				n := r.nw.Node(i)
-				deadline := time.Now().Add(10 * time.Second)
+				deadline := time.Now().Add(5 * time.Second)
 				for {
 					op := r.rest.twinOp(ctx, n.Name(), n.HTTPURL(), twin, Input{Kind: Read})
 					op.Client = int(r.clients.Add(1) - 1)
 					if op.Output.Status == OK {
 						r.hist.Add(op)
-						got[i-1] = fmt.Sprintf("%s: %s", n.Name(), strings.TrimPrefix(op.describe(), "read() → "))
+						got[t][i-1] = fmt.Sprintf("%s: %s", n.Name(), strings.TrimPrefix(op.describe(), "read() → "))
 						return
 					}
 					if time.Now().After(deadline) {
-						got[i-1] = fmt.Sprintf("%s: no answer (%s)", n.Name(), op.Err)
+						got[t][i-1] = fmt.Sprintf("%s: no answer (%s)", n.Name(), op.Err)
 						return
 					}
 					sleep(ctx, 200*time.Millisecond)
 				}
-			}(i)
+			}(i, t, twin)
 		}
-		wg.Wait()
-		r.logf("final read %s: %s", twin, strings.Join(got, "; "))
 	}
+	wg.Wait()
+	agree := 0
+	for t, twin := range r.twins {
+		same := true
+		for i := range got[t] {
+			a, b := got[t][i], got[t][0]
+			if strings.Contains(a, "no answer") || a[strings.Index(a, ":"):] != b[strings.Index(b, ":"):] {
+				same = false
+			}
+		}
+		if same {
+			agree++
+		} else {
+			r.logf("final read %s: %s", twin, strings.Join(got[t], "; "))
+		}
+	}
+	r.logf("final reads: every node answered alike for %d of %d twins", agree, len(r.twins))
 }
 
 // readTelemetry reads every device's stored telemetry through every node.
@@ -653,4 +732,36 @@ func writesOnly(ops []Op) []Op {
 		}
 	}
 	return out
+}
+
+func (r *runner) setDown(i int, down bool) {
+	r.mu.Lock()
+	r.down[i] = down
+	r.mu.Unlock()
+}
+
+// supervise does what systemd does for a node (Restart=on-failure,
+// RestartSec=1): a node that exited although the nemesis did not stop it
+// is recorded and started again.
+func (r *runner) supervise(ctx context.Context) {
+	for ctx.Err() == nil {
+		sleep(ctx, time.Second)
+		for i := 1; i <= r.cfg.Nodes && ctx.Err() == nil; i++ {
+			n := r.nw.Node(i)
+			r.mu.Lock()
+			down := r.down[i]
+			r.mu.Unlock()
+			if down || n.Running() {
+				continue
+			}
+			ev := fmt.Sprintf("+%.1fs %s exited on its own (%s)", time.Since(r.start).Seconds(), n.Name(), n.LastExit())
+			r.mu.Lock()
+			r.selfExits = append(r.selfExits, ev)
+			r.mu.Unlock()
+			r.logf("supervisor: %s; starting it again", ev[strings.Index(ev, " ")+1:])
+			if err := n.Restart(ctx); err != nil {
+				r.logf("supervisor: %s did not start: %v", n.Name(), err)
+			}
+		}
+	}
 }
