@@ -113,14 +113,28 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	seeds := c.Join // the configured seeds, tried again at every restart
+	restarting := false
 	for {
 		n, err := startNode(ctx, &c, log)
 		if err != nil {
 			if n != nil {
 				n.stop()
 			}
-			return err
+			if !restarting {
+				return err
+			}
+			// A restart under a new identity must not end the process:
+			// the members it knew may be unreachable for a while.
+			log.Warn("restart under a new identity failed; trying again", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(2 * time.Second):
+			}
+			continue
 		}
+		restarting = false
 		select {
 		case <-ctx.Done():
 			log.Info("shutting down")
@@ -132,8 +146,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			// paused, and will not readmit its identity: come back as a new
 			// incarnation on the same addresses, joining the members it
 			// knows.
-			n.keepAddresses(&c)
+			n.keepAddresses(&c, seeds)
 			n.stop()
+			restarting = true
 			log.Warn("restarting under a new identity", "join", c.Join)
 		}
 	}
@@ -141,8 +156,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // keepAddresses makes c start the next incarnation of the node where this
 // one listens (ports chosen by the system included), joining the members
-// this one sees alive.
-func (n *node) keepAddresses(c *serveConfig) {
+// this one sees alive and the configured seeds.
+func (n *node) keepAddresses(c *serveConfig, configured string) {
 	c.HTTP = n.httpL.Addr().String()
 	if n.mqtt != nil {
 		if c.MQTT != "" {
@@ -160,9 +175,10 @@ func (n *node) keepAddresses(c *serveConfig) {
 			seeds = append(seeds, m.Gossip)
 		}
 	}
-	if len(seeds) > 0 {
-		c.Join = strings.Join(seeds, ",")
+	if configured != "" {
+		seeds = append(seeds, configured)
 	}
+	c.Join = strings.Join(seeds, ",")
 }
 
 func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, error) {
