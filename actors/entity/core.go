@@ -314,8 +314,7 @@ func (r *Result) reply(resp *actorspb.Response) *Result {
 
 // fail returns a Result that answers err and changes nothing.
 func fail(err error) *Result {
-	c := errcode.Of(err)
-	return &Result{Reply: &actorspb.Response{Code: int32(c), Message: errcode.Message(err)}}
+	return &Result{Reply: ErrorResponse(err)}
 }
 
 // ErrorResponse is the Response that answers err.
