@@ -98,9 +98,13 @@
 //     transaction on this node and on each replica (persistence.CheckEpoch):
 //     once a member saw a newer claim, the stale activation's writes are
 //     refused there, so at most one activation can get a write acknowledged.
-//     A write is acknowledged once min(Replicas, members) nodes committed
-//     it; a replica that does not answer within PeerTimeout is replaced by
-//     the next member in rendezvous order. Catalog data (entities,
+//     A write is acknowledged once writeAcks nodes committed it; a replica
+//     that does not answer within PeerTimeout is replaced by the next
+//     member in rendezvous order. Each write carries its place in the
+//     epoch's sequence and a replica applies it only on the copy it
+//     follows (persistence.ApplyEpoch); one that missed writes (passed
+//     over, then back) is sent the owner's whole copy instead, so the copy
+//     with the highest (Wrote, Seq) holds every write the others hold. Catalog data (entities,
 //     identities, rules, alerts, grants, rollup contributions) goes to every
 //     member, so that any node can authenticate a device, check a topology
 //     or list alerts from its own file.

@@ -83,8 +83,8 @@ type PlacementConfig struct {
 }
 
 type placementMetrics struct {
-	claims, pulls, pushes, fenced, underRepl, eventsDropped, eventsInDropped prometheus.Counter
-	replSeconds                                                              prometheus.Histogram
+	claims, pulls, pushes, gaps, fenced, underRepl, eventsDropped, eventsInDropped prometheus.Counter
+	replSeconds                                                                    prometheus.Histogram
 }
 
 // Placement is twinmesh's protoactor IdentityLookup and replication layer.
@@ -126,6 +126,10 @@ type Placement struct {
 	// crash not yet declared by memberlist): writes stop waiting for them.
 	down   sync.Map // address → time.Time until which it counts as down
 	downCh sync.Map // address → chan struct{} closed when it is marked down
+	// pushing serializes copies of one grain to one member (push): a
+	// stripe of locks chosen by a hash of both, so that memory stays
+	// fixed however many grains there are.
+	pushing [64]sync.Mutex
 
 	ctx    context.Context // cancelled by Shutdown
 	cancel context.CancelFunc
@@ -191,6 +195,7 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		claims:        counter("twinmesh_cluster_claims_total", "Grain activations that claimed an owner epoch."),
 		pulls:         counter("twinmesh_cluster_state_pulls_total", "Activations that copied newer grain state from another member."),
 		pushes:        counter("twinmesh_cluster_state_pushes_total", "Grain state snapshots sent to replicas that lagged."),
+		gaps:          counter("twinmesh_cluster_replica_gaps_total", "Writes a replica refused because its copy missed earlier writes; it was sent the whole copy."),
 		fenced:        counter("twinmesh_cluster_fenced_total", "Writes or claims refused because a newer epoch exists."),
 		underRepl:     counter("twinmesh_cluster_under_replicated_total", "Writes not acknowledged because too few replicas answered."),
 		eventsDropped: counter("twinmesh_cluster_events_dropped_total", "Events not forwarded to other members because the queue was full."),
@@ -203,7 +208,7 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 	}
 	if cfg.Registerer != nil {
 		m := p.metrics
-		cfg.Registerer.MustRegister(m.claims, m.pulls, m.pushes, m.fenced, m.underRepl, m.eventsDropped, m.eventsInDropped, m.replSeconds)
+		cfg.Registerer.MustRegister(m.claims, m.pulls, m.pushes, m.gaps, m.fenced, m.underRepl, m.eventsDropped, m.eventsInDropped, m.replSeconds)
 	}
 	return p, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -121,7 +122,7 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 			}
 		}
 		if src != p.self && !sameState(states[src], states[p.self]) {
-			if err := p.pull(ctx, src, identity, epoch); err != nil {
+			if err := p.pull(ctx, src, identity, epoch, states[src].Epoch); err != nil {
 				return 0, fmt.Errorf("copy %s from %s: %w", identity, src, err)
 			}
 			p.metrics.pulls.Inc()
@@ -147,21 +148,27 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 const snapshotPage = 2000
 
 // pull copies identity's grain-scoped state from member src into the local
-// store, fenced by epoch.
-func (p *Placement) pull(ctx context.Context, src, identity string, epoch uint64) error {
+// store, fenced by epoch. from is what src reported of its copy before the
+// copy began (its GrainState): the copy claims that much once every page
+// landed, never more than it holds.
+func (p *Placement) pull(ctx context.Context, src, identity string, epoch uint64, from persistence.Epoch) error {
 	var after int64
 	for {
 		var res snapshotRes
 		if err := p.request(ctx, src, opSnapshot, snapshotReq{ID: identity, After: after, Limit: snapshotPage}, &res); err != nil {
 			return err
 		}
-		ops := []persistence.Op{persistence.CheckEpoch(identity, epoch)}
+		ops := []persistence.Op{persistence.FenceEpoch(identity, epoch)}
 		if after == 0 {
 			// The copy replaces what this node held of the grain.
-			ops = append(ops, persistence.ResetGrainData(identity))
+			ops = append(ops, persistence.ResetGrainData(identity), persistence.EmptyCopyEpoch(identity))
 		}
 		for _, w := range res.Ops {
+			w.E = nil
 			ops = append(ops, persistence.FromWire(w))
+		}
+		if res.Next == 0 {
+			ops = append(ops, persistence.CopiedEpoch(identity, from))
 		}
 		if err := p.cfg.Store.Commit(ctx, ops...); err != nil {
 			return err
@@ -174,15 +181,38 @@ func (p *Placement) pull(ctx context.Context, src, identity string, epoch uint64
 }
 
 // push sends identity's grain-scoped state from the local store to member
-// dst, fenced by epoch.
+// dst, fenced by epoch: the copy replaces dst's, and claims this node's
+// (Wrote, Seq) as read before the first page once the last page landed.
+// Pushes of one grain to one member take turns: two interleaved copies
+// (a replica brought up to date by its owner while re-replication copies
+// it too) would mix their pages.
 func (p *Placement) push(ctx context.Context, dst, identity string, epoch uint64) error {
+	h := fnv.New32a()
+	h.Write([]byte(identity))
+	h.Write([]byte{0})
+	h.Write([]byte(dst))
+	mu := &p.pushing[h.Sum32()%uint32(len(p.pushing))]
+	mu.Lock()
+	defer mu.Unlock()
+	st, err := p.cfg.Store.GrainState(identity)
+	if err != nil {
+		return err
+	}
+	from := persistence.Epoch{Wrote: st.Epoch.Wrote, Seq: st.Epoch.Seq}
 	var after int64
 	for {
 		ops, next, err := p.cfg.Store.GrainSnapshot(identity, after, snapshotPage)
 		if err != nil {
 			return err
 		}
-		if err := p.request(ctx, dst, opApply, applyReq{ID: identity, Epoch: epoch, Ops: ops}, nil); err != nil {
+		for i := range ops {
+			ops[i].E = nil
+		}
+		req := applyReq{ID: identity, Epoch: epoch, Ops: ops, Reset: after == 0}
+		if next == 0 {
+			req.Copied = &from
+		}
+		if err := p.request(ctx, dst, opApply, req, nil); err != nil {
 			return err
 		}
 		if next == 0 {
@@ -199,8 +229,11 @@ func (p *Placement) push(ctx context.Context, dst, identity string, epoch uint64
 // When a replica does not answer, the next member in rendezvous order
 // takes its place.
 func (p *Placement) Commit(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error {
+	var step seqStep
 	local := make([]persistence.Op, 0, len(ops)+1)
-	local = append(local, persistence.CheckEpoch(identity, epoch))
+	local = append(local, persistence.CheckEpochReport(identity, epoch, func(prev, next persistence.Epoch) {
+		step = seqStep{prev: persistence.Epoch{Wrote: prev.Wrote, Seq: prev.Seq}, seq: next.Seq}
+	}))
 	local = append(local, ops...)
 	if err := p.cfg.Store.Commit(ctx, local...); err != nil {
 		if errors.Is(err, persistence.ErrFenced) {
@@ -209,7 +242,14 @@ func (p *Placement) Commit(ctx context.Context, identity string, epoch uint64, o
 		}
 		return err
 	}
-	return p.ship(ctx, identity, epoch, ops)
+	return p.ship(ctx, identity, epoch, &step, ops)
+}
+
+// seqStep is a write's place in its epoch's sequence on the owner: the
+// owner's (Wrote, Seq) before it and its Seq after (persistence.ApplyEpoch).
+type seqStep struct {
+	prev persistence.Epoch
+	seq  uint64
 }
 
 // CommitCatalog writes cluster-wide ops (identities, rules, grants) that
@@ -219,7 +259,7 @@ func (p *Placement) CommitCatalog(ctx context.Context, ops []persistence.Op) err
 	if err := p.cfg.Store.Commit(ctx, ops...); err != nil {
 		return err
 	}
-	return p.ship(ctx, "", 0, ops)
+	return p.ship(ctx, "", 0, nil, ops)
 }
 
 // onlyContrib reports whether every op writes a rollup contribution.
@@ -255,7 +295,11 @@ func (p *Placement) copyInBackground(ctx context.Context, addr string, ops []per
 	}
 }
 
-func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error {
+// ship sends ops to the grain's replicas (every member for catalog ops,
+// step nil) and waits for writeAcks of them. A replica whose copy misses
+// earlier writes (persistence.ErrGap) gets this node's whole copy instead,
+// which holds the write.
+func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, step *seqStep, ops []persistence.Op) error {
 	if p.known() <= 1 {
 		return nil // a cluster of one: the local commit is all there is
 	}
@@ -287,8 +331,16 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ops
 	}
 	results := make(chan result, len(replicas)+2*len(rest))
 	send := func(addr string, payload []persistence.WireOp, isFull bool) {
+		req := applyReq{ID: identity, Epoch: epoch, Ops: payload}
+		if isFull && step != nil {
+			req.Prev, req.Seq = &step.prev, step.seq
+		}
 		go func() {
-			err := p.request(ctx, addr, opApply, applyReq{ID: identity, Epoch: epoch, Ops: payload}, nil)
+			err := p.request(ctx, addr, opApply, req, nil)
+			if errors.Is(err, persistence.ErrGap) {
+				p.metrics.gaps.Inc()
+				err = p.push(ctx, addr, identity, epoch)
+			}
 			results <- result{addr, isFull, err}
 		}()
 	}

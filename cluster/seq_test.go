@@ -2,7 +2,11 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -138,6 +142,121 @@ func TestClaimOrdersCopiesBySeq(t *testing.T) {
 				if e := state(t, q, "d1").Epoch; e.Wrote != next || e.Seq != 1 {
 					t.Errorf("%s after the first write of epoch %d: %+v", q.self, next, e)
 				}
+			}
+		})
+	}
+}
+
+// TestFallbackReplicaKeepsEveryWrite is the regression test of the loss the
+// Jepsen harness found (seed 232146396): acknowledged telemetry went
+// missing after the owner crashed because a replica skipped while it did
+// not answer, then used again, counted more writes (Seq) than the member
+// that took its place — and a claim copied it, although it lacked the
+// newest writes. Now a write is applied only on the copy it was made on
+// (persistence.ApplyEpoch): a replica that missed writes refuses the next
+// one and gets the owner's whole copy, so the copy with the highest Seq
+// holds every write.
+func TestFallbackReplicaKeepsEveryWrite(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	r := f.ranked("d1")
+	owner, rep, next := r[0], r[1], r[2]
+	epoch, err := owner.Claim(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Unix(1_800_000_000, 0)
+	write := func(i int) {
+		t.Helper()
+		rec := persistence.TelemetryRecord{TS: base.Add(time.Duration(i) * time.Second), MessageID: fmt.Sprintf("m%d", i),
+			Points: map[string]any{"t": float64(i)}}
+		if err := owner.Commit(ctx, "d1", epoch, []persistence.Op{persistence.AppendTelemetry("d1", rec)}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	revive := func(p *Placement) {
+		f.mu.Lock()
+		f.dead[p.self] = false
+		f.mu.Unlock()
+		owner.down.Delete(p.self)
+	}
+	write(1) // owner + rep
+	f.kill(rep.self)
+	write(2) // owner + next, in rep's place
+	write(3)
+	revive(rep)
+	write(4) // owner + rep, which missed 2 and 3: it gets the whole copy
+	write(5)
+	if got := state(t, rep, "d1"); got.Telemetry != 5 || got.Epoch.Seq != 5 {
+		t.Fatalf("replica back after missing writes: %+v, want all 5 records at seq 5", got)
+	}
+	if got := state(t, next, "d1"); got.Telemetry != 3 || got.Epoch.Seq != 3 {
+		t.Fatalf("member that stood in: %+v, want the first 3 records at seq 3", got)
+	}
+	// The owner crashes; the member that stood in claims the grain.
+	f.kill(owner.self)
+	f.forget(owner.self)
+	if _, err := next.Claim(ctx, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*Placement{rep, next} {
+		if got := state(t, p, "d1"); got.Telemetry != 5 {
+			t.Errorf("%s holds %d records after the claim, want 5", p.self, got.Telemetry)
+		}
+	}
+}
+
+// TestApplyEpoch is the replica's rule for a shipped write, case by case.
+func TestApplyEpoch(t *testing.T) {
+	const e1, e2 = 10, 20
+	tests := []struct {
+		name  string
+		epoch uint64 // the writer's
+		cur   persistence.Epoch
+		prev  persistence.Epoch
+		seq   uint64
+		want  error
+	}{
+		{"next write", e1, persistence.Epoch{Fence: e1, Wrote: e1, Seq: 4}, persistence.Epoch{Wrote: e1, Seq: 4}, 5, nil},
+		{"first write of an epoch on the claim's copy", e2, persistence.Epoch{Fence: e2, Wrote: e1, Seq: 4}, persistence.Epoch{Wrote: e1, Seq: 4}, 1, nil},
+		{"missed a write", e1, persistence.Epoch{Fence: e1, Wrote: e1, Seq: 3}, persistence.Epoch{Wrote: e1, Seq: 4}, 5, persistence.ErrGap},
+		{"not brought up to date by the claim", e2, persistence.Epoch{Fence: e2, Wrote: e1, Seq: 2}, persistence.Epoch{Wrote: e1, Seq: 4}, 1, persistence.ErrGap},
+		{"empty copy", e1, persistence.Epoch{Fence: e1}, persistence.Epoch{Wrote: e1, Seq: 1}, 2, persistence.ErrGap},
+		{"already held", e1, persistence.Epoch{Fence: e1, Wrote: e1, Seq: 6}, persistence.Epoch{Wrote: e1, Seq: 4}, 5, persistence.ErrApplied},
+		{"stale owner", e1, persistence.Epoch{Fence: e2, Wrote: e2, Seq: 1}, persistence.Epoch{Wrote: e1, Seq: 4}, 5, persistence.ErrFenced},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, err := persistence.Open(filepath.Join(t.TempDir(), "n.db"), &persistence.Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			ctx := context.Background()
+			// Reach cur: a copy claimed at cur, then the fence raised.
+			ops := []persistence.Op{persistence.FenceEpoch("d1", max(tt.cur.Wrote, 1))}
+			if tt.cur.Wrote > 0 {
+				ops = append(ops, persistence.CopiedEpoch("d1", tt.cur))
+			}
+			if err := db.Commit(ctx, ops...); err != nil {
+				t.Fatal(err)
+			}
+			if tt.cur.Fence > tt.cur.Wrote {
+				if err := db.Commit(ctx, persistence.ClaimEpoch("d1", tt.cur.Fence)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, _ := db.GetEpoch("d1"); got != tt.cur {
+				t.Fatalf("setup: %+v, want %+v", got, tt.cur)
+			}
+			err = db.Commit(ctx, persistence.ApplyEpoch("d1", tt.epoch, tt.prev, tt.seq),
+				persistence.PutTwin("d1", twinDoc("d1", 1)))
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("apply: %v, want %v", err, tt.want)
+			}
+			has, _ := db.GetTwin("d1")
+			if (tt.want == nil) != (has != nil) {
+				t.Errorf("twin written: %v, want %v", has != nil, tt.want == nil)
 			}
 		})
 	}

@@ -27,10 +27,19 @@ const (
 	opState    = "state"
 )
 
+// applyReq asks a member to apply ops. With an Epoch they are fenced by
+// it: a write of the grain's sequence carries its place (Prev, Seq:
+// persistence.ApplyEpoch); a page of a copy (Reset on the first, Copied on
+// the last) or the catalog part of a write to a member that is not a
+// replica carries neither (persistence.FenceEpoch).
 type applyReq struct {
-	ID    string               `json:"id,omitempty"`
-	Epoch uint64               `json:"epoch,omitempty"` // 0: catalog only, not fenced
-	Ops   []persistence.WireOp `json:"ops"`
+	ID     string               `json:"id,omitempty"`
+	Epoch  uint64               `json:"epoch,omitempty"` // 0: catalog only, not fenced
+	Ops    []persistence.WireOp `json:"ops"`
+	Prev   *persistence.Epoch   `json:"prev,omitempty"`
+	Seq    uint64               `json:"seq,omitempty"`
+	Reset  bool                 `json:"reset,omitempty"`  // first page of a copy: drop what the member holds of the grain
+	Copied *persistence.Epoch   `json:"copied,omitempty"` // last page of a copy: the source's (Wrote, Seq)
 }
 
 type claimReq struct {
@@ -88,6 +97,7 @@ type statsRes struct {
 // errcode.Internal.
 const (
 	codeFenced = "fenced"
+	codeGap    = "gap" // persistence.ErrGap: the replica's copy misses writes
 	codeFailed = "failed"
 )
 
@@ -189,8 +199,11 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 		}
 	}
 	if res.Status >= 400 {
-		if res.Code == codeFenced {
+		switch res.Code {
+		case codeFenced:
 			return fmt.Errorf("%w: %s", ErrFenced, res.Message)
+		case codeGap:
+			return fmt.Errorf("%s on %s: %w: %s", op, addr, persistence.ErrGap, res.Message)
 		}
 		if c := errcode.Parse(res.Code); c != errcode.Internal {
 			return errcode.New(c, "%s", res.Message) // the member's own words and code
@@ -210,6 +223,8 @@ func (p *Placement) handle(ctx context.Context, req *actorspb.MemberRequest) *ac
 		code := codeFailed
 		if errors.Is(err, persistence.ErrFenced) {
 			code = codeFenced
+		} else if errors.Is(err, persistence.ErrGap) {
+			code = codeGap
 		} else if c := errcode.Of(err); c != errcode.Internal {
 			code = c.String()
 		}
@@ -226,9 +241,15 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		if err := json.Unmarshal(body, &r); err != nil {
 			return nil, err
 		}
-		ops := make([]persistence.Op, 0, len(r.Ops)+1)
-		if r.Epoch > 0 {
-			ops = append(ops, persistence.CheckEpoch(r.ID, r.Epoch))
+		ops := make([]persistence.Op, 0, len(r.Ops)+4)
+		switch {
+		case r.Epoch > 0 && r.Prev != nil:
+			ops = append(ops, persistence.ApplyEpoch(r.ID, r.Epoch, *r.Prev, r.Seq))
+		case r.Epoch > 0:
+			ops = append(ops, persistence.FenceEpoch(r.ID, r.Epoch))
+		}
+		if r.Reset && r.ID != "" {
+			ops = append(ops, persistence.ResetGrainData(r.ID), persistence.EmptyCopyEpoch(r.ID))
 		}
 		catalog := false
 		for _, w := range r.Ops {
@@ -236,8 +257,14 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 			catalog = catalog || op.Catalog()
 			ops = append(ops, op)
 		}
+		if r.Copied != nil && r.ID != "" {
+			ops = append(ops, persistence.CopiedEpoch(r.ID, *r.Copied))
+		}
 		if err := store.Commit(ctx, ops...); err != nil {
-			if errors.Is(err, persistence.ErrFenced) {
+			switch {
+			case errors.Is(err, persistence.ErrApplied):
+				return []byte(`{}`), nil // a retry, or a copy already held it
+			case errors.Is(err, persistence.ErrFenced):
 				p.metrics.fenced.Inc()
 			}
 			return nil, err

@@ -26,8 +26,8 @@ type Op struct {
 	err    error
 	apply  func(tx *bbolt.Tx) error
 	wire   WireOp // T == "" for ops without a wire form
-	// guard marks an op that, when it fails with ErrFenced, has written
-	// nothing: as the first op of a request it refuses the request without
+	// guard marks an op that, when it fails with ErrFenced, ErrGap or
+	// ErrApplied, has written nothing: as the first op of a request it refuses the request without
 	// failing the batch transaction (see tryCommit).
 	guard bool
 }
@@ -234,8 +234,8 @@ func (db *DB) commitAlone(r *request) {
 // tryCommit applies batch in one transaction. On failure it returns the
 // index of the request whose op failed, or -1 if the commit itself failed.
 //
-// A request whose first op is a guard (CheckEpoch, ClaimEpoch) failing with
-// ErrFenced has written nothing, so it does not fail the transaction: its
+// A request whose first op is a guard (CheckEpoch, ClaimEpoch, ApplyEpoch)
+// failing with ErrFenced, ErrGap or ErrApplied has written nothing, so it does not fail the transaction: its
 // error goes to r.refused, its other ops are skipped and the batch goes on.
 // A stale owner's writes thus cost no batch retry. A guard later in a
 // request fails the transaction like any op (earlier ops of the request
@@ -249,7 +249,7 @@ func (db *DB) tryCommit(batch []*request) (failed int, err error) {
 			for j, op := range r.ops {
 				if err := applyOp(tx, op); err != nil {
 					err = fmt.Errorf("%v: %w", op, err)
-					if j == 0 && op.guard && errors.Is(err, ErrFenced) {
+					if j == 0 && op.guard && refusal(err) {
 						r.refused = err
 						break
 					}
@@ -294,4 +294,10 @@ func applyOp(tx *bbolt.Tx, op Op) (err error) {
 		}
 	}()
 	return op.apply(tx)
+}
+
+// refusal reports whether err is a guard's refusal of its request (which
+// wrote nothing) rather than a failure of the transaction.
+func refusal(err error) bool {
+	return errors.Is(err, ErrFenced) || errors.Is(err, ErrGap) || errors.Is(err, ErrApplied)
 }

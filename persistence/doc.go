@@ -90,21 +90,20 @@
 // DeleteEntity, so they only grow.
 //
 // The same record orders the copies of a grain. Wrote is the epoch of the
-// newest write a node holds and Seq counts the fenced writes of that epoch
-// it applied: CheckEpoch sets Seq to 1 on the first write of a new epoch
-// and adds 1 on each further one (ClaimEpoch and refused writes leave it
-// alone). The twin's version cannot order copies, as live state (telemetry,
-// connection, rollups, alerts) does not move it; (Wrote, Seq) can: the owner
-// and every replica count the same shipped writes, so a replica that missed
-// some has a lower Seq. Nothing about Seq travels with a write, only with a
-// snapshot: a copy is committed behind the copier's own CheckEpoch, which
-// would count it as one more write per page, so the first op of each
-// GrainSnapshot page carries the source's Wrote and Seq (WireOp.E) and
-// FromWire's op sets the copier's to them, leaving its Fence alone (or
-// raising it to Wrote). After a claim has brought its copies up to date they
-// all hold the same (Wrote, Seq), and the first write of the new epoch
-// restarts each at Seq 1, members that were not copied included; a member
-// that only gets the grain's catalog writes counts fewer. GrainState reports
+// newest write a node holds and Seq the number of that epoch's writes, and
+// a copy holds all of them, 1..Seq. The owner's CheckEpochReport numbers
+// each write (Seq 1 for the first of a new epoch) and reports where it
+// followed; a replica applies it with ApplyEpoch only on the copy it was
+// made on (ErrGap otherwise, ErrApplied when it holds it already), so a
+// replica that was passed over while it did not answer, or that a claim
+// did not bring up to date, never looks complete. The twin's version cannot
+// order copies, as live state (telemetry, connection, rollups, alerts) does
+// not move it; (Wrote, Seq) can. A copy of a grain (GrainSnapshot pages)
+// starts with ResetGrainData and EmptyCopyEpoch and ends with CopiedEpoch,
+// which sets the source's (Wrote, Seq), so a copy cut off half way claims
+// nothing; other ops of a grain that are not one of its writes (a copy's
+// pages, its catalog part sent to a member that is not a replica) are
+// guarded by FenceEpoch, which leaves (Wrote, Seq) alone. GrainState reports
 // the record, and a new owner picks the copy with the highest (Wrote, Seq).
 // A record stored before Seq existed reads as Seq 0, and one with Seq 0 is
 // stored as before; members that predate Seq send no seq in GrainState and

@@ -17,12 +17,14 @@ import (
 // writes of epoch Wrote applied here (CheckEpoch), so that of two copies
 // written in the same epoch the one that missed writes has the lower Seq,
 // even when the writes left the twin's version alone. A snapshot copy
-// (GrainSnapshot) sets the copier's Wrote and Seq to the source's. A record
-// stored before Seq existed reads as Seq 0.
+// (GrainSnapshot) sets the copier's Wrote and Seq to the source's. A
+// replica takes the owner's Seq with each write (ApplyEpoch) and refuses a
+// write that does not follow its copy, so a copy holds every write up to its
+// (Wrote, Seq). A record stored before Seq existed reads as Seq 0.
 type Epoch struct {
 	Fence uint64 `json:"fence"`         // highest epoch claimed or written here
 	Wrote uint64 `json:"wrote"`         // epoch of the newest write held here
-	Seq   uint64 `json:"seq,omitempty"` // fenced writes of epoch Wrote held here
+	Seq   uint64 `json:"seq,omitempty"` // writes of epoch Wrote held here, all of 1..Seq
 }
 
 // CheckEpoch guards the other ops of a Commit with the writer's owner
@@ -34,10 +36,18 @@ type Epoch struct {
 // epoch). Put it first in the Commit: a refused request then costs its
 // batch nothing, whereas a guard after other ops fails the batch
 // transaction and costs it a retry. An empty id is ErrInvalid. CheckEpoch
-// has no wire form: each node fences and counts its own writes, including
-// those it applies for a replicated grain, so a replica that applied every
-// shipped write of an epoch has the owner's Seq.
+// is the owner's guard; a replica applies the owner's writes with
+// ApplyEpoch, which takes the owner's Seq instead of counting its own.
 func CheckEpoch(id string, epoch uint64) Op {
+	return CheckEpochReport(id, epoch, nil)
+}
+
+// CheckEpochReport is CheckEpoch that also calls report, inside the
+// transaction, with the Epoch before and after the write, so that the
+// owner can ship the write with its place in the epoch's sequence
+// (ApplyEpoch). report may run more than once (a batch retried); the last
+// call is the one committed.
+func CheckEpochReport(id string, epoch uint64, report func(prev, next Epoch)) Op {
 	return epochOp("check epoch", id, func(cur Epoch) (Epoch, error) {
 		if cur.Fence > epoch {
 			return cur, fmt.Errorf("grain %s: write with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
@@ -46,7 +56,53 @@ func CheckEpoch(id string, epoch uint64) Op {
 		if cur.Wrote == epoch {
 			seq = cur.Seq + 1
 		}
+		next := Epoch{Fence: epoch, Wrote: epoch, Seq: seq}
+		if report != nil {
+			report(cur, next)
+		}
+		return next, nil
+	})
+}
+
+// ApplyEpoch guards a write of grain id shipped by its owner (epoch) to a
+// replica. The owner's CheckEpochReport gave the write's place: prev, the
+// owner's (Wrote, Seq) before it, and seq, its Seq after. The write is
+// applied only on the copy it was made on, so that every copy holds all the
+// writes up to its (Wrote, Seq) and the copy with the highest (Wrote, Seq)
+// holds every write the others hold — the order a new owner relies on. So:
+// a Fence above epoch is ErrFenced; a copy that already holds the write
+// (Wrote == epoch, Seq >= seq) is ErrApplied (nothing to do; the write is
+// there); a copy whose (Wrote, Seq) is not prev is ErrGap (it missed
+// writes: a replica that was skipped while it did not answer, or one the
+// claim did not bring up to date); otherwise the write is applied and the
+// copy takes the owner's (Wrote, Seq).
+func ApplyEpoch(id string, epoch uint64, prev Epoch, seq uint64) Op {
+	return epochOp("apply epoch", id, func(cur Epoch) (Epoch, error) {
+		switch {
+		case cur.Fence > epoch:
+			return cur, fmt.Errorf("grain %s: write with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
+		case cur.Wrote == epoch && cur.Seq >= seq:
+			return cur, fmt.Errorf("grain %s: write %d of epoch %d: %w", id, seq, epoch, ErrApplied)
+		case cur.Wrote != prev.Wrote || cur.Seq != prev.Seq:
+			return cur, fmt.Errorf("grain %s: write %d of epoch %d follows %d/%d, this copy is at %d/%d: %w",
+				id, seq, epoch, prev.Wrote, prev.Seq, cur.Wrote, cur.Seq, ErrGap)
+		}
 		return Epoch{Fence: epoch, Wrote: epoch, Seq: seq}, nil
+	})
+}
+
+// FenceEpoch guards ops of grain id that are not a step in its sequence of
+// writes — a snapshot page (which sets Wrote and Seq itself, WireOp.E) or
+// the catalog part of a write sent to a member that is not a replica: a
+// Fence above epoch is ErrFenced, otherwise the Fence is raised to epoch
+// and Wrote and Seq are left alone.
+func FenceEpoch(id string, epoch uint64) Op {
+	return epochOp("fence epoch", id, func(cur Epoch) (Epoch, error) {
+		if cur.Fence > epoch {
+			return cur, fmt.Errorf("grain %s: write with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
+		}
+		cur.Fence = epoch
+		return cur, nil
 	})
 }
 
@@ -64,6 +120,32 @@ func ClaimEpoch(id string, epoch uint64) Op {
 		}
 		cur.Fence = epoch
 		return cur, nil
+	})
+}
+
+// CopiedEpoch records that this node's copy of grain id is now a copy of
+// a source whose copy stood at src (its Wrote and Seq): the last op of a
+// copy, after every page of it was written. It never lowers the copy's
+// (Wrote, Seq) — a copy that acknowledged a write must go on claiming it —
+// and raises the Fence to src.Wrote if it is lower (Fence >= Wrote). Start a
+// copy with ResetGrainData and EmptyCopyEpoch, so that a copy cut off half
+// way claims nothing.
+func CopiedEpoch(id string, src Epoch) Op {
+	return epochOp("copied epoch", id, func(cur Epoch) (Epoch, error) {
+		if cur.Wrote > src.Wrote || (cur.Wrote == src.Wrote && cur.Seq >= src.Seq) {
+			return cur, nil
+		}
+		return Epoch{Fence: max(cur.Fence, src.Wrote), Wrote: src.Wrote, Seq: src.Seq}, nil
+	})
+}
+
+// EmptyCopyEpoch sets this node's Wrote and Seq of grain id to zero, the
+// copy of nothing, leaving the Fence: the first op of a copy, after
+// ResetGrainData, so that until CopiedEpoch ends it the copy is never
+// taken for a complete one.
+func EmptyCopyEpoch(id string) Op {
+	return epochOp("empty copy epoch", id, func(cur Epoch) (Epoch, error) {
+		return Epoch{Fence: cur.Fence}, nil
 	})
 }
 

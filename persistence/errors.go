@@ -41,4 +41,16 @@ var (
 	// stale owner's writes) and must stop writing for that grain. Nothing of
 	// the request was written. The error names the grain and both epochs.
 	ErrFenced = errors.New("fenced: a newer owner epoch exists")
+
+	// ErrGap is returned by Commit when an ApplyEpoch op finds that this
+	// node's copy of the grain is not the one the shipped write was made on
+	// (it missed writes of the epoch, or the claim's copy): applying it
+	// would leave a copy with a hole that looks complete. Nothing was
+	// written; the owner sends its whole copy instead.
+	ErrGap = errors.New("persistence: replica copy misses earlier writes")
+
+	// ErrApplied is returned by Commit when an ApplyEpoch op finds the
+	// shipped write already held here (a retry, or a snapshot that included
+	// it). Nothing was written, and the write counts as acknowledged.
+	ErrApplied = errors.New("persistence: write already applied")
 )
