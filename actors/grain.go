@@ -35,6 +35,13 @@ type grain struct {
 	// grain, after which the grain answers its current request and stops.
 	epoch  uint64
 	fenced bool
+	// diverged is set when a commit failed after it may have reached
+	// storage (replicas too few, a deadline during the commit): the store
+	// may hold the write the state in memory dropped. The grain answers
+	// the error and stops; the next activation loads what was stored, so a
+	// retried message is recognised and a twin version is never given to
+	// two different writes.
+	diverged bool
 	// moving is set when the placement moves the grain to another member:
 	// it answers every request with ErrFenced until it stops.
 	moving bool
@@ -149,7 +156,7 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 	case g.moving:
 		ctx.Respond(entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s is moving to another node", g.id)))
 		return
-	case g.core == nil || g.fenced:
+	case g.core == nil || g.fenced || g.diverged:
 		ctx.Respond(entity.ErrorResponse(errcode.New(errcode.Fenced, "activation of %s was superseded", g.id)))
 		ctx.Stop(ctx.Self())
 		return
@@ -169,7 +176,7 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 // run steps the core with msg and carries out the result and its
 // follow-ups; it answers the request when answer is set.
 func (g *grain) run(ctx actor.Context, msg any, answer bool) {
-	if g.core == nil || g.fenced || (g.moving && answer) {
+	if g.core == nil || g.fenced || g.diverged || (g.moving && answer) {
 		return
 	}
 	sctx, cancel := g.reqCtx()
@@ -182,6 +189,7 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 		if len(res.Ops) > 0 {
 			if err := g.commit(sctx, res.What(), res.Ops); err != nil {
 				g.core.Abort(res)
+				g.diverged = !g.fenced
 				if first && answer {
 					reply = entity.ErrorResponse(err)
 				} else {
@@ -201,6 +209,10 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 		// A newer activation owns the grain: say so (the caller retries
 		// and reaches it) and stop, without writing anything more.
 		reply = entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s: activation of epoch %d was superseded", g.id, g.epoch))
+		stop = true
+	}
+	if g.diverged {
+		g.log.Warn("commit failed; the activation stops and the next one loads what was stored")
 		stop = true
 	}
 	if answer {
