@@ -37,7 +37,8 @@ func (f *flakyReplication) Commit(ctx context.Context, id string, epoch uint64, 
 func (f *flakyReplication) CommitCatalog(ctx context.Context, ops []persistence.Op) error {
 	return f.db.Commit(ctx, ops...)
 }
-func (f *flakyReplication) Broadcast(any) {}
+func (f *flakyReplication) Confirm(context.Context, string, uint64) error { return nil }
+func (f *flakyReplication) Broadcast(any)                                 {}
 func (f *flakyReplication) Invoke(context.Context, string, string, string, []byte) (int, []byte, error) {
 	return 0, nil, actors.ErrNotConnected
 }

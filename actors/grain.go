@@ -164,10 +164,10 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 	// Reads of what the owner holds are not the core's business.
 	switch b := req.Body.(type) {
 	case *actorspb.Request_TelemetryQuery:
-		ctx.Respond(g.telemetryQuery(b.TelemetryQuery))
+		ctx.Respond(g.confirmed(ctx, g.telemetryQuery(b.TelemetryQuery)))
 		return
 	case *actorspb.Request_InboxList:
-		ctx.Respond(g.inboxList())
+		ctx.Respond(g.confirmed(ctx, g.inboxList()))
 		return
 	}
 	g.run(ctx, req, true)
@@ -184,9 +184,10 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	now := g.now()
 	res := g.core.Step(sctx, now, msg)
 	var reply *actorspb.Response
-	stop := false
+	stop, wrote := false, false
 	for first := true; res != nil; first = false {
 		if len(res.Ops) > 0 {
+			wrote = wrote || first
 			if err := g.commit(sctx, res.What(), res.Ops); err != nil {
 				g.core.Abort(res)
 				g.diverged = !g.fenced
@@ -211,6 +212,11 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 		reply = entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s: activation of epoch %d was superseded", g.id, g.epoch))
 		stop = true
 	}
+	if answer && !wrote && !g.fenced && !g.diverged {
+		// The answer comes from memory (a read, or a write that changed
+		// nothing, such as a resent message): it must not be stale.
+		reply = g.confirmed(ctx, reply)
+	}
 	if g.diverged {
 		g.log.Warn("commit failed; the activation stops and the next one loads what was stored")
 		stop = true
@@ -224,6 +230,31 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	if stop {
 		ctx.Stop(ctx.Self())
 	}
+}
+
+// confirmed returns reply once the cluster confirmed that this activation
+// still owns the grain, an error response otherwise (after which the grain
+// stops if it was superseded): a paused or partitioned former owner must
+// not answer from the state it holds in memory. Error responses, and every
+// response on a node without replication, go out as they are.
+func (g *grain) confirmed(ctx actor.Context, reply *actorspb.Response) *actorspb.Response {
+	r := g.sys.cfg.Replication
+	if r == nil || (reply != nil && reply.Code != 0) {
+		return reply
+	}
+	cctx, cancel := g.reqCtx()
+	defer cancel()
+	err := r.Confirm(cctx, g.id, g.epoch)
+	switch {
+	case err == nil:
+		return reply
+	case errors.Is(err, persistence.ErrFenced):
+		g.fenced = true
+		g.log.Warn("grain fenced", "epoch", g.epoch, "err", err)
+		ctx.Stop(ctx.Self())
+		return entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s: activation of epoch %d was superseded", g.id, g.epoch))
+	}
+	return entity.ErrorResponse(errcode.New(errcode.Unavailable, "read %s: %v", g.id, err))
 }
 
 // commit writes ops of this grain, fenced by the activation's epoch,

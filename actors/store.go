@@ -40,6 +40,11 @@ type Replication interface {
 	Claim(ctx context.Context, identity string) (epoch uint64, err error)
 	// Commit writes a grain's ops, fenced by its epoch, to its replicas.
 	Commit(ctx context.Context, identity string, epoch uint64, ops []persistence.Op) error
+	// Confirm returns nil once a majority of the members confirmed that no
+	// activation newer than epoch claimed identity's grain, so that what
+	// the grain answers from memory is not stale (an error wrapping
+	// persistence.ErrFenced when one did).
+	Confirm(ctx context.Context, identity string, epoch uint64) error
 	// CommitCatalog writes cluster-wide ops that belong to no grain.
 	CommitCatalog(ctx context.Context, ops []persistence.Op) error
 	// Broadcast hands an event to every other member (encoded as JSON

@@ -35,10 +35,11 @@ var (
 	// The write is on this node (and maybe some replicas) but was not
 	// acknowledged to the client, who retries.
 	ErrUnderReplicated = errors.New("cluster: not enough replicas acknowledged")
-	// ErrNoQuorum: a claim was accepted by fewer than a majority of the
-	// members this node knows (it is cut off from the others, or they are
-	// down): the grain cannot be taken over here.
-	ErrNoQuorum = errors.New("cluster: no majority of the members accepted the claim")
+	// ErrNoQuorum: a claim was accepted, or an owner's read confirmed, by
+	// fewer than a majority of the members this node knows (it is cut off
+	// from the others, or they are down): the grain cannot be taken over or
+	// read here.
+	ErrNoQuorum = errors.New("cluster: no majority of the members answered")
 	// ErrNoMember: no live member has that name (Invoke). Its code is
 	// errcode.NotConnected: the device's session went with the member.
 	ErrNoMember = errcode.New(errcode.NotConnected, "cluster: no such member")
@@ -51,6 +52,7 @@ var (
 type Store interface {
 	Commit(ctx context.Context, ops ...persistence.Op) error
 	GrainState(id string) (persistence.GrainState, error)
+	GetEpoch(id string) (persistence.Epoch, error)
 	GrainSnapshot(id string, afterNS int64, limit int) ([]persistence.WireOp, int64, error)
 	CatalogSnapshot(cursor string, limit int) ([]persistence.WireOp, string, error)
 	ListEntities(f persistence.EntityFilter, after string, limit int) ([]persistence.Entity, string, error)

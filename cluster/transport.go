@@ -346,6 +346,16 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 			return nil, err
 		}
 		return json.Marshal(st)
+	case opFence:
+		var r claimReq
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, err
+		}
+		e, err := store.GetEpoch(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(fenceRes{Fence: e.Fence})
 	case opStats:
 		return json.Marshal(statsRes{Grains: p.ActiveGrains()})
 	}
