@@ -95,6 +95,10 @@ type node struct {
 	httpL net.Listener
 	mqtt  *mqtt.Server // nil when MQTT is off
 	stops []func(context.Context)
+	// retiring is set when the node stops to come back under a new
+	// identity: its grains were taken over while it was cut off, so there
+	// is nothing to hand off and no client to wait for.
+	retiring bool
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -147,6 +151,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			// incarnation on the same addresses, joining the members it
 			// knows.
 			n.keepAddresses(&c, seeds)
+			n.retiring = true
 			n.stop()
 			restarting = true
 			log.Warn("restarting under a new identity", "join", c.Join)
@@ -286,7 +291,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err := n.sys.Start(ctx); err != nil {
 		return n, err
 	}
-	n.stops = append(n.stops, func(context.Context) { n.sys.Stop(true) })
+	n.stops = append(n.stops, func(context.Context) { n.sys.Stop(!n.retiring) })
 	n.spawn(func(ctx context.Context) { n.db.Retain(ctx, persistence.Retention{Telemetry: c.TelemetryRetention}) })
 	log.Info("listening", "listener", "gossip", "addr", n.prov.GossipAddr())
 	log.Info("listening", "listener", "remote", "addr", n.sys.RemoteAddr())
@@ -376,7 +381,11 @@ func (n *node) spawn(f func(ctx context.Context)) {
 
 // stop shuts everything down in reverse start order.
 func (n *node) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	within := 15 * time.Second
+	if n.retiring {
+		within = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	for i := len(n.stops) - 1; i >= 0; i-- {
 		n.stops[i](ctx)
