@@ -18,8 +18,9 @@ import (
 // replicas for as many commits as failNext says — the write is stored here
 // but not acknowledged, as on a member cut off right after its own commit.
 type flakyReplication struct {
-	db       *persistence.DB
-	failNext atomic.Int32
+	db         *persistence.DB
+	failNext   atomic.Int32
+	confirmErr atomic.Pointer[error] // what Confirm answers; nil: confirmed
 }
 
 func (f *flakyReplication) Claim(context.Context, string) (uint64, error) { return 1, nil }
@@ -37,28 +38,27 @@ func (f *flakyReplication) Commit(ctx context.Context, id string, epoch uint64, 
 func (f *flakyReplication) CommitCatalog(ctx context.Context, ops []persistence.Op) error {
 	return f.db.Commit(ctx, ops...)
 }
-func (f *flakyReplication) Confirm(context.Context, string, uint64) error { return nil }
-func (f *flakyReplication) Broadcast(any)                                 {}
+func (f *flakyReplication) Confirm(context.Context, string, uint64) error {
+	if e := f.confirmErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+func (f *flakyReplication) Broadcast(any) {}
 func (f *flakyReplication) Invoke(context.Context, string, string, string, []byte) (int, []byte, error) {
 	return 0, nil, actors.ErrNotConnected
 }
 func (f *flakyReplication) Unreachable(string) <-chan struct{} { return nil }
 
-// TestFailedCommitReloadsWhatWasStored is the regression test of two Jepsen
-// findings (issue 20): a commit that reached this node's store but not
-// enough replicas left the grain's memory behind its store, so (1) a
-// device that resent the message after the error had it stored twice, and
-// (2) the next desired patch got the twin version the failed one had
-// already written. The grain now stops after such a commit and the next
-// activation loads what was stored.
-func TestFailedCommitReloadsWhatWasStored(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "n.db")
-	db, err := persistence.Open(path, &persistence.Options{NoSync: true})
+// startFlaky starts a node whose replication is repl, with device d1.
+func startFlaky(t *testing.T) (*actors.System, *flakyReplication) {
+	t.Helper()
+	db, err := persistence.Open(filepath.Join(t.TempDir(), "n.db"), &persistence.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	prov, err := tmcluster.NewProvider(tmcluster.Config{NodeName: "t-diverged", GossipAddr: "127.0.0.1:0", Profile: "local"})
+	t.Cleanup(func() { _ = db.Close() })
+	prov, err := tmcluster.NewProvider(tmcluster.Config{NodeName: "t-flaky", GossipAddr: "127.0.0.1:0", Profile: "local"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +70,63 @@ func TestFailedCommitReloadsWhatWasStored(t *testing.T) {
 	if err := sys.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer sys.Stop(false)
-	c := ctx(t)
-	if _, _, err := sys.PutEntity(c, "d1", actors.EntitySpec{Kind: "device"}); err != nil {
+	t.Cleanup(func() { sys.Stop(false) })
+	if _, _, err := sys.PutEntity(ctx(t), "d1", actors.EntitySpec{Kind: "device"}); err != nil {
 		t.Fatal(err)
 	}
+	return sys, repl
+}
+
+// TestUnconfirmedOwnerAnswersNothingFromMemory is the regression test of
+// the stale answers the Jepsen harness saw from a former owner cut off by
+// a partition (seeds 232146396, 401776788): a read, and a conditional patch
+// refused with 412 — which observes the version as much as a read does —
+// are answered only once a majority confirmed the owner.
+func TestUnconfirmedOwnerAnswersNothingFromMemory(t *testing.T) {
+	sys, repl := startFlaky(t)
+	c := ctx(t)
+	_, v, err := sys.PatchTwin(c, "d1", actors.PatchBody{Desired: []byte(`{"c":1}`)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noQuorum := error(tmcluster.ErrNoQuorum)
+	repl.confirmErr.Store(&noQuorum)
+	if _, _, err := sys.GetTwin(c, "d1"); !errors.Is(err, actors.ErrUnavailable) {
+		t.Errorf("read without a majority: %v, want unavailable", err)
+	}
+	stale := v - 1
+	if _, _, err := sys.PatchTwin(c, "d1", actors.PatchBody{Desired: []byte(`{"c":2}`)}, &stale); !errors.Is(err, actors.ErrUnavailable) {
+		t.Errorf("conditional patch on a moved version without a majority: %v, want unavailable (not 412)", err)
+	}
+	if _, err := sys.TelemetryHistory(c, "d1", persistence.TelemetryQuery{Limit: 1}); !errors.Is(err, actors.ErrUnavailable) {
+		t.Errorf("telemetry history without a majority: %v, want unavailable", err)
+	}
+
+	// A newer activation claimed the grain elsewhere: this one is fenced
+	// and stops; the next one (here, the same node again) answers.
+	fenced := error(tmcluster.ErrFenced)
+	repl.confirmErr.Store(&fenced)
+	cc, cancel := context.WithTimeout(c, 300*time.Millisecond)
+	defer cancel()
+	if _, _, err := sys.GetTwin(cc, "d1"); err == nil {
+		t.Error("a superseded owner answered a read")
+	}
+	repl.confirmErr.Store(nil)
+	if err := retry(t, func() error { _, _, err := sys.GetTwin(c, "d1"); return err }); err != nil {
+		t.Errorf("read once confirmed: %v", err)
+	}
+}
+
+// TestFailedCommitReloadsWhatWasStored is the regression test of two Jepsen
+// findings (issue 20): a commit that reached this node's store but not
+// enough replicas left the grain's memory behind its store, so (1) a
+// device that resent the message after the error had it stored twice, and
+// (2) the next desired patch got the twin version the failed one had
+// already written. The grain now stops after such a commit and the next
+// activation loads what was stored.
+func TestFailedCommitReloadsWhatWasStored(t *testing.T) {
+	sys, repl := startFlaky(t)
+	c := ctx(t)
 
 	msg := actors.TelemetryIn{MessageID: "m-1", Points: map[string]any{"t": 21.5}}
 	repl.failNext.Store(1)

@@ -235,12 +235,19 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 // confirmed returns reply once the cluster confirmed that this activation
 // still owns the grain, an error response otherwise (after which the grain
 // stops if it was superseded): a paused or partitioned former owner must
-// not answer from the state it holds in memory. Error responses, and every
-// response on a node without replication, go out as they are.
+// not answer from the state it holds in memory. That includes refusals
+// that observed the state (412 on a version that moved on, 404): only
+// "unavailable" answers, and every answer on a node without replication,
+// go out as they are.
 func (g *grain) confirmed(ctx actor.Context, reply *actorspb.Response) *actorspb.Response {
 	r := g.sys.cfg.Replication
-	if r == nil || (reply != nil && reply.Code != 0) {
+	if r == nil {
 		return reply
+	}
+	if reply != nil {
+		if c := errcode.Code(reply.Code); c == errcode.Unavailable || c == errcode.Fenced {
+			return reply
+		}
 	}
 	cctx, cancel := g.reqCtx()
 	defer cancel()
