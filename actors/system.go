@@ -332,12 +332,25 @@ func (s *System) ActiveGrains() int64 { return s.activeGrains.Load() }
 // Stop leaves the cluster (gracefully when graceful is true) and stops every
 // grain. Grains persist before they answer, so nothing acknowledged is lost.
 func (s *System) Stop(graceful bool) {
+	s.stop(graceful, graceful)
+}
+
+// StopRetired stops a node the cluster retired (declared dead while it was
+// cut off, and took its grains over): the cluster member and remote stop
+// as in a graceful stop, so that a new incarnation can listen on the same
+// addresses at once, but nothing is handed off, as the grains here were
+// superseded.
+func (s *System) StopRetired() {
+	s.stop(false, true)
+}
+
+func (s *System) stop(handoff, graceful bool) {
 	if !s.started.Load() || s.stopped.Swap(true) {
 		return
 	}
 	s.actions.close()
 	s.timers.close()
-	if h, ok := s.cfg.IdentityLookup.(interface{ Handoff(time.Duration) }); ok && graceful {
+	if h, ok := s.cfg.IdentityLookup.(interface{ Handoff(time.Duration) }); ok && handoff {
 		h.Handoff(10 * time.Second)
 	}
 	s.cluster.Shutdown(graceful)

@@ -291,7 +291,13 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err := n.sys.Start(ctx); err != nil {
 		return n, err
 	}
-	n.stops = append(n.stops, func(context.Context) { n.sys.Stop(!n.retiring) })
+	n.stops = append(n.stops, func(context.Context) {
+		if n.retiring {
+			n.sys.StopRetired()
+		} else {
+			n.sys.Stop(true)
+		}
+	})
 	n.spawn(func(ctx context.Context) { n.db.Retain(ctx, persistence.Retention{Telemetry: c.TelemetryRetention}) })
 	log.Info("listening", "listener", "gossip", "addr", n.prov.GossipAddr())
 	log.Info("listening", "listener", "remote", "addr", n.sys.RemoteAddr())
