@@ -12,8 +12,9 @@ all: build
 build:
 	$(GO) build -o bin/twinmesh ./cmd/twinmesh
 
-## test: install missing test dependencies, lint, then run every test with -race.
-test: deps lint unit
+## test: install missing test dependencies, lint, run every test with -race,
+## then the short form of the Jepsen test (internal/jepsen: root, network namespaces).
+test: deps lint unit jepsen
 
 deps:
 	./scripts/test-deps.sh
@@ -44,7 +45,7 @@ bench:
 clean:
 	rm -rf bin
 
-## jepsen: the fault-injection test of issue 20 (root, iproute2, nftables; a few minutes).
+## jepsen: the fault-injection test of issue 20 (root, iproute2, nftables; about two minutes).
 ## Long form: TWINMESH_JEPSEN_DURATION=30m TWINMESH_JEPSEN_NODES=5 make jepsen
 .PHONY: jepsen
 jepsen:

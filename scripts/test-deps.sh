@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing: protoc is not needed
 # (generated code is committed); the MQTT command-line clients, Chromium for
-# the dashboard browser test, and staticcheck. Safe to run repeatedly.
+# the dashboard browser test, iproute2 and nftables for the network
+# namespaces of the Jepsen test, and staticcheck. Safe to run repeatedly.
 set -euo pipefail
 need=()
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
