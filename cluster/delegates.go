@@ -222,6 +222,7 @@ func (p *Provider) observe(n *memberlist.Node, ev event) {
 		// happened (hashicorp/memberlist#293): only the leave notice tells
 		// a departure from a failure.
 		pe.state, nt.msg, nt.level = StateDead, "member failed", slog.LevelWarn
+		pe.deadAt = time.Now()
 	}
 	if nt.msg != "" {
 		p.noteLocked(nt)

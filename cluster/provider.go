@@ -97,7 +97,20 @@ type peer struct {
 	state   string    // StateAlive or StateDead (memberlist's verdict), or StateLeft (leave notice)
 	lastAck time.Time // last direct probe acknowledged, or the join
 	gone    bool      // memberlist reported it left or failed (NotifyLeave)
+	deadAt  time.Time // when memberlist's dead verdict came
 }
+
+// deadGrace is how long a member memberlist declared dead stays in the
+// topology handed to protoactor, which blocks the ID of a member that
+// drops out for good. When a partition heals, memberlist passes the
+// minority's dead verdicts about the majority's members on to the
+// majority, whose members then refute them within a gossip round or two;
+// without the grace each such verdict made a member block a healthy peer,
+// and the peer, blocked by a majority, restarted (the Jepsen harness saw a
+// majority member retire with the minority one). Writes do not wait for
+// the verdict: a member whose requests fail is passed over at once
+// (Placement's down marks).
+const deadGrace = 3 * time.Second
 
 // nodeName is the twinmesh node name of the peer.
 func (pe *peer) nodeName() string {
@@ -357,20 +370,24 @@ func (p *Provider) push(force bool) {
 
 // topologyLocked returns the members protoactor should place grains on:
 // alive ones (memberlist's suspects included: protoactor blocks an ID that
-// drops out forever, so only memberlist's dead verdict removes one), of our
+// drops out forever, so only memberlist's dead verdict, once it held for
+// deadGrace, removes one), of our
 // cluster, hosting kinds, not leaving, the newest incarnation of their node
 // and not blocked by protoactor. back lists the blocked incarnations that are
 // alive again.
 func (p *Provider) topologyLocked() (members pcluster.Members, ids map[string]bool, back []*peer) {
 	ids = map[string]bool{}
 	newest := map[string]int{} // node name → seq of its newest alive incarnation
+	inTopology := func(pe *peer) bool {
+		return pe.state == StateAlive || (pe.state == StateDead && time.Since(pe.deadAt) < deadGrace)
+	}
 	for _, pe := range p.peers {
-		if pe.state == StateAlive {
+		if inTopology(pe) {
 			newest[pe.nodeName()] = max(newest[pe.nodeName()], pe.seq)
 		}
 	}
 	for _, pe := range p.peers {
-		if pe.state != StateAlive || pe.metaErr != nil || len(pe.meta.Kinds) == 0 ||
+		if !inTopology(pe) || pe.metaErr != nil || len(pe.meta.Kinds) == 0 ||
 			p.leaving[pe.name] == pe.meta.ID || pe.meta.Cluster != p.self.Cluster || ids[pe.meta.ID] {
 			continue
 		}
