@@ -181,8 +181,9 @@ func (p *Placement) pull(ctx context.Context, src, identity string, epoch uint64
 }
 
 // push sends identity's grain-scoped state from the local store to member
-// dst, fenced by epoch: the copy replaces dst's, and claims this node's
-// (Wrote, Seq) as read before the first page once the last page landed.
+// dst, fenced by epoch: the copy replaces dst's — unless dst holds one at
+// least as new, which it keeps — and claims this node's (Wrote, Seq) as
+// read before the first page once the last page landed.
 // Pushes of one grain to one member take turns: two interleaved copies
 // (a replica brought up to date by its owner while re-replication copies
 // it too) would mix their pages.
@@ -209,11 +210,18 @@ func (p *Placement) push(ctx context.Context, dst, identity string, epoch uint64
 			ops[i].E = nil
 		}
 		req := applyReq{ID: identity, Epoch: epoch, Ops: ops, Reset: after == 0}
+		if after == 0 {
+			req.From = &from
+		}
 		if next == 0 {
 			req.Copied = &from
 		}
-		if err := p.request(ctx, dst, opApply, req, nil); err != nil {
+		var res applyRes
+		if err := p.request(ctx, dst, opApply, req, &res); err != nil {
 			return err
+		}
+		if res.Held {
+			return nil // dst holds this copy or a newer one
 		}
 		if next == 0 {
 			return nil

@@ -261,3 +261,38 @@ func TestApplyEpoch(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyNeverReplacesNewerData: a member that re-replicates the copy it
+// holds (it ranks first for the grain in its own view) may meet the owner,
+// or a replica, that wrote since it looked; the copy must not replace the
+// newer data (it would leave a copy that claims writes it no longer holds).
+func TestCopyNeverReplacesNewerData(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	r := f.ranked("d1")
+	owner, rep := r[0], r[1]
+	epoch, err := owner.Claim(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Unix(1_800_000_000, 0)
+	for i := 1; i <= 3; i++ {
+		rec := persistence.TelemetryRecord{TS: base.Add(time.Duration(i) * time.Second), Points: map[string]any{"t": float64(i)}}
+		if err := owner.Commit(ctx, "d1", epoch, []persistence.Op{persistence.AppendTelemetry("d1", rec)}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			f.kill(rep.self) // rep keeps the copy of write 2
+		}
+	}
+	f.mu.Lock()
+	f.dead[rep.self] = false
+	f.mu.Unlock()
+	before := state(t, owner, "d1")
+	if err := rep.push(ctx, owner.self, "d1", epoch); err != nil {
+		t.Fatalf("push of an older copy: %v", err)
+	}
+	if got := state(t, owner, "d1"); got.Telemetry != before.Telemetry || got.Epoch != before.Epoch {
+		t.Errorf("owner after an older copy was pushed to it: %+v, want %+v", got, before)
+	}
+}

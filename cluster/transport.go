@@ -38,8 +38,15 @@ type applyReq struct {
 	Ops    []persistence.WireOp `json:"ops"`
 	Prev   *persistence.Epoch   `json:"prev,omitempty"`
 	Seq    uint64               `json:"seq,omitempty"`
-	Reset  bool                 `json:"reset,omitempty"`  // first page of a copy: drop what the member holds of the grain
+	Reset  bool                 `json:"reset,omitempty"`  // first page of a copy: drop what the member holds of the grain, unless it holds From or newer
+	From   *persistence.Epoch   `json:"from,omitempty"`   // first page of a copy: the source's (Wrote, Seq)
 	Copied *persistence.Epoch   `json:"copied,omitempty"` // last page of a copy: the source's (Wrote, Seq)
+}
+
+// applyRes answers an applyReq; Held: the member already held the write,
+// or a copy at least as new as the one offered (nothing was written).
+type applyRes struct {
+	Held bool `json:"held,omitempty"`
 }
 
 type claimReq struct {
@@ -245,6 +252,14 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		switch {
 		case r.Epoch > 0 && r.Prev != nil:
 			ops = append(ops, persistence.ApplyEpoch(r.ID, r.Epoch, *r.Prev, r.Seq))
+		case r.Epoch > 0 && r.Reset:
+			var from persistence.Epoch
+			if r.Copied != nil {
+				from = *r.Copied
+			} else if r.From != nil {
+				from = *r.From
+			}
+			ops = append(ops, persistence.StartCopyEpoch(r.ID, r.Epoch, from))
 		case r.Epoch > 0:
 			ops = append(ops, persistence.FenceEpoch(r.ID, r.Epoch))
 		}
@@ -263,7 +278,9 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		if err := store.Commit(ctx, ops...); err != nil {
 			switch {
 			case errors.Is(err, persistence.ErrApplied):
-				return []byte(`{}`), nil // a retry, or a copy already held it
+				// A retry, or a copy already held it; a copy that would
+				// replace newer data stops there.
+				return json.Marshal(applyRes{Held: true})
 			case errors.Is(err, persistence.ErrFenced):
 				p.metrics.fenced.Inc()
 			}

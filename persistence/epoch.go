@@ -123,6 +123,26 @@ func ClaimEpoch(id string, epoch uint64) Op {
 	})
 }
 
+// StartCopyEpoch guards the first page of a copy of grain id sent by a
+// member whose fence is epoch and whose copy stands at from: a Fence above
+// epoch is ErrFenced; a copy here at least as new as from (Wrote, then Seq)
+// is ErrApplied — the copy would replace newer data with older, as when a
+// member re-replicating what it holds meets the owner that wrote since;
+// otherwise the Fence is raised to epoch. Follow it with ResetGrainData and
+// EmptyCopyEpoch.
+func StartCopyEpoch(id string, epoch uint64, from Epoch) Op {
+	return epochOp("start copy epoch", id, func(cur Epoch) (Epoch, error) {
+		switch {
+		case cur.Fence > epoch:
+			return cur, fmt.Errorf("grain %s: copy with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
+		case cur.Wrote > from.Wrote || (cur.Wrote == from.Wrote && cur.Seq >= from.Seq):
+			return cur, fmt.Errorf("grain %s: copy of %d/%d, this copy is at %d/%d: %w", id, from.Wrote, from.Seq, cur.Wrote, cur.Seq, ErrApplied)
+		}
+		cur.Fence = epoch
+		return cur, nil
+	})
+}
+
 // CopiedEpoch records that this node's copy of grain id is now a copy of
 // a source whose copy stood at src (its Wrote and Seq): the last op of a
 // copy, after every page of it was written. It never lowers the copy's
