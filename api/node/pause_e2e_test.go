@@ -120,12 +120,14 @@ func TestPausedOwnerIsFenced(t *testing.T) {
 		t.Fatalf("30 s after the resume, %d twins wrong: %v", len(bad), bad)
 	}
 
-	// The others blocked n3's identity while it was frozen: it comes back
-	// by itself, as a new incarnation on the same addresses.
+	// n3 is back by itself: either the others blocked its identity while
+	// it was frozen (their dead verdict held for more than the 3 s grace)
+	// and it restarted as a new incarnation on the same addresses, or it
+	// refuted the verdict within the grace and was never shut out.
 	rejoined := cePoll(60*time.Second, func() bool {
-		return strings.Contains(n3.node.Logs(), "restarting under a new identity") &&
-			aliveExactly(n1.api, "n1", "n2", "n3") && aliveExactly(n3.api, "n1", "n2", "n3")
+		return aliveExactly(n1.api, "n1", "n2", "n3") && aliveExactly(n3.api, "n1", "n2", "n3")
 	})
+	t.Logf("n3 restarted under a new identity: %v", strings.Contains(n3.node.Logs(), "restarting under a new identity"))
 	if !rejoined {
 		t.Fatalf("n3 did not come back: n1 sees %s; n3 sees %s", clusterSummary(n1.api), clusterSummary(n3.api))
 	}
