@@ -77,12 +77,8 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 			go func() {
 				defer wg.Done()
 				replies[i].addr = a
-				cctx := ctx
-				if p.isDown(a) {
-					var cancel context.CancelFunc
-					cctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
-					defer cancel()
-				}
+				cctx, cancel := p.askCtx(ctx, a)
+				defer cancel()
 				replies[i].err = p.request(cctx, a, opClaim, claimReq{ID: identity, Epoch: epoch, From: p.self}, &replies[i].res)
 			}()
 		}
@@ -164,7 +160,6 @@ func (p *Placement) pull(ctx context.Context, src, identity string, epoch uint64
 			ops = append(ops, persistence.ResetGrainData(identity), persistence.EmptyCopyEpoch(identity))
 		}
 		for _, w := range res.Ops {
-			w.E = nil
 			ops = append(ops, persistence.FromWire(w))
 		}
 		if res.Next == 0 {
@@ -195,19 +190,15 @@ func (p *Placement) push(ctx context.Context, dst, identity string, epoch uint64
 	mu := &p.pushing[h.Sum32()%uint32(len(p.pushing))]
 	mu.Lock()
 	defer mu.Unlock()
-	st, err := p.cfg.Store.GrainState(identity)
+	from, err := p.cfg.Store.GetEpoch(identity)
 	if err != nil {
 		return err
 	}
-	from := persistence.Epoch{Wrote: st.Epoch.Wrote, Seq: st.Epoch.Seq}
 	var after int64
 	for {
 		ops, next, err := p.cfg.Store.GrainSnapshot(identity, after, snapshotPage)
 		if err != nil {
 			return err
-		}
-		for i := range ops {
-			ops[i].E = nil
 		}
 		req := applyReq{ID: identity, Epoch: epoch, Ops: ops, Reset: after == 0}
 		if after == 0 {
@@ -240,7 +231,7 @@ func (p *Placement) Commit(ctx context.Context, identity string, epoch uint64, o
 	var step seqStep
 	local := make([]persistence.Op, 0, len(ops)+1)
 	local = append(local, persistence.CheckEpochReport(identity, epoch, func(prev, next persistence.Epoch) {
-		step = seqStep{prev: persistence.Epoch{Wrote: prev.Wrote, Seq: prev.Seq}, seq: next.Seq}
+		step = seqStep{prev: prev, seq: next.Seq}
 	}))
 	local = append(local, ops...)
 	if err := p.cfg.Store.Commit(ctx, local...); err != nil {

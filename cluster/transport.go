@@ -252,14 +252,8 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		switch {
 		case r.Epoch > 0 && r.Prev != nil:
 			ops = append(ops, persistence.ApplyEpoch(r.ID, r.Epoch, *r.Prev, r.Seq))
-		case r.Epoch > 0 && r.Reset:
-			var from persistence.Epoch
-			if r.Copied != nil {
-				from = *r.Copied
-			} else if r.From != nil {
-				from = *r.From
-			}
-			ops = append(ops, persistence.StartCopyEpoch(r.ID, r.Epoch, from))
+		case r.Epoch > 0 && r.Reset && r.From != nil:
+			ops = append(ops, persistence.StartCopyEpoch(r.ID, r.Epoch, *r.From))
 		case r.Epoch > 0:
 			ops = append(ops, persistence.FenceEpoch(r.ID, r.Epoch))
 		}

@@ -106,8 +106,7 @@
 // guarded by FenceEpoch, which leaves (Wrote, Seq) alone. GrainState reports
 // the record, and a new owner picks the copy with the highest (Wrote, Seq).
 // A record stored before Seq existed reads as Seq 0, and one with Seq 0 is
-// stored as before; members that predate Seq send no seq in GrainState and
-// no E, and ignore E when they receive it.
+// stored as before.
 //
 // # Caveats
 //

@@ -13,18 +13,23 @@ import (
 // that has not yet learnt it was replaced.
 //
 // Wrote and Seq tell how new this node's copy of the grain is: (Wrote, Seq)
-// orders the copies of the members, Wrote first. Seq counts the fenced
-// writes of epoch Wrote applied here (CheckEpoch), so that of two copies
-// written in the same epoch the one that missed writes has the lower Seq,
-// even when the writes left the twin's version alone. A snapshot copy
-// (GrainSnapshot) sets the copier's Wrote and Seq to the source's. A
-// replica takes the owner's Seq with each write (ApplyEpoch) and refuses a
-// write that does not follow its copy, so a copy holds every write up to its
-// (Wrote, Seq). A record stored before Seq existed reads as Seq 0.
+// orders the copies of the members, Wrote first. Seq numbers the writes of
+// epoch Wrote: the owner counts them (CheckEpochReport), a replica takes
+// the owner's number with each write (ApplyEpoch) and refuses one that does
+// not follow its copy, and a copy of another member's data takes the
+// source's once every page landed (CopiedEpoch). So a copy holds every
+// write up to its (Wrote, Seq), even when the writes left the twin's
+// version alone. A record stored before Seq existed reads as Seq 0.
 type Epoch struct {
 	Fence uint64 `json:"fence"`         // highest epoch claimed or written here
 	Wrote uint64 `json:"wrote"`         // epoch of the newest write held here
 	Seq   uint64 `json:"seq,omitempty"` // writes of epoch Wrote held here, all of 1..Seq
+}
+
+// holds reports whether a copy at e holds every write of a copy at o:
+// (Wrote, Seq) at least o's, Wrote first.
+func (e Epoch) holds(o Epoch) bool {
+	return e.Wrote > o.Wrote || (e.Wrote == o.Wrote && e.Seq >= o.Seq)
 }
 
 // CheckEpoch guards the other ops of a Commit with the writer's owner
@@ -92,8 +97,7 @@ func ApplyEpoch(id string, epoch uint64, prev Epoch, seq uint64) Op {
 }
 
 // FenceEpoch guards ops of grain id that are not a step in its sequence of
-// writes — a snapshot page (which sets Wrote and Seq itself, WireOp.E) or
-// the catalog part of a write sent to a member that is not a replica: a
+// writes — a page of a copy (CopiedEpoch ends it) or the catalog part of a write sent to a member that is not a replica: a
 // Fence above epoch is ErrFenced, otherwise the Fence is raised to epoch
 // and Wrote and Seq are left alone.
 func FenceEpoch(id string, epoch uint64) Op {
@@ -135,7 +139,7 @@ func StartCopyEpoch(id string, epoch uint64, from Epoch) Op {
 		switch {
 		case cur.Fence > epoch:
 			return cur, fmt.Errorf("grain %s: copy with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
-		case cur.Wrote > from.Wrote || (cur.Wrote == from.Wrote && cur.Seq >= from.Seq):
+		case cur.holds(from):
 			return cur, fmt.Errorf("grain %s: copy of %d/%d, this copy is at %d/%d: %w", id, from.Wrote, from.Seq, cur.Wrote, cur.Seq, ErrApplied)
 		}
 		cur.Fence = epoch
@@ -152,7 +156,7 @@ func StartCopyEpoch(id string, epoch uint64, from Epoch) Op {
 // way claims nothing.
 func CopiedEpoch(id string, src Epoch) Op {
 	return epochOp("copied epoch", id, func(cur Epoch) (Epoch, error) {
-		if cur.Wrote > src.Wrote || (cur.Wrote == src.Wrote && cur.Seq >= src.Seq) {
+		if cur.holds(src) {
 			return cur, nil
 		}
 		return Epoch{Fence: max(cur.Fence, src.Wrote), Wrote: src.Wrote, Seq: src.Seq}, nil
@@ -167,30 +171,6 @@ func EmptyCopyEpoch(id string) Op {
 	return epochOp("empty copy epoch", id, func(cur Epoch) (Epoch, error) {
 		return Epoch{Fence: cur.Fence}, nil
 	})
-}
-
-// withSourceEpoch makes op, an op of a snapshot page of grain id, also set
-// this node's Wrote and Seq of id to src's (the copy is now as new as its
-// source), raising the Fence to src.Wrote if it is lower so that Fence >=
-// Wrote holds. The Fence is otherwise per node and is not copied. A page
-// is committed after the copier's CheckEpoch, which counted the copy as a
-// write; this undoes that, so the copies of a claim stay in step.
-func withSourceEpoch(op Op, id string, src Epoch) Op {
-	if op.err != nil {
-		return op
-	}
-	e := Epoch{Wrote: src.Wrote, Seq: src.Seq}
-	inner := op.apply
-	op.apply = func(tx *bbolt.Tx) error {
-		if err := inner(tx); err != nil {
-			return err
-		}
-		return updateEpoch(tx, id, func(cur Epoch) (Epoch, error) {
-			return Epoch{Fence: max(cur.Fence, e.Wrote), Wrote: e.Wrote, Seq: e.Seq}, nil
-		})
-	}
-	op.wire.E = &e
-	return op
 }
 
 // epochOp reads id's Epoch, lets next compute the new one (or refuse), and

@@ -102,11 +102,9 @@ func twinVersion(doc []byte) int64 {
 // per timestamp anyway. limit <= 0 means DefaultTelemetryLimit; it is capped
 // at MaxTelemetryLimit. ops is never nil. An invalid id or a negative
 // afterNS is ErrInvalid. The entity is not part of it (it is catalog data:
-// CatalogSnapshot), nor is the fence, which is per node; but the first op of
-// every non-empty page carries the source's Wrote and Seq of id, read with
-// the page (WireOp.E), so that the page, applied after the copier's
-// CheckEpoch, leaves the copier as new as the source in the order of
-// copies, not one fenced write further on.
+// CatalogSnapshot), nor is the epoch record: a copier records how new its
+// copy is only once every page landed (CopiedEpoch), as the pages are read
+// at different moments.
 func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, next int64, err error) {
 	if err := checkPrefixID("grain id", id); err != nil {
 		return nil, 0, err
@@ -121,12 +119,7 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 		limit = MaxTelemetryLimit
 	}
 	ops = []WireOp{}
-	var src Epoch
 	err = db.view(func(tx *bbolt.Tx) error {
-		var err error
-		if src, err = decodeEpoch(tx.Bucket(bktEpochs).Get([]byte(id))); err != nil {
-			return fmt.Errorf("grain snapshot %s: %w", id, err)
-		}
 		prefix := rangeStart(id)
 		start := prefix // afterNS == 0: from the first record, ns 0 included
 		if afterNS > 0 {
@@ -161,9 +154,6 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 	})
 	if err != nil {
 		return nil, 0, err
-	}
-	if len(ops) > 0 {
-		ops[0].E = &Epoch{Wrote: src.Wrote, Seq: src.Seq}
 	}
 	return ops, next, nil
 }

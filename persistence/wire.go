@@ -21,11 +21,6 @@ type WireOp struct {
 	K  string `json:"k"`            // id / device id / doc key
 	K2 string `json:"k2,omitempty"` // message id for inbox.del
 	V  []byte `json:"v,omitempty"`  // twin doc, doc bytes, or the JSON of the Entity / Identity / TelemetryRecord / InboxMessage
-	// E is set on the first op of each GrainSnapshot page, a grain-scoped
-	// op: the source's Wrote and Seq of grain K (Fence unused). The op from
-	// FromWire then also sets this node's Wrote and Seq of K to them. A
-	// node that predates E ignores it.
-	E *Epoch `json:"e,omitempty"`
 }
 
 // The values of WireOp.T.
@@ -58,10 +53,6 @@ func (op Op) Wire() (w WireOp, ok bool) {
 	if len(op.wire.V) > 0 {
 		w.V = bytes.Clone(op.wire.V)
 	}
-	if op.wire.E != nil {
-		e := *op.wire.E
-		w.E = &e
-	}
 	return w, true
 }
 
@@ -92,22 +83,7 @@ func (op Op) Catalog() bool {
 // does nothing, because a replica may receive a record twice (a retried
 // shipment, a snapshot overlapping what it has) and grains write strictly
 // increasing timestamps per device.
-//
-// An op with E (from GrainSnapshot) also sets the Wrote and Seq of grain K
-// to E's; E on a catalog op is ErrInvalid.
 func FromWire(w WireOp) Op {
-	op := fromWire(w)
-	if w.E == nil || op.err != nil {
-		return op
-	}
-	if op.Catalog() {
-		return errOp(fmt.Sprintf("wire op %q", w.T), fmt.Errorf("%w: e on a catalog op", ErrInvalid))
-	}
-	return withSourceEpoch(op, w.K, *w.E)
-}
-
-// fromWire is FromWire without E.
-func fromWire(w WireOp) Op {
 	name := fmt.Sprintf("wire op %q", w.T)
 	if err := checkWire(w); err != nil {
 		return errOp(name, err)
