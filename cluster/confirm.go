@@ -6,6 +6,20 @@ import (
 	"time"
 )
 
+// downAskTimeout bounds a request that asks every member (a claim, a read's
+// confirmation) to a member marked down: it is probably dead, and the
+// others' answers usually suffice.
+const downAskTimeout = 300 * time.Millisecond
+
+// askCtx is ctx for a request to addr made while asking every member:
+// bounded by downAskTimeout when addr is marked down.
+func (p *Placement) askCtx(ctx context.Context, addr string) (context.Context, context.CancelFunc) {
+	if p.isDown(addr) {
+		return context.WithTimeout(ctx, downAskTimeout)
+	}
+	return context.WithCancel(ctx)
+}
+
 // opFence asks a member for the fence it holds of a grain (fenceRes).
 const opFence = "fence"
 
@@ -41,12 +55,8 @@ func (p *Placement) Confirm(ctx context.Context, identity string, epoch uint64) 
 	defer cancel()
 	for _, a := range addrs {
 		go func() {
-			cctx := ctx
-			if p.isDown(a) {
-				var c context.CancelFunc
-				cctx, c = context.WithTimeout(ctx, 300*time.Millisecond)
-				defer c()
-			}
+			cctx, cancel := p.askCtx(ctx, a)
+			defer cancel()
 			var res fenceRes
 			err := p.request(cctx, a, opFence, claimReq{ID: identity}, &res)
 			replies <- reply{res.Fence, err}
