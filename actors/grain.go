@@ -164,10 +164,10 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 	// Reads of what the owner holds are not the core's business.
 	switch b := req.Body.(type) {
 	case *actorspb.Request_TelemetryQuery:
-		ctx.Respond(g.confirmed(ctx, g.telemetryQuery(b.TelemetryQuery)))
+		g.respondConfirmed(ctx, g.telemetryQuery(b.TelemetryQuery))
 		return
 	case *actorspb.Request_InboxList:
-		ctx.Respond(g.confirmed(ctx, g.inboxList()))
+		g.respondConfirmed(ctx, g.inboxList())
 		return
 	}
 	g.run(ctx, req, true)
@@ -184,10 +184,9 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	now := g.now()
 	res := g.core.Step(sctx, now, msg)
 	var reply *actorspb.Response
-	stop, wrote := false, false
+	stop, wrote := false, res != nil && len(res.Ops) > 0
 	for first := true; res != nil; first = false {
 		if len(res.Ops) > 0 {
-			wrote = wrote || first
 			if err := g.commit(sctx, res.What(), res.Ops); err != nil {
 				g.core.Abort(res)
 				g.diverged = !g.fenced
@@ -206,16 +205,16 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 		stop = stop || res.Stop
 		res = g.core.Commit(sctx, now, res)
 	}
-	if g.fenced {
-		// A newer activation owns the grain: say so (the caller retries
-		// and reaches it) and stop, without writing anything more.
-		reply = entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s: activation of epoch %d was superseded", g.id, g.epoch))
-		stop = true
-	}
 	if answer && !wrote && !g.fenced && !g.diverged {
 		// The answer comes from memory (a read, or a write that changed
 		// nothing, such as a resent message): it must not be stale.
-		reply = g.confirmed(ctx, reply)
+		reply = g.confirmed(reply)
+	}
+	if g.fenced {
+		// A newer activation owns the grain: say so (the caller retries
+		// and reaches it) and stop, without writing anything more.
+		reply = g.superseded()
+		stop = true
 	}
 	if g.diverged {
 		g.log.Warn("commit failed; the activation stops and the next one loads what was stored")
@@ -232,14 +231,23 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	}
 }
 
+// respondConfirmed answers a read the core does not handle with reply once
+// it is confirmed, and stops the grain if it turned out superseded.
+func (g *grain) respondConfirmed(ctx actor.Context, reply *actorspb.Response) {
+	ctx.Respond(g.confirmed(reply))
+	if g.fenced {
+		ctx.Stop(ctx.Self())
+	}
+}
+
 // confirmed returns reply once the cluster confirmed that this activation
-// still owns the grain, an error response otherwise (after which the grain
-// stops if it was superseded): a paused or partitioned former owner must
-// not answer from the state it holds in memory. That includes refusals
-// that observed the state (412 on a version that moved on, 404): only
-// "unavailable" answers, and every answer on a node without replication,
-// go out as they are.
-func (g *grain) confirmed(ctx actor.Context, reply *actorspb.Response) *actorspb.Response {
+// still owns the grain, an error response otherwise (setting fenced if it
+// was superseded): a paused or partitioned former owner must not answer
+// from the state it holds in memory. That includes refusals that observed
+// the state (412 on a version that moved on, 404): only "unavailable"
+// answers, and every answer on a node without replication, go out as they
+// are.
+func (g *grain) confirmed(reply *actorspb.Response) *actorspb.Response {
 	r := g.sys.cfg.Replication
 	if r == nil {
 		return reply
@@ -256,12 +264,22 @@ func (g *grain) confirmed(ctx actor.Context, reply *actorspb.Response) *actorspb
 	case err == nil:
 		return reply
 	case errors.Is(err, persistence.ErrFenced):
-		g.fenced = true
-		g.log.Warn("grain fenced", "epoch", g.epoch, "err", err)
-		ctx.Stop(ctx.Self())
-		return entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s: activation of epoch %d was superseded", g.id, g.epoch))
+		g.fence(err)
+		return g.superseded()
 	}
 	return entity.ErrorResponse(errcode.New(errcode.Unavailable, "read %s: %v", g.id, err))
+}
+
+// fence records that a newer activation claimed the grain.
+func (g *grain) fence(err error) {
+	g.fenced = true
+	g.log.Warn("grain fenced", "epoch", g.epoch, "err", err)
+}
+
+// superseded is the answer of an activation a newer one replaced: callers
+// retry and reach the new owner.
+func (g *grain) superseded() *actorspb.Response {
+	return entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s: activation of epoch %d was superseded", g.id, g.epoch))
 }
 
 // commit writes ops of this grain, fenced by the activation's epoch,
@@ -281,8 +299,7 @@ func (g *grain) commit(ctx context.Context, what string, eops []entity.Op) error
 	default:
 		err = r.Commit(ctx, g.id, g.epoch, ops)
 		if errors.Is(err, persistence.ErrFenced) {
-			g.fenced = true
-			g.log.Warn("grain fenced", "epoch", g.epoch, "err", err)
+			g.fence(err)
 			return errcode.New(errcode.Fenced, "%s %s: %v", what, g.id, err)
 		}
 	}
