@@ -306,25 +306,6 @@ func ceTopErrors(m map[string]int, n int) string {
 	return strings.Join(parts, "; ")
 }
 
-// ceErrKind shortens an error to a stable class for the histograms.
-func ceErrKind(err error) string {
-	s := err.Error()
-	switch {
-	case strings.Contains(s, "Client.Timeout"), strings.Contains(s, "deadline exceeded"):
-		return "http timeout"
-	case strings.Contains(s, "connection refused"):
-		return "connection refused"
-	case strings.Contains(s, "connection reset"):
-		return "connection reset"
-	case strings.Contains(s, "EOF"):
-		return "EOF"
-	}
-	if len(s) > 80 {
-		s = s[:80]
-	}
-	return s
-}
-
 // ---------------------------------------------------------------------------
 // the failover load
 
@@ -451,7 +432,7 @@ func runDevice(ctl *ceLoadCtl, live *ceLiveSet, d *devLoad, cl paho.Client, at *
 				at = live.at(idx)
 				c, err := ceConnect(at, d.dev, d.pass)
 				if err != nil {
-					d.fail("connect " + at.name + ": " + ceErrKind(err))
+					d.fail("connect " + at.name + ": " + testutil.ErrKind(err))
 					idx++
 					time.Sleep(100 * time.Millisecond)
 					continue
@@ -471,7 +452,7 @@ func runDevice(ctl *ceLoadCtl, live *ceLiveSet, d *devLoad, cl paho.Client, at *
 				break
 			}
 			if tok.Error() != nil {
-				d.fail("publish: " + ceErrKind(tok.Error()))
+				d.fail("publish: " + testutil.ErrKind(tok.Error()))
 			} else {
 				d.fail("puback timeout")
 			}
@@ -525,7 +506,7 @@ func runPatcher(ctl *ceLoadCtl, live *ceLiveSet, p *patchLoad, seed int64, pace 
 			cancel()
 			if err != nil {
 				p.mu.Lock()
-				p.errs[m.name+": "+ceErrKind(err)]++
+				p.errs[m.name+": "+testutil.ErrKind(err)]++
 				p.mu.Unlock()
 				time.Sleep(50 * time.Millisecond)
 				continue

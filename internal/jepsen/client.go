@@ -16,6 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/twinmesh/twinmesh/internal/testutil"
 	"github.com/twinmesh/twinmesh/protocols/sas"
 )
 
@@ -71,25 +72,6 @@ func (c *restClient) do(ctx context.Context, base, method, path string, body []b
 	return answer{status: res.StatusCode, header: res.Header, body: out, err: err, sent: true}
 }
 
-// errKind shortens an error to a stable class for counters and reports.
-func errKind(err error) string {
-	s := err.Error()
-	switch {
-	case strings.Contains(s, "Client.Timeout"), strings.Contains(s, "deadline exceeded"), strings.Contains(s, "i/o timeout"):
-		return "timeout"
-	case strings.Contains(s, "connection refused"):
-		return "connection refused"
-	case strings.Contains(s, "connection reset"):
-		return "connection reset"
-	case strings.Contains(s, "EOF"):
-		return "EOF"
-	}
-	if len(s) > 60 {
-		s = s[:60]
-	}
-	return s
-}
-
 // twinDoc is the part of a twin document the checker reads.
 type twinDoc struct {
 	Desired map[string]json.RawMessage `json:"desired"`
@@ -134,7 +116,7 @@ func (c *restClient) twinOp(ctx context.Context, node, base, twin string, in Inp
 	op.HTTP = a.status
 	switch {
 	case a.err != nil:
-		op.Err = errKind(a.err)
+		op.Err = testutil.ErrKind(a.err)
 		if in.Kind == Read || !a.sent {
 			op.Output.Status = Failed
 		} else {

@@ -201,3 +201,24 @@ func RequireTool(t testing.TB, name string) string {
 	t.Skipf("%s not installed (run make deps)", name)
 	return ""
 }
+
+// ErrKind shortens a client error to a stable class ("timeout", "connection
+// refused", "connection reset", "EOF", else its first 80 bytes), so that
+// tests and the Jepsen harness can count failures by kind.
+func ErrKind(err error) string {
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "Client.Timeout"), strings.Contains(s, "deadline exceeded"), strings.Contains(s, "i/o timeout"):
+		return "timeout"
+	case strings.Contains(s, "connection refused"):
+		return "connection refused"
+	case strings.Contains(s, "connection reset"):
+		return "connection reset"
+	case strings.Contains(s, "EOF"):
+		return "EOF"
+	}
+	if len(s) > 80 {
+		s = s[:80]
+	}
+	return s
+}
