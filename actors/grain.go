@@ -185,6 +185,7 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	res := g.core.Step(sctx, now, msg)
 	var reply *actorspb.Response
 	stop, wrote := false, res != nil && len(res.Ops) > 0
+	acked := false // the request's own write is durable: its answer stands
 	for first := true; res != nil; first = false {
 		if len(res.Ops) > 0 {
 			if err := g.commit(sctx, res.What(), res.Ops); err != nil {
@@ -201,6 +202,7 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 		g.effects(ctx, res)
 		if first {
 			reply = res.Reply
+			acked = wrote
 		}
 		stop = stop || res.Stop
 		res = g.core.Commit(sctx, now, res)
@@ -212,8 +214,12 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	}
 	if g.fenced {
 		// A newer activation owns the grain: say so (the caller retries
-		// and reaches it) and stop, without writing anything more.
-		reply = g.superseded()
+		// and reaches it) and stop, without writing anything more — unless
+		// the request's own write was acknowledged before a follow-up met
+		// the fence: then its answer stands, as a retry would apply it twice.
+		if !acked {
+			reply = g.superseded()
+		}
 		stop = true
 	}
 	if g.diverged {

@@ -23,7 +23,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
-	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/actors/plugin"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/persistence"
@@ -144,6 +143,8 @@ type System struct {
 
 	actors  *actor.ActorSystem
 	cluster *pcluster.Cluster
+	// send makes one attempt of a grain call (attempt; tests replace it).
+	send func(ctx context.Context, id, kind string, req *actorspb.Request, timeout time.Duration) (any, error)
 
 	sinksMu sync.RWMutex
 	sinks   []EventSink
@@ -170,6 +171,7 @@ func New(cfg Config) (*System, error) {
 		store:   cfg.Store,
 		metrics: newMetrics(cfg.Registerer),
 	}
+	s.send = s.attempt
 	s.rules.Store(&ruleSet{})
 	s.actions = newActionRunner(s)
 	s.timers = newTimerService(s)
@@ -355,135 +357,6 @@ func (s *System) stop(handoff, graceful bool) {
 	}
 	s.cluster.Shutdown(graceful)
 	s.log.Info("actor system stopped")
-}
-
-// call sends a Request to the grain of (id, kind) and waits for its answer,
-// turning error responses back into errcode errors. While a grain moves
-// between nodes (a member joined, left or crashed) a request can meet a
-// stopped or fenced activation or an unreachable member: call retries
-// those, with backoff, until the deadline.
-func (s *System) call(ctx context.Context, id, kind string, req *actorspb.Request) (*actorspb.Response, error) {
-	if !s.Ready() {
-		return nil, errcode.New(errcode.Unavailable, "node not started or stopping")
-	}
-	deadline := time.Now().Add(s.cfg.RequestTimeout)
-	if dl, ok := ctx.Deadline(); ok {
-		deadline = dl
-	}
-	start := time.Now()
-	defer func() { s.metrics.requests.WithLabelValues(opName(req)).Observe(time.Since(start).Seconds()) }()
-	backoff := 20 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		left := time.Until(deadline)
-		if left <= 0 {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, errcode.New(errcode.Unavailable, "grain %s/%s: no answer before the deadline", kind, id)
-		}
-		res, err := s.attempt(ctx, id, kind, req, left)
-		if err == nil {
-			r, ok := res.(*actorspb.Response)
-			if !ok {
-				return nil, errcode.New(errcode.Unavailable, "grain %s/%s answered %T", kind, id, res)
-			}
-			if r.Code == 0 {
-				return r, nil
-			}
-			rerr := &errcode.Error{Code: errcode.Code(r.Code), Msg: r.Message}
-			if rerr.Code != errcode.Fenced || !s.Ready() {
-				return nil, rerr
-			}
-			// The activation we reached is stale or moving: forget it so
-			// the next attempt asks the placement again.
-			s.cluster.PidCache.Remove(id, kind)
-			err = rerr
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if !s.Ready() || time.Until(deadline) <= backoff {
-			return nil, errcode.New(errcode.Unavailable, "grain %s/%s: %v", kind, id, err)
-		}
-		s.log.Debug("grain call retried", "entity", id, "op", opName(req), "attempt", attempt, "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		backoff = min(backoff*2, 500*time.Millisecond)
-	}
-}
-
-// opName names a request for metrics and logs.
-func opName(req *actorspb.Request) string {
-	switch req.Body.(type) {
-	case *actorspb.Request_Get:
-		return "get"
-	case *actorspb.Request_PutEntity:
-		return "put-entity"
-	case *actorspb.Request_Delete:
-		return "delete"
-	case *actorspb.Request_Patch:
-		return "patch"
-	case *actorspb.Request_Reported:
-		return "reported"
-	case *actorspb.Request_Telemetry:
-		return "telemetry"
-	case *actorspb.Request_Connection:
-		return "connection"
-	case *actorspb.Request_Touch:
-		return "touch"
-	case *actorspb.Request_TelemetryQuery:
-		return "telemetry-query"
-	case *actorspb.Request_InboxSend, *actorspb.Request_InboxPending, *actorspb.Request_InboxDelivered, *actorspb.Request_InboxList:
-		return "inbox"
-	case *actorspb.Request_Alert:
-		return "alert"
-	case *actorspb.Request_Call:
-		return "call"
-	case *actorspb.Request_Timer:
-		return "timer"
-	}
-	return "unknown"
-}
-
-// errUnreachable: the member holding the grain's cached PID was found not
-// answering while a request to it was pending.
-var errUnreachable = errors.New("the grain's member stopped answering")
-
-// attempt makes one cluster request. A request to a grain whose member
-// crashed would wait out its whole timeout; when the replication layer
-// finds the member unreachable (its cached PIDs are then forgotten), the
-// attempt ends at once so that the caller retries on the next owner. The
-// request's goroutine ends with protoactor's own timeout.
-func (s *System) attempt(ctx context.Context, id, kind string, req *actorspb.Request, timeout time.Duration) (any, error) {
-	var unreachable <-chan struct{}
-	if r := s.cfg.Replication; r != nil {
-		if pid, ok := s.cluster.PidCache.Get(id, kind); ok && pid != nil && pid.Address != s.actors.Address() {
-			unreachable = r.Unreachable(pid.Address)
-		}
-	}
-	if unreachable == nil {
-		return s.cluster.Request(id, kind, req, pcluster.WithTimeout(timeout), pcluster.WithRetryCount(3))
-	}
-	type result struct {
-		res any
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		res, err := s.cluster.Request(id, kind, req, pcluster.WithTimeout(timeout), pcluster.WithRetryCount(3))
-		done <- result{res, err}
-	}()
-	select {
-	case r := <-done:
-		return r.res, r.err
-	case <-unreachable:
-		return nil, errUnreachable
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 // notify sends a fire-and-forget message to a grain, activating it if needed.
