@@ -3,12 +3,14 @@ package actors_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -20,6 +22,7 @@ import (
 type flakyReplication struct {
 	db         *persistence.DB
 	failNext   atomic.Int32
+	fenceNext  atomic.Int32          // commits refused by a replica after the local commit
 	confirmErr atomic.Pointer[error] // what Confirm answers; nil: confirmed
 }
 
@@ -31,6 +34,10 @@ func (f *flakyReplication) Commit(ctx context.Context, id string, epoch uint64, 
 	}
 	if f.failNext.Add(-1) >= 0 {
 		return tmcluster.ErrUnderReplicated
+	}
+	if f.fenceNext.Add(-1) >= 0 {
+		// What cluster.Placement.Commit returns then (TestReplicaFenceAfterLocalCommit).
+		return errcode.Wrap(errcode.Unavailable, fmt.Errorf("%w: a replica holds a newer claim", tmcluster.ErrFenced))
 	}
 	return nil
 }
@@ -182,5 +189,32 @@ func retry(t *testing.T, f func() error) error {
 			return err
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWriteFencedByAReplicaIsNotSentAgain is the regression test of a patch
+// applied twice (Jepsen seed 16166532, after a pause): the owner committed
+// it, a replica refused it (another member had claimed the grain), and the
+// grain answered "superseded", which callers send again to the new owner —
+// while the owner's copy, holding the write, could still be adopted. The
+// answer is now "unavailable" (outcome unknown), and the grain reloads.
+func TestWriteFencedByAReplicaIsNotSentAgain(t *testing.T) {
+	sys, repl := startFlaky(t)
+	c := ctx(t)
+	_, v0, err := sys.GetTwin(c, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repl.fenceNext.Store(1)
+	_, _, err = sys.PatchTwin(c, "d1", actors.PatchBody{Desired: []byte(`{"c":1}`)}, nil)
+	if !errors.Is(err, actors.ErrUnavailable) || errors.Is(err, actors.ErrFenced) {
+		t.Fatalf("patch refused by a replica after the local commit: %v, want unavailable, not fenced", err)
+	}
+	var v int64
+	if err := retry(t, func() error { _, v, err = sys.GetTwin(c, "d1"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if v != v0+1 {
+		t.Errorf("version after the patch: %d, want %d (applied once)", v, v0+1)
 	}
 }

@@ -215,9 +215,10 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	if g.fenced {
 		// A newer activation owns the grain: say so (the caller retries
 		// and reaches it) and stop, without writing anything more — unless
-		// the request's own write was acknowledged before a follow-up met
-		// the fence: then its answer stands, as a retry would apply it twice.
-		if !acked {
+		// the answer already is an error, or the request's own write was
+		// acknowledged before a follow-up met the fence: a retry would
+		// then apply it twice.
+		if !acked && (reply == nil || reply.Code == 0) {
 			reply = g.superseded()
 		}
 		stop = true
@@ -306,7 +307,12 @@ func (g *grain) commit(ctx context.Context, what string, eops []entity.Op) error
 		err = r.Commit(ctx, g.id, g.epoch, ops)
 		if errors.Is(err, persistence.ErrFenced) {
 			g.fence(err)
-			return errcode.New(errcode.Fenced, "%s %s: %v", what, g.id, err)
+			if errcode.Of(err) != errcode.Unavailable {
+				// Refused here, written nowhere: callers send it again to
+				// the new owner.
+				return errcode.New(errcode.Fenced, "%s %s: %v", what, g.id, err)
+			}
+			// Written here, refused by a replica: the outcome is unknown.
 		}
 	}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -411,7 +412,14 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ste
 	p.metrics.replSeconds.Observe(time.Since(start).Seconds())
 	if fencedErr != nil {
 		p.metrics.fenced.Inc()
-		return fmt.Errorf("%w: %v", ErrFenced, fencedErr)
+		err := fmt.Errorf("%w: %v", ErrFenced, fencedErr)
+		if identity != "" {
+			// This node committed the write before a replica refused it:
+			// its outcome is unknown (a later claim may adopt this copy),
+			// so the caller must not send it again as if it were refused.
+			err = errcode.Wrap(errcode.Unavailable, err)
+		}
+		return err
 	}
 	if acks < need {
 		p.metrics.underRepl.Inc()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -294,5 +295,41 @@ func TestCopyNeverReplacesNewerData(t *testing.T) {
 	}
 	if got := state(t, owner, "d1"); got.Telemetry != before.Telemetry || got.Epoch != before.Epoch {
 		t.Errorf("owner after an older copy was pushed to it: %+v, want %+v", got, before)
+	}
+}
+
+// TestReplicaFenceAfterLocalCommit: a write this node committed but a
+// replica refused (a newer owner claimed the grain there) has an unknown
+// outcome — a later claim may adopt this node's copy — so Commit reports it
+// as unavailable as well as fenced, and callers do not send it again as if
+// it had been refused (Jepsen seed 16166532: such a patch, sent again to the
+// next owner, was applied twice).
+func TestReplicaFenceAfterLocalCommit(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	r := f.ranked("d1")
+	owner, rep := r[0], r[1]
+	epoch, err := owner.Claim(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.cfg.Store.Commit(ctx, persistence.ClaimEpoch("d1", epoch+1)); err != nil {
+		t.Fatal(err)
+	}
+	f.kill(r[2].self) // no other member to take the write
+	err = owner.Commit(ctx, "d1", epoch, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 1))})
+	if !errors.Is(err, ErrFenced) || errcode.Of(err) != errcode.Unavailable {
+		t.Fatalf("commit refused by a replica after the local commit: %v (code %v), want fenced and unavailable", err, errcode.Of(err))
+	}
+	if !state(t, owner, "d1").HasTwin {
+		t.Fatal("setup: the local commit did not happen")
+	}
+	// Refused locally: nothing written anywhere, plain fenced.
+	if err := owner.cfg.Store.Commit(ctx, persistence.ClaimEpoch("d1", epoch+2)); err != nil {
+		t.Fatal(err)
+	}
+	err = owner.Commit(ctx, "d1", epoch, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 2))})
+	if !errors.Is(err, ErrFenced) || errcode.Of(err) == errcode.Unavailable {
+		t.Fatalf("commit refused locally: %v (code %v), want fenced only", err, errcode.Of(err))
 	}
 }
