@@ -14,10 +14,12 @@ import (
 // its requests are refused. It must come back as a new incarnation. The
 // members that blocked it tell it so (a retiredNotice, over UDP, every few
 // seconds while it is alive); once the members that still accept it —
-// itself included — are fewer than a majority of the known cluster, the
+// itself included — are fewer than a majority of the known cluster, or a
+// member it does not block in turn blocked it (see noticeRetired), the
 // node's Provider closes Retired, and the node restarts under a new ID on
 // the same addresses (api/node does). A member blocked only by a minority
-// (the majority side hears from the node that was cut off) stays.
+// that it blocked too (the majority side hears from the node that was cut
+// off) stays.
 
 // retiredNotice tells an incarnation that the sender blocked its ID.
 type retiredNotice struct {
@@ -74,7 +76,16 @@ func (p *Provider) tellRetired(back []*peer) {
 
 // noticeRetired records that a member blocked this incarnation, and closes
 // Retired once the members that still accept it are fewer than a majority
-// of the known cluster.
+// of the known cluster, or once a member that this node accepts blocked it.
+//
+// The second rule ends a lopsided state: after a pause, the members that
+// declared the paused node dead block it, while it, having seen nothing,
+// blocks nobody. Left alone it stayed a member for some peers and not for
+// others — their placements disagreed and grains flapped between them —
+// and a later fault could tip the majority rule into retiring it at the
+// worst moment (the Jepsen harness saw a majority member retire in the
+// middle of a partition, 20 s after its pause). After a partition both sides
+// block each other, and the majority rule picks the side that restarts.
 func (p *Provider) noticeRetired(n retiredNotice) {
 	now := time.Now()
 	p.mu.Lock()
@@ -84,7 +95,7 @@ func (p *Provider) noticeRetired(n retiredNotice) {
 	}
 	p.retiredBy[n.By] = now
 	known := map[string]bool{p.self.Node: true}
-	alive := map[string]bool{}
+	alive := map[string]*peer{}
 	for _, pe := range p.peers {
 		name := pe.nodeName()
 		if pe.name == p.mlName || pe.metaErr != nil || len(pe.meta.Kinds) == 0 || pe.state == StateLeft {
@@ -92,21 +103,24 @@ func (p *Provider) noticeRetired(n retiredNotice) {
 		}
 		known[name] = true
 		if pe.state == StateAlive {
-			alive[name] = true
+			alive[name] = pe
 		}
 	}
 	accepting := 1 // this node
-	for name := range alive {
+	lopsided := false
+	for name, pe := range alive {
 		if at, ok := p.retiredBy[name]; !ok || now.Sub(at) > retiredMemory {
 			accepting++
+		} else if !p.retired[pe.meta.ID] {
+			lopsided = true // it blocks this node, this node does not block it
 		}
 	}
-	retired := accepting < quorum(len(known))
+	retired := accepting < quorum(len(known)) || lopsided
 	p.mu.Unlock()
 	if retired {
 		p.retiredOnce.Do(func() {
-			p.log.Error("a majority of the cluster declared this node dead and blocked its identity; restarting under a new one",
-				"id", n.Retired, "accepting", accepting, "known", len(known))
+			p.log.Error("members declared this node dead and blocked its identity; restarting under a new one",
+				"id", n.Retired, "accepting", accepting, "known", len(known), "lopsided", lopsided)
 			close(p.retiredCh)
 		})
 	}
