@@ -12,9 +12,9 @@ all: build
 build:
 	$(GO) build -o bin/twinmesh ./cmd/twinmesh
 
-## test: install missing test dependencies, lint, then run every test with -race.
-## The Jepsen short form (make jepsen) joins once it passes every seed (issue 20).
-test: deps lint unit
+## test: install missing test dependencies, lint, run every test with -race,
+## then the short form of the Jepsen test (internal/jepsen: root, network namespaces).
+test: deps lint unit jepsen
 
 deps:
 	./scripts/test-deps.sh

@@ -19,11 +19,10 @@ import (
 // --replicas 2, a pause of one member longer than failure detection, a
 // 20 s minority partition, a SIGKILL and restart.
 //
-// It runs with TWINMESH_JEPSEN=1 (`make jepsen`, scripts/jepsen.sh):
-// alone, so that other packages' tests do not take its CPU and stretch the
-// cluster's timing, and outside `go test ./...`, which developers run
-// without root. It joins `make test` as its own step once it passes every
-// seed (issue 20: one violation is still open, see the issue's notes). It needs root, `ip netns` and
+// It runs with TWINMESH_JEPSEN=1, as its own step of `make test` (`make
+// jepsen`, scripts/jepsen.sh): alone, so that other packages' tests do not
+// take its CPU and stretch the cluster's timing, and outside `go test
+// ./...`, which developers run without root. It needs root, `ip netns` and
 // nftables: it skips without them, and fails instead under CI=true.
 //
 // Environment:
@@ -36,7 +35,7 @@ import (
 //	TWINMESH_JEPSEN_STALE_READS=1  reads and 412s may be stale: only acknowledged writes are checked for linearizability
 func TestJepsenShort(t *testing.T) {
 	if os.Getenv("TWINMESH_JEPSEN") != "1" {
-		t.Skip("the Jepsen test runs with TWINMESH_JEPSEN=1 (make jepsen)")
+		t.Skip("the Jepsen test runs with TWINMESH_JEPSEN=1, as its own step of make test (make jepsen)")
 	}
 	faults.Require(t)
 
