@@ -481,16 +481,11 @@ func (p *Placement) rereplicateLoop() {
 
 // rereplicate restores the replication factor after members changed,
 // without waiting for each grain's next activation: for every entity this
-// node holds a copy of, it sends the copy to each of the entity's first
-// max(Replicas, writeAcks) members in rendezvous order that holds an older
-// one (a member that returned after missing writes, one that came back with
-// an old copy of its data folder, one that became a replica because another
-// left). Every holder does so, not only the first in rank: the first may be
-// the member that lost its data (a 30-minute Jepsen run lost acknowledged
-// writes of idle twins after several members, the first in rank among them,
-// were restarted from old copies while the members with good copies waited
-// for it). A receiver keeps a copy at least as new as the one offered
-// (StartCopyEpoch), so concurrent holders do no harm.
+// node ranks first, it sends its copy to each of the entity's replicas that
+// holds an older one (a member that returned after missing writes, or one
+// that became a replica because another left). Grains this node ranks
+// first but does not hold (it just joined) copy their state when they
+// activate here.
 func (p *Placement) rereplicate(ctx context.Context) {
 	if p.Members() <= 1 || p.cfg.Replicas <= 1 || !p.isSynced() {
 		return
@@ -508,16 +503,17 @@ func (p *Placement) rereplicate(ctx context.Context) {
 			break
 		}
 		for _, e := range ents {
-			ranked := Rank(e.ID, p.memberAddrs())
+			all := p.memberAddrs()
+			ranked := Rank(e.ID, all)
+			if len(ranked) == 0 || ranked[0] != p.self {
+				continue
+			}
 			local, err := p.cfg.Store.GrainState(e.ID)
 			if err != nil || (!local.HasTwin && local.Telemetry == 0 && local.Inbox == 0) {
 				continue
 			}
-			n := min(max(p.cfg.Replicas, p.writeAcks()), len(ranked))
-			for _, r := range ranked[:n] {
-				if r == p.self {
-					continue
-				}
+			n := min(p.cfg.Replicas, len(ranked))
+			for _, r := range ranked[1:n] {
 				wg.Add(1)
 				sem <- struct{}{}
 				go func() {

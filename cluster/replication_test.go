@@ -485,35 +485,3 @@ func TestCatalogCopyCatchesUpWithDeletions(t *testing.T) {
 		t.Errorf("stale tombstone kept: %v", err)
 	}
 }
-
-// TestRereplicateFromAnyHolder: the member first in rendezvous order came
-// back with an old copy of its data folder (it lost a twin's writes); the
-// other holder of the twin, second in rank, restores its copy in the next
-// re-replication pass.
-func TestRereplicateFromAnyHolder(t *testing.T) {
-	ctx := context.Background()
-	f := newFakeNet(t, 3, 2)
-	r := f.ranked("d1")
-	first, second := r[0], r[1]
-	epoch, err := first.Claim(ctx, "d1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.CommitCatalog(ctx, []persistence.Op{persistence.PutEntity(persistence.Entity{ID: "d1", Kind: "device"})}); err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Commit(ctx, "d1", epoch, []persistence.Op{persistence.PutTwin("d1", twinDoc("d1", 5))}); err != nil {
-		t.Fatal(err)
-	}
-	if !state(t, second, "d1").HasTwin {
-		t.Fatal("setup: the second in rank does not hold the twin")
-	}
-	// The first in rank loses what it held of the grain.
-	if err := first.cfg.Store.Commit(ctx, persistence.ResetGrainData("d1"), persistence.EmptyCopyEpoch("d1")); err != nil {
-		t.Fatal(err)
-	}
-	second.rereplicate(ctx)
-	if got := state(t, first, "d1"); got.TwinVersion != 5 {
-		t.Errorf("first in rank after the second's re-replication pass: %+v, want the twin at version 5", got)
-	}
-}
