@@ -349,7 +349,10 @@ func (p *Placement) ownerOf(identity, kind string) string {
 // memberAddrs returns the addresses of the current members; this node is
 // always among them (it is a member before protoactor's first topology).
 func (p *Placement) memberAddrs() []string {
-	ms := *p.members.Load()
+	var ms []*pcluster.Member
+	if m := p.members.Load(); m != nil { // nil before the cluster started
+		ms = *m
+	}
 	out := make([]string, 0, len(ms)+1)
 	hasSelf := false
 	for _, m := range ms {

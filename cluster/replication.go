@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -150,15 +151,19 @@ const snapshotPage = 2000
 // landed, never more than it holds.
 func (p *Placement) pull(ctx context.Context, src, identity string, epoch uint64, from persistence.Epoch) error {
 	var after int64
+	token := copyToken()
 	for {
 		var res snapshotRes
 		if err := p.request(ctx, src, opSnapshot, snapshotReq{ID: identity, After: after, Limit: snapshotPage}, &res); err != nil {
 			return err
 		}
-		ops := []persistence.Op{persistence.FenceEpoch(identity, epoch)}
+		var ops []persistence.Op
 		if after == 0 {
 			// The copy replaces what this node held of the grain.
-			ops = append(ops, persistence.ResetGrainData(identity), persistence.EmptyCopyEpoch(identity))
+			ops = append(ops, persistence.BeginCopyEpoch(identity, epoch, token),
+				persistence.ResetGrainData(identity), persistence.EmptyCopyEpoch(identity))
+		} else {
+			ops = append(ops, persistence.ContinueCopyEpoch(identity, epoch, token))
 		}
 		for _, w := range res.Ops {
 			ops = append(ops, persistence.FromWire(w))
@@ -196,12 +201,13 @@ func (p *Placement) push(ctx context.Context, dst, identity string, epoch uint64
 		return err
 	}
 	var after int64
+	token := copyToken()
 	for {
 		ops, next, err := p.cfg.Store.GrainSnapshot(identity, after, snapshotPage)
 		if err != nil {
 			return err
 		}
-		req := applyReq{ID: identity, Epoch: epoch, Ops: ops, Reset: after == 0}
+		req := applyReq{ID: identity, Epoch: epoch, Ops: ops, Reset: after == 0, Copy: token}
 		if after == 0 {
 			req.From = &from
 		}
@@ -219,6 +225,17 @@ func (p *Placement) push(ctx context.Context, dst, identity string, epoch uint64
 			return nil
 		}
 		after = next
+	}
+}
+
+// copyToken returns a random, non-zero token for one copy of a grain
+// (persistence.StartCopyEpoch): copies made at once by different members
+// must not share one.
+func copyToken() uint64 {
+	for {
+		if t := rand.Uint64(); t != 0 {
+			return t
+		}
 	}
 }
 
@@ -426,127 +443,4 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ste
 		return fmt.Errorf("%w: %d of %d (last error: %v)", ErrUnderReplicated, acks+1, need+1, lastErr)
 	}
 	return nil
-}
-
-// settle is how long the topology must stay unchanged before a
-// re-replication pass starts (memberlist reports a crash to members a few
-// hundred milliseconds apart).
-const settle = 3 * time.Second
-
-// rereplicateLoop runs a re-replication pass after every topology change,
-// once it settled; a change during a pass restarts it. It runs until
-// Shutdown.
-func (p *Placement) rereplicateLoop() {
-	defer p.wg.Done()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-p.topoChanged:
-		}
-	wait:
-		for {
-			select {
-			case <-p.stop:
-				return
-			case <-p.topoChanged:
-			case <-time.After(settle):
-				break wait
-			}
-		}
-		ctx, cancel := context.WithCancel(p.ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			p.rereplicate(ctx)
-		}()
-		select {
-		case <-done:
-			cancel()
-		case <-p.topoChanged:
-			cancel()
-			<-done
-			// Run again after the new change settles.
-			select {
-			case p.topoChanged <- struct{}{}:
-			default:
-			}
-		case <-p.stop:
-			cancel()
-			<-done
-			return
-		}
-	}
-}
-
-// rereplicate restores the replication factor after members changed,
-// without waiting for each grain's next activation: for every entity this
-// node ranks first, it sends its copy to each of the entity's replicas that
-// holds an older one (a member that returned after missing writes, or one
-// that became a replica because another left). Grains this node ranks
-// first but does not hold (it just joined) copy their state when they
-// activate here.
-func (p *Placement) rereplicate(ctx context.Context) {
-	if p.Members() <= 1 || p.cfg.Replicas <= 1 || !p.isSynced() {
-		return
-	}
-	start := time.Now()
-	checked, pushed := 0, 0
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	after := ""
-	for ctx.Err() == nil {
-		ents, next, err := p.cfg.Store.ListEntities(persistence.EntityFilter{}, after, 500)
-		if err != nil {
-			p.log.Warn("re-replication: list entities", "err", err)
-			break
-		}
-		for _, e := range ents {
-			all := p.memberAddrs()
-			ranked := Rank(e.ID, all)
-			if len(ranked) == 0 || ranked[0] != p.self {
-				continue
-			}
-			local, err := p.cfg.Store.GrainState(e.ID)
-			if err != nil || (!local.HasTwin && local.Telemetry == 0 && local.Inbox == 0) {
-				continue
-			}
-			n := min(p.cfg.Replicas, len(ranked))
-			for _, r := range ranked[1:n] {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					var st persistence.GrainState
-					if err := p.request(ctx, r, opState, claimReq{ID: e.ID}, &st); err != nil {
-						return
-					}
-					mu.Lock()
-					checked++
-					mu.Unlock()
-					if !better(local, st) {
-						return
-					}
-					if err := p.push(ctx, r, e.ID, local.Epoch.Fence); err != nil {
-						p.log.Debug("re-replication: push", "entity", e.ID, "replica", r, "err", err)
-						return
-					}
-					mu.Lock()
-					pushed++
-					mu.Unlock()
-					p.metrics.pushes.Inc()
-				}()
-			}
-		}
-		if next == "" {
-			break
-		}
-		after = next
-	}
-	wg.Wait()
-	if checked > 0 || pushed > 0 {
-		p.log.Info("re-replication pass", "checked", checked, "copied", pushed, "took", time.Since(start).Round(time.Millisecond))
-	}
 }

@@ -24,7 +24,6 @@ const (
 	opInvoke   = "invoke"
 	opStats    = "stats"
 	opEvents   = "events"
-	opState    = "state"
 )
 
 // applyReq asks a member to apply ops. With an Epoch they are fenced by
@@ -41,6 +40,7 @@ type applyReq struct {
 	Reset  bool                 `json:"reset,omitempty"`  // first page of a copy: drop what the member holds of the grain, unless it holds From or newer
 	From   *persistence.Epoch   `json:"from,omitempty"`   // first page of a copy: the source's (Wrote, Seq)
 	Copied *persistence.Epoch   `json:"copied,omitempty"` // last page of a copy: the source's (Wrote, Seq)
+	Copy   uint64               `json:"copy,omitempty"`   // every page of a copy: its token (persistence.ContinueCopyEpoch)
 }
 
 // applyRes answers an applyReq; Held: the member already held the write,
@@ -105,7 +105,10 @@ type statsRes struct {
 const (
 	codeFenced = "fenced"
 	codeGap    = "gap" // persistence.ErrGap: the replica's copy misses writes
-	codeFailed = "failed"
+	// codeAbandoned: persistence.ErrCopyAbandoned, another copy replaced
+	// the one this page belongs to.
+	codeAbandoned = "copy-abandoned"
+	codeFailed    = "failed"
 )
 
 // downFor is how long a member whose request failed at the transport is
@@ -211,6 +214,8 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 			return fmt.Errorf("%w: %s", ErrFenced, res.Message)
 		case codeGap:
 			return fmt.Errorf("%s on %s: %w: %s", op, addr, persistence.ErrGap, res.Message)
+		case codeAbandoned:
+			return fmt.Errorf("%s on %s: %w: %s", op, addr, persistence.ErrCopyAbandoned, res.Message)
 		}
 		if c := errcode.Parse(res.Code); c != errcode.Internal {
 			return errcode.New(c, "%s", res.Message) // the member's own words and code
@@ -232,6 +237,8 @@ func (p *Placement) handle(ctx context.Context, req *actorspb.MemberRequest) *ac
 			code = codeFenced
 		} else if errors.Is(err, persistence.ErrGap) {
 			code = codeGap
+		} else if errors.Is(err, persistence.ErrCopyAbandoned) {
+			code = codeAbandoned
 		} else if c := errcode.Of(err); c != errcode.Internal {
 			code = c.String()
 		}
@@ -253,7 +260,9 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		case r.Epoch > 0 && r.Prev != nil:
 			ops = append(ops, persistence.ApplyEpoch(r.ID, r.Epoch, *r.Prev, r.Seq))
 		case r.Epoch > 0 && r.Reset && r.From != nil:
-			ops = append(ops, persistence.StartCopyEpoch(r.ID, r.Epoch, *r.From))
+			ops = append(ops, persistence.StartCopyEpoch(r.ID, r.Epoch, *r.From, r.Copy))
+		case r.Epoch > 0 && r.Copy != 0:
+			ops = append(ops, persistence.ContinueCopyEpoch(r.ID, r.Epoch, r.Copy))
 		case r.Epoch > 0:
 			ops = append(ops, persistence.FenceEpoch(r.ID, r.Epoch))
 		}
@@ -347,16 +356,10 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 			return nil, err
 		}
 		return json.Marshal(invokeRes{Status: st, Payload: resp})
-	case opState:
-		var r claimReq
-		if err := json.Unmarshal(body, &r); err != nil {
-			return nil, err
-		}
-		st, err := store.GrainState(r.ID)
-		if err != nil {
-			return nil, err
-		}
-		return json.Marshal(st)
+	case opStates:
+		return p.serveStates(body)
+	case opRepair:
+		return p.serveRepair(ctx, body)
 	case opFence:
 		var r claimReq
 		if err := json.Unmarshal(body, &r); err != nil {

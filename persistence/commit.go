@@ -235,7 +235,7 @@ func (db *DB) commitAlone(r *request) {
 // index of the request whose op failed, or -1 if the commit itself failed.
 //
 // A request whose first op is a guard (CheckEpoch, ClaimEpoch, ApplyEpoch)
-// failing with ErrFenced, ErrGap or ErrApplied has written nothing, so it does not fail the transaction: its
+// failing with ErrFenced, ErrGap, ErrApplied or ErrCopyAbandoned has written nothing, so it does not fail the transaction: its
 // error goes to r.refused, its other ops are skipped and the batch goes on.
 // A stale owner's writes thus cost no batch retry. A guard later in a
 // request fails the transaction like any op (earlier ops of the request
@@ -299,5 +299,5 @@ func applyOp(tx *bbolt.Tx, op Op) (err error) {
 // refusal reports whether err is a guard's refusal of its request (which
 // wrote nothing) rather than a failure of the transaction.
 func refusal(err error) bool {
-	return errors.Is(err, ErrFenced) || errors.Is(err, ErrGap) || errors.Is(err, ErrApplied)
+	return errors.Is(err, ErrFenced) || errors.Is(err, ErrGap) || errors.Is(err, ErrApplied) || errors.Is(err, ErrCopyAbandoned)
 }

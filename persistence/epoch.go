@@ -20,15 +20,21 @@ import (
 // source's once every page landed (CopiedEpoch). So a copy holds every
 // write up to its (Wrote, Seq), even when the writes left the twin's
 // version alone. A record stored before Seq existed reads as Seq 0.
+//
+// Copy is the token of a copy of another member's data that is being
+// written here page by page (StartCopyEpoch set it, CopiedEpoch clears
+// it): a page of any other copy is refused (ContinueCopyEpoch), so that
+// two copies sent at once by two members never mix their pages.
 type Epoch struct {
-	Fence uint64 `json:"fence"`         // highest epoch claimed or written here
-	Wrote uint64 `json:"wrote"`         // epoch of the newest write held here
-	Seq   uint64 `json:"seq,omitempty"` // writes of epoch Wrote held here, all of 1..Seq
+	Fence uint64 `json:"fence"`          // highest epoch claimed or written here
+	Wrote uint64 `json:"wrote"`          // epoch of the newest write held here
+	Seq   uint64 `json:"seq,omitempty"`  // writes of epoch Wrote held here, all of 1..Seq
+	Copy  uint64 `json:"copy,omitempty"` // token of the copy under way here, 0 if none
 }
 
-// holds reports whether a copy at e holds every write of a copy at o:
+// Holds reports whether a copy at e holds every write of a copy at o:
 // (Wrote, Seq) at least o's, Wrote first.
-func (e Epoch) holds(o Epoch) bool {
+func (e Epoch) Holds(o Epoch) bool {
 	return e.Wrote > o.Wrote || (e.Wrote == o.Wrote && e.Seq >= o.Seq)
 }
 
@@ -61,6 +67,8 @@ func CheckEpochReport(id string, epoch uint64, report func(prev, next Epoch)) Op
 		if cur.Wrote == epoch {
 			seq = cur.Seq + 1
 		}
+		// Copy is left at zero: the owner's own write ends a copy that was
+		// under way here, whose later pages are then refused.
 		next := Epoch{Fence: epoch, Wrote: epoch, Seq: seq}
 		if report != nil {
 			report(cur, next)
@@ -86,6 +94,8 @@ func ApplyEpoch(id string, epoch uint64, prev Epoch, seq uint64) Op {
 		switch {
 		case cur.Fence > epoch:
 			return cur, fmt.Errorf("grain %s: write with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
+		case cur.Copy != 0:
+			return cur, fmt.Errorf("grain %s: write %d of epoch %d while a copy is under way: %w", id, seq, epoch, ErrGap)
 		case cur.Wrote == epoch && cur.Seq >= seq:
 			return cur, fmt.Errorf("grain %s: write %d of epoch %d: %w", id, seq, epoch, ErrApplied)
 		case cur.Wrote != prev.Wrote || cur.Seq != prev.Seq:
@@ -132,15 +142,47 @@ func ClaimEpoch(id string, epoch uint64) Op {
 // epoch is ErrFenced; a copy here at least as new as from (Wrote, then Seq)
 // is ErrApplied — the copy would replace newer data with older, as when a
 // member re-replicating what it holds meets the owner that wrote since;
-// otherwise the Fence is raised to epoch. Follow it with ResetGrainData and
-// EmptyCopyEpoch.
-func StartCopyEpoch(id string, epoch uint64, from Epoch) Op {
+// otherwise the Fence is raised to epoch and the copy's token is recorded
+// (a copy started before is abandoned: its next page is refused). Follow
+// it with ResetGrainData and EmptyCopyEpoch, the later pages with
+// ContinueCopyEpoch, and end the copy with CopiedEpoch.
+func StartCopyEpoch(id string, epoch uint64, from Epoch, token uint64) Op {
 	return epochOp("start copy epoch", id, func(cur Epoch) (Epoch, error) {
 		switch {
 		case cur.Fence > epoch:
 			return cur, fmt.Errorf("grain %s: copy with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
-		case cur.holds(from):
+		case cur.Holds(from):
 			return cur, fmt.Errorf("grain %s: copy of %d/%d, this copy is at %d/%d: %w", id, from.Wrote, from.Seq, cur.Wrote, cur.Seq, ErrApplied)
+		}
+		cur.Fence, cur.Copy = epoch, token
+		return cur, nil
+	})
+}
+
+// BeginCopyEpoch is StartCopyEpoch for a copy this node decided to take
+// (a new owner pulling the newest copy): it refuses only a Fence above
+// epoch, whatever this node holds.
+func BeginCopyEpoch(id string, epoch uint64, token uint64) Op {
+	return epochOp("begin copy epoch", id, func(cur Epoch) (Epoch, error) {
+		if cur.Fence > epoch {
+			return cur, fmt.Errorf("grain %s: copy with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
+		}
+		cur.Fence, cur.Copy = epoch, token
+		return cur, nil
+	})
+}
+
+// ContinueCopyEpoch guards a page of a copy after the first: a Fence above
+// epoch is ErrFenced; a copy other than token under way here (another
+// member started one since, or an owner's write ended it) is
+// ErrCopyAbandoned; otherwise the Fence is raised to epoch.
+func ContinueCopyEpoch(id string, epoch uint64, token uint64) Op {
+	return epochOp("continue copy epoch", id, func(cur Epoch) (Epoch, error) {
+		switch {
+		case cur.Fence > epoch:
+			return cur, fmt.Errorf("grain %s: copy with epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
+		case cur.Copy != token:
+			return cur, fmt.Errorf("grain %s: page of copy %x, copy under way is %x: %w", id, token, cur.Copy, ErrCopyAbandoned)
 		}
 		cur.Fence = epoch
 		return cur, nil
@@ -156,7 +198,8 @@ func StartCopyEpoch(id string, epoch uint64, from Epoch) Op {
 // way claims nothing.
 func CopiedEpoch(id string, src Epoch) Op {
 	return epochOp("copied epoch", id, func(cur Epoch) (Epoch, error) {
-		if cur.holds(src) {
+		cur.Copy = 0
+		if cur.Holds(src) {
 			return cur, nil
 		}
 		return Epoch{Fence: max(cur.Fence, src.Wrote), Wrote: src.Wrote, Seq: src.Seq}, nil
@@ -164,12 +207,12 @@ func CopiedEpoch(id string, src Epoch) Op {
 }
 
 // EmptyCopyEpoch sets this node's Wrote and Seq of grain id to zero, the
-// copy of nothing, leaving the Fence: the first op of a copy, after
+// copy of nothing, leaving the Fence and the copy's token: the first op of a copy, after
 // ResetGrainData, so that until CopiedEpoch ends it the copy is never
 // taken for a complete one.
 func EmptyCopyEpoch(id string) Op {
 	return epochOp("empty copy epoch", id, func(cur Epoch) (Epoch, error) {
-		return Epoch{Fence: cur.Fence}, nil
+		return Epoch{Fence: cur.Fence, Copy: cur.Copy}, nil
 	})
 }
 

@@ -30,26 +30,26 @@ func TestEpochFencing(t *testing.T) {
 		errEpochs   [2]uint64 // named in the error when fenced
 		wantInvalid bool
 	}{
-		{name: "check on a new grain", guard: CheckEpoch(id, 1), want: Epoch{1, 1, 1}},
-		{name: "check 0 on a new grain", guard: CheckEpoch(id, 0), want: Epoch{0, 0, 1}},
-		{name: "check at the fence", pre: []Op{CheckEpoch(id, 3)}, guard: CheckEpoch(id, 3), want: Epoch{3, 3, 2}},
+		{name: "check on a new grain", guard: CheckEpoch(id, 1), want: Epoch{Fence: 1, Wrote: 1, Seq: 1}},
+		{name: "check 0 on a new grain", guard: CheckEpoch(id, 0), want: Epoch{Fence: 0, Wrote: 0, Seq: 1}},
+		{name: "check at the fence", pre: []Op{CheckEpoch(id, 3)}, guard: CheckEpoch(id, 3), want: Epoch{Fence: 3, Wrote: 3, Seq: 2}},
 		{name: "check below the fence", pre: []Op{CheckEpoch(id, 3)}, guard: CheckEpoch(id, 2),
-			wantFenced: true, want: Epoch{3, 3, 1}, errEpochs: [2]uint64{2, 3}},
-		{name: "check above the fence raises it", pre: []Op{CheckEpoch(id, 3)}, guard: CheckEpoch(id, 5), want: Epoch{5, 5, 1}},
-		{name: "check of the claimed epoch", pre: []Op{CheckEpoch(id, 3), ClaimEpoch(id, 4)}, guard: CheckEpoch(id, 4), want: Epoch{4, 4, 1}},
+			wantFenced: true, want: Epoch{Fence: 3, Wrote: 3, Seq: 1}, errEpochs: [2]uint64{2, 3}},
+		{name: "check above the fence raises it", pre: []Op{CheckEpoch(id, 3)}, guard: CheckEpoch(id, 5), want: Epoch{Fence: 5, Wrote: 5, Seq: 1}},
+		{name: "check of the claimed epoch", pre: []Op{CheckEpoch(id, 3), ClaimEpoch(id, 4)}, guard: CheckEpoch(id, 4), want: Epoch{Fence: 4, Wrote: 4, Seq: 1}},
 		{name: "stale owner after a claim", pre: []Op{CheckEpoch(id, 3), ClaimEpoch(id, 4)}, guard: CheckEpoch(id, 3),
-			wantFenced: true, want: Epoch{4, 3, 1}, errEpochs: [2]uint64{3, 4}},
+			wantFenced: true, want: Epoch{Fence: 4, Wrote: 3, Seq: 1}, errEpochs: [2]uint64{3, 4}},
 		{name: "stale guard after the write", pre: []Op{ClaimEpoch(id, 4)}, guard: CheckEpoch(id, 3), guardLast: true,
-			wantFenced: true, want: Epoch{4, 0, 0}, errEpochs: [2]uint64{3, 4}},
-		{name: "claim on a new grain", guard: ClaimEpoch(id, 1), want: Epoch{1, 0, 0}},
+			wantFenced: true, want: Epoch{Fence: 4, Wrote: 0, Seq: 0}, errEpochs: [2]uint64{3, 4}},
+		{name: "claim on a new grain", guard: ClaimEpoch(id, 1), want: Epoch{Fence: 1, Wrote: 0, Seq: 0}},
 		{name: "claim 0 on a new grain", guard: ClaimEpoch(id, 0), wantFenced: true, want: Epoch{}, errEpochs: [2]uint64{0, 0}},
 		{name: "claim at the fence", pre: []Op{ClaimEpoch(id, 2)}, guard: ClaimEpoch(id, 2),
-			wantFenced: true, want: Epoch{2, 0, 0}, errEpochs: [2]uint64{2, 2}},
+			wantFenced: true, want: Epoch{Fence: 2, Wrote: 0, Seq: 0}, errEpochs: [2]uint64{2, 2}},
 		{name: "claim below the fence", pre: []Op{ClaimEpoch(id, 5)}, guard: ClaimEpoch(id, 3),
-			wantFenced: true, want: Epoch{5, 0, 0}, errEpochs: [2]uint64{3, 5}},
-		{name: "claim keeps wrote", pre: []Op{CheckEpoch(id, 3)}, guard: ClaimEpoch(id, 7), want: Epoch{7, 3, 1}},
+			wantFenced: true, want: Epoch{Fence: 5, Wrote: 0, Seq: 0}, errEpochs: [2]uint64{3, 5}},
+		{name: "claim keeps wrote", pre: []Op{CheckEpoch(id, 3)}, guard: ClaimEpoch(id, 7), want: Epoch{Fence: 7, Wrote: 3, Seq: 1}},
 		{name: "claim after a check raised the fence", pre: []Op{CheckEpoch(id, 6)}, guard: ClaimEpoch(id, 6),
-			wantFenced: true, want: Epoch{6, 6, 1}, errEpochs: [2]uint64{6, 6}},
+			wantFenced: true, want: Epoch{Fence: 6, Wrote: 6, Seq: 1}, errEpochs: [2]uint64{6, 6}},
 		{name: "check with empty id", guard: CheckEpoch("", 1), wantInvalid: true},
 		{name: "claim with empty id", guard: ClaimEpoch("", 1), wantInvalid: true},
 	}
@@ -154,13 +154,13 @@ func TestEpochFencedConcurrent(t *testing.T) {
 					if !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), g) {
 						t.Errorf("stale request %d: err = %v, want ErrFenced naming %s", i, err, g)
 					}
-					if !errors.Is(terr, ErrNotFound) || ep != (Epoch{10, 0, 0}) {
+					if !errors.Is(terr, ErrNotFound) || ep != (Epoch{Fence: 10, Wrote: 0, Seq: 0}) {
 						t.Errorf("stale request %d wrote: twin err %v, epoch %+v", i, terr, ep)
 					}
 					continue
 				}
 				good++
-				if err != nil || terr != nil || ep != (Epoch{10, 10, 1}) {
+				if err != nil || terr != nil || ep != (Epoch{Fence: 10, Wrote: 10, Seq: 1}) {
 					t.Errorf("request %d: err = %v, twin err %v, epoch %+v", i, err, terr, ep)
 				}
 			}
@@ -277,11 +277,11 @@ func TestDeleteEntityKeepsEpoch(t *testing.T) {
 		wantFenced bool
 		want       Epoch
 	}{
-		{"the fence is kept", nil, false, Epoch{3, 2, 1}},
-		{"re-created, the stale owner is still fenced", []Op{CheckEpoch("d1", 2), PutEntity(Entity{ID: "d1", Kind: "device"})}, true, Epoch{3, 2, 1}},
-		{"re-created, the new owner writes", []Op{CheckEpoch("d1", 3), PutEntity(Entity{ID: "d1", Kind: "device"})}, false, Epoch{3, 3, 1}},
-		{"deleted again, still kept", []Op{DeleteEntity("d1")}, false, Epoch{3, 3, 1}},
-		{"an old claim stays refused", []Op{ClaimEpoch("d1", 3)}, true, Epoch{3, 3, 1}},
+		{"the fence is kept", nil, false, Epoch{Fence: 3, Wrote: 2, Seq: 1}},
+		{"re-created, the stale owner is still fenced", []Op{CheckEpoch("d1", 2), PutEntity(Entity{ID: "d1", Kind: "device"})}, true, Epoch{Fence: 3, Wrote: 2, Seq: 1}},
+		{"re-created, the new owner writes", []Op{CheckEpoch("d1", 3), PutEntity(Entity{ID: "d1", Kind: "device"})}, false, Epoch{Fence: 3, Wrote: 3, Seq: 1}},
+		{"deleted again, still kept", []Op{DeleteEntity("d1")}, false, Epoch{Fence: 3, Wrote: 3, Seq: 1}},
+		{"an old claim stays refused", []Op{ClaimEpoch("d1", 3)}, true, Epoch{Fence: 3, Wrote: 3, Seq: 1}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -293,7 +293,7 @@ func TestDeleteEntityKeepsEpoch(t *testing.T) {
 			if ep, err := db.GetEpoch("d1"); err != nil || ep != c.want {
 				t.Fatalf("GetEpoch = %+v, %v; want %+v", ep, err, c.want)
 			}
-			if ep, _ := db.GetEpoch("d10"); ep != (Epoch{1, 0, 0}) {
+			if ep, _ := db.GetEpoch("d10"); ep != (Epoch{Fence: 1, Wrote: 0, Seq: 0}) {
 				t.Fatalf("neighbour's epoch = %+v", ep)
 			}
 		})
@@ -311,17 +311,17 @@ func TestEpochSeq(t *testing.T) {
 		wantFenced bool
 		want       Epoch
 	}{
-		{"first write", []Op{CheckEpoch(id, 5), PutTwin(id, []byte(`{"version":1}`))}, false, Epoch{5, 5, 1}},
-		{"second write, same version", []Op{CheckEpoch(id, 5), PutTwin(id, []byte(`{"version":1,"connected":true}`))}, false, Epoch{5, 5, 2}},
-		{"a write of other data counts too", []Op{CheckEpoch(id, 5), PutDoc(BucketGrains, id, []byte(`{}`))}, false, Epoch{5, 5, 3}},
-		{"a guard alone counts", []Op{CheckEpoch(id, 5)}, false, Epoch{5, 5, 4}},
-		{"unfenced writes do not count", []Op{PutTwin(id, []byte(`{}`))}, false, Epoch{5, 5, 4}},
-		{"another grain's write does not count", []Op{CheckEpoch("g2", 5), PutTwin("g2", []byte(`{}`))}, false, Epoch{5, 5, 4}},
-		{"a refused write does not count", []Op{CheckEpoch(id, 4), PutTwin(id, []byte(`{}`))}, true, Epoch{5, 5, 4}},
-		{"a claim keeps wrote and seq", []Op{ClaimEpoch(id, 7)}, false, Epoch{7, 5, 4}},
-		{"the stale owner is refused", []Op{CheckEpoch(id, 5)}, true, Epoch{7, 5, 4}},
-		{"the first write of a new epoch starts at 1", []Op{CheckEpoch(id, 7)}, false, Epoch{7, 7, 1}},
-		{"and counts on", []Op{CheckEpoch(id, 7)}, false, Epoch{7, 7, 2}},
+		{"first write", []Op{CheckEpoch(id, 5), PutTwin(id, []byte(`{"version":1}`))}, false, Epoch{Fence: 5, Wrote: 5, Seq: 1}},
+		{"second write, same version", []Op{CheckEpoch(id, 5), PutTwin(id, []byte(`{"version":1,"connected":true}`))}, false, Epoch{Fence: 5, Wrote: 5, Seq: 2}},
+		{"a write of other data counts too", []Op{CheckEpoch(id, 5), PutDoc(BucketGrains, id, []byte(`{}`))}, false, Epoch{Fence: 5, Wrote: 5, Seq: 3}},
+		{"a guard alone counts", []Op{CheckEpoch(id, 5)}, false, Epoch{Fence: 5, Wrote: 5, Seq: 4}},
+		{"unfenced writes do not count", []Op{PutTwin(id, []byte(`{}`))}, false, Epoch{Fence: 5, Wrote: 5, Seq: 4}},
+		{"another grain's write does not count", []Op{CheckEpoch("g2", 5), PutTwin("g2", []byte(`{}`))}, false, Epoch{Fence: 5, Wrote: 5, Seq: 4}},
+		{"a refused write does not count", []Op{CheckEpoch(id, 4), PutTwin(id, []byte(`{}`))}, true, Epoch{Fence: 5, Wrote: 5, Seq: 4}},
+		{"a claim keeps wrote and seq", []Op{ClaimEpoch(id, 7)}, false, Epoch{Fence: 7, Wrote: 5, Seq: 4}},
+		{"the stale owner is refused", []Op{CheckEpoch(id, 5)}, true, Epoch{Fence: 7, Wrote: 5, Seq: 4}},
+		{"the first write of a new epoch starts at 1", []Op{CheckEpoch(id, 7)}, false, Epoch{Fence: 7, Wrote: 7, Seq: 1}},
+		{"and counts on", []Op{CheckEpoch(id, 7)}, false, Epoch{Fence: 7, Wrote: 7, Seq: 2}},
 	}
 	db := openTemp(t, nil)
 	for _, s := range steps {
@@ -355,7 +355,7 @@ func TestEpochSeq(t *testing.T) {
 	if o.TwinVersion != m.TwinVersion || o.Epoch.Wrote != m.Epoch.Wrote {
 		t.Fatalf("setup: owner %+v, missed %+v", o, m)
 	}
-	if o.Epoch != (Epoch{3, 3, 3}) || f.Epoch != o.Epoch || m.Epoch != (Epoch{3, 3, 2}) {
+	if o.Epoch != (Epoch{Fence: 3, Wrote: 3, Seq: 3}) || f.Epoch != o.Epoch || m.Epoch != (Epoch{Fence: 3, Wrote: 3, Seq: 2}) {
 		t.Fatalf("epochs: owner %+v, full replica %+v, replica that missed a write %+v", o.Epoch, f.Epoch, m.Epoch)
 	}
 }
@@ -380,10 +380,10 @@ func TestEpochOldRecord(t *testing.T) {
 		return string(v)
 	}
 	put("old", `{"fence":6,"wrote":5}`)
-	if e, err := db.GetEpoch("old"); err != nil || e != (Epoch{6, 5, 0}) {
+	if e, err := db.GetEpoch("old"); err != nil || e != (Epoch{Fence: 6, Wrote: 5, Seq: 0}) {
 		t.Fatalf("GetEpoch of an old record = %+v, %v", e, err)
 	}
-	if st, err := db.GrainState("old"); err != nil || st.Epoch != (Epoch{6, 5, 0}) {
+	if st, err := db.GrainState("old"); err != nil || st.Epoch != (Epoch{Fence: 6, Wrote: 5, Seq: 0}) {
 		t.Fatalf("GrainState of an old record = %+v, %v", st, err)
 	}
 	commit(t, db, ClaimEpoch("old", 7))
@@ -392,7 +392,7 @@ func TestEpochOldRecord(t *testing.T) {
 	}
 	commit(t, db, CheckEpoch("old", 7))
 	commit(t, db, CheckEpoch("old", 7))
-	if e, _ := db.GetEpoch("old"); e != (Epoch{7, 7, 2}) {
+	if e, _ := db.GetEpoch("old"); e != (Epoch{Fence: 7, Wrote: 7, Seq: 2}) {
 		t.Fatalf("after two writes: %+v", e)
 	}
 	if got := get("old"); got != `{"fence":7,"wrote":7,"seq":2}` {
@@ -400,13 +400,13 @@ func TestEpochOldRecord(t *testing.T) {
 	}
 	put("same-epoch", `{"fence":5,"wrote":5}`)
 	commit(t, db, CheckEpoch("same-epoch", 5))
-	if e, _ := db.GetEpoch("same-epoch"); e != (Epoch{5, 5, 1}) {
+	if e, _ := db.GetEpoch("same-epoch"); e != (Epoch{Fence: 5, Wrote: 5, Seq: 1}) {
 		t.Fatalf("first write after the upgrade: %+v", e)
 	}
 	// What members send each other: a GrainState of an older member.
 	var st GrainState
 	if err := json.Unmarshal([]byte(`{"epoch":{"fence":6,"wrote":5},"hasTwin":true,"twinVersion":3}`), &st); err != nil ||
-		st != (GrainState{Epoch: Epoch{6, 5, 0}, HasTwin: true, TwinVersion: 3}) {
+		st != (GrainState{Epoch: Epoch{Fence: 6, Wrote: 5, Seq: 0}, HasTwin: true, TwinVersion: 3}) {
 		t.Fatalf("older GrainState JSON = %+v, %v", st, err)
 	}
 }

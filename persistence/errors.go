@@ -53,4 +53,10 @@ var (
 	// shipped write already held here (a retry, or a snapshot that included
 	// it). Nothing was written, and the write counts as acknowledged.
 	ErrApplied = errors.New("persistence: write already applied")
+
+	// ErrCopyAbandoned is returned by Commit when a ContinueCopyEpoch op
+	// finds that the copy its page belongs to is no longer the one under
+	// way on this node (another copy started, or the owner wrote): the
+	// sender stops sending that copy. Nothing of the page was written.
+	ErrCopyAbandoned = errors.New("persistence: copy abandoned for a newer one")
 )

@@ -99,7 +99,7 @@ func TestGrainSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if wantState.Telemetry != grainRecords || wantState.Inbox != 3 || wantState.TwinVersion != 7 || wantState.Epoch != (Epoch{3, 3, 1}) {
+	if wantState.Telemetry != grainRecords || wantState.Inbox != 3 || wantState.TwinVersion != 7 || wantState.Epoch != (Epoch{Fence: 3, Wrote: 3, Seq: 1}) {
 		t.Fatalf("source state = %+v", wantState)
 	}
 	cases := []struct {
@@ -178,7 +178,7 @@ func TestGrainSnapshot(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Epoch != (Epoch{3, 3, 1}) {
+			if got.Epoch != (Epoch{Fence: 3, Wrote: 3, Seq: 1}) {
 				t.Fatalf("copied epoch = %+v, want the source's wrote and seq", got.Epoch)
 			}
 			if got != wantState {
@@ -311,7 +311,7 @@ func TestGrainSnapshotCopiesSeq(t *testing.T) {
 	commit(t, b, CheckEpoch("d1", 2), PutTwin("d1", []byte(`{"id":"d1","version":7}`)))
 	commit(t, b, CheckEpoch("d1", 2))
 	commit(t, c, CheckEpoch("d1", 3), CheckEpoch("d1", 3)) // in step with A: {3, 3, 2}
-	src := Epoch{3, 3, 2}
+	src := Epoch{Fence: 3, Wrote: 3, Seq: 2}
 	if e, _ := a.GetEpoch("d1"); e != src {
 		t.Fatalf("source epoch = %+v", e)
 	}
@@ -348,7 +348,7 @@ func TestGrainSnapshotCopiesSeq(t *testing.T) {
 		pages++
 		want := Epoch{Fence: claim} // a copy cut off here claims nothing
 		if next == 0 {
-			want = Epoch{claim, 3, 2}
+			want = Epoch{Fence: claim, Wrote: 3, Seq: 2}
 		}
 		if e, _ := b.GetEpoch("d1"); e != want {
 			t.Fatalf("after page %d: B's epoch = %+v, want %+v", pages, e, want)
@@ -371,7 +371,7 @@ func TestGrainSnapshotCopiesSeq(t *testing.T) {
 	// The new owner's first write reaches all three.
 	for _, db := range []*DB{a, b, c} {
 		commit(t, db, CheckEpoch("d1", claim), AppendTelemetry("d1", TelemetryRecord{TS: t0.Add(time.Hour)}))
-		if e, _ := db.GetEpoch("d1"); e != (Epoch{claim, claim, 1}) {
+		if e, _ := db.GetEpoch("d1"); e != (Epoch{Fence: claim, Wrote: claim, Seq: 1}) {
 			t.Fatalf("after the first write of the new epoch: %+v", e)
 		}
 	}
