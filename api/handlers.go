@@ -280,6 +280,20 @@ func (s *Server) telemetry(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// forgetMember answers DELETE /api/v1/cluster/members/{node}: 204 once the
+// node no longer counts in the cluster's majorities, 409 while it is a live
+// member.
+func (s *Server) forgetMember(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.ForgetMember == nil {
+		return errcode.New(errcode.NotFound, "this node is not in a cluster")
+	}
+	if err := s.cfg.ForgetMember(r.Context(), r.PathValue("node")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) error {
 	if s.cfg.Cluster == nil {
 		writeJSON(w, 200, map[string]any{"self": s.sys.NodeName(), "members": []any{}})

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,10 @@ type Config struct {
 	Methods Methods
 	// Cluster reports the cluster view for GET /cluster.
 	Cluster func() any
+	// ForgetMember removes a node stopped for good from the members the
+	// cluster's majorities count (DELETE /cluster/members/{node}); nil
+	// answers 404.
+	ForgetMember func(ctx context.Context, node string) error
 	// Ready reports readiness for /readyz; nil means the System's readiness.
 	Ready func() error
 	// Extra mounts further handlers (WebSocket hub, dashboard, commands).
@@ -109,6 +114,7 @@ func (s *Server) routes() {
 	h("GET /api/v1/twins", s.queryTwins)
 	h("GET /api/v1/twins/{id}/telemetry", s.telemetry)
 	h("GET /api/v1/cluster", s.cluster)
+	h("DELETE /api/v1/cluster/members/{node}", s.forgetMember)
 	s.deviceRoutes(h)
 	s.ruleRoutes(h)
 	s.mux.Handle("/api/", s.instrument("unknown", a(handlerFunc(func(w http.ResponseWriter, r *http.Request) error {

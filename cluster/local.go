@@ -86,6 +86,11 @@ func (p *Placement) catalogChanged(ops []persistence.WireOp) {
 			buckets = append(buckets, w.B)
 		}
 	}
+	if slices.Contains(buckets, string(persistence.BucketMembers)) {
+		if err := p.loadNodes(); err != nil {
+			p.log.Warn("reload cluster members", "err", err)
+		}
+	}
 	p.inCatalog.add(buckets)
 }
 

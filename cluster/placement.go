@@ -147,6 +147,9 @@ type Placement struct {
 	inCatalog *bucketSet
 	inCalls   chan call
 
+	// nodes are the node names recorded as members (known).
+	nodes nodeSet
+
 	// topoChanged wakes the re-replication loop (capacity 1: changes that
 	// arrive while a pass is due coalesce).
 	topoChanged chan struct{}
@@ -189,6 +192,9 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		topoChanged: make(chan struct{}, 1),
 	}
 	p.send = p.sendRemote
+	if err := p.loadNodes(); err != nil {
+		return nil, err
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -253,6 +259,7 @@ func (p *Placement) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 func (p *Placement) onTopology(t *pcluster.ClusterTopology) {
 	ms := append([]*pcluster.Member(nil), t.Members...)
 	p.members.Store(&ms)
+	p.rememberMembers(p.ctx)
 	p.c.ActorSystem.Root.Send(p.placement, t)
 	select {
 	case p.topoChanged <- struct{}{}:
@@ -377,24 +384,27 @@ func (p *Placement) supersede(identity string) {
 // Members returns the number of members this node counts, itself included.
 func (p *Placement) Members() int { return len(p.memberAddrs()) }
 
-// known returns the size of the cluster as this node knows it: every node
-// that hosts grains and was seen during this run, alive, suspect or dead,
-// unless it left gracefully — this one included. A node cut off from the
-// others (a partition, or a pause that outlasted failure detection) still
-// counts them, so it needs their acknowledgements and, not getting them,
-// refuses the write instead of taking itself for the whole cluster.
+// known returns the size of the cluster as this node knows it: the node
+// names recorded as members (see known.go: every grain-hosting node seen
+// alive, in this run or before it, until an operator forgets it) and every
+// such node it sees alive now (recorded as it is seen) — this one
+// included. A node cut off from the others (a partition, a
+// pause that outlasted failure detection, a restart) still counts them, so
+// it needs their acknowledgements and, not getting them, refuses the write
+// instead of taking itself and the few members it sees for the whole
+// cluster.
 func (p *Placement) known() int {
 	n := p.Members()
 	if p.cfg.Membership == nil {
 		return n
 	}
-	k := 0
+	names := p.nodes.copy()
 	for _, m := range p.cfg.Membership.Members() {
-		if m.State != StateLeft && (len(m.Kinds) > 0 || m.Self) {
-			k++
+		if (m.State == StateAlive || m.State == StateSuspect || m.Self) && (len(m.Kinds) > 0 || m.Self) {
+			names[m.Name] = true // not recorded yet
 		}
 	}
-	return max(k, n)
+	return max(len(names), n)
 }
 
 // quorum is a majority of n nodes.

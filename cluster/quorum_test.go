@@ -11,9 +11,18 @@ import (
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
-// knownMembers is a Membership that knows every node of a fake network,
-// whatever its state: what a member remembers of the others during a run.
+// knownMembers is a Membership that knows every node of a fake network as
+// dead; record adds them to the members a node has recorded, as it would
+// have when it saw them alive.
 type knownMembers struct{ addrs []string }
+
+func (k knownMembers) record(p *Placement) {
+	names := map[string]bool{}
+	for _, a := range k.addrs {
+		names[a] = true
+	}
+	p.nodes.set(names)
+}
 
 func (k knownMembers) Members() []Member {
 	out := make([]Member, len(k.addrs))
@@ -32,6 +41,7 @@ func TestMinorityRefuses(t *testing.T) {
 	f := newFakeNet(t, 3, 2)
 	for _, p := range f.nodes {
 		p.cfg.Membership = knownMembers{f.addrs}
+		knownMembers{f.addrs}.record(p)
 	}
 	r := f.ranked("d1")
 	owner := r[0]
@@ -77,6 +87,7 @@ func TestWriteAcks(t *testing.T) {
 		p := &Placement{cfg: PlacementConfig{Replicas: tc.replicas, Membership: knownMembers{addrs}}, self: "a"}
 		alive := []*pcluster.Member{}
 		p.members.Store(&alive)
+		knownMembers{addrs}.record(p)
 		if got := p.writeAcks(); got != tc.want {
 			t.Errorf("%d known, --replicas %d: writeAcks %d, want %d", tc.known, tc.replicas, got, tc.want)
 		}
@@ -95,6 +106,7 @@ func TestClaimDropsUnacknowledgedRecords(t *testing.T) {
 	f := newFakeNet(t, 3, 2)
 	for _, p := range f.nodes {
 		p.cfg.Membership = knownMembers{f.addrs}
+		knownMembers{f.addrs}.record(p)
 	}
 	r := f.ranked("d1")
 	a, b, c := r[0], r[1], r[2]

@@ -16,6 +16,10 @@ type View struct {
 	// Self is this node's name.
 	Self    string       `json:"self"`
 	Members []MemberView `json:"members"`
+	// Known is how many nodes the cluster's majorities count: every node
+	// recorded as a member, down or not, until it is forgotten (DELETE
+	// /api/v1/cluster/members/{node}).
+	Known int `json:"known"`
 }
 
 // MemberView is one member in a View.
@@ -39,7 +43,9 @@ func (p *Placement) View(ctx context.Context) View {
 	if p.cfg.Membership != nil {
 		members = p.cfg.Membership.Members()
 	}
-	return view(members, p.GrainCounts(ctx))
+	v := view(members, p.GrainCounts(ctx))
+	v.Known = p.known()
+	return v
 }
 
 // view builds a View from the members and the grain counts by remote

@@ -45,13 +45,14 @@ func TestViewJSON(t *testing.T) {
 		{Name: "n1", Gossip: "g:1", Remote: "r:1", ID: "x", State: StateAlive, Self: true, Kinds: []string{"device"}, InTopology: true},
 		{Name: "n2", Gossip: "g:2", Remote: "r:2", State: StateDead},
 	}, map[string]int64{"r:1": 4})
+	v.Known = 2
 	b, _ := json.Marshal(v)
 	want := `{"self":"n1","members":[{"name":"n1","gossip":"g:1","remote":"r:1","state":"alive","grains":4,"self":true},` +
-		`{"name":"n2","gossip":"g:2","remote":"r:2","state":"dead","grains":0}]}`
+		`{"name":"n2","gossip":"g:2","remote":"r:2","state":"dead","grains":0}],"known":2}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}
-	if b, _ := json.Marshal(view(nil, nil)); string(b) != `{"self":"","members":[]}` {
+	if b, _ := json.Marshal(view(nil, nil)); string(b) != `{"self":"","members":[],"known":0}` {
 		t.Errorf("empty view %s", b)
 	}
 }

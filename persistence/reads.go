@@ -319,7 +319,10 @@ func (db *DB) GetDoc(b Bucket, key string) ([]byte, error) {
 	}
 	var out []byte
 	err := db.view(func(tx *bbolt.Tx) error {
-		v := tx.Bucket([]byte(b)).Get([]byte(key))
+		var v []byte
+		if bk := tx.Bucket([]byte(b)); bk != nil { // nil: a read-only file older than the bucket
+			v = bk.Get([]byte(key))
+		}
 		if v == nil {
 			return fmt.Errorf("doc %s/%s: %w", b, key, ErrNotFound)
 		}
@@ -338,7 +341,11 @@ func (db *DB) ListDocs(b Bucket, prefix string) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	err := db.view(func(tx *bbolt.Tx) error {
 		p := []byte(prefix)
-		c := tx.Bucket([]byte(b)).Cursor()
+		bk := tx.Bucket([]byte(b))
+		if bk == nil { // a read-only file older than the bucket
+			return nil
+		}
+		c := bk.Cursor()
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 			out[string(k)] = bytes.Clone(v)
 		}

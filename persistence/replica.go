@@ -172,6 +172,7 @@ var catalogSections = []struct {
 	{string(BucketGrants), []byte(BucketGrants), wireDocPut},
 	{string(BucketTombstones), []byte(BucketTombstones), wireDocPut},
 	{string(BucketGrains), []byte(BucketGrains), wireDocPut},
+	{string(BucketMembers), []byte(BucketMembers), wireDocPut},
 }
 
 // CatalogSnapshot returns the catalog (every entity, identity and document

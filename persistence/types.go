@@ -77,12 +77,18 @@ const (
 	// the kind's private state and its durable timers, which the node's
 	// timer service scans to fire them after a restart.
 	BucketGrains Bucket = "grains"
+	// BucketMembers holds the names of the nodes that make up the cluster,
+	// keyed by node name: every node that hosted grains and was seen alive,
+	// until an operator forgets it. The cluster's majorities count them, so
+	// that a node that restarted, or that lost sight of the others, never
+	// takes the few members it sees for the whole cluster.
+	BucketMembers Bucket = "members"
 )
 
 // valid reports whether b is one of the document buckets.
 func (b Bucket) valid() bool {
 	switch b {
-	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones, BucketGrains:
+	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones, BucketGrains, BucketMembers:
 		return true
 	}
 	return false

@@ -65,6 +65,7 @@ type ceClusterDoc struct {
 		State  string `json:"state"`
 		Grains int    `json:"grains"`
 	} `json:"members"`
+	Known int `json:"known"`
 }
 
 func ceReadCluster(c *testutil.Client) (ceClusterDoc, error) {

@@ -331,7 +331,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			tok, err := sas.Sign(c.HubHost+"/devices/"+id, key, exp)
 			return tok, exp, err
 		},
-		Cluster: func() any { return n.place.View(context.Background()) },
+		Cluster:      func() any { return n.place.View(context.Background()) },
+		ForgetMember: n.place.Forget,
 		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
 			mux.Handle("GET /api/v1/ws", hub)
 			mux.Handle("/", dashboard.Handler()) // "/api/" stays more specific
