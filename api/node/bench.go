@@ -33,6 +33,8 @@ type benchConfig struct {
 	json     bool
 	nodes    int
 	replicas int
+	rules    int
+	patchers int
 }
 
 // benchRun is one QoS level's figures, ours and the bare broker's.
@@ -48,24 +50,61 @@ type benchRun struct {
 	// Dropped counts QoS 0 messages the node accepted but dropped from its
 	// full queue during the run; Stored = Acked - Dropped.
 	Dropped int64 `json:"qos0Dropped"`
+	// Stored is how many messages the node stored (Acked − Dropped) and
+	// StoredPerSec their rate: Ratio compares it with the bare broker's
+	// delivered rate, so a node that accepts QoS 0 messages and drops them
+	// does not look fast.
+	Stored       int64   `json:"stored"`
+	StoredPerSec float64 `json:"storedPerSec"`
+	// Commits is what the node's group commit did (a node on this host:
+	// the first one's metrics).
+	Commits commitStats `json:"commits"`
+	// Patches are the REST desired patches of --patch-clients, run during
+	// the same window.
+	Patches *patchResult `json:"patches,omitempty"`
 }
 
-// qos0Dropped reads the node's QoS 0 drop counter from /metrics.
-func qos0Dropped(ctx context.Context, node string) int64 {
+// scrape reads the named counters and the _sum and _count of the named
+// histograms from the node's /metrics (a name absent there reads 0).
+func scrape(ctx context.Context, node string) map[string]float64 {
+	out := map[string]float64{}
 	req, _ := http.NewRequestWithContext(ctx, "GET", node+"/metrics", nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0
+		return out
 	}
 	defer res.Body.Close()
 	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "twinmesh_mqtt_qos0_dropped_total "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return int64(f)
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			out[name] = f
 		}
 	}
-	return 0
+	return out
+}
+
+// commitStats is what the node's group commit did during a run.
+type commitStats struct {
+	Commits      int64   `json:"commits"`
+	MeanRequests float64 `json:"meanRequestsPerCommit"`
+	MeanMillis   float64 `json:"meanCommitMs"`
+}
+
+func commitsBetween(a, b map[string]float64) commitStats {
+	n := b["twinmesh_commit_seconds_count"] - a["twinmesh_commit_seconds_count"]
+	if n <= 0 {
+		return commitStats{}
+	}
+	return commitStats{
+		Commits:      int64(n),
+		MeanRequests: (b["twinmesh_commit_batch_requests_sum"] - a["twinmesh_commit_batch_requests_sum"]) / n,
+		MeanMillis:   1000 * (b["twinmesh_commit_seconds_sum"] - a["twinmesh_commit_seconds_sum"]) / n,
+	}
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -83,6 +122,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&c.json, "json", false, "print results as JSON")
 	fs.IntVar(&c.nodes, "nodes", 1, "nodes to spawn as one cluster (devices connect round-robin); without --node")
 	fs.IntVar(&c.replicas, "replicas", 0, "--replicas of the spawned nodes (default: the node's default, 2)")
+	fs.IntVar(&c.rules, "rules", 0, "rules in scope of every device, created before the run (and deleted after)")
+	fs.IntVar(&c.patchers, "patch-clients", 0, "REST clients sending durable desired patches to the bench devices during each run")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -100,8 +141,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("%w: --qos takes 0 and/or 1", errUsage)
 		}
 	}
-	if c.devices < 1 || c.duration <= 0 || c.nodes < 1 || c.replicas < 0 {
-		return fmt.Errorf("%w: --devices, --duration and --nodes must be positive", errUsage)
+	if c.devices < 1 || c.duration <= 0 || c.nodes < 1 || c.replicas < 0 || c.rules < 0 || c.patchers < 0 {
+		return fmt.Errorf("%w: --devices, --duration and --nodes must be positive, --rules and --patch-clients not negative", errUsage)
 	}
 	var pids []int
 	var brokers []string
@@ -140,19 +181,36 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if c.rules > 0 {
+		cleanup, err := createBenchRules(ctx, c.node, c.token, c.rules)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+	}
 	var runs []benchRun
 	for _, q := range levels {
 		r := benchRun{QoS: q}
 		cpu0, rss0 := procStats(pids)
-		drop0 := qos0Dropped(ctx, c.node)
+		m0 := scrape(ctx, c.node)
 		fmt.Fprintf(stderr, "twinmesh, QoS %d, %d devices, %v:\n", q, c.devices, c.duration)
 		start := time.Now()
+		pctx, stopPatches := context.WithCancel(ctx)
+		patches := startPatches(pctx, c.node, c.token, c.patchers, c.devices)
 		r.Ours, err = loadgen.Run(ctx, loadgen.Config{Broker: c.mqtt, Brokers: brokers, Devices: c.devices, Duration: c.duration, QoS: q,
 			Rate: c.rate, Credentials: creds, Progress: stderr})
+		stopPatches()
+		r.Patches = patches.wait()
 		if err != nil {
 			return fmt.Errorf("twinmesh run: %w", err)
 		}
-		r.Dropped = qos0Dropped(ctx, c.node) - drop0
+		m1 := scrape(ctx, c.node)
+		r.Dropped = int64(m1["twinmesh_mqtt_qos0_dropped_total"] - m0["twinmesh_mqtt_qos0_dropped_total"])
+		r.Stored = r.Ours.Acked - r.Dropped
+		if r.Ours.Duration > 0 {
+			r.StoredPerSec = float64(r.Stored) / r.Ours.Duration.Seconds()
+		}
+		r.Commits = commitsBetween(m0, m1)
 		if len(pids) > 0 {
 			cpu1, rss1 := procStats(pids)
 			r.NodeCPU, r.RSSStart, r.RSSEnd = cpu1-cpu0, rss0, rss1
@@ -172,7 +230,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			r.Bare = &bare
 			if bare.MsgsPerSec > 0 {
-				r.Ratio = r.Ours.MsgsPerSec / bare.MsgsPerSec
+				r.Ratio = r.StoredPerSec / bare.MsgsPerSec
 			}
 		}
 		runs = append(runs, r)
@@ -182,19 +240,37 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		enc.SetIndent("", "  ")
 		return enc.Encode(runs)
 	}
-	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "QoS\tbroker\tmsgs/s\tp50\tp99\tmax\terrors\tdropped\tnode CPU\tnode RSS\tratio\n")
+	printRuns(stdout, runs, c.rules)
+	return nil
+}
+
+// printRuns prints the final table: what each broker accepted, what
+// twinmesh stored, latencies, the node's cost, and the ratio of stored
+// messages to the bare broker's.
+func printRuns(w io.Writer, runs []benchRun, rules int) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "QoS\tbroker\taccepted/s\tstored/s\tp50\tp99\tmax\terrors\tdropped\tnode CPU\tnode RSS\tcommits (req/commit, ms)\tratio\n")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%d\ttwinmesh\t%.0f\t%v\t%v\t%v\t%d\t%d\t%.1fs (%.0f%%)\t%d→%d MiB\t\n", r.QoS, r.Ours.MsgsPerSec,
+		fmt.Fprintf(tw, "%d\ttwinmesh\t%.0f\t%.0f\t%v\t%v\t%v\t%d\t%d\t%.1fs (%.0f%%)\t%d→%d MiB\t%d (%.0f, %.1f)\t\n", r.QoS, r.Ours.MsgsPerSec, r.StoredPerSec,
 			r.Ours.Latency.P50.Round(time.Microsecond), r.Ours.Latency.P99.Round(time.Microsecond), r.Ours.Latency.Max.Round(time.Microsecond),
-			r.Ours.Errors, r.Dropped, r.NodeCPU, r.NodeCPUP, r.RSSStart>>20, r.RSSEnd>>20)
+			r.Ours.Errors, r.Dropped, r.NodeCPU, r.NodeCPUP, r.RSSStart>>20, r.RSSEnd>>20,
+			r.Commits.Commits, r.Commits.MeanRequests, r.Commits.MeanMillis)
 		if r.Bare != nil {
-			fmt.Fprintf(tw, "%d\tbare mochi\t%.0f\t%v\t%v\t%v\t%d\t\t\t\t%.2f\n", r.QoS, r.Bare.MsgsPerSec,
+			fmt.Fprintf(tw, "%d\tbare mochi\t%.0f\t\t%v\t%v\t%v\t%d\t\t\t\t\t%.2f\n", r.QoS, r.Bare.MsgsPerSec,
 				r.Bare.Latency.P50.Round(time.Microsecond), r.Bare.Latency.P99.Round(time.Microsecond), r.Bare.Latency.Max.Round(time.Microsecond),
 				r.Bare.Errors, r.Ratio)
 		}
 	}
-	return tw.Flush()
+	_ = tw.Flush()
+	if rules > 0 {
+		fmt.Fprintf(w, "%d rules in scope of every device\n", rules)
+	}
+	for _, r := range runs {
+		if p := r.Patches; p != nil {
+			fmt.Fprintf(w, "QoS %d run: %d REST clients, %.0f desired patches/s (%d ok, %d failed), p50 %v, p99 %v\n",
+				r.QoS, p.Clients, p.PerSec, p.OK, p.Failed, p.P50.Round(time.Microsecond), p.P99.Round(time.Microsecond))
+		}
+	}
 }
 
 // provision registers bench-0 … bench-(n-1) and returns their credentials.

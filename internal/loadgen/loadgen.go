@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -247,7 +248,9 @@ func StartBareBroker(_ context.Context) (addr string, stop func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	s := mochi.New(&mochi.Options{InlineClient: false})
+	// mochi logs connections at INFO to stdout by default: the bench's
+	// output is its own.
+	s := mochi.New(&mochi.Options{InlineClient: false, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
 		_ = ln.Close()
 		return "", nil, err
