@@ -47,6 +47,11 @@ type Config struct {
 	Topic              func(clientID string) string
 	ConnectConcurrency int       // default 50
 	Progress           io.Writer // one status line per second, may be nil
+	// OnAck, when set, is called with the device index and the message's
+	// seq (its payload's "seq") for every message the broker acknowledged
+	// (QoS 1: PUBACK; QoS 0: written to the socket), from the device's
+	// goroutine.
+	OnAck func(device, seq int)
 }
 
 // Result is what a run measured.
@@ -223,10 +228,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				sent.Add(1)
 				if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 					failed.Add(1)
+					if !c.IsConnected() {
+						return // the broker went away: publishing on would only spin
+					}
 					continue
 				}
 				hist.add(time.Since(t0))
 				acked.Add(1)
+				if cfg.OnAck != nil {
+					cfg.OnAck(i, seq)
+				}
 			}
 		}()
 	}
