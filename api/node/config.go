@@ -41,6 +41,7 @@ type serveConfig struct {
 	CommitMaxWait      time.Duration
 	TelemetryRetention time.Duration
 	MaxConnections     int
+	MQTTConnectTimeout time.Duration
 	DeviceRate         float64
 	DeviceBurst        int
 	MaxPayload         int
@@ -81,6 +82,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.CommitMaxWait, "commit-max-wait", 2*time.Millisecond, "longest a write waits for others to share its commit")
 	fs.DurationVar(&c.TelemetryRetention, "telemetry-retention", 7*24*time.Hour, "how long the warm store keeps telemetry")
 	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent MQTT connections")
+	fs.DurationVar(&c.MQTTConnectTimeout, "mqtt-connect-timeout", 10*time.Second, "how long a new MQTT connection may take to send CONNECT before it is closed")
 	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "messages per second a device may publish (token bucket)")
 	fs.IntVar(&c.DeviceBurst, "device-burst", 200, "burst size of the per-device rate limit")
 	fs.IntVar(&c.MaxPayload, "max-payload", 256<<10, "largest MQTT payload in bytes")
@@ -178,6 +180,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MaxSectionBytes < 64 || c.MaxDepth < 1 {
 		return fmt.Errorf("%w: --max-section-bytes must be >= 64 and --max-depth >= 1", errUsage)
+	}
+	if c.MQTTConnectTimeout < 100*time.Millisecond || c.MQTTConnectTimeout > 5*time.Minute {
+		return fmt.Errorf("%w: --mqtt-connect-timeout must be between 100ms and 5m", errUsage)
 	}
 	if c.IdleTimeout < time.Second {
 		return fmt.Errorf("%w: --idle-timeout must be at least 1s", errUsage)

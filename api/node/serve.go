@@ -270,7 +270,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		ms, err = mqtt.New(mqtt.Config{
 			Addr: c.MQTT, TLSAddr: c.MQTTS, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
 			MaxConnections: c.MaxConnections, MessageRate: c.DeviceRate, Burst: c.DeviceBurst, MaxPayload: c.MaxPayload,
-			Logger: log, Registerer: reg,
+			ConnectTimeout: c.MQTTConnectTimeout,
+			Logger:         log, Registerer: reg,
 		}, mqttBackend{n.sys})
 		if err != nil {
 			return n, fmt.Errorf("%w: %v", errUsage, err)
@@ -333,6 +334,15 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		},
 		Cluster:      func() any { return n.place.View(context.Background()) },
 		ForgetMember: n.place.Forget,
+		Ready: func() error {
+			if !n.sys.Ready() {
+				return errors.New("actor system not ready")
+			}
+			if n.mqtt != nil {
+				return n.mqtt.Serving() // a listener that cannot accept
+			}
+			return nil
+		},
 		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
 			mux.Handle("GET /api/v1/ws", hub)
 			mux.Handle("/", dashboard.Handler()) // "/api/" stays more specific
@@ -350,7 +360,9 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, fmt.Errorf("http listener: %w", err)
 	}
-	n.http = &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second}
+	// Idle keep-alive connections are closed after a minute: clients that
+	// hold sockets without sending requests do not pile up.
+	n.http = &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := n.http.Serve(n.httpL); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)

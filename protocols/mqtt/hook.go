@@ -86,6 +86,7 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 
 // OnSessionEstablished records the session and marks the device connected.
 func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
+	settleClient(cl)
 	s := h.s
 	s.mu.Lock()
 	s.sessions[cl.ID] = &session{cl: cl, subs: map[TopicKind]bool{}, bound: map[string]bool{}, inflight: map[uint16]c2dRef{}, sent: map[string]bool{}}

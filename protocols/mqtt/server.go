@@ -83,8 +83,14 @@ type Config struct {
 	QoS0Workers    int     // default 128: each waits for a commit, so more workers fill bigger batches
 	// RequestTimeout bounds each Backend call. Default 10 s.
 	RequestTimeout time.Duration
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
+	// ConnectTimeout is how long a new connection may take to send its
+	// CONNECT packet before it is closed. Default 10 s.
+	ConnectTimeout time.Duration
+	// MaxPending caps the connections not yet authenticated; beyond it new
+	// ones are closed at once. Default MaxConnections/4, at least 256.
+	MaxPending int
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 	// Now is the clock for token expiry; nil means time.Now.
 	Now func() time.Time
 }
@@ -117,6 +123,12 @@ func (c *Config) defaults() error {
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 10 * time.Second
 	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = max(256, c.MaxConnections/4)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -146,6 +158,8 @@ type Server struct {
 	metrics metrics
 
 	addr, tlsAddr string
+	guards        []*guardListener // the TCP listeners under mochi's
+	guardMetrics  *guardMetrics
 
 	qos0   chan qos0Item
 	events chan func() // device work caused by events (HandleEvent)
@@ -204,10 +218,27 @@ func New(cfg Config, b Backend) (*Server, error) {
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "twinmesh_mqtt_connections", Help: "Connected devices."}),
 	}
+	s.guardMetrics = &guardMetrics{
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinmesh_mqtt_accept_errors_total",
+			Help: "Failed accepts on the MQTT listeners (e.g. too many open files); the listener retries with backoff."}),
+		refusedPending: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinmesh_mqtt_pending_refused_total",
+			Help: "MQTT connections closed at once because too many were not yet authenticated."}),
+	}
+	s.guardMetrics.pending = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "twinmesh_mqtt_pending_connections",
+		Help: "MQTT connections accepted and not yet authenticated."}, func() float64 {
+		var n int64
+		s.mu.Lock()
+		for _, g := range s.guards {
+			n += g.pending.Load()
+		}
+		s.mu.Unlock()
+		return float64(n)
+	})
 	s.metrics.queue = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "twinmesh_mqtt_qos0_queue", Help: "QoS 0 telemetry waiting to be stored."}, func() float64 { return float64(len(s.qos0)) })
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.metrics.messages, s.metrics.refused, s.metrics.qos0Dropped, s.metrics.eventsDropped, s.metrics.connections, s.metrics.queue)
+		cfg.Registerer.MustRegister(s.guardMetrics.acceptErrors, s.guardMetrics.refusedPending, s.guardMetrics.pending)
 	}
 	caps := mochi.NewDefaultServerCapabilities()
 	// Our hook enforces MaxConnections (and counts refusals); mochi's limit
@@ -227,11 +258,15 @@ func New(cfg Config, b Backend) (*Server, error) {
 // Start binds the listeners and starts serving; a port in use is an error.
 func (s *Server) Start(_ context.Context) error {
 	if s.cfg.Addr != "" {
-		ln, err := net.Listen("tcp", s.cfg.Addr)
+		tcp, err := net.Listen("tcp", s.cfg.Addr)
 		if err != nil {
 			return fmt.Errorf("mqtt listener: %w", err)
 		}
-		s.addr = ln.Addr().String()
+		s.addr = tcp.Addr().String()
+		ln := newGuardListener(tcp, "mqtt", s.cfg, s.guardMetrics)
+		s.mu.Lock()
+		s.guards = append(s.guards, ln)
+		s.mu.Unlock()
 		if err := s.broker.AddListener(listeners.NewNet("mqtt", ln)); err != nil {
 			return fmt.Errorf("mqtt listener: %w", err)
 		}
@@ -241,11 +276,16 @@ func (s *Server) Start(_ context.Context) error {
 		if err != nil {
 			return fmt.Errorf("mqtts certificate: %w", err)
 		}
-		ln, err := tls.Listen("tcp", s.cfg.TLSAddr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		tcp, err := net.Listen("tcp", s.cfg.TLSAddr)
 		if err != nil {
 			return fmt.Errorf("mqtts listener: %w", err)
 		}
-		s.tlsAddr = ln.Addr().String()
+		s.tlsAddr = tcp.Addr().String()
+		g := newGuardListener(tcp, "mqtts", s.cfg, s.guardMetrics)
+		s.mu.Lock()
+		s.guards = append(s.guards, g)
+		s.mu.Unlock()
+		ln := tls.NewListener(g, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		if err := s.broker.AddListener(listeners.NewNet("mqtts", ln)); err != nil {
 			return fmt.Errorf("mqtts listener: %w", err)
 		}
@@ -270,6 +310,20 @@ func (s *Server) TLSAddr() string { return s.tlsAddr }
 
 // Close stops the listeners, disconnects every client and stops the QoS 0
 // workers after they drained the queue.
+// Serving returns an error while a listener fails to accept connections
+// (for readiness), nil while every listener serves.
+func (s *Server) Serving() error {
+	var errs []error
+	s.mu.Lock()
+	for _, g := range s.guards {
+		if err := g.Failing(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.mu.Unlock()
+	return errors.Join(errs...)
+}
+
 func (s *Server) Close() error {
 	select {
 	case <-s.stop:
