@@ -37,7 +37,9 @@ func (h *hook) ctx() (context.Context, context.CancelFunc) {
 
 func (h *hook) refuse(reason string, cl *mochi.Client, detail string) bool {
 	h.s.metrics.refused.WithLabelValues(reason).Inc()
-	h.s.log.Info("connection refused", "client", cl.ID, "reason", reason, "detail", detail, "remote", cl.Net.Remote)
+	if h.s.refusals.allow(cl.ID+"\x00"+reason, time.Now()) { // counted always, logged once in a while
+		h.s.log.Info("connection refused", "client", cl.ID, "reason", reason, "detail", detail, "remote", cl.Net.Remote)
+	}
 	return false
 }
 

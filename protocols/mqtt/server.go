@@ -160,6 +160,9 @@ type Server struct {
 	addr, tlsAddr string
 	guards        []*guardListener // the TCP listeners under mochi's
 	guardMetrics  *guardMetrics
+	// refusals limits the log lines of refused connections (one per
+	// client and reason per 10 s); they are all counted.
+	refusals *logLimiter
 
 	qos0   chan qos0Item
 	events chan func() // device work caused by events (HandleEvent)
@@ -218,6 +221,7 @@ func New(cfg Config, b Backend) (*Server, error) {
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "twinmesh_mqtt_connections", Help: "Connected devices."}),
 	}
+	s.refusals = &logLimiter{interval: 10 * time.Second, seen: map[string]time.Time{}}
 	s.guardMetrics = &guardMetrics{
 		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinmesh_mqtt_accept_errors_total",
 			Help: "Failed accepts on the MQTT listeners (e.g. too many open files); the listener retries with backoff."}),
@@ -248,7 +252,7 @@ func New(cfg Config, b Backend) (*Server, error) {
 	caps.RetainAvailable = 0
 	caps.MaximumSessionExpiryInterval = 3600
 	s.broker = mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps,
-		Logger: slog.New(quietHandler{cfg.Logger.With("component", "mochi").Handler()})})
+		Logger: slog.New(newQuietHandler(cfg.Logger.With("component", "mochi").Handler(), 10*time.Second))})
 	if err := s.broker.AddHook(&hook{s: s}, nil); err != nil {
 		return nil, fmt.Errorf("mqtt: add hook: %w", err)
 	}
@@ -525,17 +529,6 @@ func (s *Server) markSent(deviceID, msgID string) bool {
 	}
 	return fresh
 }
-
-// quietHandler drops mochi's INFO chatter (one line per client) below WARN.
-type quietHandler struct{ slog.Handler }
-
-func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
-}
-func (h quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return quietHandler{h.Handler.WithAttrs(a)}
-}
-func (h quietHandler) WithGroup(n string) slog.Handler { return quietHandler{h.Handler.WithGroup(n)} }
 
 // tokenBucket is a per-session publish rate limit. It is only touched from
 // the session's read goroutine, so it needs no lock.
