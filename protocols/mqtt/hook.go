@@ -53,6 +53,12 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	_, reconnect := h.s.sessions[id]
 	h.s.mu.Unlock()
 	if full && !reconnect {
+		// "Server unavailable" (3.1.1 code 3, MQTT 5 0x88), which device
+		// SDKs retry with backoff; mochi would answer "bad user name or
+		// password" to a refusal here, so the answer is sent first and
+		// the connection closed (the write is synchronous at this point).
+		_ = h.s.broker.SendConnack(cl, packets.ErrServerUnavailable, false, nil)
+		cl.Stop(packets.ErrServerUnavailable)
 		return h.refuse("connection_limit", cl, fmt.Sprintf("%d connections", h.s.cfg.MaxConnections))
 	}
 	parts := strings.Split(string(pk.Connect.Username), "/")
@@ -266,7 +272,8 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	}
 	s.mu.Lock()
 	ss := s.sessions[cl.ID]
-	allowed := ss != nil && ss.bucket.allow(time.Now(), s.cfg.MessageRate, s.cfg.Burst)
+	now := time.Now()
+	allowed := ss != nil && s.bucketOf(cl.ID, now).allow(now, s.cfg.MessageRate, s.cfg.Burst)
 	s.mu.Unlock()
 	if !allowed {
 		s.metrics.refused.WithLabelValues("throttled").Inc()

@@ -169,9 +169,14 @@ type Server struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
-	rid       atomic.Uint64
-	mu        sync.Mutex
-	sessions  map[string]*session // by client (device) ID
+	rid      atomic.Uint64
+	mu       sync.Mutex
+	sessions map[string]*session // by client (device) ID
+	// buckets are the publish rate limits by client ID: per device, not per
+	// session, so that reconnecting does not refill the burst (issue 12).
+	// A bucket idle long enough to be full again is dropped (sweep).
+	buckets   map[string]*tokenBucket
+	lastSweep time.Time
 	methodsMu sync.Mutex
 	methods   map[string]chan methodResult // by deviceID + "\x00" + rid
 }
@@ -189,7 +194,6 @@ type methodResult struct {
 // session is our per-connection state next to mochi's.
 type session struct {
 	cl       *mochi.Client
-	bucket   tokenBucket
 	subs     map[TopicKind]bool
 	bound    map[string]bool   // devices whose devicebound topic this session subscribed to
 	inflight map[uint16]c2dRef // C2D packet ID → message
@@ -530,8 +534,29 @@ func (s *Server) markSent(deviceID, msgID string) bool {
 	return fresh
 }
 
-// tokenBucket is a per-session publish rate limit. It is only touched from
-// the session's read goroutine, so it needs no lock.
+// bucketOf returns the rate limit of client id. s.mu must be held.
+func (s *Server) bucketOf(id string, now time.Time) *tokenBucket {
+	if s.buckets == nil {
+		s.buckets = map[string]*tokenBucket{}
+	}
+	if now.Sub(s.lastSweep) > time.Minute {
+		s.lastSweep = now
+		full := time.Duration(float64(s.cfg.Burst) / s.cfg.MessageRate * float64(time.Second))
+		for k, b := range s.buckets {
+			if now.Sub(b.last) > full {
+				delete(s.buckets, k) // full again: a new one is the same
+			}
+		}
+	}
+	b := s.buckets[id]
+	if b == nil {
+		b = &tokenBucket{}
+		s.buckets[id] = b
+	}
+	return b
+}
+
+// tokenBucket is a device's publish rate limit, used under Server.mu.
 type tokenBucket struct {
 	tokens float64
 	last   time.Time
