@@ -166,7 +166,8 @@ func (s *System) MayRead(_ context.Context, subscriber, device string) (bool, er
 	return err == nil, err
 }
 
-// MayActFor reports whether device is connectedVia gateway.
+// MayActFor reports whether device is connectedVia gateway and enabled: a
+// gateway must not publish for a device that was disabled (issue 12).
 func (s *System) MayActFor(_ context.Context, gateway, device string) (bool, error) {
 	e, err := s.store.GetEntity(device)
 	if errors.Is(err, persistence.ErrNotFound) {
@@ -175,7 +176,17 @@ func (s *System) MayActFor(_ context.Context, gateway, device string) (bool, err
 	if err != nil {
 		return false, err
 	}
-	return e.ConnectedVia == gateway, nil
+	if e.ConnectedVia != gateway {
+		return false, nil
+	}
+	idn, err := s.store.GetIdentity(device)
+	if errors.Is(err, persistence.ErrNotFound) {
+		return true, nil // an entity without a device identity (not disabled)
+	}
+	if err != nil {
+		return false, err
+	}
+	return idn.Status != "disabled", nil
 }
 
 // newMessageID returns a fresh cloud-to-device message ID, unique across

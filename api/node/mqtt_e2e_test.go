@@ -365,5 +365,12 @@ func TestMQTTAuthorizationMatrix(t *testing.T) {
 		if tok.(*paho.SubscribeToken).Result()["devices/a/messages/devicebound/#"] < 0x80 {
 			t.Fatal("gateway subscribed to a non-child")
 		}
+		// Issue 12: not for a child that was disabled.
+		api.MustDo(t, "PATCH", "/api/v1/devices/child", `{"status":"disabled"}`, 200)
+		cg.Publish("devices/child/messages/events/", 1, false, `{"t":2}`).WaitTimeout(2 * time.Second)
+		time.Sleep(300 * time.Millisecond)
+		if v := twinOf(t, api, "child").Telemetry["t"]["value"]; v != 1.0 {
+			t.Fatalf("gateway telemetry for a disabled child stored (t = %v)", v)
+		}
 	})
 }
