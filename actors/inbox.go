@@ -12,6 +12,7 @@ import (
 	"github.com/twinmesh/twinmesh/actors/actorspb"
 	"github.com/twinmesh/twinmesh/actors/entity"
 	"github.com/twinmesh/twinmesh/actors/plugin"
+	"github.com/twinmesh/twinmesh/actors/rules"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
@@ -33,6 +34,21 @@ type OutgoingMessage struct {
 	TTL        time.Duration     `json:"ttl,omitempty"`
 }
 
+// CheckMessageProperties refuses (ErrBadRequest) the application
+// properties of a cloud-to-device message whose names are system
+// properties, "$…" or "iothub-…": those are the node's to set. A sender's
+// "$.mid" used to replace the message's own ID, so the device's
+// acknowledgement never matched and the message came back on every
+// subscription.
+func CheckMessageProperties(props map[string]string) error {
+	for k := range props {
+		if rules.ReservedProperty(k) {
+			return fmt.Errorf("%w: property %q is reserved: names starting with \"$\" or \"iothub-\" are system properties", ErrBadRequest, k)
+		}
+	}
+	return nil
+}
+
 // SendMessage stores a cloud-to-device message in the device's durable
 // inbox and returns its ID. ErrThrottled when MaxPendingPerDevice messages
 // are already pending.
@@ -42,6 +58,9 @@ func (s *System) SendMessage(ctx context.Context, deviceID string, m OutgoingMes
 	}
 	if m.TTL < time.Second || m.TTL > MaxMessageTTL {
 		return persistence.InboxMessage{}, fmt.Errorf("%w: ttl must be between 1s and %v", ErrBadRequest, MaxMessageTTL)
+	}
+	if err := CheckMessageProperties(m.Properties); err != nil {
+		return persistence.InboxMessage{}, err
 	}
 	var out persistence.InboxMessage
 	err := s.deviceCall(ctx, deviceID, &actorspb.Request{Body: &actorspb.Request_InboxSend{InboxSend: &actorspb.InboxSend{

@@ -166,6 +166,12 @@ func (a *Action) TargetString() string {
 	return ""
 }
 
+// ReservedProperty reports whether name is a system property of a
+// cloud-to-device message ("$…", "iothub-…"), which only the node sets.
+func ReservedProperty(name string) bool {
+	return strings.HasPrefix(name, "$") || strings.HasPrefix(strings.ToLower(name), "iothub-")
+}
+
 func (a *Action) validate() error {
 	switch a.Kind() {
 	case "":
@@ -182,6 +188,12 @@ func (a *Action) validate() error {
 		}
 		if c.TimeoutSeconds < 0 || c.TimeoutSeconds > MaxCommandTimeoutSeconds {
 			return fmt.Errorf("command.timeoutSeconds: must be between 0 and %d", MaxCommandTimeoutSeconds)
+		}
+	case "message":
+		for k := range a.Message.Properties {
+			if ReservedProperty(k) {
+				return fmt.Errorf("message.properties: %q is reserved (names starting with \"$\" or \"iothub-\" are system properties)", truncate(k, 32))
+			}
 		}
 	case "desired":
 		p := bytes.TrimSpace(a.Desired.Patch)

@@ -74,6 +74,7 @@ func TestParseInvalid(t *testing.T) {
 		{"missing when", `{"id":"a",` + then + `}`, "when: required", [2]int{}},
 		{"missing then", `{"id":"a","when":"true"}`, "then: at least one action", [2]int{}},
 		{"empty then", `{"id":"a","when":"true","then":[]}`, "then: at least one action", [2]int{}},
+		{"reserved message property", `{"id":"a","when":"true","then":[{"message":{"target":"self","payload":1,"properties":{"$.mid":"x"}}}]}`, `"$.mid" is reserved`, [2]int{}},
 		{"syntax error", `{"id":"a","when":"telemetry.t >",` + then + `}`, "unexpected token EOF", [2]int{1, 13}},
 		{"syntax error on line 2", `{"id":"a","when":"telemetry.t > 1 &&\n  telemetry.u ** ",` + then + `}`, "unexpected token", [2]int{2, 17}},
 		{"unknown name", `{"id":"a","when":"telemetri.t > 1",` + then + `}`, "unknown name telemetri", [2]int{1, 1}},

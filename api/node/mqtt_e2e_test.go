@@ -260,6 +260,10 @@ func TestMQTTDeviceFlows(t *testing.T) {
 			t.Fatalf("payload %q", m.Payload())
 		}
 		api.MustDo(t, "POST", "/api/v1/devices/d2/messages", `{"payload":1,"ttlSeconds":999999}`, 400)
+		// Issue 12, item 8: system property names are refused.
+		for _, k := range []string{"$.mid", "$.to", "iothub-connection-device-id"} {
+			api.MustDo(t, "POST", "/api/v1/devices/d2/messages", fmt.Sprintf(`{"payload":1,"properties":{%q:"x"}}`, k), 400)
+		}
 		for i := 0; i < 60; i++ {
 			st, _, _, _ := api.Do(context.Background(), "POST", "/api/v1/devices/offline/messages", `{"payload":1}`)
 			if i < 50 && st != 202 || i >= 50 && st != 429 {
