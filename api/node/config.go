@@ -165,7 +165,54 @@ func parseLayered(fs *flag.FlagSet, args []string, configFlag *string) error {
 	return nil
 }
 
+// Accepted ranges of the numeric and duration flags: a value outside is a
+// usage error naming the range (a negative retention once deleted all
+// telemetry at once, and a negative --max-payload silently meant the
+// default).
+func (c *serveConfig) checkRanges() error {
+	ints := []struct {
+		flag     string
+		v        int
+		min, max int
+	}{
+		{"replicas", c.Replicas, 1, 16},
+		{"max-section-bytes", c.MaxSectionBytes, 64, 16 << 20},
+		{"max-depth", c.MaxDepth, 1, 100},
+		{"commit-max-batch", c.CommitMaxBatch, 1, 100000},
+		{"max-connections", c.MaxConnections, 1, 10_000_000},
+		{"device-burst", c.DeviceBurst, 1, 1_000_000_000},
+		{"max-payload", c.MaxPayload, 1, 64 << 20},
+	}
+	for _, f := range ints {
+		if f.v < f.min || f.v > f.max {
+			return fmt.Errorf("%w: --%s is %d; it must be between %d and %d", errUsage, f.flag, f.v, f.min, f.max)
+		}
+	}
+	durs := []struct {
+		flag     string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"idle-timeout", c.IdleTimeout, time.Second, 30 * 24 * time.Hour},
+		{"commit-max-wait", c.CommitMaxWait, 0, time.Second},
+		{"telemetry-retention", c.TelemetryRetention, time.Minute, 100 * 365 * 24 * time.Hour},
+		{"mqtt-connect-timeout", c.MQTTConnectTimeout, 100 * time.Millisecond, 5 * time.Minute},
+	}
+	for _, f := range durs {
+		if f.v < f.min || f.v > f.max {
+			return fmt.Errorf("%w: --%s is %v; it must be between %v and %v", errUsage, f.flag, f.v, f.min, f.max)
+		}
+	}
+	if !(c.DeviceRate > 0 && c.DeviceRate <= 1e9) { // NaN fails too
+		return fmt.Errorf("%w: --device-rate is %v; it must be above 0 and at most 1e9", errUsage, c.DeviceRate)
+	}
+	return nil
+}
+
 func (c *serveConfig) validate() error {
+	if err := c.checkRanges(); err != nil {
+		return err
+	}
 	if c.Data == "" {
 		return fmt.Errorf("%w: --data must not be empty", errUsage)
 	}
@@ -180,9 +227,6 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MaxSectionBytes < 64 || c.MaxDepth < 1 {
 		return fmt.Errorf("%w: --max-section-bytes must be >= 64 and --max-depth >= 1", errUsage)
-	}
-	if c.MQTTConnectTimeout < 100*time.Millisecond || c.MQTTConnectTimeout > 5*time.Minute {
-		return fmt.Errorf("%w: --mqtt-connect-timeout must be between 100ms and 5m", errUsage)
 	}
 	if c.IdleTimeout < time.Second {
 		return fmt.Errorf("%w: --idle-timeout must be at least 1s", errUsage)

@@ -99,6 +99,12 @@ func TestServeExitsOnBadInput(t *testing.T) {
 		{"http port in use", []string{"--data", t.TempDir(), "--http", busy.Addr().String()}, "address already in use", 1},
 		{"data is a file", []string{"--data", unreadable, "--http", "127.0.0.1:0"}, "data folder", 1},
 		{"mqtts without cert", []string{"--mqtts", "127.0.0.1:0"}, "--tls-cert", 2},
+		// Issue 12, item 11: every numeric and duration flag has a range.
+		{"negative retention", []string{"--telemetry-retention=-1h"}, "--telemetry-retention is -1h0m0s; it must be between 1m0s and", 2},
+		{"zero retention", []string{"--telemetry-retention", "0s"}, "--telemetry-retention", 2},
+		{"negative max payload", []string{"--max-payload", "-5"}, "--max-payload is -5; it must be between 1 and", 2},
+		{"zero device rate", []string{"--device-rate", "0"}, "--device-rate", 2},
+		{"huge replicas", []string{"--replicas", "1000"}, "--replicas is 1000", 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
