@@ -85,6 +85,18 @@ func TestRESTContract(t *testing.T) {
 				t.Fatalf("error body %s", body)
 			}
 		}
+		// The scheme is case-insensitive (RFC 7235); the token is not.
+		for _, h := range []struct {
+			header string
+			want   int
+		}{{"bearer " + c.Token, 200}, {"BEARER " + c.Token, 200}, {"Bearer " + strings.ToUpper(c.Token), 401}, {"Basic " + c.Token, 401}} {
+			anon := *c
+			anon.Token = ""
+			st, _, _, err := anon.Do(ctx, "GET", "/api/v1/twins", nil, "Authorization", h.header)
+			if err != nil || st != h.want {
+				t.Fatalf("Authorization %.12q…: %d %v, want %d", h.header, st, err, h.want)
+			}
+		}
 		st, _, _, _ := c.Do(ctx, "GET", "/healthz", nil)
 		if st != 200 {
 			t.Fatalf("healthz %d", st)

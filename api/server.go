@@ -181,8 +181,9 @@ func Authorizer(token string) func(r *http.Request) bool {
 	want := []byte(token)
 	return func(r *http.Request) bool {
 		tok := ""
-		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
-			tok = strings.TrimPrefix(h, "Bearer ")
+		// The scheme name is case-insensitive (RFC 7235 section 2.1).
+		if scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+			tok = strings.TrimSpace(cred)
 		} else {
 			tok = r.URL.Query().Get("access_token")
 		}
