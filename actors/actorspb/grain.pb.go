@@ -824,6 +824,11 @@ type Connection struct {
 	Connected     bool                   `protobuf:"varint,1,opt,name=connected,proto3" json:"connected,omitempty"`
 	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	SinceUnixNano int64                  `protobuf:"varint,3,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	// only_if_node, on a disconnection, applies it only while the twin says
+	// the device is connected to that node: a node that restarted (or that
+	// sweeps for a dead member) must not clobber a session the device has
+	// opened elsewhere since.
+	OnlyIfNode    string `protobuf:"bytes,4,opt,name=only_if_node,json=onlyIfNode,proto3" json:"only_if_node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -877,6 +882,13 @@ func (x *Connection) GetSinceUnixNano() int64 {
 		return x.SinceUnixNano
 	}
 	return 0
+}
+
+func (x *Connection) GetOnlyIfNode() string {
+	if x != nil {
+		return x.OnlyIfNode
+	}
+	return ""
 }
 
 // TelemetryQuery reads the warm store at the grain's owner.
@@ -2071,12 +2083,14 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"message_id\x18\x06 \x01(\tR\tmessageId\x1a=\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x01\n" +
 	"\n" +
 	"Connection\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
-	"\x0fsince_unix_nano\x18\x03 \x01(\x03R\rsinceUnixNano\"\x82\x01\n" +
+	"\x0fsince_unix_nano\x18\x03 \x01(\x03R\rsinceUnixNano\x12 \n" +
+	"\fonly_if_node\x18\x04 \x01(\tR\n" +
+	"onlyIfNode\"\x82\x01\n" +
 	"\x0eTelemetryQuery\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
 	"\x0efrom_unix_nano\x18\x02 \x01(\x03R\ffromUnixNano\x12 \n" +

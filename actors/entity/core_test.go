@@ -490,3 +490,26 @@ func TestCreationIsOneVersion(t *testing.T) {
 		}
 	}
 }
+
+// A conditional disconnection (a node sweeping the sessions it held before
+// a crash, or a dead member's) applies only while the twin says the device
+// is connected to that node: a session opened elsewhere since is kept.
+func TestConditionalDisconnect(t *testing.T) {
+	m := newMem()
+	c := newCore(t, m, "d1", "device", Device)
+	run(t, m, c, t0, put("device", ""))
+	run(t, m, c, t0.Add(time.Second), connection(true)) // on n1
+	sweep := func(node string) *actorspb.Request {
+		return &actorspb.Request{Body: &actorspb.Request_Connection{Connection: &actorspb.Connection{Node: node, OnlyIfNode: node}}}
+	}
+	for _, tc := range []struct {
+		node, want string
+	}{{"n2", "connected"}, {"n1", "disconnected"}, {"n1", "disconnected"}} {
+		if _, _, err := run(t, m, c, t0.Add(2*time.Second), sweep(tc.node)); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Twin().Connection().State; got != tc.want {
+			t.Fatalf("after a sweep for %s: %s, want %s", tc.node, got, tc.want)
+		}
+	}
+}

@@ -327,6 +327,15 @@ func (c *Core) connection(now time.Time, in *actorspb.Connection) *Result {
 	if !c.isDevice() {
 		return fail(errcode.New(errcode.BadRequest, "a %s does not connect", c.cfg.Kind))
 	}
+	if in.OnlyIfNode != "" && !in.Connected {
+		cur := c.st.Twin.Connection()
+		newer := in.SinceUnixNano != 0 && !cur.Since.Before(time.Unix(0, in.SinceUnixNano))
+		if cur.State != "connected" || cur.Node != in.OnlyIfNode || newer {
+			// The device's session is elsewhere now, or began after the
+			// sweep's time (on the restarted node itself), or is gone.
+			return (&Result{}).reply(&actorspb.Response{Version: c.st.Twin.Version()})
+		}
+	}
 	since := now
 	if in.SinceUnixNano != 0 {
 		since = time.Unix(0, in.SinceUnixNano).UTC()

@@ -188,6 +188,7 @@ func (n *node) keepAddresses(c *serveConfig, configured string) {
 
 func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, error) {
 	n := &node{log: log}
+	started := time.Now() // no session of this process began before it
 	if err := prepareData(c.Data); err != nil {
 		return nil, err
 	}
@@ -381,6 +382,17 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	} else {
 		log.Info("rollups checked", "aggregates", touched)
 	}
+	// Sessions this node held before it stopped without saying so (a
+	// crash) are gone: their devices are marked disconnected.
+	n.spawn(func(ctx context.Context) {
+		swept, err := n.sys.SweepSessions(ctx, c.NodeName, started)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("sessions of the previous run", "err", err, "disconnected", swept)
+		case swept > 0:
+			log.Info("devices connected before the restart marked disconnected", "devices", swept)
+		}
+	})
 	log.Info("node ready", "node", c.NodeName, "data", c.Data)
 	return n, nil
 }
