@@ -251,3 +251,23 @@ func TestMQTTRateLimitSurvivesReconnects(t *testing.T) {
 			len(hist.Items), elapsed.Round(time.Millisecond), allowed)
 	}
 }
+
+// Issue 12, item 9: twinmesh_mqtt_connections drifted upward when a device
+// reconnected while its old session was still open (a takeover): it must
+// equal the open sessions.
+func TestMQTTConnectionsGaugeAfterTakeovers(t *testing.T) {
+	n := testutil.Start(t, t.TempDir())
+	api := n.Client()
+	d := register(t, api, "take-1", "")
+	var last paho.Client
+	for i := 0; i < 10; i++ {
+		last = connectDevice(t, n, d) // takes the previous session over
+	}
+	testutil.Eventually(t, 5*time.Second, "one session counted", func() bool {
+		return metric(t, api, `twinmesh_mqtt_connections`) == 1
+	})
+	last.Disconnect(50)
+	testutil.Eventually(t, 5*time.Second, "no session counted", func() bool {
+		return metric(t, api, `twinmesh_mqtt_connections`) == 0
+	})
+}

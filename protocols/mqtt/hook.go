@@ -99,7 +99,6 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	s.mu.Lock()
 	s.sessions[cl.ID] = &session{cl: cl, subs: map[TopicKind]bool{}, bound: map[string]bool{}, inflight: map[uint16]c2dRef{}, sent: map[string]bool{}}
 	s.mu.Unlock()
-	s.metrics.connections.Inc()
 	ctx, cancel := h.ctx()
 	defer cancel()
 	if err := s.backend.SetConnection(ctx, cl.ID, true); err != nil {
@@ -121,7 +120,6 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
 	if !mine {
 		return
 	}
-	s.metrics.connections.Dec()
 	if cl.IsTakenOver() {
 		return
 	}

@@ -145,7 +145,7 @@ type metrics struct {
 	// eventsDropped counts device work (desired notifications,
 	// disconnects, deliveries) lost to a full event queue.
 	eventsDropped prometheus.Counter
-	connections   prometheus.Gauge
+	connections   prometheus.GaugeFunc
 	queue         prometheus.GaugeFunc
 }
 
@@ -222,9 +222,16 @@ func New(cfg Config, b Backend) (*Server, error) {
 			Name: "twinmesh_mqtt_qos0_dropped_total", Help: "QoS 0 telemetry dropped because the queue was full."}),
 		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "twinmesh_mqtt_event_work_dropped_total", Help: "Device notifications, disconnects and deliveries dropped because the event queue was full."}),
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "twinmesh_mqtt_connections", Help: "Connected devices."}),
 	}
+	// The number of sessions itself, not increments: a session taken over
+	// by a reconnect of the same device was counted twice and let go once
+	// (the gauge drifted to 48 with no socket open, issue 12).
+	s.metrics.connections = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "twinmesh_mqtt_connections", Help: "Connected devices (open sessions)."}, func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return float64(len(s.sessions))
+	})
 	s.refusals = &logLimiter{interval: 10 * time.Second, seen: map[string]time.Time{}}
 	s.guardMetrics = &guardMetrics{
 		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinmesh_mqtt_accept_errors_total",
