@@ -49,6 +49,16 @@ type statesRes struct {
 type repairReq struct {
 	ID string   `json:"id"`
 	To []string `json:"to"`
+	// Fences are the fences the coordinator saw on the members in To. A
+	// copy is sent to each fenced by the higher of its fence and the
+	// holder's: a member's fence may be above the newest copy's epoch —
+	// a claim that it accepted but that failed for want of a majority
+	// (the minority side of a partition) — and a copy fenced by the
+	// holder's alone was refused there again and again, until the
+	// members that could take it lost theirs (the 30-minute Jepsen run,
+	// seed 907312974). A copy never replaces one at least as new
+	// (persistence.StartCopyEpoch), whatever its epoch.
+	Fences map[string]uint64 `json:"fences,omitempty"`
 }
 
 type repairRes struct {
@@ -101,7 +111,7 @@ func (p *Placement) serveRepair(ctx context.Context, body []byte) ([]byte, error
 		if to == p.self || !members[to] {
 			continue // only members get copies
 		}
-		if err := p.push(ctx, to, r.ID, e.Fence); err != nil {
+		if err := p.push(ctx, to, r.ID, max(e.Fence, r.Fences[to])); err != nil {
 			firstErr = cmpErr(firstErr, fmt.Errorf("copy %s to %s: %w", r.ID, to, err))
 			continue
 		}
@@ -208,8 +218,12 @@ func (p *Placement) repairBatch(ctx context.Context, ids, all []string) (checked
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			fences := make(map[string]uint64, len(to))
+			for _, a := range to {
+				fences[a] = states[a][i].Epoch.Fence
+			}
 			var res repairRes
-			err := p.request(ctx, src, opRepair, repairReq{ID: id, To: to}, &res)
+			err := p.request(ctx, src, opRepair, repairReq{ID: id, To: to, Fences: fences}, &res)
 			if err != nil {
 				p.log.Debug("re-replication: repair", "entity", id, "from", src, "to", to, "err", err)
 			}

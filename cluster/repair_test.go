@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/twinmesh/twinmesh/persistence"
@@ -134,4 +135,122 @@ func TestRepairPlan(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRepairReachesMembersFencedByAFailedClaim is the regression test of
+// the twins the second 30-minute Jepsen run forked (seed 907312974): on the
+// minority side of a partition, a claim that failed for want of a majority
+// still raised the fence of the members it reached above the epoch of the
+// newest copy (written by the majority side's owner). Repair sent that copy
+// fenced by its holder's epoch, so those members refused it every time, the
+// copy lived on fewer and fewer members as others were restarted from old
+// data, and was lost; an unacknowledged write of the minority side took its
+// version. Now a repair copy is fenced by the target's fence when that is
+// higher, and the target takes it.
+func TestRepairReachesMembersFencedByAFailedClaim(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 5, 2)
+	id := "jt1-3"
+	r := f.ranked(id)
+	owner := r[0]
+	e, err := owner.Claim(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.Commit(ctx, id, e, []persistence.Op{persistence.PutEntity(persistence.Entity{ID: id, Kind: "device"}),
+		persistence.PutTwin(id, twinDoc(id, 404))}); err != nil {
+		t.Fatal(err)
+	}
+	want := state(t, owner, id)
+	// Two members accepted a claim that failed, newer than the owner's
+	// epoch, and lost their copies (restarted from old data).
+	failed := e + 1000
+	for _, p := range r[1:3] {
+		if err := p.cfg.Store.Commit(ctx, persistence.ClaimEpoch(id, failed), persistence.ResetGrainData(id), persistence.EmptyCopyEpoch(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range f.addrs {
+		f.nodes[a].rereplicate(ctx)
+	}
+	for rank, p := range r[1:3] {
+		got := state(t, p, id)
+		if !got.Epoch.Holds(want.Epoch) || got.TwinVersion != 404 {
+			t.Errorf("member ranked %d (fence %d) holds %+v after the repair, want %+v", rank+1, failed, got, want)
+		}
+		if got.Epoch.Fence != failed {
+			t.Errorf("member ranked %d: fence %d after the repair, want it unchanged (%d)", rank+1, got.Epoch.Fence, failed)
+		}
+	}
+}
+
+// TestClaimSpreadsWhatItServes is the regression test of the other forks of
+// that run: a claim took a copy holding a write that was never
+// acknowledged (its owner stored it, then lost its replicas), could not
+// bring the replicas up to date, and the activation served that write to
+// readers anyway; a later claim by a majority without the copy gave its
+// version to another write. A claim now fails unless writeAcks members hold
+// the copy it took.
+func TestClaimSpreadsWhatItServes(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 5, 2)
+	id := "jt16-3"
+	r := f.ranked(id)
+	a := r[0]
+	e, err := a.Claim(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(ctx, id, e, []persistence.Op{persistence.PutTwin(id, twinDoc(id, 24))}); err != nil {
+		t.Fatal(err)
+	}
+	// Version 25 reaches only a's file: every other member is away.
+	for _, p := range r[1:] {
+		f.kill(p.self)
+	}
+	if err := a.Commit(ctx, id, e, []persistence.Op{persistence.PutTwin(id, twinDoc(id, 25))}); err == nil {
+		t.Fatal("a write without replicas was acknowledged")
+	}
+	for _, p := range r[1:] {
+		f.dead[p.self] = false
+	}
+	// Two members are away, and c answers the claim but not the copy: only
+	// a and b would hold version 25.
+	b, c := r[1], r[2]
+	f.kill(r[3].self)
+	f.kill(r[4].self)
+	f.drops = map[string]string{c.self: opApply}
+	_, err = b.Claim(ctx, id)
+	if !errors.Is(err, ErrUnderReplicated) {
+		t.Fatalf("claim whose copy only 2 of 5 members hold: %v, want ErrUnderReplicated (version 25 on %d members)", err, copiesOf(f, id, 25))
+	}
+	// With c reachable for copies, the claim spreads version 25 to it.
+	f2 := newFakeNet(t, 5, 2)
+	r2 := f2.ranked(id)
+	a2 := r2[0]
+	e2, _ := a2.Claim(ctx, id)
+	_ = a2.Commit(ctx, id, e2, []persistence.Op{persistence.PutTwin(id, twinDoc(id, 24))})
+	for _, p := range r2[1:] {
+		f2.kill(p.self)
+	}
+	_ = a2.Commit(ctx, id, e2, []persistence.Op{persistence.PutTwin(id, twinDoc(id, 25))})
+	for _, p := range r2[1:3] {
+		f2.dead[p.self] = false
+	}
+	if _, err := r2[1].Claim(ctx, id); err != nil {
+		t.Fatalf("claim with three members reachable: %v", err)
+	}
+	if n := copiesOf(f2, id, 25); n < 3 {
+		t.Fatalf("version 25 on %d members after the claim, want 3", n)
+	}
+}
+
+func copiesOf(f *fakeNet, id string, version int64) int {
+	n := 0
+	for _, db := range f.dbs {
+		if st, err := db.GrainState(id); err == nil && st.TwinVersion == version {
+			n++
+		}
+	}
+	return n
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -125,22 +126,54 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 			}
 			p.metrics.pulls.Inc()
 		}
-		replicas, _ := p.replicasOf(identity)
-		for _, r := range replicas {
-			st, ok := states[r]
-			if ok && sameState(st, states[src]) {
-				continue
-			}
-			if err := p.push(ctx, r, identity, epoch); err != nil {
-				// Not fatal: the write path falls back to other members.
-				p.log.Warn("bring replica up to date", "entity", identity, "replica", r, "err", err)
-				continue
-			}
-			p.metrics.pushes.Inc()
+		if err := p.spreadClaimed(ctx, identity, epoch, src, states); err != nil {
+			return 0, err
 		}
 		return epoch, nil
 	}
 	return 0, fmt.Errorf("%w: claim of %s kept losing to newer epochs", ErrFenced, identity)
+}
+
+// spreadClaimed makes sure the copy a claim took (src's, now this node's
+// too) is held by writeAcks members before the activation serves anything.
+// The copy may hold writes that were never acknowledged (an owner stored
+// them and then lost its replicas); once the activation reads them to a
+// client they have taken effect, and the next claim's majority must meet
+// them. Held only here and on src, the next claim could miss them and give
+// their version to another write: the 30-minute Jepsen run (seed 907312974)
+// saw two values read at one version that way. Members that already hold
+// the copy count; the others in rendezvous order are sent it until enough
+// hold it, or the claim fails (ErrUnderReplicated) and is retried.
+func (p *Placement) spreadClaimed(ctx context.Context, identity string, epoch uint64, src string, states map[string]persistence.GrainState) error {
+	need := p.writeAcks()
+	held := 1 // this node
+	for a, st := range states {
+		if a != p.self && sameState(st, states[src]) {
+			held++
+		}
+	}
+	replicas, rest := p.replicasOf(identity)
+	var lastErr error
+	for _, r := range append(replicas, rest...) {
+		if held >= need && !slices.Contains(replicas, r) {
+			break // enough; the remaining replicas were sent it below
+		}
+		if st, ok := states[r]; ok && sameState(st, states[src]) {
+			continue // counted above
+		}
+		if err := p.push(ctx, r, identity, epoch); err != nil {
+			lastErr = err
+			p.log.Warn("bring replica up to date", "entity", identity, "replica", r, "err", err)
+			continue
+		}
+		held++
+		p.metrics.pushes.Inc()
+	}
+	if held < need {
+		p.metrics.underRepl.Inc()
+		return fmt.Errorf("%w: claim of %s: its copy is on %d of %d members (last error: %v)", ErrUnderReplicated, identity, held, need, lastErr)
+	}
+	return nil
 }
 
 const snapshotPage = 2000

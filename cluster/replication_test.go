@@ -25,6 +25,8 @@ type fakeNet struct {
 	dbs   map[string]*persistence.DB
 	dead  map[string]bool
 	addrs []string
+	// drops makes a member time out on one operation (addr → op).
+	drops map[string]string
 }
 
 func newFakeNet(t *testing.T, n, replicas int) *fakeNet {
@@ -60,8 +62,9 @@ func (f *fakeNet) sender() func(string, *actorspb.MemberRequest, time.Duration) 
 	return func(addr string, req *actorspb.MemberRequest, timeout time.Duration) (any, error) {
 		f.mu.Lock()
 		dead, target := f.dead[addr], f.nodes[addr]
+		dropped := f.drops[addr] == req.Op
 		f.mu.Unlock()
-		if dead || target == nil {
+		if dead || target == nil || dropped {
 			time.Sleep(min(timeout, 50*time.Millisecond))
 			return nil, errors.New("future: timeout")
 		}
