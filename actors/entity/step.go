@@ -191,6 +191,17 @@ func (c *Core) putEntity(ctx context.Context, now time.Time, p *actorspb.PutEnti
 	if created {
 		res.Ops = append(res.Ops, Op{Kind: OpDeleteDoc, Bucket: BucketTombstones, Key: "entity/" + d.ID})
 	}
+	if old.ConnectedVia != "" && old.ConnectedVia != ent.ConnectedVia && c.isDevice() {
+		// Its state was the old gateway's: detached, it is disconnected
+		// until it connects itself (it stayed "connected via gw" forever,
+		// and rollups counted it, issue 12). The contributions below carry
+		// the new state.
+		if cur := d.Twin.Connection(); cur.Node == viaPrefix+old.ConnectedVia {
+			if ch := d.Twin.SetConnection(twin.Connection{State: "disconnected", Since: now}); !ch.Noop {
+				res.Events = append(res.Events, c.changeEvent(d, EventConnection, ch, now))
+			}
+		}
+	}
 	c.contribMoves(d, old, ent, res)
 	top, _ := json.Marshal(map[string]any{"entity": ent, "created": created})
 	res.Events = append(res.Events, c.event(d, EventTopology, top, now))

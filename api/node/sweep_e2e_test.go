@@ -47,3 +47,33 @@ func TestRestartMarksOldSessionsDisconnected(t *testing.T) {
 		t.Fatalf("a device that reconnected after the restart shows %q", s)
 	}
 }
+
+// Issue 12, item 7: a device detached from its gateway (PUT without
+// connectedVia) stayed "connected via gw" forever, and its room counted it.
+func TestDetachedDeviceIsDisconnected(t *testing.T) {
+	n := testutil.Start(t, t.TempDir())
+	api := n.Client()
+	api.MustDo(t, "PUT", "/api/v1/entities/room-2", `{"kind":"room"}`, 201)
+	gw := register(t, api, "gw-2", `{"kind":"gateway","parent":"room-2"}`)
+	register(t, api, "leaf-2", `{"parent":"room-2","connectedVia":"gw-2"}`)
+	connectDevice(t, n, gw)
+	read := func(id string) (state string, connected float64) {
+		var tw struct {
+			Connection struct{ State string } `json:"connection"`
+			Rollup     struct{ Connected float64 }
+		}
+		_ = json.Unmarshal(api.MustDo(t, "GET", "/api/v1/twins/"+id, nil, 200), &tw)
+		return tw.Connection.State, tw.Rollup.Connected
+	}
+	testutil.Eventually(t, 10*time.Second, "the leaf connected via the gateway, the room counting both", func() bool {
+		s, _ := read("leaf-2")
+		_, rc := read("room-2")
+		return s == "connected" && rc == 2
+	})
+	api.MustDo(t, "PUT", "/api/v1/entities/leaf-2", `{"kind":"device","parent":"room-2"}`, 200)
+	testutil.Eventually(t, 10*time.Second, "the detached leaf disconnected and the room counting one", func() bool {
+		s, _ := read("leaf-2")
+		_, rc := read("room-2")
+		return s == "disconnected" && rc == 1
+	})
+}
