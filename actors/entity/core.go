@@ -443,9 +443,9 @@ func twinOp(d *State) (Op, error) {
 
 func mapTwinErr(err error) error {
 	switch {
-	case errors.Is(err, twin.ErrTooLarge), errors.Is(err, twin.ErrTooDeep):
+	case errors.Is(err, twin.ErrTooLarge), errors.Is(err, twin.ErrTooDeep), errors.Is(err, twin.ErrTooManyPoints):
 		return errcode.Wrap(errcode.TooLarge, err)
-	case errors.Is(err, twin.ErrMalformed), errors.Is(err, twin.ErrReservedKey):
+	case errors.Is(err, twin.ErrMalformed), errors.Is(err, twin.ErrReservedKey), errors.Is(err, twin.ErrPointName):
 		return errcode.Wrap(errcode.BadRequest, err)
 	}
 	return err

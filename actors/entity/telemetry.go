@@ -129,6 +129,11 @@ func (c *Core) telemetry(ctx context.Context, now time.Time, in *actorspb.Teleme
 		ts = c.st.lastTS.Add(time.Nanosecond)
 	}
 	points := Points(in.Points)
+	if err := c.st.Twin.CheckPoints(points, c.cfg.Limits); err != nil {
+		// Refused whole: nothing of it is stored, so a twin and the
+		// rollups above it hold only points within the limits.
+		return fail(mapTwinErr(err))
+	}
 	d := c.draft()
 	res := &Result{what: "telemetry of"}
 	if points != nil {

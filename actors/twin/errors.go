@@ -21,4 +21,11 @@ var (
 	// ErrUnknownSection: the Section is not Desired, Reported or Tags. It
 	// signals a programming error in the caller.
 	ErrUnknownSection = errors.New("twin: unknown section")
+	// ErrTooManyPoints: a telemetry message with more points than
+	// Limits.MaxPointsPerMessage, or new point names beyond
+	// Limits.MaxPoints for the device (CheckPoints). The API maps it to 413.
+	ErrTooManyPoints = errors.New("twin: too many telemetry points")
+	// ErrPointName: a telemetry point name longer than Limits.MaxPointName
+	// (CheckPoints). The API maps it to 400.
+	ErrPointName = errors.New("twin: telemetry point name too long")
 )

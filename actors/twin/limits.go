@@ -1,6 +1,9 @@
 package twin
 
-import "unicode/utf8"
+import (
+	"fmt"
+	"unicode/utf8"
+)
 
 // Limits bound the size and nesting of each patchable section (desired,
 // reported, tags). A patch whose result would exceed them is refused whole.
@@ -14,12 +17,19 @@ type Limits struct {
 	// Arrays do not add a level, but objects inside them do. Zero or
 	// negative means the default, 10.
 	MaxDepth int
+	// MaxPoints is how many telemetry point names a device may have;
+	// MaxPointsPerMessage how many one message may carry; MaxPointName
+	// the longest name, in bytes. Zero or negative means the defaults,
+	// 64, 64 and 64: 20 messages of 5,000 distinct keys each once grew a
+	// twin and its ancestors' rollups to 6 MB apiece (issue 12).
+	MaxPoints, MaxPointsPerMessage, MaxPointName int
 }
 
 // DefaultLimits returns the limits used when none are configured: 32 KiB per
-// section and a depth of 10.
+// section, a depth of 10, 64 telemetry points per device and per message,
+// names of at most 64 bytes.
 func DefaultLimits() Limits {
-	return Limits{MaxSectionBytes: 32 << 10, MaxDepth: 10}
+	return Limits{MaxSectionBytes: 32 << 10, MaxDepth: 10, MaxPoints: 64, MaxPointsPerMessage: 64, MaxPointName: 64}
 }
 
 // withDefaults replaces zero or negative fields with their defaults.
@@ -31,7 +41,41 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxDepth <= 0 {
 		l.MaxDepth = d.MaxDepth
 	}
+	if l.MaxPoints <= 0 {
+		l.MaxPoints = d.MaxPoints
+	}
+	if l.MaxPointsPerMessage <= 0 {
+		l.MaxPointsPerMessage = d.MaxPointsPerMessage
+	}
+	if l.MaxPointName <= 0 {
+		l.MaxPointName = d.MaxPointName
+	}
 	return l
+}
+
+// CheckPoints tells whether the telemetry points of one message fit the
+// limits: at most MaxPointsPerMessage of them, names of at most
+// MaxPointName bytes, and no more than MaxPoints names for the device once
+// the new ones are added. The error wraps ErrTooManyPoints or
+// ErrPointName and says which limit, so the device can be told.
+func (t *Twin) CheckPoints(points map[string]any, l Limits) error {
+	l = l.withDefaults()
+	if len(points) > l.MaxPointsPerMessage {
+		return fmt.Errorf("%w: the message has %d telemetry points, at most %d are allowed", ErrTooManyPoints, len(points), l.MaxPointsPerMessage)
+	}
+	added := 0
+	for k := range points {
+		if len(k) > l.MaxPointName {
+			return fmt.Errorf("%w: point name of %d bytes, at most %d are allowed", ErrPointName, len(k), l.MaxPointName)
+		}
+		if _, ok := t.telemetry[k]; !ok {
+			added++
+		}
+	}
+	if n := len(t.telemetry) + added; added > 0 && n > l.MaxPoints {
+		return fmt.Errorf("%w: the device would have %d telemetry point names, at most %d are allowed", ErrTooManyPoints, n, l.MaxPoints)
+	}
+	return nil
 }
 
 // depth returns the number of nested object levels in v: 0 for a scalar or

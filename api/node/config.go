@@ -41,6 +41,9 @@ type serveConfig struct {
 	CommitMaxWait      time.Duration
 	TelemetryRetention time.Duration
 	MaxConnections     int
+	MaxPoints          int
+	MaxPointsPerMsg    int
+	MaxPointName       int
 	MQTTConnectTimeout time.Duration
 	DeviceRate         float64
 	DeviceBurst        int
@@ -86,6 +89,9 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "messages per second a device may publish (token bucket)")
 	fs.IntVar(&c.DeviceBurst, "device-burst", 200, "burst size of the per-device rate limit")
 	fs.IntVar(&c.MaxPayload, "max-payload", 256<<10, "largest MQTT payload in bytes")
+	fs.IntVar(&c.MaxPoints, "max-points", 64, "most telemetry point names per device")
+	fs.IntVar(&c.MaxPointsPerMsg, "max-points-per-message", 64, "most telemetry points in one message")
+	fs.IntVar(&c.MaxPointName, "max-point-name", 64, "longest telemetry point name, in bytes")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (admin token required)")
@@ -182,6 +188,9 @@ func (c *serveConfig) checkRanges() error {
 		{"max-connections", c.MaxConnections, 1, 10_000_000},
 		{"device-burst", c.DeviceBurst, 1, 1_000_000_000},
 		{"max-payload", c.MaxPayload, 1, 64 << 20},
+		{"max-points", c.MaxPoints, 1, 100000},
+		{"max-points-per-message", c.MaxPointsPerMsg, 1, 100000},
+		{"max-point-name", c.MaxPointName, 1, 4096},
 	}
 	for _, f := range ints {
 		if f.v < f.min || f.v > f.max {

@@ -271,3 +271,44 @@ func TestMQTTConnectionsGaugeAfterTakeovers(t *testing.T) {
 		return metric(t, api, `twinmesh_mqtt_connections`) == 0
 	})
 }
+
+// Issue 12, item 3: a device could grow its twin, and its room's rollup,
+// without bound by sending ever new telemetry point names. Beyond
+// --max-points names, or with too many points in one message, a message is
+// refused whole and counted; the twin and the rollup keep what fits.
+func TestMQTTTelemetryPointLimits(t *testing.T) {
+	n := testutil.Start(t, t.TempDir(), "--max-points", "8", "--max-points-per-message", "5")
+	api := n.Client()
+	api.MustDo(t, "PUT", "/api/v1/entities/room-p", `{"kind":"room"}`, 201)
+	d := register(t, api, "pts-1", `{"parent":"room-p"}`)
+	c := connectDevice(t, n, d)
+	pub := func(payload string) bool {
+		tok := c.Publish("devices/pts-1/messages/events/", 1, false, payload)
+		return tok.WaitTimeout(2*time.Second) && tok.Error() == nil
+	}
+	if !pub(`{"a":1,"b":2,"c":3,"d":4,"e":5}`) || !pub(`{"f":6,"g":7,"h":8}`) {
+		t.Fatal("messages within the limits were not acknowledged")
+	}
+	if pub(`{"i":9}`) {
+		t.Fatal("a ninth point name was acknowledged with --max-points 8")
+	}
+	if pub(`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}`) {
+		t.Fatal("six points in one message were acknowledged with --max-points-per-message 5")
+	}
+	c = connectDevice(t, n, d) // an MQTT 3.1.1 client gets no PUBACK; start afresh
+	if !pub(`{"a":10}`) {
+		t.Fatal("a known point was not acknowledged after the refusals")
+	}
+	tw := twinOf(t, api, "pts-1")
+	if len(tw.Telemetry) != 8 || tw.Telemetry["i"] != nil {
+		t.Fatalf("twin telemetry has %d points: %v", len(tw.Telemetry), tw.Telemetry)
+	}
+	if v := metric(t, api, `twinmesh_mqtt_refused_total\{reason="too_large"\}`); v < 2 {
+		t.Fatalf("too_large refusals = %v, want 2", v)
+	}
+	var room struct{ Rollup map[string]any }
+	testutil.Eventually(t, 5*time.Second, "the room's rollup without the refused point", func() bool {
+		_ = json.Unmarshal(api.MustDo(t, "GET", "/api/v1/twins/room-p", nil, 200), &room)
+		return room.Rollup["a"] != nil && room.Rollup["i"] == nil
+	})
+}

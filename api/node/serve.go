@@ -257,7 +257,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		RemoteTLS: remoteTLS,
 		NodeName:  c.NodeName, RemoteAddr: c.Remote, Provider: n.prov, Store: n.db,
 		IdentityLookup: n.place, Replication: n.place,
-		IdleTimeout: c.IdleTimeout, Limits: twin.Limits{MaxSectionBytes: c.MaxSectionBytes, MaxDepth: c.MaxDepth},
+		IdleTimeout: c.IdleTimeout, Limits: twin.Limits{MaxSectionBytes: c.MaxSectionBytes, MaxDepth: c.MaxDepth,
+			MaxPoints: c.MaxPoints, MaxPointsPerMessage: c.MaxPointsPerMsg, MaxPointName: c.MaxPointName},
 		Logger: log, Registerer: reg,
 	})
 	if err != nil {

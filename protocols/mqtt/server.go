@@ -375,8 +375,19 @@ func (s *Server) storeTelemetry(device string, m Telemetry) error {
 	defer cancel()
 	err := s.backend.Telemetry(ctx, device, m)
 	if err != nil {
-		s.metrics.refused.WithLabelValues("store_failed").Inc()
-		s.log.Warn("telemetry not stored", "device", device, "qos", m.QoS, "err", err)
+		// The device's fault (too many points, a name too long, bad
+		// data) or ours; counted by kind, logged once in a while.
+		reason := "store_failed"
+		switch errcode.Of(err) {
+		case errcode.TooLarge:
+			reason = "too_large"
+		case errcode.BadRequest:
+			reason = "bad_request"
+		}
+		s.metrics.refused.WithLabelValues(reason).Inc()
+		if s.refusals.allow(device+"\x00"+reason, time.Now()) {
+			s.log.Warn("telemetry not stored", "device", device, "qos", m.QoS, "reason", reason, "err", err)
+		}
 		return err
 	}
 	s.metrics.messages.WithLabelValues(strconv.Itoa(int(m.QoS))).Inc()
