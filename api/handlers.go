@@ -294,6 +294,23 @@ func (s *Server) forgetMember(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// backup answers GET /api/v1/backup: the store's file, consistent as of one
+// read transaction, streamed (`twinmesh backup` uses it while a node runs).
+func (s *Server) backup(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Backup == nil {
+		return errcode.New(errcode.NotFound, "this node has no store to copy")
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="twinmesh.db"`)
+	if _, err := s.cfg.Backup(w); err != nil {
+		// The status is sent: cut the response, so the client sees a
+		// short copy rather than a complete-looking one.
+		s.log.Error("backup", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
 func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) error {
 	if s.cfg.Cluster == nil {
 		writeJSON(w, 200, map[string]any{"self": s.sys.NodeName(), "members": []any{}})

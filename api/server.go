@@ -38,6 +38,9 @@ type Config struct {
 	// cluster's majorities count (DELETE /cluster/members/{node}); nil
 	// answers 404.
 	ForgetMember func(ctx context.Context, node string) error
+	// Backup writes a consistent copy of the store (GET /backup); nil
+	// answers 404.
+	Backup func(w io.Writer) (int64, error)
 	// Ready reports readiness for /readyz; nil means the System's readiness.
 	Ready func() error
 	// Extra mounts further handlers (WebSocket hub, dashboard, commands).
@@ -115,6 +118,7 @@ func (s *Server) routes() {
 	h("GET /api/v1/twins/{id}/telemetry", s.telemetry)
 	h("GET /api/v1/cluster", s.cluster)
 	h("DELETE /api/v1/cluster/members/{node}", s.forgetMember)
+	h("GET /api/v1/backup", s.backup)
 	s.deviceRoutes(h)
 	s.ruleRoutes(h)
 	s.mux.Handle("/api/", s.instrument("unknown", a(handlerFunc(func(w http.ResponseWriter, r *http.Request) error {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -52,7 +54,7 @@ func Open(path string, opts *Options) (*DB, error) {
 		return nil, err
 	}
 	var from, to int
-	if err := bdb.Update(func(tx *bbolt.Tx) (err error) {
+	if err := safeUpdate(bdb, func(tx *bbolt.Tx) (err error) {
 		if from, to, err = migrate(tx, migrations()); err != nil {
 			return err
 		}
@@ -94,8 +96,20 @@ func openReadOnly(path string, o Options) (*DB, error) {
 	return db, nil
 }
 
-func openBolt(path string, o *Options, readOnly bool) (*bbolt.DB, error) {
-	bdb, err := bbolt.Open(path, 0o600, &bbolt.Options{
+func openBolt(path string, o *Options, readOnly bool) (bdb *bbolt.DB, err error) {
+	if st, serr := os.Stat(path); serr == nil && st.Size() == 0 {
+		// bbolt would initialise it as a new store: a file emptied by a
+		// crash or an operator's mistake would silently lose everything.
+		return nil, fmt.Errorf("open %s: %w: the file is empty (0 bytes); restore a replica's copy or a backup, or delete it to start an empty store", path, ErrCorrupt)
+	}
+	// bbolt panics on some damaged files (rebuilding the freelist from a
+	// page that is not one): a clear error instead.
+	defer func() {
+		if r := recover(); r != nil {
+			bdb, err = nil, fmt.Errorf("open %s: %w (%v); restore a replica's copy or a backup", path, ErrCorrupt, r)
+		}
+	}()
+	bdb, err = bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout:  o.LockTimeout,
 		NoSync:   o.NoSync,
 		ReadOnly: readOnly,
@@ -107,10 +121,25 @@ func openBolt(path string, o *Options, readOnly bool) (*bbolt.DB, error) {
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w (waited %v)", path, ErrLocked, o.LockTimeout)
 	}
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) ||
+		(err != nil && strings.Contains(err.Error(), "file size too small")) { // bbolt's truncated file, not a sentinel
+		return nil, fmt.Errorf("open %s: %w (%v); restore a replica's copy or a backup", path, ErrCorrupt, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return bdb, nil
+}
+
+// safeUpdate is bbolt's Update that turns a panic (a damaged page met
+// while the file is first read) into ErrCorrupt.
+func safeUpdate(bdb *bbolt.DB, fn func(*bbolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w (%v); restore a replica's copy or a backup", ErrCorrupt, r)
+		}
+	}()
+	return bdb.Update(fn)
 }
 
 // Close stops accepting commits, waits until every queued request is

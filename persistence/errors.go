@@ -54,6 +54,13 @@ var (
 	// it). Nothing was written, and the write counts as acknowledged.
 	ErrApplied = errors.New("persistence: write already applied")
 
+	// ErrCorrupt is returned by Open, OpenReadOnly and Check when the file
+	// is damaged (truncated, overwritten, a page that does not add up) or
+	// empty: the node must not start on it, and an empty file is not a
+	// fresh store. The error names the file; restore a replica's copy or
+	// a backup (twinmesh backup).
+	ErrCorrupt = errors.New("persistence: data file is damaged")
+
 	// ErrCopyAbandoned is returned by Commit when a ContinueCopyEpoch op
 	// finds that the copy its page belongs to is no longer the one under
 	// way on this node (another copy started, or the owner wrote): the

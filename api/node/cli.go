@@ -27,6 +27,8 @@ commands:
   serve     run a node (embedded defaults: ./data, HTTP :8080, MQTT :1883)
   token     print a SAS token for a device: twinmesh token --data DIR DEVICE_ID [--ttl 1h]
   bench     load generator: simulated devices publish telemetry against a node, compared with a bare mochi broker
+  backup    copy the store, from the running node or the file: twinmesh backup --data DIR --out FILE
+  check     check every page of a stopped node's store: twinmesh check --data DIR
   version   print the version
 
 Run 'twinmesh <command> -h' for the flags of a command.
@@ -50,6 +52,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = tokenCmd(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(ctx, args[1:], stdout, stderr)
+	case "backup":
+		err = backupCmd(ctx, args[1:], stdout, stderr)
+	case "check":
+		err = checkCmd(ctx, args[1:], stdout, stderr)
+	case probeCommand:
+		return probeMain(args[1:], stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "twinmesh %s\n", Version)
 	case "help", "-h", "--help":

@@ -218,6 +218,15 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	reg.MustRegister(commitSize, commitLatency)
 
 	dbPath := filepath.Join(c.Data, "twinmesh.db")
+	if st, err := os.Stat(dbPath); err == nil && st.Size() > 0 {
+		// bbolt panics on some damaged files (rebuilding the freelist, on
+		// a goroutine of its own, where nothing can recover): the file is
+		// opened in a child process first, whose crash only reports the
+		// damage. It costs one more read of the file's pages at start.
+		if err := probeStore(ctx, dbPath, false); err != nil {
+			return nil, err
+		}
+	}
 	n.db, err = persistence.Open(dbPath, &persistence.Options{
 		MaxBatch: c.CommitMaxBatch, MaxWait: c.CommitMaxWait, Logger: log.With("component", "persistence"),
 		Observer: func(requests, _ int, d time.Duration) {
@@ -335,6 +344,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			return tok, exp, err
 		},
 		Cluster:      func() any { return n.place.View(context.Background()) },
+		Backup:       n.db.Backup,
 		ForgetMember: n.place.Forget,
 		Ready: func() error {
 			if !n.sys.Ready() {

@@ -86,25 +86,35 @@ func writeNodeInfo(data, httpAddr string) error {
 	return os.WriteFile(filepath.Join(data, "node.json"), b, 0o600)
 }
 
+// runningNode returns the base URL and admin token of the node running on
+// data (it holds the store's lock), from its node.json and admin.token.
+func runningNode(data string) (base, token string, err error) {
+	raw, err := os.ReadFile(filepath.Join(data, "node.json"))
+	if err != nil {
+		return "", "", fmt.Errorf("the store is locked by a running node, and its node.json is unreadable: %w", err)
+	}
+	var ni nodeInfo
+	if err := json.Unmarshal(raw, &ni); err != nil {
+		return "", "", fmt.Errorf("node.json: %w", err)
+	}
+	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		return "", "", fmt.Errorf("admin token: %w", err)
+	}
+	return "http://" + ni.HTTP, strings.TrimSpace(string(tok)), nil
+}
+
 func tokenFromNode(data, id string, ttl time.Duration, secondary bool, stdout io.Writer) error {
 	if secondary {
 		return fmt.Errorf("a node is running on %s: --secondary needs the node stopped (the API signs with the primary key)", data)
 	}
-	raw, err := os.ReadFile(filepath.Join(data, "node.json"))
+	base, tok, err := runningNode(data)
 	if err != nil {
-		return fmt.Errorf("the store is locked by a running node, and its node.json is unreadable: %w", err)
+		return err
 	}
-	var ni nodeInfo
-	if err := json.Unmarshal(raw, &ni); err != nil {
-		return fmt.Errorf("node.json: %w", err)
-	}
-	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
-	if err != nil {
-		return fmt.Errorf("admin token: %w", err)
-	}
-	url := fmt.Sprintf("http://%s/api/v1/devices/%s/token?ttl=%d", ni.HTTP, id, int(ttl.Seconds()))
+	url := fmt.Sprintf("%s/api/v1/devices/%s/token?ttl=%d", base, id, int(ttl.Seconds()))
 	req, _ := http.NewRequest("POST", url, nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	req.Header.Set("Authorization", "Bearer "+tok)
 	res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("ask the running node: %w", err)
