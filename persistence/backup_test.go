@@ -47,9 +47,9 @@ func TestOpenDamagedFile(t *testing.T) {
 	}
 	whole := buf.Bytes()
 	cases := map[string][]byte{
-		"empty":         {},
-		"truncated":     whole[:4096],
-		"zeroed meta":   append(make([]byte, 8192), whole[8192:]...),
+		"empty":       {},
+		"truncated":   whole[:4096],
+		"zeroed meta": append(make([]byte, 8192), whole[8192:]...),
 		// A file whose pages are garbage behind sound meta pages makes
 		// bbolt panic on a goroutine of its own while it rebuilds the
 		// freelist, which no recover reaches: api/node probes such a file
