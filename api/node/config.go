@@ -45,6 +45,7 @@ type serveConfig struct {
 	MaxPointsPerMsg    int
 	MaxPointName       int
 	MQTTConnectTimeout time.Duration
+	MaxTokenLifetime   time.Duration
 	DeviceRate         float64
 	DeviceBurst        int
 	MaxPayload         int
@@ -86,6 +87,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.TelemetryRetention, "telemetry-retention", 7*24*time.Hour, "how long the warm store keeps telemetry")
 	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent MQTT connections")
 	fs.DurationVar(&c.MQTTConnectTimeout, "mqtt-connect-timeout", 10*time.Second, "how long a new MQTT connection may take to send CONNECT before it is closed")
+	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", 366*24*time.Hour, "SAS tokens that expire further ahead are refused")
 	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "messages per second a device may publish (token bucket)")
 	fs.IntVar(&c.DeviceBurst, "device-burst", 200, "burst size of the per-device rate limit")
 	fs.IntVar(&c.MaxPayload, "max-payload", 256<<10, "largest MQTT payload in bytes")
@@ -206,6 +208,7 @@ func (c *serveConfig) checkRanges() error {
 		{"commit-max-wait", c.CommitMaxWait, 0, time.Second},
 		{"telemetry-retention", c.TelemetryRetention, time.Minute, 100 * 365 * 24 * time.Hour},
 		{"mqtt-connect-timeout", c.MQTTConnectTimeout, 100 * time.Millisecond, 5 * time.Minute},
+		{"max-token-lifetime", c.MaxTokenLifetime, time.Minute, 100 * 365 * 24 * time.Hour},
 	}
 	for _, f := range durs {
 		if f.v < f.min || f.v > f.max {

@@ -304,6 +304,7 @@ func TestMQTTAuthorizationMatrix(t *testing.T) {
 		{"token for another device", "a", user("a"), token(t, "b", b.Primary, time.Hour)},
 		{"client id differs from user name", "a", user("b"), token(t, "a", a.Primary, time.Hour)},
 		{"not a SAS token", "a", user("a"), "hunter2"},
+		{"token beyond --max-token-lifetime", "a", user("a"), token(t, "a", a.Primary, 400*24*time.Hour)},
 	}
 	for _, tc := range refusedConnects {
 		t.Run("connect/"+tc.name, func(t *testing.T) {

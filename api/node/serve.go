@@ -281,8 +281,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		ms, err = mqtt.New(mqtt.Config{
 			Addr: c.MQTT, TLSAddr: c.MQTTS, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
 			MaxConnections: c.MaxConnections, MessageRate: c.DeviceRate, Burst: c.DeviceBurst, MaxPayload: c.MaxPayload,
-			ConnectTimeout: c.MQTTConnectTimeout,
-			Logger:         log, Registerer: reg,
+			ConnectTimeout: c.MQTTConnectTimeout, MaxTokenLifetime: c.MaxTokenLifetime,
+			Logger: log, Registerer: reg,
 		}, mqttBackend{n.sys})
 		if err != nil {
 			return n, fmt.Errorf("%w: %v", errUsage, err)

@@ -77,11 +77,13 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	if !idn.Enabled {
 		return h.refuse("disabled", cl, "device is disabled")
 	}
-	if err := sas.Verify(string(pk.Connect.Password), id, []string{idn.PrimaryKey, idn.SecondaryKey}, h.s.cfg.Now()); err != nil {
+	if err := sas.VerifyLifetime(string(pk.Connect.Password), id, []string{idn.PrimaryKey, idn.SecondaryKey}, h.s.cfg.Now(), h.s.cfg.MaxTokenLifetime); err != nil {
 		reason := "bad_token"
 		switch {
 		case errors.Is(err, sas.ErrExpired):
 			reason = "expired_token"
+		case errors.Is(err, sas.ErrLifetime):
+			reason = "token_lifetime"
 		case errors.Is(err, sas.ErrSignature):
 			reason = "forged_token"
 		case errors.Is(err, sas.ErrWrongDevice):

@@ -83,6 +83,9 @@ type Config struct {
 	QoS0Workers    int     // default 128: each waits for a commit, so more workers fill bigger batches
 	// RequestTimeout bounds each Backend call. Default 10 s.
 	RequestTimeout time.Duration
+	// MaxTokenLifetime refuses SAS tokens that expire further ahead than
+	// it; 0 allows any.
+	MaxTokenLifetime time.Duration
 	// ConnectTimeout is how long a new connection may take to send its
 	// CONNECT packet before it is closed. Default 10 s.
 	ConnectTimeout time.Duration

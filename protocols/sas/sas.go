@@ -29,6 +29,10 @@ var (
 	ErrSignature = errors.New("SAS signature mismatch")
 	// ErrWrongDevice: the token's resource names another device.
 	ErrWrongDevice = errors.New("SAS token is for another device")
+	// ErrLifetime: the token's expiry is further ahead than the maximum
+	// lifetime allowed (VerifyLifetime): a stolen long-lived token would
+	// stay good for that long.
+	ErrLifetime = errors.New("SAS token lifetime over the maximum")
 )
 
 const prefix = "SharedAccessSignature "
@@ -112,6 +116,12 @@ func DeviceOf(resource string) (string, bool) {
 // one of keys (base64). The host part of the resource is not checked: a
 // device keeps the token it was given for its hub.
 func Verify(token, deviceID string, keys []string, now time.Time) error {
+	return VerifyLifetime(token, deviceID, keys, now, 0)
+}
+
+// VerifyLifetime is Verify that also refuses (ErrLifetime) a token whose
+// expiry is more than maxLifetime after now; 0 allows any.
+func VerifyLifetime(token, deviceID string, keys []string, now time.Time, maxLifetime time.Duration) error {
 	t, err := Parse(token)
 	if err != nil {
 		return err
@@ -125,6 +135,9 @@ func Verify(token, deviceID string, keys []string, now time.Time) error {
 	}
 	if !now.Before(t.Expiry) {
 		return fmt.Errorf("%w at %s", ErrExpired, t.Expiry.UTC().Format(time.RFC3339))
+	}
+	if maxLifetime > 0 && t.Expiry.Sub(now) > maxLifetime {
+		return fmt.Errorf("%w: expires at %s, at most %v ahead is allowed", ErrLifetime, t.Expiry.UTC().Format(time.RFC3339), maxLifetime)
 	}
 	given, err := base64.StdEncoding.DecodeString(t.Signature)
 	if err != nil {

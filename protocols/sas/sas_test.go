@@ -92,3 +92,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Issue 12, item 12: a token whose expiry is further ahead than the
+// maximum lifetime is refused.
+func TestVerifyLifetime(t *testing.T) {
+	for _, tc := range []struct {
+		ttl, max time.Duration
+		want     error
+	}{
+		{time.Hour, 24 * time.Hour, nil},
+		{48 * time.Hour, 24 * time.Hour, ErrLifetime},
+		{100 * 365 * 24 * time.Hour, 0, nil},
+	} {
+		tok, _ := Sign("hub.example/devices/dev-1", key1, now.Add(tc.ttl))
+		err := VerifyLifetime(tok, "dev-1", []string{key1}, now, tc.max)
+		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Errorf("ttl %v, max %v: %v, want %v", tc.ttl, tc.max, err, tc.want)
+		}
+	}
+}
