@@ -46,6 +46,7 @@ type serveConfig struct {
 	MaxPointName       int
 	MQTTConnectTimeout time.Duration
 	MaxTokenLifetime   time.Duration
+	WSOrigins          string
 	DeviceRate         float64
 	DeviceBurst        int
 	MaxPayload         int
@@ -87,6 +88,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.TelemetryRetention, "telemetry-retention", 7*24*time.Hour, "how long the warm store keeps telemetry")
 	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent MQTT connections")
 	fs.DurationVar(&c.MQTTConnectTimeout, "mqtt-connect-timeout", 10*time.Second, "how long a new MQTT connection may take to send CONNECT before it is closed")
+	fs.StringVar(&c.WSOrigins, "ws-origins", "", "comma-separated browser origins (https://host[:port]) whose pages may open the WebSocket API besides the node's own; * allows any")
 	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", 366*24*time.Hour, "SAS tokens that expire further ahead are refused")
 	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "messages per second a device may publish (token bucket)")
 	fs.IntVar(&c.DeviceBurst, "device-burst", 200, "burst size of the per-device rate limit")

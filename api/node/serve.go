@@ -292,7 +292,13 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	router := n.sys.RouteMethods(sessions)
 	// Rule actions run on workers the node owns, with the method router.
 	n.spawn(func(ctx context.Context) { n.sys.RunActions(ctx, router) })
-	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token)}, wsBackend{sys: n.sys, methods: router})
+	var origins []string
+	for _, o := range strings.Split(c.WSOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token), AllowedOrigins: origins}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
 	if ms != nil {

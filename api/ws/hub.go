@@ -15,6 +15,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +69,12 @@ type Config struct {
 	PingInterval     time.Duration // default 20 s
 	MaxBadFrames     int           // per minute before the connection is closed, default 20
 	MaxInvokes       int           // concurrent invokes per connection, default 8
-	Logger           *slog.Logger
+	// AllowedOrigins are the browser origins ("https://ops.example.com")
+	// whose pages may open a WebSocket; "*" allows any. Empty: only the
+	// node's own origin (its dashboard). A request without an Origin
+	// header (not from a browser) is not checked: the token authorizes it.
+	AllowedOrigins []string
+	Logger         *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -125,10 +132,30 @@ func NewHub(cfg Config, b Backend) *Hub {
 	cfg.defaults()
 	return &Hub{cfg: cfg, backend: b, log: cfg.Logger.With("component", "ws"), conns: map[*conn]struct{}{},
 		anc: map[string][]string{},
-		up: websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096,
-			// Dashboards may be served from elsewhere; the token, not the
-			// origin, is what authorizes.
-			CheckOrigin: func(*http.Request) bool { return true }}}
+		up:  websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096, CheckOrigin: originChecker(cfg.AllowedOrigins)}}
+}
+
+// originChecker returns the upgrader's Origin check: same origin, or one of
+// allowed ("*": any), or no Origin at all (not a browser).
+func originChecker(allowed []string) func(r *http.Request) bool {
+	set := map[string]bool{}
+	for _, o := range allowed {
+		set[strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))] = true
+	}
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" || set["*"] {
+			return true
+		}
+		u, err := url.Parse(origin)
+		if err != nil {
+			return false
+		}
+		if strings.EqualFold(u.Host, r.Host) {
+			return true
+		}
+		return set[strings.ToLower(u.Scheme+"://"+u.Host)]
+	}
 }
 
 // Stats returns the hub's counters.

@@ -336,3 +336,43 @@ func FuzzParseFrame(f *testing.F) {
 		}
 	})
 }
+
+// Issue 12, item 12: the WebSocket checks the Origin of browser pages: its
+// own origin and the allowed ones pass, others get 403; clients that send
+// no Origin (not browsers) are authorized by their token alone.
+func TestOriginCheck(t *testing.T) {
+	_, _, url := setup(t, Config{AllowedOrigins: []string{"https://ops.example.com/"}})
+	host := strings.TrimPrefix(url, "ws://")
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true},
+		{"http://" + host, true},
+		{"https://ops.example.com", true},
+		{"https://OPS.example.com", true},
+		{"https://evil.example", false},
+		{"null", false},
+	} {
+		h := http.Header{}
+		if tc.origin != "" {
+			h.Set("Origin", tc.origin)
+		}
+		c, res, err := websocket.DefaultDialer.Dial(url+"?access_token=tok", h)
+		if c != nil {
+			c.Close()
+		}
+		if tc.ok && err != nil {
+			t.Errorf("origin %q refused: %v", tc.origin, err)
+		}
+		if !tc.ok && (err == nil || res == nil || res.StatusCode != http.StatusForbidden) {
+			t.Errorf("origin %q: %v, want 403", tc.origin, err)
+		}
+	}
+	_, _, any := setup(t, Config{AllowedOrigins: []string{"*"}})
+	c, _, err := websocket.DefaultDialer.Dial(any+"?access_token=tok", http.Header{"Origin": {"https://evil.example"}})
+	if err != nil {
+		t.Fatalf("with \"*\" allowed: %v", err)
+	}
+	c.Close()
+}
