@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/twinmesh/twinmesh/internal/strictjson"
 )
 
 // DecodeTelemetry turns a device message into a TelemetryIn. A JSON object
@@ -23,7 +25,9 @@ func DecodeTelemetry(payload []byte, contentType string, ts time.Time, props map
 	trimmed := bytes.TrimSpace(payload)
 	if jsonish && len(trimmed) > 0 && trimmed[0] == '{' {
 		var obj map[string]any
-		if err := json.Unmarshal(trimmed, &obj); err == nil {
+		// An ambiguous document (a member twice, an integer json would
+		// round) is kept raw rather than read one way.
+		if err := json.Unmarshal(trimmed, &obj); err == nil && strictjson.Check(trimmed) == nil {
 			points := map[string]any{}
 			for k, v := range obj {
 				switch x := v.(type) {

@@ -72,6 +72,28 @@ func TestRESTContract(t *testing.T) {
 	c := newServer(t)
 	ctx := context.Background()
 
+	// Issue 12, item 12: documents that encoding/json would read one way
+	// among several are refused, not silently changed.
+	t.Run("ambiguous JSON", func(t *testing.T) {
+		c.MustDo(t, "PUT", "/api/v1/devices/strict-1", nil, 201)
+		for _, body := range []string{
+			`{"desired":{"a":1,"a":2}}`,
+			`{"desired":{"":1}}`,
+			`{"desired":{"n":9007199254740993}}`,
+			"{\"desired\":{\"s\":\"\xff\"}}",
+		} {
+			st, _, out, err := c.Do(ctx, "PATCH", "/api/v1/twins/strict-1", []byte(body))
+			if err != nil || st != 400 {
+				t.Errorf("PATCH %q: %d %s %v, want 400", body, st, out, err)
+			}
+		}
+		c.MustDo(t, "PATCH", "/api/v1/twins/strict-1", `{"desired":{"n":9007199254740992}}`, 200)
+		st, _, _, _ := c.Do(ctx, "PUT", "/api/v1/entities/strict-2", []byte(`{"kind":"room","kind":"device"}`))
+		if st != 400 {
+			t.Errorf("PUT entity with a duplicate member: %d, want 400", st)
+		}
+	})
+
 	t.Run("auth", func(t *testing.T) {
 		for _, tok := range []string{"", "wrong"} {
 			anon := *c

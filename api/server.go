@@ -18,6 +18,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/internal/strictjson"
 )
 
 // Config configures the HTTP handler.
@@ -251,6 +252,9 @@ func decode(r *http.Request, v any) error {
 
 // unmarshal decodes a JSON document read with readBody; 400 when malformed.
 func unmarshal(body []byte, v any) error {
+	if err := strictjson.Check(body); err != nil {
+		return errcode.New(errcode.BadRequest, "%v", err)
+	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return errcode.New(errcode.BadRequest, "malformed JSON: %v", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"time"
+
+	"github.com/twinmesh/twinmesh/internal/strictjson"
 )
 
 // Section names one of the three sections of a twin that merge patches
@@ -241,6 +243,9 @@ func (t *Twin) Patch(s Section, patch []byte, now time.Time, lim Limits) (Change
 	}
 	if sec.doc == nil { // a zero Twin rather than one from New
 		*sec = newSection()
+	}
+	if err := strictjson.Check(patch); err != nil {
+		return Change{}, fmt.Errorf("%w: %s patch: %v", ErrMalformed, s, err)
 	}
 	var v any
 	if err := json.Unmarshal(patch, &v); err != nil {
