@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -311,4 +313,54 @@ func TestMQTTTelemetryPointLimits(t *testing.T) {
 		_ = json.Unmarshal(api.MustDo(t, "GET", "/api/v1/twins/room-p", nil, 200), &room)
 		return room.Rollup["a"] != nil && room.Rollup["i"] == nil
 	})
+}
+
+// Issue 12, item 9: ten sessions of one device, each sending 200 QoS 0
+// messages and DISCONNECT in one write, the next 50 ms later: every
+// message the node accepted is stored or counted as dropped (the report's
+// 2,000 sent and 800 stored came from a client that discarded its own
+// queue on disconnect; raw packets rule the client out).
+func TestMQTTQoS0AcrossQuickReconnects(t *testing.T) {
+	n := testutil.Start(t, t.TempDir(), "--device-rate", "100000", "--device-burst", "100000")
+	api := n.Client()
+	d := register(t, api, "q0-1", "")
+	pass := token(t, d.ID, d.Primary, time.Hour)
+	const sessions, perSession = 10, 200
+	for s := 0; s < sessions; s++ {
+		var buf bytes.Buffer
+		cp := pahopackets.NewControlPacket(pahopackets.Connect).(*pahopackets.ConnectPacket)
+		cp.ProtocolName, cp.ProtocolVersion, cp.CleanSession, cp.Keepalive = "MQTT", 4, true, 30
+		cp.ClientIdentifier, cp.UsernameFlag, cp.PasswordFlag = d.ID, true, true
+		cp.Username, cp.Password = "hub.test/"+d.ID+"/?api-version=2021-04-12", []byte(pass)
+		_ = cp.Write(&buf)
+		for i := 0; i < perSession; i++ {
+			pp := pahopackets.NewControlPacket(pahopackets.Publish).(*pahopackets.PublishPacket)
+			pp.TopicName = "devices/q0-1/messages/events/"
+			pp.Payload = []byte(fmt.Sprintf(`{"s":%d,"i":%d}`, s, i))
+			_ = pp.Write(&buf)
+		}
+		_ = pahopackets.NewControlPacket(pahopackets.Disconnect).Write(&buf)
+		conn, err := net.Dial("tcp", n.Addr("mqtt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.Copy(io.Discard, conn) // CONNACK, then the node closes
+		conn.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	want := float64(sessions * perSession)
+	var stored int
+	testutil.Eventually(t, 10*time.Second, "every accepted QoS 0 message stored or counted", func() bool {
+		var hist struct{ Items []any }
+		_ = json.Unmarshal(api.MustDo(t, "GET", "/api/v1/twins/q0-1/telemetry?limit=5000", nil, 200), &hist)
+		stored = len(hist.Items)
+		dropped := metric(t, api, `twinmesh_mqtt_qos0_dropped_total`)
+		refused := metric(t, api, `twinmesh_mqtt_refused_total\{reason="store_failed"\}`)
+		return float64(stored)+dropped+refused == want
+	})
+	t.Logf("%d of %d stored", stored, int(want))
 }
