@@ -22,13 +22,19 @@ func TestCheck(t *testing.T) {
 		{`{"neg":-18446744073709551616}`, false},
 		{"{\"bad\":\"\xff\"}", false},
 		{`{"a":`, true}, // a syntax error is the decoder's to report
+		{`{"a":1,"\u0061":2}`, false},
+		{`{"a":{"x":1},"b":{"x":1},"c":[1,"x",{"x":true}],"d":null,"e":"a\"b","f":-1.5e3}`, true},
+		{`{"s":"12345678901234567890","n":123456789012345}`, true},
+		{`[9007199254740993]`, false},
 	} {
-		err := Check([]byte(tc.doc))
-		if tc.ok && err != nil {
-			t.Errorf("%s: %v", tc.doc, err)
-		}
-		if !tc.ok && !errors.Is(err, ErrAmbiguous) {
-			t.Errorf("%s: %v, want ErrAmbiguous", tc.doc, err)
+		for name, f := range map[string]func([]byte) error{"Check": Check, "checkTokens": checkTokens} {
+			err := f([]byte(tc.doc))
+			if tc.ok && err != nil {
+				t.Errorf("%s %s: %v", name, tc.doc, err)
+			}
+			if !tc.ok && !errors.Is(err, ErrAmbiguous) {
+				t.Errorf("%s %s: %v, want ErrAmbiguous", name, tc.doc, err)
+			}
 		}
 	}
 }
@@ -36,6 +42,24 @@ func TestCheck(t *testing.T) {
 // FuzzCheck: Check never panics, and a document it accepts that is valid
 // JSON decodes to the same value through a generic decoder twice over (no
 // member lost to a duplicate).
+// FuzzCheckMatchesReference: the fast scanner and the token-based
+// reference agree on every valid JSON document.
+func FuzzCheckMatchesReference(f *testing.F) {
+	for _, s := range []string{`{"a":1,"a":2}`, `{"a":{"b":1},"b":2}`, `{"\u0061":1,"a":2}`, `[{"x":1},{"x":2}]`, `{"n":-9007199254740993}`, `{"":null}`, `{"a":"\"","b":[true,false,null]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		if !json.Valid(doc) {
+			_ = Check(doc) // must not panic
+			return
+		}
+		fast, slow := Check(doc) == nil, checkTokens(doc) == nil
+		if fast != slow {
+			t.Fatalf("%q: fast %v, reference %v", doc, Check(doc), checkTokens(doc))
+		}
+	})
+}
+
 func FuzzCheck(f *testing.F) {
 	for _, s := range []string{`{"a":1}`, `{"a":1,"a":2}`, `[{"":0}]`, `{"n":9007199254740993}`, "\"\xff\"", `{"a":{"b":[1,{"c":null}]}}`} {
 		f.Add([]byte(s))
@@ -54,6 +78,24 @@ func FuzzCheck(f *testing.F) {
 					t.Fatalf("accepted an empty member name: %s", doc)
 				}
 			}
+		}
+	})
+}
+
+// BenchmarkCheck: the telemetry payload of `twinmesh bench`, through the
+// fast scanner and through the tokenizer it replaced.
+func BenchmarkCheck(b *testing.B) {
+	doc := []byte(`{"temperature":21.5,"humidity":43,"seq":123456}`)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			_ = Check(doc)
+		}
+	})
+	b.Run("tokens", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			_ = checkTokens(doc)
 		}
 	})
 }
