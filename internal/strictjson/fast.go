@@ -8,22 +8,30 @@ import (
 	"unicode/utf8"
 )
 
+// checkUTF8 names the first invalid UTF-8 byte of doc, if any.
+func checkUTF8(doc []byte) error {
+	if utf8.Valid(doc) {
+		return nil
+	}
+	i := 0
+	for i < len(doc) {
+		r, n := utf8.DecodeRune(doc[i:])
+		if r == utf8.RuneError && n <= 1 {
+			break
+		}
+		i += n
+	}
+	return fmt.Errorf("%w: invalid UTF-8 at byte %d", ErrAmbiguous, i)
+}
+
 // check is Check's single pass over the bytes: no tokens are allocated,
 // member names are compared in place (unescaped only when they hold a
 // backslash), so the telemetry path pays a fraction of a decoder's cost.
 // Syntax errors end the scan quietly (the decoder that follows reports
 // them); the slow, token-based reference is checkTokens (tests).
 func check(doc []byte) error {
-	if !utf8.Valid(doc) {
-		i := 0
-		for i < len(doc) {
-			r, n := utf8.DecodeRune(doc[i:])
-			if r == utf8.RuneError && n <= 1 {
-				break
-			}
-			i += n
-		}
-		return fmt.Errorf("%w: invalid UTF-8 at byte %d", ErrAmbiguous, i)
+	if err := checkUTF8(doc); err != nil {
+		return err
 	}
 	type frame struct {
 		object  bool

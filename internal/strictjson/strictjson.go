@@ -14,7 +14,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 )
 
 // ErrAmbiguous is wrapped by every error of Check.
@@ -33,16 +32,8 @@ func Check(doc []byte) error { return check(doc) }
 // allocated per value), kept as the reference the fast scanner is tested
 // against.
 func checkTokens(doc []byte) error {
-	if !utf8.Valid(doc) {
-		i := 0
-		for i < len(doc) {
-			r, n := utf8.DecodeRune(doc[i:])
-			if r == utf8.RuneError && n <= 1 {
-				break
-			}
-			i += n
-		}
-		return fmt.Errorf("%w: invalid UTF-8 at byte %d", ErrAmbiguous, i)
+	if err := checkUTF8(doc); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
