@@ -93,7 +93,10 @@
 //     its bbolt file (persistence.ClaimEpoch) and reports what it holds of
 //     the grain. The activation copies the newest copy (written by the
 //     newest epoch, then the highest twin version, then the newest
-//     telemetry) into its own store and brings its replicas up to date.
+//     telemetry) into its own store, adopts it (the copy counts as written
+//     by the new epoch, persistence.AdoptEpoch, so that no write of an
+//     older activation can outrank what the new one serves) and brings
+//     writeAcks members up to date before it serves anything.
 //   - Commit: every write carries the epoch, checked in the same bbolt
 //     transaction on this node and on each replica (persistence.CheckEpoch):
 //     once a member saw a newer claim, the stale activation's writes are

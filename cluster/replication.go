@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -126,6 +125,14 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 			}
 			p.metrics.pulls.Inc()
 		}
+		// The copy taken becomes this epoch's: see spreadClaimed.
+		if err := p.cfg.Store.Commit(ctx, persistence.AdoptEpoch(identity, epoch, states[src].Epoch)); err != nil {
+			if errors.Is(err, persistence.ErrFenced) {
+				p.metrics.fenced.Inc()
+				return 0, fmt.Errorf("%w: %v", ErrFenced, err)
+			}
+			return 0, fmt.Errorf("adopt the copy of %s: %w", identity, err)
+		}
 		if err := p.spreadClaimed(ctx, identity, epoch, src, states); err != nil {
 			return 0, err
 		}
@@ -135,45 +142,66 @@ func (p *Placement) Claim(ctx context.Context, identity string) (uint64, error) 
 }
 
 // spreadClaimed makes sure the copy a claim took (src's, now this node's
-// too) is held by writeAcks members before the activation serves anything.
-// The copy may hold writes that were never acknowledged (an owner stored
-// them and then lost its replicas); once the activation reads them to a
-// client they have taken effect, and the next claim's majority must meet
-// them. Held only here and on src, the next claim could miss them and give
-// their version to another write: the 30-minute Jepsen run (seed 907312974)
-// saw two values read at one version that way. Members that already hold
-// the copy count; the others in rendezvous order are sent it until enough
-// hold it, or the claim fails (ErrUnderReplicated) and is retried.
+// too, adopted by epoch) is held by writeAcks members before the activation
+// serves anything. The copy may hold writes that were never acknowledged
+// (an owner stored them and then lost its replicas); once the activation
+// reads them to a client they have taken effect, and the next claim's
+// majority must meet them. Held only here and on src, the next claim could
+// miss them and give their version to another write: the 30-minute Jepsen
+// run (seed 907312974) saw two values read at one version that way.
+//
+// The copy is spread adopted — written by this epoch (Seq 0,
+// persistence.AdoptEpoch) — not under the epoch of its last writer. An
+// activation older than this claim that has not heard of it (its member
+// was on the other side of a bridge partition) may still store a write
+// on its own file, under its own epoch, which can be newer than the
+// copy's writer: kept under that writer's epoch, the copy served here
+// would rank below that unacknowledged write at the next claim, which
+// would then give the served version a second value (seed 578929958).
+// Members that hold the same copy adopt it in place; the others, in
+// rendezvous order, are sent it, until writeAcks members hold it, or the
+// claim fails (ErrUnderReplicated) and is retried.
 func (p *Placement) spreadClaimed(ctx context.Context, identity string, epoch uint64, src string, states map[string]persistence.GrainState) error {
 	need := p.writeAcks()
 	held := 1 // this node
-	for a, st := range states {
-		if a != p.self && sameState(st, states[src]) {
-			held++
-		}
-	}
 	replicas, rest := p.replicasOf(identity)
 	var lastErr error
 	for _, r := range append(replicas, rest...) {
-		if held >= need && !slices.Contains(replicas, r) {
-			break // enough; the remaining replicas were sent it below
+		if held >= need {
+			break
 		}
+		err := errNotSame
 		if st, ok := states[r]; ok && sameState(st, states[src]) {
-			continue // counted above
+			err = p.adopt(ctx, r, identity, epoch, states[src].Epoch)
 		}
-		if err := p.push(ctx, r, identity, epoch); err != nil {
+		if errors.Is(err, errNotSame) || errors.Is(err, persistence.ErrGap) {
+			err = p.push(ctx, r, identity, epoch)
+			if err == nil {
+				p.metrics.pushes.Inc()
+			}
+		}
+		if err != nil {
 			lastErr = err
 			p.log.Warn("bring replica up to date", "entity", identity, "replica", r, "err", err)
 			continue
 		}
 		held++
-		p.metrics.pushes.Inc()
 	}
 	if held < need {
 		p.metrics.underRepl.Inc()
 		return fmt.Errorf("%w: claim of %s: its copy is on %d of %d members (last error: %v)", ErrUnderReplicated, identity, held, need, lastErr)
 	}
 	return nil
+}
+
+// errNotSame: the member does not hold the copy the claim took.
+var errNotSame = errors.New("member holds another copy")
+
+// adopt asks member dst, which reported the copy at from, to adopt it for
+// epoch (persistence.AdoptEpoch); ErrGap if its copy changed since.
+func (p *Placement) adopt(ctx context.Context, dst, identity string, epoch uint64, from persistence.Epoch) error {
+	var res applyRes
+	return p.request(ctx, dst, opApply, applyReq{ID: identity, Epoch: epoch, Adopt: &persistence.Epoch{Wrote: from.Wrote, Seq: from.Seq}}, &res)
 }
 
 const snapshotPage = 2000

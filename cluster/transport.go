@@ -41,6 +41,7 @@ type applyReq struct {
 	From   *persistence.Epoch   `json:"from,omitempty"`   // first page of a copy: the source's (Wrote, Seq)
 	Copied *persistence.Epoch   `json:"copied,omitempty"` // last page of a copy: the source's (Wrote, Seq)
 	Copy   uint64               `json:"copy,omitempty"`   // every page of a copy: its token (persistence.ContinueCopyEpoch)
+	Adopt  *persistence.Epoch   `json:"adopt,omitempty"`  // no ops: the member's copy, standing at Adopt, becomes Epoch's (persistence.AdoptEpoch)
 }
 
 // applyRes answers an applyReq; Held: the member already held the write,
@@ -257,6 +258,11 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		}
 		ops := make([]persistence.Op, 0, len(r.Ops)+4)
 		switch {
+		case r.Epoch > 0 && r.Adopt != nil:
+			if len(r.Ops) > 0 || r.Reset || r.Copied != nil {
+				return nil, fmt.Errorf("%w: an adoption carries no ops", persistence.ErrInvalid)
+			}
+			ops = append(ops, persistence.AdoptEpoch(r.ID, r.Epoch, *r.Adopt))
 		case r.Epoch > 0 && r.Prev != nil:
 			ops = append(ops, persistence.ApplyEpoch(r.ID, r.Epoch, *r.Prev, r.Seq))
 		case r.Epoch > 0 && r.Reset && r.From != nil:

@@ -206,6 +206,30 @@ func CopiedEpoch(id string, src Epoch) Op {
 	})
 }
 
+// AdoptEpoch makes this node's copy of grain id, standing at from (its
+// Wrote and Seq), the starting copy of a new owner's epoch: it becomes
+// (Wrote epoch, Seq 0), so the owner's first write follows it (Seq 1), and
+// the copy now outranks every write of an epoch older than the claim.
+// Without it a copy the claim took and served keeps its writer's epoch,
+// and a stale activation whose epoch lies between the two could store a
+// write locally that a later claim ranks above what was served. A Fence
+// above epoch is ErrFenced; a copy already adopted by epoch is ErrApplied;
+// any other copy than from (it changed since it was reported, or a copy is
+// under way) is ErrGap: the owner sends it the whole copy instead.
+func AdoptEpoch(id string, epoch uint64, from Epoch) Op {
+	return epochOp("adopt epoch", id, func(cur Epoch) (Epoch, error) {
+		switch {
+		case cur.Fence > epoch:
+			return cur, fmt.Errorf("grain %s: adoption by epoch %d, fence is %d: %w", id, epoch, cur.Fence, ErrFenced)
+		case cur.Copy == 0 && cur.Wrote == epoch && cur.Seq == 0:
+			return cur, fmt.Errorf("grain %s: copy already adopted by epoch %d: %w", id, epoch, ErrApplied)
+		case cur.Copy != 0 || cur.Wrote != from.Wrote || cur.Seq != from.Seq:
+			return cur, fmt.Errorf("grain %s: adoption of %d/%d, this copy is at %d/%d: %w", id, from.Wrote, from.Seq, cur.Wrote, cur.Seq, ErrGap)
+		}
+		return Epoch{Fence: epoch, Wrote: epoch}, nil
+	})
+}
+
 // EmptyCopyEpoch sets this node's Wrote and Seq of grain id to zero, the
 // copy of nothing, leaving the Fence and the copy's token: the first op of a copy, after
 // ResetGrainData, so that until CopiedEpoch ends it the copy is never
