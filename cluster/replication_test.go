@@ -27,6 +27,9 @@ type fakeNet struct {
 	addrs []string
 	// drops makes a member time out on one operation (addr → op).
 	drops map[string]string
+	// hangs makes a member never answer one operation (addr → op): the
+	// request waits its whole timeout, like a reply lost on the way.
+	hangs map[string]string
 }
 
 func newFakeNet(t *testing.T, n, replicas int) *fakeNet {
@@ -63,7 +66,12 @@ func (f *fakeNet) sender() func(string, *actorspb.MemberRequest, time.Duration) 
 		f.mu.Lock()
 		dead, target := f.dead[addr], f.nodes[addr]
 		dropped := f.drops[addr] == req.Op
+		hung := f.hangs[addr] == req.Op
 		f.mu.Unlock()
+		if hung {
+			time.Sleep(timeout)
+			return nil, errors.New("future: timeout")
+		}
 		if dead || target == nil || dropped {
 			time.Sleep(min(timeout, 50*time.Millisecond))
 			return nil, errors.New("future: timeout")
@@ -487,5 +495,43 @@ func TestCatalogCopyCatchesUpWithDeletions(t *testing.T) {
 	}
 	if _, err := f.dbs[away.self].GetDoc(persistence.BucketTombstones, "entity/kept"); !errors.Is(err, persistence.ErrNotFound) {
 		t.Errorf("stale tombstone kept: %v", err)
+	}
+}
+
+// TestCatalogCopyPassesOverAMemberThatNeverAnswers: a node restarted on old
+// data (the 30-minute Jepsen run, seed 578929958) asked the first member
+// for the catalog; the answer was lost (the member's connection to the
+// node's previous incarnation was closing) and the node waited for the
+// copy's whole two-minute deadline, not ready, until it was killed. A page
+// now has its own deadline and the next member is asked.
+func TestCatalogCopyPassesOverAMemberThatNeverAnswers(t *testing.T) {
+	defer func(d time.Duration) { catalogPageTimeout = d }(catalogPageTimeout)
+	catalogPageTimeout = 300 * time.Millisecond
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	joiner := f.nodes[f.addrs[0]]
+	var others []string
+	for _, a := range joiner.memberAddrs() {
+		if a != joiner.self {
+			others = append(others, a)
+		}
+	}
+	if err := f.dbs[others[1]].Commit(ctx,
+		persistence.PutEntity(persistence.Entity{ID: "b1", Kind: "building", CreatedAt: time.Now(), UpdatedAt: time.Now()})); err != nil {
+		t.Fatal(err)
+	}
+	joiner.synced = make(chan struct{})
+	joiner.syncOnce = sync.Once{}
+	f.hangs = map[string]string{others[0]: opCatalog}
+	start := time.Now()
+	joiner.pullCatalog()
+	if !joiner.isSynced() {
+		t.Fatalf("catalog not copied after %v although %s answers", time.Since(start), others[1])
+	}
+	if took := time.Since(start); took > 5*catalogPageTimeout {
+		t.Fatalf("catalog copy took %v with a page deadline of %v", took, catalogPageTimeout)
+	}
+	if _, err := f.dbs[joiner.self].GetEntity("b1"); err != nil {
+		t.Fatalf("catalog copied without the member's entity: %v", err)
 	}
 }

@@ -26,6 +26,10 @@ const (
 	opEvents   = "events"
 )
 
+// catalogPageTimeout bounds one page of a catalog copy (opCatalog); a
+// variable for tests.
+var catalogPageTimeout = 10 * time.Second
+
 // applyReq asks a member to apply ops. With an Epoch they are fenced by
 // it: a write of the grain's sequence carries its place (Prev, Seq:
 // persistence.ApplyEpoch); a page of a copy (Reset on the first, Copied on
@@ -192,6 +196,13 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 			} else {
 				timeout = 30 * time.Second
 			}
+		}
+		if op == opCatalog {
+			// A page is quick to serve. A request or answer lost on
+			// the way (a member that had not yet let go of this node's
+			// previous incarnation) must not hold a joining node for the
+			// whole copy's deadline: the next member is asked instead.
+			timeout = min(timeout, catalogPageTimeout)
 		}
 		if timeout <= 0 {
 			return context.DeadlineExceeded
