@@ -207,6 +207,11 @@ func contractList(t *testing.T, db *DB) {
 		{"two tags", EntityFilter{Tags: map[string]string{"model": "t100", "floor": "1"}}, []string{"d1"}},
 		{"tag and under", EntityFilter{Under: "b1", Tags: map[string]string{"model": "t100"}}, []string{"d1", "d2"}},
 		{"tag absent", EntityFilter{Tags: map[string]string{"nope": ""}}, []string{}},
+		{"within building", EntityFilter{Within: "b1"}, []string{"b1", "d1", "d2", "d3", "r1", "r2"}},
+		{"within leaf", EntityFilter{Within: "d1"}, []string{"d1"}},
+		{"within unknown", EntityFilter{Within: "zz"}, []string{}},
+		{"within and under", EntityFilter{Within: "b1", Under: "r2"}, []string{"d2", "d3"}},
+		{"within and kind", EntityFilter{Within: "r2", Kind: "room"}, []string{"r2"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

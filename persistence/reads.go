@@ -165,11 +165,12 @@ func (db *DB) ListEntities(f EntityFilter, after string, limit int) (list []Enti
 	list = []Entity{}
 	err = db.view(func(tx *bbolt.Tx) error {
 		ents := tx.Bucket(bktEntities)
-		parents := map[string]string{} // id → parent, cache for Under
-		under := func(e *Entity) (bool, error) {
+		parents := map[string]string{} // id → parent, cache for Under and Within
+		// below reports whether e is strictly below root.
+		below := func(e *Entity, root string) (bool, error) {
 			seen := map[string]bool{e.ID: true}
 			for p := e.Parent; p != ""; {
-				if p == f.Under {
+				if p == root {
 					return true, nil
 				}
 				if seen[p] {
@@ -204,7 +205,7 @@ func (db *DB) ListEntities(f EntityFilter, after string, limit int) (list []Enti
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("entity %s: decode: %w", k, err)
 			}
-			ok, err := matches(&e, &f, under)
+			ok, err := matches(&e, &f, below)
 			if err != nil {
 				return err
 			}
@@ -225,7 +226,7 @@ func (db *DB) ListEntities(f EntityFilter, after string, limit int) (list []Enti
 	return list, next, nil
 }
 
-func matches(e *Entity, f *EntityFilter, under func(*Entity) (bool, error)) (bool, error) {
+func matches(e *Entity, f *EntityFilter, below func(e *Entity, root string) (bool, error)) (bool, error) {
 	if f.Kind != "" && e.Kind != f.Kind {
 		return false, nil
 	}
@@ -235,8 +236,13 @@ func matches(e *Entity, f *EntityFilter, under func(*Entity) (bool, error)) (boo
 			return false, nil
 		}
 	}
+	if f.Within != "" && e.ID != f.Within {
+		if ok, err := below(e, f.Within); err != nil || !ok {
+			return false, err
+		}
+	}
 	if f.Under != "" {
-		return under(e)
+		return below(e, f.Under)
 	}
 	return true, nil
 }

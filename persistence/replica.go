@@ -173,6 +173,7 @@ var catalogSections = []struct {
 	{string(BucketTombstones), []byte(BucketTombstones), wireDocPut},
 	{string(BucketGrains), []byte(BucketGrains), wireDocPut},
 	{string(BucketMembers), []byte(BucketMembers), wireDocPut},
+	{string(BucketTokens), []byte(BucketTokens), wireDocPut},
 }
 
 // CatalogSnapshot returns the catalog (every entity, identity and document
@@ -183,8 +184,8 @@ var catalogSections = []struct {
 // It exists so that a node joining the cluster can copy the cluster-wide
 // data from a member, page by page, each page read in one transaction, and
 // apply it with FromWire and Commit (which rebuilds the indexes). The order
-// is entities, identities, then the doc buckets rules, alerts, contrib and
-// grants, each in key order. The cursor is opaque and safe in JSON and URLs
+// is entities, identities, then the doc buckets (rules, alerts, contrib,
+// grants, tombstones, grains, members, tokens), each in key order. The cursor is opaque and safe in JSON and URLs
 // (section name and base64url of the last key); one not made by
 // CatalogSnapshot is ErrInvalid. Entries written between pages show up if
 // they sort after the cursor. limit <= 0 means DefaultListLimit. ops is never

@@ -18,6 +18,10 @@ type EntityFilter struct {
 	// Under, if set, matches entities strictly below that ID in the
 	// `contains` hierarchy (the entity itself is not included).
 	Under string
+	// Within, if set, matches that entity and the entities below it (an
+	// access token's scope, CONTRACT section 13). It applies on top of
+	// Under.
+	Within string
 	// Tags: every k=v must equal fmt.Sprint(entity.Tags[k]); a missing tag
 	// never matches.
 	Tags map[string]string
@@ -83,12 +87,19 @@ const (
 	// that a node that restarted, or that lost sight of the others, never
 	// takes the few members it sees for the whole cluster.
 	BucketMembers Bucket = "members"
+	// BucketTokens holds the access tokens of the REST and WebSocket API
+	// (CONTRACT section 13), keyed by token ID: the SHA-256 of the secret,
+	// never the secret, with the role, scope and expiry. A revoked token
+	// stays, marked, until it expires: a member that was away when it was
+	// revoked takes the revoked copy, and cannot bring the token back.
+	BucketTokens Bucket = "tokens"
 )
 
 // valid reports whether b is one of the document buckets.
 func (b Bucket) valid() bool {
 	switch b {
-	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones, BucketGrains, BucketMembers:
+	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones, BucketGrains, BucketMembers,
+		BucketTokens:
 		return true
 	}
 	return false
