@@ -155,6 +155,10 @@ type System struct {
 	rulesMu sync.Mutex // serialises rule set updates
 	actions *actionRunner
 
+	tokens        atomic.Pointer[tokenSet]
+	tokenMu       sync.Mutex // guards tokenWatchers
+	tokenWatchers []func()
+
 	activeGrains atomic.Int64
 	started      atomic.Bool
 	stopped      atomic.Bool
@@ -218,14 +222,26 @@ func (s *System) DeliverRemoteEvents(evs []json.RawMessage) {
 }
 
 // CatalogChanged tells the node that another member changed catalog data
-// in its store: rules are reloaded so they apply here at once.
+// in its store: rules and access tokens are reloaded so they apply here at
+// once (a revoked token's WebSockets close, see OnTokensChanged).
 func (s *System) CatalogChanged(buckets []string) {
+	var rulesChanged, tokensChanged bool
 	for _, b := range buckets {
-		if b == string(persistence.BucketRules) || b == string(persistence.BucketTombstones) {
-			if err := s.loadRules(); err != nil {
-				s.log.Warn("reload rules", "err", err)
-			}
-			return
+		switch b {
+		case string(persistence.BucketRules), string(persistence.BucketTombstones):
+			rulesChanged = true
+		case string(persistence.BucketTokens):
+			tokensChanged = true
+		}
+	}
+	if tokensChanged {
+		if err := s.loadTokens(); err != nil {
+			s.log.Warn("reload access tokens", "err", err)
+		}
+	}
+	if rulesChanged {
+		if err := s.loadRules(); err != nil {
+			s.log.Warn("reload rules", "err", err)
 		}
 	}
 }
@@ -242,8 +258,8 @@ func untombstone(key string) persistence.Op {
 	return persistence.DeleteDoc(persistence.BucketTombstones, key)
 }
 
-// commitCatalog writes cluster-wide ops (identities, rules, grants): to
-// every member when clustered.
+// commitCatalog writes cluster-wide ops (identities, rules, grants,
+// access tokens): to every member when clustered.
 func (s *System) commitCatalog(ctx context.Context, ops ...persistence.Op) error {
 	if r := s.cfg.Replication; r != nil {
 		return r.CommitCatalog(ctx, ops)
@@ -263,6 +279,9 @@ func (s *System) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("remote address %q: bad port: %w", s.cfg.RemoteAddr, err)
 	}
 	if err := s.loadRules(); err != nil {
+		return err
+	}
+	if err := s.loadTokens(); err != nil {
 		return err
 	}
 	// Fail early and clearly on a port in use instead of a protoactor panic.
