@@ -150,16 +150,19 @@ func (s *System) PutToken(ctx context.Context, t AccessToken) error {
 }
 
 // RevokeToken revokes token id on every member: its record is marked
-// revoked (ErrNotFound when there is no active token id). The watchers are
-// told once this node's copy changed; other members tell theirs when the
-// change reaches them.
+// revoked. The watchers are told once this node's copy changed; other
+// members tell theirs when the change reaches them. Revoking a revoked
+// token sends the revoked record to the members again (a retry after a
+// failed copy); a token that does not exist or has expired is ErrNotFound.
 func (s *System) RevokeToken(ctx context.Context, id string) error {
 	t, ok := s.Token(id)
-	if !ok || !t.Active(s.cfg.Now()) {
+	if !ok || !s.cfg.Now().Before(t.Expires) {
 		return fmt.Errorf("%w: token %s", ErrNotFound, id)
 	}
-	at := s.cfg.Now().UTC()
-	t.Revoked = &at
+	if t.Revoked == nil {
+		at := s.cfg.Now().UTC()
+		t.Revoked = &at
+	}
 	doc, err := json.Marshal(t)
 	if err != nil {
 		return err

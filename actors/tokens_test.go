@@ -62,8 +62,11 @@ func TestAccessTokens(t *testing.T) {
 		if l := e.sys.Tokens(ctx(t)); len(l) != 0 {
 			t.Fatalf("Tokens after revocation = %+v", l)
 		}
-		if err := e.sys.RevokeToken(ctx(t), "t1"); !errors.Is(err, actors.ErrNotFound) {
-			t.Errorf("revoke twice: %v, want not found", err)
+		if err := e.sys.RevokeToken(ctx(t), "t1"); err != nil {
+			t.Errorf("revoke twice: %v, want nil (the record is sent again)", err)
+		}
+		if err := e.sys.RevokeToken(ctx(t), "nope"); !errors.Is(err, actors.ErrNotFound) {
+			t.Errorf("revoke an unknown token: %v, want not found", err)
 		}
 	})
 	t.Run("another member's change is loaded on CatalogChanged", func(t *testing.T) {
@@ -89,6 +92,9 @@ func TestAccessTokens(t *testing.T) {
 		e.clock.Add(2 * time.Hour)
 		if l := e.sys.Tokens(ctx(t)); len(l) != 0 {
 			t.Fatalf("Tokens = %+v", l)
+		}
+		if err := e.sys.RevokeToken(ctx(t), "t2"); !errors.Is(err, actors.ErrNotFound) {
+			t.Errorf("revoke an expired token: %v, want not found", err)
 		}
 		fresh := tok
 		fresh.ID, fresh.Expires = "t3", e.clock.Now().Add(time.Hour)
