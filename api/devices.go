@@ -17,16 +17,6 @@ type Methods interface {
 	InvokeMethod(ctx context.Context, deviceID, method string, payload []byte) (status int, resp []byte, err error)
 }
 
-func (s *Server) deviceRoutes(h func(string, func(http.ResponseWriter, *http.Request) error)) {
-	h("POST /api/v1/devices/{id}/methods/{name}", s.invoke)
-	h("POST /api/v1/devices/{id}/messages", s.sendMessage)
-	h("GET /api/v1/devices/{id}/messages", s.listMessages)
-	h("GET /api/v1/devices/{id}/messages/{mid}", s.getMessage)
-	h("GET /api/v1/devices/{id}/grants", s.listGrants)
-	h("PUT /api/v1/devices/{id}/grants/{grantee}", s.putGrant)
-	h("DELETE /api/v1/devices/{id}/grants/{grantee}", s.deleteGrant)
-}
-
 type invokeBody struct {
 	Payload        json.RawMessage `json:"payload"`
 	TimeoutSeconds *int            `json:"timeoutSeconds"`

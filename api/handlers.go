@@ -10,12 +10,16 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/api/authz"
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
 func (s *Server) putEntity(w http.ResponseWriter, r *http.Request) error {
 	var spec actors.EntitySpec
 	if err := decode(r, &spec); err != nil {
+		return err
+	}
+	if err := s.checkPlacement(r, spec); err != nil {
 		return err
 	}
 	ent, created, err := s.sys.PutEntity(r.Context(), r.PathValue("id"), spec)
@@ -94,6 +98,9 @@ func (s *Server) listEntities(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.scopeEntities(r, &f); err != nil {
+		return err
+	}
 	if limit == 0 || limit > 1000 {
 		limit = min(max(limit, 100), 1000)
 	}
@@ -117,6 +124,9 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) error {
 		if err := unmarshal(body, &spec); err != nil {
 			return err
 		}
+	}
+	if err := s.checkPlacement(r, spec); err != nil {
+		return err
 	}
 	idn, created, err := s.sys.RegisterDevice(r.Context(), r.PathValue("id"), spec.Kind, &spec)
 	if err != nil {
@@ -222,6 +232,11 @@ func (s *Server) patchTwin(w http.ResponseWriter, r *http.Request) error {
 			return errcode.New(errcode.BadRequest, `a twin patch may change "desired" and "tags" only, not %q`, k)
 		}
 	}
+	if _, ok := raw["tags"]; ok {
+		if err := s.require(r, authz.Admin, "changing tags"); err != nil {
+			return err
+		}
+	}
 	doc, v, err := s.sys.PatchTwin(r.Context(), r.PathValue("id"), actors.PatchBody{Desired: raw["desired"], Tags: raw["tags"]}, ifv)
 	if err != nil {
 		return err
@@ -234,6 +249,9 @@ func (s *Server) patchTwin(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) queryTwins(w http.ResponseWriter, r *http.Request) error {
 	f, cursor, limit, err := filterFrom(r)
 	if err != nil {
+		return err
+	}
+	if err := s.scopeEntities(r, &f); err != nil {
 		return err
 	}
 	list, next, err := s.sys.QueryTwins(r.Context(), f, cursor, limit)

@@ -9,20 +9,6 @@ import (
 	"github.com/twinmesh/twinmesh/actors/rules"
 )
 
-func (s *Server) ruleRoutes(h func(string, func(http.ResponseWriter, *http.Request) error)) {
-	h("PUT /api/v1/rules/{id}", s.putRule)
-	h("GET /api/v1/rules/{id}", s.getRule)
-	h("GET /api/v1/rules", s.listRules)
-	h("DELETE /api/v1/rules/{id}", s.deleteRule)
-	h("GET /api/v1/alerts", s.listAlerts)
-	h("GET /api/v1/alerts/{id}", s.getAlert)
-	h("POST /api/v1/alerts/{id}/ack", s.ackAlert)
-	// Alert IDs are "<rule>/<entity>"; both the escaped form and this
-	// two-segment form reach them.
-	h("GET /api/v1/alerts/{rule}/{entity}", s.getAlert)
-	h("POST /api/v1/alerts/{rule}/{entity}/ack", s.ackAlert)
-}
-
 func alertID(r *http.Request) string {
 	if id := r.PathValue("id"); id != "" {
 		return id
@@ -83,7 +69,11 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return errcode.New(errcode.BadRequest, "state must be active, acknowledged or cleared")
 	}
-	list, err := s.sys.Alerts(r.Context(), actors.AlertFilter{State: q.Get("state"), Under: q.Get("under")})
+	under, err := s.scopeUnder(r, q.Get("under"))
+	if err != nil {
+		return err
+	}
+	list, err := s.sys.Alerts(r.Context(), actors.AlertFilter{State: q.Get("state"), Under: under})
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,13 +16,21 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/api/authz"
 	"github.com/twinmesh/twinmesh/internal/strictjson"
 )
 
 // Config configures the HTTP handler.
 type Config struct {
-	// Token is the admin bearer token every /api/v1 call must carry.
+	// Token is the admin token (--api-token): every right over the whole
+	// tree. Access tokens with roles and scopes (CONTRACT section 13) are
+	// minted through POST /api/v1/tokens.
 	Token string
+	// Authz authenticates and authorizes callers; nil builds one from
+	// Token and System. The WebSocket hub is built with the same one.
+	Authz *authz.Authorizer
+	// MaxTokenLifetime bounds the ttl of access tokens. Default 366 days.
+	MaxTokenLifetime time.Duration
 	// System is the node's actor layer.
 	System *actors.System
 	// MaxBody bounds request bodies; larger ones get 413. Default 1 MiB.
@@ -44,7 +50,9 @@ type Config struct {
 	Backup func(w io.Writer) (int64, error)
 	// Ready reports readiness for /readyz; nil means the System's readiness.
 	Ready func() error
-	// Extra mounts further handlers (WebSocket hub, dashboard, commands).
+	// Extra mounts further handlers (WebSocket hub, dashboard, commands);
+	// auth admits only the admin token or an admin access token for the
+	// whole tree.
 	Extra func(mux *http.ServeMux, auth func(http.Handler) http.Handler)
 	// Logger and metrics.
 	Logger     *slog.Logger
@@ -58,10 +66,11 @@ type Server struct {
 	sys *actors.System
 	log *slog.Logger
 	mux *http.ServeMux
-	// authorized is Authorizer(cfg.Token).
-	authorized func(r *http.Request) bool
-	requests   *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
+	// authz is the one authorization layer (routes.go declares what each
+	// route needs).
+	authz    *authz.Authorizer
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
 }
 
 // New builds the handler.
@@ -78,8 +87,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxTokenLifetime <= 0 {
+		cfg.MaxTokenLifetime = 366 * 24 * time.Hour
+	}
+	if cfg.Authz == nil {
+		cfg.Authz = authz.New(authz.Config{AdminToken: cfg.Token, Tokens: cfg.System, Tree: cfg.System})
+	}
 	s := &Server{cfg: cfg, sys: cfg.System, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux(),
-		authorized: Authorizer(cfg.Token)}
+		authz: cfg.Authz}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "twinmesh_http_requests_total", Help: "HTTP requests by route and status.",
 	}, []string{"route", "status"})
@@ -98,31 +113,10 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) routes() {
-	a := s.auth
-	h := func(pattern string, fn func(http.ResponseWriter, *http.Request) error) {
-		s.mux.Handle(pattern, s.instrument(pattern, a(handlerFunc(fn))))
+	for _, rt := range s.routeTable() {
+		s.mux.Handle(rt.pattern, s.instrument(rt.pattern, s.guard(rt, handlerFunc(rt.h))))
 	}
-	h("PUT /api/v1/entities/{id}", s.putEntity)
-	h("GET /api/v1/entities/{id}", s.getEntity)
-	h("DELETE /api/v1/entities/{id}", s.deleteEntity)
-	h("GET /api/v1/entities/{id}/children", s.children)
-	h("GET /api/v1/entities/{id}/tree", s.tree)
-	h("POST /api/v1/entities/{id}/ops/{name}", s.callOp)
-	h("GET /api/v1/entities", s.listEntities)
-	h("PUT /api/v1/devices/{id}", s.putDevice)
-	h("GET /api/v1/devices/{id}", s.getDevice)
-	h("PATCH /api/v1/devices/{id}", s.patchDevice)
-	h("POST /api/v1/devices/{id}/token", s.deviceToken)
-	h("GET /api/v1/twins/{id}", s.getTwin)
-	h("PATCH /api/v1/twins/{id}", s.patchTwin)
-	h("GET /api/v1/twins", s.queryTwins)
-	h("GET /api/v1/twins/{id}/telemetry", s.telemetry)
-	h("GET /api/v1/cluster", s.cluster)
-	h("DELETE /api/v1/cluster/members/{node}", s.forgetMember)
-	h("GET /api/v1/backup", s.backup)
-	s.deviceRoutes(h)
-	s.ruleRoutes(h)
-	s.mux.Handle("/api/", s.instrument("unknown", a(handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	s.mux.Handle("/api/", s.instrument("unknown", s.guard(route{need: anyone}, handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		return errcode.New(errcode.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -135,7 +129,7 @@ func (s *Server) routes() {
 	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	if s.cfg.Extra != nil {
-		s.cfg.Extra(s.mux, func(next http.Handler) http.Handler { return a(next) })
+		s.cfg.Extra(s.mux, func(next http.Handler) http.Handler { return s.guard(route{need: whole}, next) })
 	}
 }
 
@@ -173,40 +167,6 @@ func (s *Server) instrument(route string, next http.Handler) http.Handler {
 		}
 		s.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
 		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
-	})
-}
-
-// Authorizer returns the admin token check that every /api/v1 call passes:
-// the token as a bearer header or, for WebSocket clients that cannot set
-// headers, as an access_token query parameter. It is what the WebSocket hub
-// is built with (ws.Config.Authorize), so the hub and REST accept the same
-// callers. An empty token accepts no one. The check is safe for concurrent
-// use.
-func Authorizer(token string) func(r *http.Request) bool {
-	want := []byte(token)
-	return func(r *http.Request) bool {
-		tok := ""
-		// The scheme name is case-insensitive (RFC 7235 section 2.1).
-		if scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
-			tok = strings.TrimSpace(cred)
-		} else {
-			tok = r.URL.Query().Get("access_token")
-		}
-		return tok != "" && subtle.ConstantTimeCompare([]byte(tok), want) == 1
-	}
-}
-
-// Authorized reports whether r carries the admin token (see [Authorizer]).
-func (s *Server) Authorized(r *http.Request) bool { return s.authorized(r) }
-
-func (s *Server) auth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="twinmesh"`)
-			WriteError(w, errcode.New(errcode.Unauthorized, "missing or invalid bearer token"))
-			return
-		}
-		next.ServeHTTP(w, r)
 	})
 }
 

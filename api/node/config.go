@@ -89,7 +89,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent MQTT connections")
 	fs.DurationVar(&c.MQTTConnectTimeout, "mqtt-connect-timeout", 10*time.Second, "how long a new MQTT connection may take to send CONNECT before it is closed")
 	fs.StringVar(&c.WSOrigins, "ws-origins", "", "comma-separated browser origins (https://host[:port]) whose pages may open the WebSocket API besides the node's own; * allows any")
-	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", 366*24*time.Hour, "SAS tokens that expire further ahead are refused")
+	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", 366*24*time.Hour, "SAS tokens, and API access tokens (POST /api/v1/tokens), that expire further ahead are refused")
 	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "messages per second a device may publish (token bucket)")
 	fs.IntVar(&c.DeviceBurst, "device-burst", 200, "burst size of the per-device rate limit")
 	fs.IntVar(&c.MaxPayload, "max-payload", 256<<10, "largest MQTT payload in bytes")

@@ -25,6 +25,7 @@ import (
 	_ "github.com/twinmesh/twinmesh/actors/kinds"
 	"github.com/twinmesh/twinmesh/actors/twin"
 	"github.com/twinmesh/twinmesh/api"
+	"github.com/twinmesh/twinmesh/api/authz"
 	"github.com/twinmesh/twinmesh/api/dashboard"
 	"github.com/twinmesh/twinmesh/api/ws"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
@@ -298,8 +299,12 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			origins = append(origins, o)
 		}
 	}
-	hub := ws.NewHub(ws.Config{Logger: log, Authorize: api.Authorizer(token), AllowedOrigins: origins}, wsBackend{sys: n.sys, methods: router})
+	// One authorization layer for REST and the WebSocket hub; a token
+	// revoked here or on another member closes its WebSockets at once.
+	guard := authz.New(authz.Config{AdminToken: token, Tokens: n.sys, Tree: n.sys})
+	hub := ws.NewHub(ws.Config{Logger: log, Authz: guard, AllowedOrigins: origins}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
+	n.sys.OnTokensChanged(hub.Revalidate)
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
 	if ms != nil {
 		n.sys.OnEvent(ms.HandleEvent)
@@ -343,7 +348,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 
 	apiSrv, err := api.New(api.Config{
 		Methods: api.Methods(router),
-		Token:   token, System: n.sys, Logger: log, Registerer: reg, Gatherer: reg,
+		Token:   token, Authz: guard, MaxTokenLifetime: c.MaxTokenLifetime,
+		System: n.sys, Logger: log, Registerer: reg, Gatherer: reg,
 		SignToken: func(id, key string, ttl time.Duration) (string, time.Time, error) {
 			exp := time.Now().Add(ttl)
 			tok, err := sas.Sign(c.HubHost+"/devices/"+id, key, exp)

@@ -3,12 +3,12 @@ package ws
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/api/authz"
 )
 
 // caller is the test Backend with the Caller capability.
@@ -37,7 +37,7 @@ func orNull(b json.RawMessage) json.RawMessage {
 
 func hubURL(t *testing.T, b Backend) string {
 	t.Helper()
-	h := NewHub(Config{Authorize: func(r *http.Request) bool { return r.URL.Query().Get("access_token") == "tok" }}, b)
+	h := NewHub(Config{Authz: authz.New(authz.Config{AdminToken: "tok"})}, b)
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { h.Close(); srv.Close() })
 	return "ws" + strings.TrimPrefix(srv.URL, "http")

@@ -14,15 +14,23 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/api"
+	"github.com/twinmesh/twinmesh/api/authz"
 )
 
-func newConn(h *Hub, ws *websocket.Conn) *conn {
-	return &conn{h: h, ws: ws, subs: map[string]*subscription{},
+func newConn(h *Hub, ws *websocket.Conn, p authz.Principal) *conn {
+	return &conn{h: h, ws: ws, p: p, subs: map[string]*subscription{},
 		pending: map[string]*pendingEvent{}, lost: map[string]int64{}, control: make(chan []byte, 64),
 		wake: make(chan struct{}, 1), invokes: make(chan struct{}, h.cfg.MaxInvokes), done: make(chan struct{})}
 }
 
 func (c *conn) start() {
+	if !c.p.Expires.IsZero() {
+		c.mu.Lock()
+		c.expiry = time.AfterFunc(time.Until(c.p.Expires), func() {
+			c.close(websocket.ClosePolicyViolation, "token expired")
+		})
+		c.mu.Unlock()
+	}
 	c.wg.Add(2)
 	go c.writer()
 	go c.reader()
@@ -30,6 +38,11 @@ func (c *conn) start() {
 
 func (c *conn) close(code int, reason string) {
 	c.once.Do(func() {
+		c.mu.Lock()
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
+		c.mu.Unlock()
 		msg := websocket.FormatCloseMessage(code, reason)
 		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		close(c.done)
@@ -54,9 +67,13 @@ func encodeEvent(sub string, e Event, missed int64) []byte {
 }
 
 // offer queues an event for every matching subscription without blocking.
+// Events of entities outside the token's scope never reach it.
 func (c *conn) offer(e Event, anc func() []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.subs) == 0 || (!c.p.Whole() && !authz.InScopeOf(c.p, e.Entity, anc())) {
+		return
+	}
 	for _, s := range c.subs {
 		if !s.matches(e, anc) {
 			continue
@@ -252,9 +269,43 @@ func (c *conn) badFrame() bool {
 	return len(c.bad) > c.h.cfg.MaxBadFrames
 }
 
+// opNeeds is what each op requires of the connection's token, the
+// WebSocket side of the REST route table (api/routes.go); every op but
+// unsubscribe also needs its entity in the token's scope.
+var opNeeds = map[string]authz.Need{
+	"subscribe":   {Role: authz.Viewer},
+	"unsubscribe": {Role: authz.Viewer},
+	"get":         {Role: authz.Viewer},
+	"patch":       {Role: authz.Operator},
+	"invoke":      {Role: authz.Operator},
+	"call":        {Role: authz.Operator},
+}
+
+// authorize checks a frame against opNeeds; a token that stopped working
+// closes the connection.
+func (c *conn) authorize(ctx context.Context, f Frame) error {
+	if !c.h.cfg.Authz.Valid(c.p) {
+		c.close(websocket.ClosePolicyViolation, "token revoked")
+		return errcode.New(errcode.Unauthorized, "the token was revoked or has expired")
+	}
+	need, ok := opNeeds[f.Op]
+	if !ok {
+		return errcode.New(errcode.Forbidden, "op %q is not allowed", f.Op)
+	}
+	var ents []string
+	if f.Op != "unsubscribe" {
+		ents = append(ents, f.Entity)
+	}
+	return c.h.cfg.Authz.Check(ctx, c.p, need, ents...)
+}
+
 func (c *conn) handle(f Frame) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := c.authorize(ctx, f); err != nil {
+		c.reply(errReply{ID: f.ID, Error: errorOf(err)})
+		return
+	}
 	switch f.Op {
 	case "subscribe":
 		c.mu.Lock()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/api"
+	"github.com/twinmesh/twinmesh/api/authz"
 )
 
 // Event is a change to stream.
@@ -58,10 +59,12 @@ type Caller interface {
 
 // Config configures a Hub; zero values mean the defaults.
 type Config struct {
-	// Authorize checks the token (bearer header or access_token query) of
-	// an upgrade request; it must be safe for concurrent use. nil refuses
-	// every connection.
-	Authorize        func(r *http.Request) bool
+	// Authz authenticates the token of an upgrade request (bearer header
+	// or access_token query) and authorizes every op and event with the
+	// rules REST uses (CONTRACT section 13); nil refuses every connection.
+	// Call Revalidate when tokens change, so that the connections of a
+	// revoked token close at once.
+	Authz            *authz.Authorizer
 	MaxSubscriptions int           // per connection, default 100
 	MaxFrameBytes    int64         // default 64 KiB
 	SendQueue        int           // events queued per connection, default 256
@@ -127,7 +130,8 @@ type Hub struct {
 	closed                   atomic.Bool
 }
 
-// NewHub builds a hub; cfg.Authorize decides who may connect.
+// NewHub builds a hub; cfg.Authz decides who may connect and what they
+// may do.
 func NewHub(cfg Config, b Backend) *Hub {
 	cfg.defaults()
 	return &Hub{cfg: cfg, backend: b, log: cfg.Logger.With("component", "ws"), conns: map[*conn]struct{}{},
@@ -179,6 +183,26 @@ func (h *Hub) TopologyChanged(string) {
 	h.ancMu.Unlock()
 }
 
+// eventAncestors returns the ancestors of an event's entity. A deleted
+// entity has none in the store; its topology event names its parent,
+// whose ancestors are used, so that subtree subscribers (and scoped
+// tokens) hear of the deletion.
+func (h *Hub) eventAncestors(e Event) []string {
+	a := h.ancestors(e.Entity)
+	if a != nil || e.Type != "topology" {
+		return a
+	}
+	var top struct {
+		Entity struct {
+			Parent string `json:"parent"`
+		} `json:"entity"`
+	}
+	if json.Unmarshal(e.Data, &top) != nil || top.Entity.Parent == "" {
+		return nil
+	}
+	return append([]string{top.Entity.Parent}, h.ancestors(top.Entity.Parent)...)
+}
+
 func (h *Hub) ancestors(id string) []string {
 	h.ancMu.Lock()
 	a, ok := h.anc[id]
@@ -215,7 +239,7 @@ func (h *Hub) Publish(e Event) {
 	for _, c := range conns {
 		c.offer(e, func() []string {
 			if !ancLoaded {
-				anc, ancLoaded = h.ancestors(e.Entity), true
+				anc, ancLoaded = h.eventAncestors(e), true
 			}
 			return anc
 		})
@@ -243,8 +267,14 @@ func errorOf(err error) *api.ErrorBody {
 
 // ServeHTTP authorizes and upgrades the connection.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.cfg.Authorize == nil || !h.cfg.Authorize(r) {
+	if h.cfg.Authz == nil {
 		api.WriteError(w, errcode.New(errcode.Unauthorized, "missing or invalid token"))
+		return
+	}
+	p, err := h.cfg.Authz.Authenticate(r)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="twinmesh"`)
+		api.WriteError(w, err)
 		return
 	}
 	if h.closed.Load() {
@@ -255,11 +285,33 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader wrote the error
 	}
-	c := newConn(h, ws)
+	c := newConn(h, ws, p)
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
 	h.mu.Unlock()
 	c.start()
+}
+
+// Revalidate closes, at once, the connections whose token no longer works
+// (revoked, expired, gone); the node calls it whenever tokens change
+// (actors.System.OnTokensChanged). It does not block on clients for more
+// than a second each.
+func (h *Hub) Revalidate() {
+	if h.cfg.Authz == nil {
+		return
+	}
+	h.mu.RLock()
+	var gone []*conn
+	for c := range h.conns {
+		if !h.cfg.Authz.Valid(c.p) {
+			gone = append(gone, c)
+		}
+	}
+	h.mu.RUnlock()
+	for _, c := range gone {
+		h.log.Info("closing the WebSocket of a revoked token", "token", c.p.TokenID)
+		c.close(websocket.ClosePolicyViolation, "token revoked")
+	}
 }
 
 func (h *Hub) remove(c *conn) {
@@ -303,6 +355,9 @@ type pendingEvent struct {
 type conn struct {
 	h  *Hub
 	ws *websocket.Conn
+	p  authz.Principal // who connected; fixed for the connection's life
+	// expiry closes the connection when its token expires.
+	expiry *time.Timer
 
 	mu      sync.Mutex
 	subs    map[string]*subscription

@@ -17,6 +17,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/api"
+	"github.com/twinmesh/twinmesh/api/authz"
 )
 
 // topo is a test Backend: an in-memory parent map and twins.
@@ -57,8 +58,8 @@ func (t *topo) Ancestors(_ context.Context, id string) ([]string, error) {
 func setup(t *testing.T, cfg Config) (*Hub, *topo, string) {
 	t.Helper()
 	tp := &topo{parents: map[string]string{"r1": "b1", "d1": "r1", "d2": "r2", "r2": "b2"}}
-	cfg.Authorize = func(r *http.Request) bool {
-		return r.Header.Get("Authorization") == "Bearer tok" || r.URL.Query().Get("access_token") == "tok"
+	if cfg.Authz == nil {
+		cfg.Authz = authz.New(authz.Config{AdminToken: "tok", Tree: tp})
 	}
 	h := NewHub(cfg, tp)
 	srv := httptest.NewServer(h)
