@@ -20,9 +20,12 @@ import (
 // device that reconnected since, here or elsewhere, keeps its state. It
 // returns how many devices it marked. In a cluster the local store holds
 // copies of only some grains: a device whose newest copy lives elsewhere
-// is not swept here.
+// is not swept here. Devices whose disconnection failed (no quorum while
+// the cluster settles) are counted in the error; sweeping again retries
+// them.
 func (s *System) SweepSessions(ctx context.Context, node string, before time.Time) (int, error) {
-	swept, after := 0, ""
+	swept, failed, after := 0, 0, ""
+	var lastErr error
 	for ctx.Err() == nil {
 		ents, next, err := s.store.ListEntities(persistence.EntityFilter{}, after, 500)
 		if err != nil {
@@ -55,6 +58,7 @@ func (s *System) SweepSessions(ctx context.Context, node string, before time.Tim
 					return swept, err
 				}
 				s.log.Warn("sweep session", "device", e.ID, "err", err)
+				failed, lastErr = failed+1, err
 				continue
 			}
 			swept++
@@ -64,5 +68,12 @@ func (s *System) SweepSessions(ctx context.Context, node string, before time.Tim
 		}
 		after = next
 	}
-	return swept, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return swept, err
+	}
+	if failed > 0 {
+		// The caller may sweep again: the marked devices are skipped.
+		return swept, fmt.Errorf("sweep sessions of %s: %d devices not marked disconnected: %w", node, failed, lastErr)
+	}
+	return swept, nil
 }

@@ -416,6 +416,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			log.Info("devices connected before the restart marked disconnected", "devices", swept)
 		}
 	})
+	// And those of members that crashed, once memberlist declares them dead.
+	n.spawn(func(ctx context.Context) { sweepDeadMembers(ctx, log, n.prov.Members, n.place.Known, n.sys) })
 	log.Info("node ready", "node", c.NodeName, "data", c.Data)
 	return n, nil
 }
