@@ -80,7 +80,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC().Truncate(time.Second)
+	now := time.Now().UTC()
 	rec := actors.AccessToken{ID: id, Name: req.Name, Role: role.String(), Under: req.Under, Hash: hash,
 		Created: now, Expires: now.Add(ttl)}
 	if err := s.sys.PutToken(r.Context(), rec); err != nil {
