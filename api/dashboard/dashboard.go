@@ -1,6 +1,8 @@
 // Package dashboard serves twinmesh's built-in dashboard: static files
 // embedded in the binary (no CDN, works offline) that talk to the REST API
-// and the WebSocket API with the admin token the user signs in with.
+// and the WebSocket API with the token the user signs in with: the admin
+// token or an access token, whose role and scope decide what it shows
+// (GET /api/v1/tokens/self; the server enforces them).
 package dashboard
 
 import (

@@ -14,8 +14,27 @@ const state = {
   token: sessionStorage.getItem('twinmesh.token') || '',
   entities: new Map(), conn: new Map(), selected: null, twin: null,
   series: new Map(), ws: null, backoff: 500, reqId: 0, pending: new Map(),
-  selectedSub: null, timers: {},
+  selectedSub: null, timers: {}, self: null,
 };
+
+// ---- what the token may do (GET /tokens/self; the server enforces it) ------
+const RANK = { viewer: 1, operator: 2, admin: 3 };
+const may = (role) => !!state.self && (RANK[state.self.role] || 0) >= RANK[role];
+const adminOfAll = () => may('admin') && !state.self.under;
+
+function applyRole() {
+  const s = state.self;
+  $('#whoami').textContent = s.role + (s.under ? ' · ' + s.under : '') + (s.name ? ' · ' + s.name : '');
+  for (const e of document.querySelectorAll('[data-role]')) {
+    e.hidden = e.dataset.role === 'admin-whole' ? !adminOfAll() : !may(e.dataset.role);
+  }
+}
+
+function signOut(message) {
+  sessionStorage.removeItem('twinmesh.token');
+  if (message) sessionStorage.setItem('twinmesh.message', message);
+  location.reload();
+}
 
 async function api(method, path, body) {
   const headers = { Authorization: 'Bearer ' + state.token };
@@ -24,6 +43,7 @@ async function api(method, path, body) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  if (res.status === 401 && state.self) signOut('Your token is no longer valid (revoked or expired).');
   if (!res.ok) {
     const err = new Error((data && data.error && data.error.message) || res.statusText);
     err.status = res.status;
@@ -42,20 +62,25 @@ $('#signin-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   state.token = $('#token').value.trim();
   try {
-    await api('GET', '/cluster');
+    state.self = await api('GET', '/tokens/self');
     sessionStorage.setItem('twinmesh.token', state.token);
     start();
   } catch (e) {
     $('#signin-error').textContent = e.status === 401 ? 'That token is not valid.' : 'Cannot reach the node: ' + e.message;
   }
 });
-$('#signout').addEventListener('click', () => { sessionStorage.removeItem('twinmesh.token'); location.reload(); });
+$('#signout').addEventListener('click', () => signOut());
 $('#show-alerts').addEventListener('click', () => { $('#alerts-view').hidden = !$('#alerts-view').hidden; });
+$('#show-tokens').addEventListener('click', () => {
+  $('#tokens-view').hidden = !$('#tokens-view').hidden;
+  if (!$('#tokens-view').hidden) loadTokens();
+});
 
 function start() {
   $('#signin-view').hidden = true;
   $('#app').hidden = false;
   $('#nav').hidden = false;
+  applyRole();
   loadTree();
   loadAlerts();
   connect();
@@ -98,6 +123,7 @@ async function loadTree() {
     }
     return li;
   };
+  // A scoped token's root has a parent it cannot see.
   const roots = sorted(all.filter((e) => !e.parent || !state.entities.has(e.parent)));
   $('#tree').replaceChildren(...roots.map(node));
   if (state.ws && state.ws.readyState === WebSocket.OPEN) subscribeRoots();
@@ -251,9 +277,10 @@ async function loadAlerts() {
   $('#alert-count').textContent = String(active.items.length);
   $('#no-alerts').hidden = list.length > 0;
   $('#alerts').replaceChildren(...list.map((a) => {
-    const ack = el('button', { class: 'ack', text: 'Acknowledge' });
+    const ack = may('operator') ? el('button', { class: 'ack', text: 'Acknowledge' }) : el('span');
     ack.disabled = a.state !== 'active';
     ack.addEventListener('click', async () => {
+      if (!may('operator')) return;
       ack.disabled = true;
       try { await api('POST', `/alerts/${encodeURIComponent(a.id)}/ack`); } catch (e) { ack.textContent = e.message; }
       loadAlerts();
@@ -267,6 +294,32 @@ async function loadAlerts() {
   }));
 }
 
+// ---- access tokens (admins of the whole tree) ----------------------------------
+async function loadTokens() {
+  const list = await api('GET', '/tokens');
+  $('#tokens').replaceChildren(...list.items.map((t) => {
+    const revoke = el('button', { class: 'ack', text: 'Revoke' });
+    revoke.addEventListener('click', async () => {
+      revoke.disabled = true;
+      try { await api('DELETE', '/tokens/' + encodeURIComponent(t.id)); } catch (e) { revoke.textContent = e.message; }
+      loadTokens();
+    });
+    return el('tr', { 'data-token': t.id }, el('td', { text: t.id }), el('td', { text: t.name || '' }), el('td', { text: t.role }),
+      el('td', { text: t.under || '(whole tree)' }), el('td', { text: new Date(t.expires).toLocaleString() }), el('td', {}, revoke));
+  }));
+}
+
+$('#token-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const body = { role: $('#token-role').value, under: $('#token-under').value.trim(), name: $('#token-name').value.trim() };
+  if ($('#token-ttl').value.trim()) body.ttl = $('#token-ttl').value.trim();
+  try {
+    const t = await api('POST', '/tokens', body);
+    $('#token-result').textContent = 'New token (shown once): ' + t.token;
+    loadTokens();
+  } catch (e) { $('#token-result').textContent = 'refused: ' + e.message; }
+});
+
 // ---- live updates --------------------------------------------------------------
 function send(frame) {
   const id = ++state.reqId;
@@ -278,7 +331,7 @@ function send(frame) {
 
 function subscribeRoots() {
   for (const e of state.entities.values()) {
-    if (!e.parent) send({ op: 'subscribe', entity: e.id, subtree: true, events: ['connection', 'alert', 'topology', 'rollup'] }).catch(() => {});
+    if (!e.parent || !state.entities.has(e.parent)) send({ op: 'subscribe', entity: e.id, subtree: true, events: ['connection', 'alert', 'topology', 'rollup'] }).catch(() => {});
   }
 }
 
@@ -327,7 +380,8 @@ function connect() {
     }
     if (msg.type) onEvent(msg);
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
+    if (ev.code === 1008) { signOut('Your token was revoked or has expired.'); return; }
     $('#ws-state').textContent = 'reconnecting';
     $('#ws-state').className = 'badge off';
     for (const p of state.pending.values()) p.reject(new Error('connection lost'));
@@ -338,6 +392,8 @@ function connect() {
   };
 }
 
+$('#signin-error').textContent = sessionStorage.getItem('twinmesh.message') || '';
+sessionStorage.removeItem('twinmesh.message');
 if (state.token) {
-  api('GET', '/cluster').then(start).catch(() => sessionStorage.removeItem('twinmesh.token'));
+  api('GET', '/tokens/self').then((self) => { state.self = self; start(); }).catch(() => sessionStorage.removeItem('twinmesh.token'));
 }
