@@ -35,6 +35,7 @@
 // entity out of the subtree takes it out of the scope at once. Revoking a
 // token closes its WebSockets on every member as the change reaches them
 // (the catalog copy, usually within milliseconds); a member cut off from
-// the one that revoked it accepts the token until the catalog copy
-// reaches it.
+// the one that revoked it accepts the token until the change reaches it
+// (a repeated DELETE sends it again; a restarted member copies the
+// catalog).
 package authz

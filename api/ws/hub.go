@@ -8,6 +8,12 @@
 // bounded by MaxPending; beyond that, events are dropped and counted on the
 // subscription's next event. Events of one entity reach a subscriber in
 // version order.
+//
+// Every op is authorized like a REST route (package api/authz, opNeeds):
+// viewers subscribe and get, operators also patch, invoke and call, and
+// the entity must be in the token's scope. Events of entities outside the
+// scope are dropped before they are queued; a connection closes (1008)
+// when its token expires or Revalidate finds it revoked.
 package ws
 
 import (
