@@ -156,6 +156,7 @@ type System struct {
 	actions *actionRunner
 
 	tokens        atomic.Pointer[tokenSet]
+	tokenLoadMu   sync.Mutex // serialises loadTokens
 	tokenMu       sync.Mutex // guards tokenWatchers
 	tokenWatchers []func()
 

@@ -56,9 +56,13 @@ func (s *System) OnTokensChanged(fn func()) {
 }
 
 // loadTokens reads the stored tokens into memory and tells the watchers.
+// Loads are serialized, so that a load that read the store earlier never
+// replaces the set of a later one (a revoked token must not come back).
 func (s *System) loadTokens() error {
+	s.tokenLoadMu.Lock()
 	docs, err := s.store.ListDocs(persistence.BucketTokens, "")
 	if err != nil {
+		s.tokenLoadMu.Unlock()
 		return fmt.Errorf("load tokens: %w", err)
 	}
 	set := &tokenSet{byID: make(map[string]AccessToken, len(docs))}
@@ -71,6 +75,7 @@ func (s *System) loadTokens() error {
 		set.byID[id] = t
 	}
 	s.tokens.Store(set)
+	s.tokenLoadMu.Unlock()
 	s.tokenMu.Lock()
 	watchers := s.tokenWatchers
 	s.tokenMu.Unlock()
