@@ -273,7 +273,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	s.mu.Lock()
 	ss := s.sessions[cl.ID]
 	now := time.Now()
-	allowed := ss != nil && s.bucketOf(cl.ID, now).allow(now, s.cfg.MessageRate, s.cfg.Burst)
+	allowed := ss != nil && s.cfg.Rate.Allow(cl.ID, now)
 	s.mu.Unlock()
 	if !allowed {
 		s.metrics.refused.WithLabelValues("throttled").Inc()

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/protocols/devicerate"
 )
 
 // Identity is what the adapter needs of a device identity.
@@ -78,9 +79,13 @@ type Config struct {
 	MaxConnections int     // default 10,000
 	MessageRate    float64 // per-device publishes per second, default 100
 	Burst          int     // default 200
-	MaxPayload     int     // default 256 KiB
-	QoS0Queue      int     // bounded QoS 0 telemetry queue, default 10,000
-	QoS0Workers    int     // default 128: each waits for a commit, so more workers fill bigger batches
+	// Rate is the per-device rate limit shared with the other protocol
+	// adapters; nil means one of the adapter's own built from MessageRate
+	// and Burst.
+	Rate        *devicerate.Limiter
+	MaxPayload  int // default 256 KiB
+	QoS0Queue   int // bounded QoS 0 telemetry queue, default 10,000
+	QoS0Workers int // default 128: each waits for a commit, so more workers fill bigger batches
 	// RequestTimeout bounds each Backend call. Default 10 s.
 	RequestTimeout time.Duration
 	// MaxTokenLifetime refuses SAS tokens that expire further ahead than
@@ -138,6 +143,9 @@ func (c *Config) defaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Rate == nil {
+		c.Rate = devicerate.New(c.MessageRate, c.Burst)
+	}
 	return nil
 }
 
@@ -175,11 +183,9 @@ type Server struct {
 	rid      atomic.Uint64
 	mu       sync.Mutex
 	sessions map[string]*session // by client (device) ID
-	// buckets are the publish rate limits by client ID: per device, not per
-	// session, so that reconnecting does not refill the burst (issue 12).
-	// A bucket idle long enough to be full again is dropped (sweep).
-	buckets   map[string]*tokenBucket
-	lastSweep time.Time
+	// The publish rate limits are cfg.Rate's, by client ID: per device, not
+	// per session, so that reconnecting does not refill the burst (issue
+	// 12), and shared with the other protocols.
 	methodsMu sync.Mutex
 	methods   map[string]chan methodResult // by deviceID + "\x00" + rid
 }
@@ -553,48 +559,4 @@ func (s *Server) markSent(deviceID, msgID string) bool {
 		}
 	}
 	return fresh
-}
-
-// bucketOf returns the rate limit of client id. s.mu must be held.
-func (s *Server) bucketOf(id string, now time.Time) *tokenBucket {
-	if s.buckets == nil {
-		s.buckets = map[string]*tokenBucket{}
-	}
-	if now.Sub(s.lastSweep) > time.Minute {
-		s.lastSweep = now
-		full := time.Duration(float64(s.cfg.Burst) / s.cfg.MessageRate * float64(time.Second))
-		for k, b := range s.buckets {
-			if now.Sub(b.last) > full {
-				delete(s.buckets, k) // full again: a new one is the same
-			}
-		}
-	}
-	b := s.buckets[id]
-	if b == nil {
-		b = &tokenBucket{}
-		s.buckets[id] = b
-	}
-	return b
-}
-
-// tokenBucket is a device's publish rate limit, used under Server.mu.
-type tokenBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func (b *tokenBucket) allow(now time.Time, rate float64, burst int) bool {
-	if b.last.IsZero() {
-		b.tokens, b.last = float64(burst), now
-	}
-	b.tokens += now.Sub(b.last).Seconds() * rate
-	if b.tokens > float64(burst) {
-		b.tokens = float64(burst)
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"reflect"
 	"testing"
-	"time"
 )
 
 func TestParseTopic(t *testing.T) {
@@ -72,23 +71,6 @@ func TestParseFilter(t *testing.T) {
 				t.Fatalf("got %v %q %v", k, d, err)
 			}
 		})
-	}
-}
-
-func TestTokenBucket(t *testing.T) {
-	var b tokenBucket
-	now := time.Unix(0, 0)
-	n := 0
-	for i := 0; i < 100; i++ {
-		if b.allow(now, 10, 5) {
-			n++
-		}
-	}
-	if n != 5 {
-		t.Fatalf("burst allowed %d, want 5", n)
-	}
-	if !b.allow(now.Add(150*time.Millisecond), 10, 5) {
-		t.Fatal("refill after 150ms at 10/s refused")
 	}
 }
 
