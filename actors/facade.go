@@ -260,12 +260,37 @@ func (s *System) Telemetry(ctx context.Context, id string, in TelemetryIn) error
 // SetConnection records that a device connected to or disconnected from
 // this node.
 func (s *System) SetConnection(ctx context.Context, id string, connected bool) error {
+	return s.SetSession(ctx, id, Session{Connected: connected})
+}
+
+// Session is a change of a device's session state, for SetSession.
+type Session struct {
+	// Connected is the new state.
+	Connected bool
+	// Protocol names the adapter ("mqtt", "coap", "coaps"); the twin's
+	// connection section shows it. A disconnection that names a protocol
+	// applies only while the twin's connection names the same one (or
+	// none): one protocol's session ending does not hide another's.
+	Protocol string
+	// OnlyHere makes a disconnection apply only while the twin says the
+	// device is connected to this node: a device whose requests now reach
+	// another member keeps the state that member gave it.
+	OnlyHere bool
+}
+
+// SetSession records that a device connected to or disconnected from this
+// node, through a protocol.
+func (s *System) SetSession(ctx context.Context, id string, st Session) error {
 	kind, err := s.kindOf(id)
 	if err != nil {
 		return err
 	}
-	_, err = s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Connection{Connection: &actorspb.Connection{
-		Connected: connected, Node: s.cfg.NodeName, SinceUnixNano: s.cfg.Now().UnixNano()}}})
+	c := &actorspb.Connection{Connected: st.Connected, Node: s.cfg.NodeName, SinceUnixNano: s.cfg.Now().UnixNano(),
+		Protocol: st.Protocol}
+	if st.OnlyHere && !st.Connected {
+		c.OnlyIfNode = s.cfg.NodeName
+	}
+	_, err = s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Connection{Connection: c}})
 	return err
 }
 

@@ -828,7 +828,10 @@ type Connection struct {
 	// the device is connected to that node: a node that restarted (or that
 	// sweeps for a dead member) must not clobber a session the device has
 	// opened elsewhere since.
-	OnlyIfNode    string `protobuf:"bytes,4,opt,name=only_if_node,json=onlyIfNode,proto3" json:"only_if_node,omitempty"`
+	OnlyIfNode string `protobuf:"bytes,4,opt,name=only_if_node,json=onlyIfNode,proto3" json:"only_if_node,omitempty"`
+	// protocol is how the device is connected ("mqtt", "coap", "coaps"),
+	// shown in the twin's connection section; empty when not known.
+	Protocol      string `protobuf:"bytes,5,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -887,6 +890,13 @@ func (x *Connection) GetSinceUnixNano() int64 {
 func (x *Connection) GetOnlyIfNode() string {
 	if x != nil {
 		return x.OnlyIfNode
+	}
+	return ""
+}
+
+func (x *Connection) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
 	}
 	return ""
 }
@@ -2083,14 +2093,15 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"message_id\x18\x06 \x01(\tR\tmessageId\x1a=\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +
 	"\n" +
 	"Connection\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
 	"\x0fsince_unix_nano\x18\x03 \x01(\x03R\rsinceUnixNano\x12 \n" +
 	"\fonly_if_node\x18\x04 \x01(\tR\n" +
-	"onlyIfNode\"\x82\x01\n" +
+	"onlyIfNode\x12\x1a\n" +
+	"\bprotocol\x18\x05 \x01(\tR\bprotocol\"\x82\x01\n" +
 	"\x0eTelemetryQuery\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
 	"\x0efrom_unix_nano\x18\x02 \x01(\x03R\ffromUnixNano\x12 \n" +

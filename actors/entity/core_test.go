@@ -513,3 +513,34 @@ func TestConditionalDisconnect(t *testing.T) {
 		}
 	}
 }
+
+// A disconnection that names a protocol applies only while the twin's
+// connection names the same one (or none): a CoAP presence ending does not
+// hide the MQTT session the device opened since, and the twin shows the
+// protocol of the session it records.
+func TestProtocolDisconnect(t *testing.T) {
+	m := newMem()
+	c := newCore(t, m, "d1", "device", Device)
+	run(t, m, c, t0, put("device", ""))
+	conn := func(connected bool, proto string) *actorspb.Request {
+		return &actorspb.Request{Body: &actorspb.Request_Connection{Connection: &actorspb.Connection{Connected: connected, Node: "n1", Protocol: proto}}}
+	}
+	for i, tc := range []struct {
+		req         *actorspb.Request
+		state, prot string
+	}{
+		{conn(true, "coap"), "connected", "coap"},
+		{conn(true, "mqtt"), "connected", "mqtt"},
+		{conn(false, "coap"), "connected", "mqtt"},
+		{conn(false, "mqtt"), "disconnected", "mqtt"},
+		{conn(true, "coaps"), "connected", "coaps"},
+		{conn(false, ""), "disconnected", ""},
+	} {
+		if _, _, err := run(t, m, c, t0.Add(time.Duration(i+1)*time.Second), tc.req); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Twin().Connection(); got.State != tc.state || got.Protocol != tc.prot {
+			t.Fatalf("step %d: %s over %q, want %s over %q", i, got.State, got.Protocol, tc.state, tc.prot)
+		}
+	}
+}

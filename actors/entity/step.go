@@ -338,6 +338,13 @@ func (c *Core) connection(now time.Time, in *actorspb.Connection) *Result {
 	if !c.isDevice() {
 		return fail(errcode.New(errcode.BadRequest, "a %s does not connect", c.cfg.Kind))
 	}
+	if in.Protocol != "" && !in.Connected {
+		if cur := c.st.Twin.Connection(); cur.State == "connected" && cur.Protocol != "" && cur.Protocol != in.Protocol {
+			// The device is connected through another protocol (an MQTT
+			// session while a CoAP presence window ends, or the reverse).
+			return (&Result{}).reply(&actorspb.Response{Version: c.st.Twin.Version()})
+		}
+	}
 	if in.OnlyIfNode != "" && !in.Connected {
 		cur := c.st.Twin.Connection()
 		newer := in.SinceUnixNano != 0 && !cur.Since.Before(time.Unix(0, in.SinceUnixNano))
@@ -357,7 +364,7 @@ func (c *Core) connection(now time.Time, in *actorspb.Connection) *Result {
 	}
 	d := c.draft()
 	d.ownTwin()
-	ch := d.Twin.SetConnection(twin.Connection{State: state, Since: since, Node: in.Node})
+	ch := d.Twin.SetConnection(twin.Connection{State: state, Since: since, Node: in.Node, Protocol: in.Protocol})
 	var events []Event
 	if !ch.Noop {
 		events = append(events, c.changeEvent(d, EventConnection, ch, now))

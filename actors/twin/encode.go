@@ -178,6 +178,10 @@ func appendConnection(b []byte, c Connection) []byte {
 		b = append(b, `,"node":`...)
 		b = appendString(b, c.Node)
 	}
+	if c.Protocol != "" {
+		b = append(b, `,"protocol":`...)
+		b = appendString(b, c.Protocol)
+	}
 	return append(b, '}')
 }
 

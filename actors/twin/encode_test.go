@@ -138,7 +138,7 @@ func TestMarshalMatchesEncodingJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	tw.SetTelemetry(map[string]any{"t": 1.5, "s": "x\ny", "b": false}, now)
-	tw.SetConnection(Connection{State: "connected", Since: now, Node: "n&1"})
+	tw.SetConnection(Connection{State: "connected", Since: now, Node: "n&1", Protocol: "co\u2028ap"})
 	tw.SetRollup(map[string]any{"devices": 2}, now)
 	tw.SetAlerts(json.RawMessage(`[{"b":1,"a":"<"}]`), now.Add(time.Millisecond))
 	checkAgainstRef(t, tw)

@@ -215,7 +215,9 @@ func FuzzLiveState(f *testing.F) {
 			apply func() twin.Change
 		}{
 			{"telemetry", func() twin.Change { return tw.SetTelemetry(points, at) }},
-			{"connection", func() twin.Change { return tw.SetConnection(twin.Connection{State: state, Since: at, Node: state}) }},
+			{"connection", func() twin.Change {
+				return tw.SetConnection(twin.Connection{State: state, Since: at, Node: state, Protocol: state})
+			}},
 			{"rollup", func() twin.Change { return tw.SetRollup(roll, at) }},
 			{"alerts", func() twin.Change { return tw.SetAlerts(json.RawMessage(alerts), at) }},
 		} {

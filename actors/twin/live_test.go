@@ -84,6 +84,8 @@ func TestConnection(t *testing.T) {
 		{twin.Connection{State: "connected", Since: t0, Node: "n1"}, false, `{"state":"connected","since":"2025-03-01T10:00:00Z","node":"n1"}`},
 		{twin.Connection{State: "connected", Since: t0.In(time.FixedZone("x", 3600)), Node: "n1"}, true, ``},
 		{twin.Connection{State: "connected", Since: t0, Node: "n2"}, false, `{"state":"connected","since":"2025-03-01T10:00:00Z","node":"n2"}`},
+		{twin.Connection{State: "connected", Since: t0, Node: "n2", Protocol: "coap"}, false, `{"state":"connected","since":"2025-03-01T10:00:00Z","node":"n2","protocol":"coap"}`},
+		{twin.Connection{State: "connected", Since: t0, Node: "n2", Protocol: "coap"}, true, ``},
 		{twin.Connection{State: "disconnected", Since: t1}, false, `{"state":"disconnected","since":"2025-03-01T10:00:01Z"}`},
 	} {
 		c := tw.SetConnection(st.c)

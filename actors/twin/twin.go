@@ -43,6 +43,9 @@ type Connection struct {
 	Since time.Time `json:"since,omitzero"`
 	// Node is the cluster member holding the device's session.
 	Node string `json:"node,omitempty"`
+	// Protocol is how the device is connected ("mqtt", "coap", "coaps"),
+	// when the adapter said so.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // Change describes one accepted change, for events and persistence. When
@@ -360,9 +363,9 @@ func (t *Twin) SetTelemetry(points map[string]any, ts time.Time) Change {
 // as the zero time if it is outside years 0000–9999. The connection is live
 // state: it never changes the twin version.
 func (t *Twin) SetConnection(c Connection) Change {
-	c.State, c.Node = validString(c.State), validString(c.Node)
+	c.State, c.Node, c.Protocol = validString(c.State), validString(c.Node), validString(c.Protocol)
 	c.Since, _ = jsonTime(c.Since)
-	if c.State == t.conn.State && c.Node == t.conn.Node && c.Since.Equal(t.conn.Since) {
+	if c.State == t.conn.State && c.Node == t.conn.Node && c.Protocol == t.conn.Protocol && c.Since.Equal(t.conn.Since) {
 		return Change{Version: t.version, Section: "connection", Noop: true}
 	}
 	data, _ := json.Marshal(c) // jsonTime made Since encodable

@@ -54,8 +54,10 @@ func (b mqttBackend) PatchReported(ctx context.Context, id string, patch []byte)
 	return b.sys.PatchReported(ctx, id, patch)
 }
 
+// SetConnection records the MQTT session; the twin shows "mqtt" as the
+// device's protocol.
 func (b mqttBackend) SetConnection(ctx context.Context, id string, connected bool) error {
-	return b.sys.SetConnection(ctx, id, connected)
+	return b.sys.SetSession(ctx, id, actors.Session{Connected: connected, Protocol: "mqtt"})
 }
 
 func (b mqttBackend) PendingMessages(ctx context.Context, id string) ([]mqtt.C2DMessage, error) {
