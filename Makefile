@@ -9,8 +9,9 @@ export PATH := $(GOBIN):$(PATH)
 
 all: build
 
+## build: bin/twinmesh, stamped with its commit and build time (twinmesh version).
 build:
-	$(GO) build -o bin/twinmesh ./cmd/twinmesh
+	$(GO) build -buildvcs=auto -ldflags "-X github.com/twinmesh/twinmesh/api/node.BuildTime=$$(date -u +%Y-%m-%dT%H:%M:%SZ)" -o bin/twinmesh ./cmd/twinmesh
 
 ## test: install missing test dependencies, lint, run every test with -race,
 ## then the short form of the Jepsen test (internal/jepsen: root, network namespaces).

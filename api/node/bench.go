@@ -109,8 +109,9 @@ func commitsBetween(a, b map[string]float64) commitStats {
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c benchConfig
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("bench", "bench [flags]",
+		"Load generator: simulated devices publish telemetry over MQTT against a node (spawned, or --node),\n"+
+			"compared with a bare embedded mochi broker.", stderr)
 	fs.IntVar(&c.devices, "devices", 1000, "simulated devices, one MQTT connection each")
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long each QoS level runs")
 	fs.StringVar(&c.qos, "qos", "0,1", "QoS levels to run, comma-separated")

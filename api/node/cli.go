@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,11 +26,11 @@ const usage = `usage: twinmesh <command> [flags]
 
 commands:
   serve     run a node (embedded defaults: ./data, HTTP :8080, MQTT :1883)
-  token     print a SAS token for a device: twinmesh token --data DIR DEVICE_ID [--ttl 1h]
+  token     print a SAS token for a device: twinmesh token [--data DIR] [--ttl 1h] DEVICE_ID
   bench     load generator: simulated devices publish telemetry against a node, compared with a bare mochi broker
   backup    copy the store, from the running node or the file: twinmesh backup --data DIR --out FILE
   check     check every page of a stopped node's store: twinmesh check --data DIR
-  version   print the version
+  version   print the module version, commit and build time
 
 Run 'twinmesh <command> -h' for the flags of a command.
 `
@@ -59,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case probeCommand:
 		return probeMain(args[1:], stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "twinmesh %s\n", Version)
+		err = versionCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -67,7 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "twinmesh %s: %v\n", args[0], err)

@@ -60,8 +60,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	if host == "" {
 		host = "node"
 	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs := newFlagSet("serve", "serve [flags]", "Runs a node. Every flag is also an environment variable TWINMESH_<FLAG> and a key of the --config file.", out)
 	fs.StringVar(&c.Config, "config", "", "optional YAML config file (keys are the flag names)")
 	fs.StringVar(&c.Data, "data", "./data", "folder for the bbolt file and generated secrets")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "REST, WebSocket, dashboard, /metrics, /healthz, /readyz")
@@ -128,7 +127,7 @@ func parseLayered(fs *flag.FlagSet, args []string, configFlag *string) error {
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
 			if err := fs.Set(f.Name, v); err != nil {
-				setErr = fmt.Errorf("%w: %s=%q: %v", errUsage, envName(f.Name), v, err)
+				setErr = fmt.Errorf("%w: %s=%q: %s", errUsage, envName(f.Name), v, badValue(f, err))
 			}
 			set[f.Name] = true
 		}
@@ -169,10 +168,33 @@ func parseLayered(fs *flag.FlagSet, args []string, configFlag *string) error {
 			s = fmt.Sprint(x)
 		}
 		if err := fs.Set(k, s); err != nil {
-			return fmt.Errorf("%w: config file %s: %s: %v", errUsage, *configFlag, k, err)
+			return fmt.Errorf("%w: config file %s: %s: %q: %s", errUsage, *configFlag, k, s, badValue(f, err))
 		}
 	}
 	return nil
+}
+
+// badValue says what a flag expects, for a value from the environment or
+// the config file that it refused (the flag package says only "parse
+// error").
+func badValue(f *flag.Flag, err error) string {
+	var want string
+	if g, ok := f.Value.(flag.Getter); ok {
+		switch g.Get().(type) {
+		case int, int64, uint, uint64:
+			want = "an integer"
+		case float64:
+			want = "a number"
+		case time.Duration:
+			want = "a duration such as 30s, 5m or 1h30m"
+		case bool:
+			want = "true or false"
+		}
+	}
+	if want == "" {
+		return err.Error()
+	}
+	return fmt.Sprintf("--%s must be %s", f.Name, want)
 }
 
 // Accepted ranges of the numeric and duration flags: a value outside is a

@@ -92,8 +92,8 @@ func probeMain(args []string, stderr io.Writer) int {
 // checkCmd is `twinmesh check --data DIR`: it checks the store of a node
 // that is not running (every page, in a child process).
 func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("check", "check [--data DIR]",
+		"Reads every page of a stopped node's store and exits 1 naming what is wrong.", stderr)
 	data := fs.String("data", "./data", "data folder of a stopped node")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -116,8 +116,8 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // of the store, from the running node (GET /api/v1/backup) when one holds
 // it, or from the file.
 func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("backup", "backup [--data DIR] --out FILE",
+		"Writes a consistent copy of the node's store to FILE: from the running node, or from the file when it is stopped.", stderr)
 	data := fs.String("data", "./data", "data folder of the node")
 	out := fs.String("out", "", "file to write the copy to (required; not overwritten)")
 	if err := fs.Parse(args); err != nil {

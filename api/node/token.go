@@ -20,8 +20,9 @@ import (
 // folder. The node may be running: bbolt allows one writer, so the file is
 // opened read-only with a short lock timeout.
 func tokenCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("token", "token [--data DIR] [--ttl 1h] [--hub-host HOST] [--secondary] DEVICE_ID",
+		"Prints a SAS token for the device DEVICE_ID, signed with its key from the node's data folder\n"+
+			"(or asked of the node running on that folder): the MQTT password of the device.", stderr)
 	data := fs.String("data", "./data", "data folder of the node")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	host := fs.String("hub-host", "twinmesh.local", "host name in the token's sr")
