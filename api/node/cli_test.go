@@ -8,7 +8,9 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/twinmesh/twinmesh/internal/nodeproc"
 	"github.com/twinmesh/twinmesh/internal/testutil"
 )
 
@@ -104,5 +106,58 @@ func TestEnvAndConfigErrorsNameTheType(t *testing.T) {
 	err := parseLayered(serveFlags(&c, &bytes.Buffer{}), []string{"--config", cfg}, &c.Config)
 	if err == nil || !strings.Contains(err.Error(), `max-depth: "deep": --max-depth must be an integer`) {
 		t.Fatalf("config file error %v", err)
+	}
+}
+
+// TestSoloGossip: without --join and --gossip, a node gossips on a free
+// port; any way of naming either keeps the configured address.
+func TestSoloGossip(t *testing.T) {
+	for _, tc := range []struct {
+		name, env string
+		args      []string
+		want      string
+	}{
+		{"alone", "", nil, "127.0.0.1:0"},
+		{"--gossip", "", []string{"--gossip", "127.0.0.1:7946"}, "127.0.0.1:7946"},
+		{"--join", "", []string{"--join", "10.0.0.1:7946"}, "127.0.0.1:7946"},
+		{"TWINMESH_GOSSIP", "10.0.0.2:7946", nil, "10.0.0.2:7946"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("TWINMESH_GOSSIP", tc.env)
+			}
+			var c serveConfig
+			fs := serveFlags(&c, &bytes.Buffer{})
+			if err := parseLayered(fs, tc.args, &c.Config); err != nil {
+				t.Fatal(err)
+			}
+			solo := c.soloGossip(fs)
+			if c.Gossip != tc.want || solo != (tc.want == "127.0.0.1:0") {
+				t.Fatalf("gossip %q (solo %v), want %q", c.Gossip, solo, tc.want)
+			}
+		})
+	}
+}
+
+// TestTwoSoloNodesOnOneHost: two nodes started with neither --gossip nor
+// --join run side by side, and say where they gossip.
+func TestTwoSoloNodesOnOneHost(t *testing.T) {
+	bin := testutil.Binary(t)
+	var gossip []string
+	for _, name := range []string{"solo-a", "solo-b"} {
+		data := filepath.Join(t.TempDir(), name)
+		p, err := nodeproc.Start(bin, data, []string{"serve", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "",
+			"--remote", "127.0.0.1:0", "--node-name", name}, 60*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Kill)
+		if !strings.Contains(p.Logs(), "no --join or --gossip: gossip on a free port") {
+			t.Errorf("%s does not say where it gossips:\n%s", name, p.Logs())
+		}
+		gossip = append(gossip, p.Addr("gossip"))
+	}
+	if gossip[0] == gossip[1] || gossip[0] == defaultGossip || gossip[1] == defaultGossip {
+		t.Fatalf("gossip addresses %v", gossip)
 	}
 }

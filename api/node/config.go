@@ -69,7 +69,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for --mqtts")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --mqtts")
 	fs.StringVar(&c.NodeName, "node-name", host, "member name in the cluster")
-	fs.StringVar(&c.Gossip, "gossip", "127.0.0.1:7946", "memberlist bind address")
+	fs.StringVar(&c.Gossip, "gossip", defaultGossip, "memberlist bind address; without --gossip and --join, a free port")
 	fs.StringVar(&c.Remote, "remote", "127.0.0.1:0", "protoactor remote bind address")
 	fs.StringVar(&c.Join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.StringVar(&c.GossipKey, "gossip-key", "", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip")
@@ -282,6 +282,23 @@ func (c *serveConfig) validate() error {
 		return fmt.Errorf("%w: --log-format must be text or json", errUsage)
 	}
 	return nil
+}
+
+// defaultGossip is --gossip's default, the port other nodes --join.
+const defaultGossip = "127.0.0.1:7946"
+
+// soloGossip lets a node that was given neither --join nor --gossip (flag,
+// variable or config key) gossip on a free port instead of the default
+// 7946: a node alone needs no fixed gossip port, so a second node on the
+// same host does not fail on it. It reports whether it did so.
+func (c *serveConfig) soloGossip(fs *flag.FlagSet) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "gossip" })
+	if given || len(c.joinList()) > 0 || c.Gossip != defaultGossip {
+		return false
+	}
+	c.Gossip = "127.0.0.1:0"
+	return true
 }
 
 func btoi(b bool) int {

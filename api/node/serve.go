@@ -118,6 +118,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if c.soloGossip(fs) {
+		log.Info("no --join or --gossip: gossip on a free port; give --gossip ADDR for a node that others --join")
+	}
 	seeds := c.Join // the configured seeds, tried again at every restart
 	restarting := false
 	for {
