@@ -43,19 +43,24 @@ func ErrorOf(err error) (status int, body ErrorBody) {
 // status and body of [ErrorOf].
 func WriteError(w http.ResponseWriter, err error) {
 	status, body := ErrorOf(err)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
+	writeJSON(w, status, struct {
 		Error ErrorBody `json:"error"`
 	}{body})
 }
 
+// writeJSON writes v as a JSON answer, encoded by [Marshal] (no HTML
+// escaping, a stored document included).
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
 	if raw, ok := v.(json.RawMessage); ok {
-		_, _ = w.Write(raw)
+		w.WriteHeader(status)
+		_, _ = w.Write(UnescapeHTML(raw))
 		return
 	}
-	_ = json.NewEncoder(w).Encode(v)
+	b, err := Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encode the answer"}}`)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
 }

@@ -62,7 +62,7 @@ type eventFrame struct {
 }
 
 func encodeEvent(sub string, e Event, missed int64) []byte {
-	b, _ := json.Marshal(eventFrame{Sub: sub, Type: e.Type, Entity: e.Entity, Version: e.Version, Data: e.Data, TS: e.TS, Missed: missed})
+	b, _ := api.Marshal(eventFrame{Sub: sub, Type: e.Type, Entity: e.Entity, Version: e.Version, Data: e.Data, TS: e.TS, Missed: missed})
 	return b
 }
 
@@ -202,7 +202,7 @@ func (c *conn) drainControl() {
 }
 
 func (c *conn) reply(v any) {
-	b, _ := json.Marshal(v)
+	b, _ := api.Marshal(v)
 	select {
 	case c.control <- b:
 	case <-c.done:
