@@ -52,7 +52,54 @@ type route struct {
 	upsert bool
 	// list: the handler filters what it answers by the caller's scope.
 	list bool
-	h    func(http.ResponseWriter, *http.Request) error
+	// query names the query parameters the route reads; a name ending in
+	// "." admits every parameter with that prefix ("tag."). Others are
+	// refused with 400, so that a mistyped filter (?knd=) does not answer
+	// everything.
+	query []string
+	h     func(http.ResponseWriter, *http.Request) error
+}
+
+// everywhere are the query parameters every route accepts: the access
+// token, for clients that cannot set a header.
+var everywhere = []string{"access_token"}
+
+// checkQuery refuses a request with a query parameter its route does not
+// read.
+func checkQuery(r *http.Request, accepted []string) error {
+	for name := range r.URL.Query() {
+		if !acceptedParam(name, accepted) && !acceptedParam(name, everywhere) {
+			if len(accepted) == 0 {
+				return errcode.New(errcode.BadRequest, "unknown query parameter %q: %s takes none", name, r.URL.Path)
+			}
+			return errcode.New(errcode.BadRequest, "unknown query parameter %q: this route takes %s", name, strings.Join(describe(accepted), ", "))
+		}
+	}
+	return nil
+}
+
+func acceptedParam(name string, accepted []string) bool {
+	for _, a := range accepted {
+		if prefix, ok := strings.CutSuffix(a, "."); ok {
+			if rest, ok := strings.CutPrefix(name, prefix+"."); ok && rest != "" {
+				return true
+			}
+		} else if name == a {
+			return true
+		}
+	}
+	return false
+}
+
+func describe(accepted []string) []string {
+	out := make([]string, len(accepted))
+	for i, a := range accepted {
+		if strings.HasSuffix(a, ".") {
+			a += "<name>"
+		}
+		out[i] = a
+	}
+	return out
 }
 
 var (
@@ -67,20 +114,21 @@ var (
 
 func (s *Server) routeTable() []route {
 	id := param("id")
+	listQuery := []string{"kind", "under", "tag.", "limit", "cursor"}
 	on := func(l ...locator) []locator { return l }
 	return []route{
 		{pattern: "PUT /api/v1/entities/{id}", need: admin, touches: on(id), upsert: true, h: s.putEntity},
 		{pattern: "GET /api/v1/entities/{id}", need: viewer, touches: on(id), h: s.getEntity},
-		{pattern: "DELETE /api/v1/entities/{id}", need: admin, touches: on(id), h: s.deleteEntity},
+		{pattern: "DELETE /api/v1/entities/{id}", need: admin, touches: on(id), query: []string{"recursive"}, h: s.deleteEntity},
 		{pattern: "GET /api/v1/entities/{id}/children", need: viewer, touches: on(id), h: s.children},
 		{pattern: "GET /api/v1/entities/{id}/tree", need: viewer, touches: on(id), h: s.tree},
 		{pattern: "POST /api/v1/entities/{id}/ops/{name}", need: operator, touches: on(id), h: s.callOp},
-		{pattern: "GET /api/v1/entities", need: viewer, list: true, h: s.listEntities},
+		{pattern: "GET /api/v1/entities", need: viewer, list: true, query: listQuery, h: s.listEntities},
 
 		{pattern: "PUT /api/v1/devices/{id}", need: admin, touches: on(id), upsert: true, h: s.putDevice},
 		{pattern: "GET /api/v1/devices/{id}", need: admin, touches: on(id), h: s.getDevice},
 		{pattern: "PATCH /api/v1/devices/{id}", need: admin, touches: on(id), h: s.patchDevice},
-		{pattern: "POST /api/v1/devices/{id}/token", need: admin, touches: on(id), h: s.deviceToken},
+		{pattern: "POST /api/v1/devices/{id}/token", need: admin, touches: on(id), query: []string{"ttl"}, h: s.deviceToken},
 		{pattern: "POST /api/v1/devices/{id}/methods/{name}", need: operator, touches: on(id), h: s.invoke},
 		{pattern: "POST /api/v1/devices/{id}/messages", need: operator, touches: on(id), h: s.sendMessage},
 		{pattern: "GET /api/v1/devices/{id}/messages", need: viewer, touches: on(id), h: s.listMessages},
@@ -91,14 +139,14 @@ func (s *Server) routeTable() []route {
 
 		{pattern: "GET /api/v1/twins/{id}", need: viewer, touches: on(id), h: s.getTwin},
 		{pattern: "PATCH /api/v1/twins/{id}", need: operator, touches: on(id), h: s.patchTwin},
-		{pattern: "GET /api/v1/twins", need: viewer, list: true, h: s.queryTwins},
-		{pattern: "GET /api/v1/twins/{id}/telemetry", need: viewer, touches: on(id), h: s.telemetry},
+		{pattern: "GET /api/v1/twins", need: viewer, list: true, query: listQuery, h: s.queryTwins},
+		{pattern: "GET /api/v1/twins/{id}/telemetry", need: viewer, touches: on(id), query: []string{"name", "from", "to", "limit"}, h: s.telemetry},
 
 		{pattern: "PUT /api/v1/rules/{id}", need: whole, h: s.putRule},
 		{pattern: "GET /api/v1/rules/{id}", need: whole, h: s.getRule},
 		{pattern: "GET /api/v1/rules", need: whole, h: s.listRules},
 		{pattern: "DELETE /api/v1/rules/{id}", need: whole, h: s.deleteRule},
-		{pattern: "GET /api/v1/alerts", need: viewer, list: true, h: s.listAlerts},
+		{pattern: "GET /api/v1/alerts", need: viewer, list: true, query: []string{"state", "under"}, h: s.listAlerts},
 		{pattern: "GET /api/v1/alerts/{id}", need: viewer, touches: on(alertEntity), h: s.getAlert},
 		{pattern: "POST /api/v1/alerts/{id}/ack", need: operator, touches: on(alertEntity), h: s.ackAlert},
 		// Alert IDs are "<rule>/<entity>"; both the escaped form and this
@@ -158,6 +206,12 @@ func (s *Server) guard(rt route, next http.Handler) http.Handler {
 		if err := s.authz.Allow(p, rt.need); err != nil {
 			WriteError(w, err)
 			return
+		}
+		if rt.h != nil {
+			if err := checkQuery(r, rt.query); err != nil {
+				WriteError(w, err)
+				return
+			}
 		}
 		for i, l := range rt.touches {
 			id := l.of(r)
