@@ -11,6 +11,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
 	"github.com/twinmesh/twinmesh/actors/entity"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/actors/rules"
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -78,6 +79,13 @@ func (s *System) PutRule(ctx context.Context, id string, doc []byte) (json.RawMe
 	r, err := rules.Parse(doc)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	// A scope under an entity that does not exist selects nothing: most
+	// likely a typo, refused rather than stored to match nothing silently.
+	if under := r.Scope.Under; under != "" {
+		if _, err := s.store.GetEntity(under); errors.Is(err, persistence.ErrNotFound) {
+			return nil, false, errcode.New(errcode.BadRequest, "scope.under: no entity %q; create it first, or leave under out for the whole tree", under)
+		}
 	}
 	_, err = s.store.GetDoc(persistence.BucketRules, id)
 	created := errors.Is(err, persistence.ErrNotFound)
