@@ -35,10 +35,32 @@ func (h *hook) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), h.s.cfg.RequestTimeout)
 }
 
+// refuse counts a refused connection and logs it, once in a while per
+// client and reason, naming the device, its address and why. The device
+// is the one the user name claims (<host>/<deviceId>/…), which is the
+// client ID unless the two differ.
 func (h *hook) refuse(reason string, cl *mochi.Client, detail string) bool {
 	h.s.metrics.refused.WithLabelValues(reason).Inc()
 	if h.s.refusals.allow(cl.ID+"\x00"+reason, time.Now()) { // counted always, logged once in a while
-		h.s.log.Info("connection refused", "client", cl.ID, "reason", reason, "detail", detail, "remote", cl.Net.Remote)
+		device := cl.ID
+		if parts := strings.Split(string(cl.Properties.Username), "/"); len(parts) >= 2 && parts[1] != "" {
+			device = parts[1]
+		}
+		h.s.log.Warn("connection refused", "device", device, "client", cl.ID, "remote", cl.Net.Remote, "reason", reason, "detail", detail)
+	}
+	return false
+}
+
+// deny counts a publish or subscription the ACL refused and logs it, once
+// in a while per client, naming the device, its address, the topic and why.
+func (h *hook) deny(cl *mochi.Client, topic string, write bool, why string) bool {
+	h.s.metrics.refused.WithLabelValues("acl").Inc()
+	if h.s.refusals.allow(cl.ID+"\x00acl", time.Now()) {
+		what := "subscription refused"
+		if write {
+			what = "publish refused"
+		}
+		h.s.log.Warn(what, "device", cl.ID, "remote", cl.Net.Remote, "topic", topic, "reason", why)
 	}
 	return false
 }
@@ -153,46 +175,46 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	if write {
 		t, err := ParseTopic(topic)
 		if err != nil {
-			h.s.metrics.refused.WithLabelValues("acl").Inc()
-			return false
+			return h.deny(cl, topic, write, "not an IoT Hub device topic")
 		}
 		switch t.Kind {
 		case TopicTelemetry:
 			if h.mayUseDevice(cl.ID, t.DeviceID) {
 				return true
 			}
+			return h.deny(cl, topic, write, "another device's topic (neither its own nor a device connected via it)")
 		case TopicTwinGet, TopicTwinPatchReported, TopicMethodResponse:
 			return true
 		}
-		h.s.metrics.refused.WithLabelValues("acl").Inc()
-		return false
+		return h.deny(cl, topic, write, "devices may not publish on this topic")
 	}
 	kind, device, err := ParseFilter(topic)
 	if err != nil {
 		// A delivery: a concrete topic rather than a filter.
 		t, perr := ParseTopic(topic)
 		if perr != nil {
-			h.s.metrics.refused.WithLabelValues("acl").Inc()
-			return false
+			return h.deny(cl, topic, write, "not an IoT Hub device topic")
 		}
 		kind, device = t.Kind, t.DeviceID
 	}
-	ok := false
 	switch kind {
 	case TopicTwinResponse, TopicTwinDesired, TopicMethodRequest:
-		ok = true
+		return true
 	case TopicDeviceBound:
-		ok = h.mayUseDevice(cl.ID, device)
+		if h.mayUseDevice(cl.ID, device) {
+			return true
+		}
+		return h.deny(cl, topic, write, "another device's messages (neither its own nor a device connected via it)")
 	case TopicTelemetry:
 		ctx, cancel := h.ctx()
 		granted, err := h.s.backend.MayRead(ctx, cl.ID, device)
 		cancel()
-		ok = err == nil && granted
+		if err == nil && granted {
+			return true
+		}
+		return h.deny(cl, topic, write, "another device's telemetry, without a grant from it")
 	}
-	if !ok {
-		h.s.metrics.refused.WithLabelValues("acl").Inc()
-	}
-	return ok
+	return h.deny(cl, topic, write, "devices may not subscribe to this topic")
 }
 
 // OnSubscribed notes what the session listens to and delivers pending

@@ -2,9 +2,12 @@ package mqtt
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // quietHandler is the handler of mochi's logs. mochi logs one INFO line
@@ -12,7 +15,10 @@ import (
 // packet (payload included): 100 refused 300 KB publishes wrote 86 MB of
 // log in 2.8 s (issue 12). So: below WARN nothing; the packet ("pk") is
 // left out; and a message about one client is logged at most once per
-// interval (refusals are counted in metrics by the hook).
+// interval (refusals are counted in metrics by the hook). Refusals the hook
+// decided (credentials, topics, connection limit) are not logged again
+// here: the hook logs them with the device, its address and the reason,
+// where mochi would log an empty message.
 type quietHandler struct {
 	slog.Handler
 	lim *logLimiter
@@ -27,22 +33,54 @@ func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	msg := r.Message
+	if msg == "" {
+		// mochi's listeners log how a connection ended with no message.
+		msg = "connection ended"
+	}
+	out := slog.NewRecord(r.Time, r.Level, msg, r.PC)
 	client := ""
+	refusal := false
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
 		case "pk":
 			return true // the packet dump
 		case "client":
 			client = a.Value.String()
+		case "error":
+			refusal = isRefusal(a.Value.Any())
 		}
 		out.AddAttrs(a)
 		return true
 	})
+	if refusal {
+		return nil // the hook logged it, naming the device, address and reason
+	}
 	if client != "" && !h.lim.allow(client+"\x00"+r.Message, r.Time) {
 		return nil
 	}
 	return h.Handler.Handle(ctx, out)
+}
+
+// isRefusal reports whether v, the error of a mochi log record, is one of
+// the refusals the hook decides and logs itself (with the device, its
+// address and the reason): bad credentials, a topic it may not use, a
+// connection over the limit.
+func isRefusal(v any) bool {
+	err, ok := v.(error)
+	if !ok {
+		return false
+	}
+	var code packets.Code
+	if !errors.As(err, &code) {
+		return false
+	}
+	switch code.Code {
+	case packets.ErrBadUsernameOrPassword.Code, packets.ErrNotAuthorized.Code,
+		packets.ErrServerUnavailable.Code, packets.ErrServerBusy.Code:
+		return true
+	}
+	return false
 }
 
 func (h quietHandler) WithAttrs(a []slog.Attr) slog.Handler {

@@ -2,10 +2,13 @@ package mqtt
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Issue 12, attack 4: refused publishes were each logged with the whole
@@ -29,5 +32,21 @@ func TestQuietHandlerLimitsMochiLogs(t *testing.T) {
 	}
 	if !strings.Contains(out, "client=dev-1") || !strings.Contains(out, "client=dev-2") || strings.Contains(out, "dev-3") {
 		t.Fatalf("unexpected lines:\n%s", out)
+	}
+}
+
+// Issue 18: mochi's lines about refusals the hook logs itself (an empty
+// message with "bad username or password", "error processing packet" with
+// "not authorized") are dropped; another connection error keeps a message.
+func TestQuietHandlerLeavesRefusalsToTheHook(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(newQuietHandler(slog.NewTextHandler(&buf, nil), 10*time.Second))
+	log.Warn("", "listener", "mqtt", "error", packets.ErrBadUsernameOrPassword)
+	log.Warn("error processing packet", "error", packets.ErrNotAuthorized, "client", "dev-1", "listener", "mqtt", "pk", "…")
+	log.Warn("", "listener", "mqtt", "error", packets.ErrNotAuthorized)
+	log.Warn("", "listener", "mqtt", "error", errors.New("read connection: i/o timeout"))
+	out := buf.String()
+	if strings.Count(out, "\n") != 1 || !strings.Contains(out, `msg="connection ended" listener=mqtt error="read connection: i/o timeout"`) {
+		t.Fatalf("logged:\n%s", out)
 	}
 }
