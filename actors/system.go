@@ -293,7 +293,7 @@ func (s *System) Start(ctx context.Context) (err error) {
 		}
 		_ = l.Close()
 	}
-	logger := slog.New(minLevel{s.cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
+	logger := slog.New(protoactorHandler{minLevel{s.cfg.Logger.Handler(), slog.LevelWarn}}).With("component", "protoactor")
 	s.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
 	lookup := s.cfg.IdentityLookup
 	if lookup == nil {

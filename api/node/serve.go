@@ -249,7 +249,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 
 	n.prov, err = tmcluster.NewProvider(tmcluster.Config{
 		NodeName: c.NodeName, GossipAddr: c.Gossip, Join: c.joinList(), GossipKey: gossipKey,
-		Logger: log,
+		Logger: slog.New(stoppingHandler{log.Handler()}),
 	})
 	if err != nil {
 		return n, fmt.Errorf("%w: cluster: %v", errUsage, err)
