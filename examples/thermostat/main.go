@@ -1,6 +1,6 @@
 // Command thermostat is a twinmesh node with the reference plugin linked
 // in: the whole twinmesh command line (serve, token, …) plus the
-// thermostat kind (package ./thermostat, CONTRACT section 7).
+// thermostat kind (package ./thermostat; the README's "Writing a plugin" walks through it).
 //
 //	go run ./examples/thermostat serve --data ./data-thermostat
 //	TOKEN=$(cat data-thermostat/admin.token)
