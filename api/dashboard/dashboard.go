@@ -3,6 +3,13 @@
 // and the WebSocket API with the token the user signs in with: the admin
 // token or an access token, whose role and scope decide what it shows
 // (GET /api/v1/tokens/self; the server enforces them).
+//
+// The page is plain scripts, one per part (static/js: core, tree, charts,
+// entity, grid, alerts, tokens, app), with no build step. One library is
+// vendored, uPlot 1.6.32 (static/vendor, MIT, its licence beside it), for
+// the time-series charts. The layout is checked in headless Chromium by
+// api/node's dashboard tests, which compare element boxes and screenshot
+// pixels with what each state should show.
 package dashboard
 
 import (

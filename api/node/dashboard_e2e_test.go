@@ -80,7 +80,7 @@ func TestDashboardInChromium(t *testing.T) {
 	t.Logf("MQTT publish to value on screen: %v", time.Since(start))
 
 	must(t, dev.Publish("devices/thermo-1/messages/events/", 1, false, `{"temperature":45.5}`))
-	run("chart", chromedp.WaitVisible(`svg[data-chart="temperature"]`))
+	run("chart", chromedp.WaitVisible(`[data-chart="temperature"] canvas`))
 	run("alert row", chromedp.Click("#show-alerts"), chromedp.WaitVisible(`[data-alert="too-hot/thermo-1"] button.ack`))
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
