@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -126,6 +127,9 @@ func openBolt(path string, o *Options, readOnly bool) (bdb *bbolt.DB, err error)
 		return nil, fmt.Errorf("open %s: %w (%v); restore a replica's copy or a backup", path, ErrCorrupt, err)
 	}
 	if err != nil {
+		if _, ok := errors.AsType[*fs.PathError](err); ok {
+			return nil, err // "open <path>: …" already
+		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return bdb, nil

@@ -55,6 +55,9 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 		// A node runs on this folder and holds bbolt's lock: ask it.
 		return tokenFromNode(*data, id, *ttl, *secondary, stdout)
 	}
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no store in %s: give --data the folder of the node (it holds twinmesh.db)", *data)
+	}
 	if err != nil {
 		return err
 	}
