@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -149,5 +150,46 @@ func TestAdoptEpoch(t *testing.T) {
 	// The first write of the adopting epoch follows the adopted copy.
 	if err := db.Commit(ctx, persistence.ApplyEpoch(id, 30, persistence.Epoch{Wrote: 30}, 1)); err != nil {
 		t.Fatalf("first write after the adoption: %v", err)
+	}
+}
+
+// TestCatalogCatchUp: a member that did not answer while a device was
+// disabled (a cut that did not make it restart) kept the enabled identity
+// for good, so the device could still authenticate there. The writer now
+// remembers it and, once it answers, has it copy the catalog.
+func TestCatalogCatchUp(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNet(t, 3, 2)
+	a, c := f.nodes[f.addrs[0]], f.nodes[f.addrs[2]]
+	idn := persistence.Identity{DeviceID: "d1", PrimaryKey: "k", SecondaryKey: "k2", Status: "enabled"}
+	if err := a.CommitCatalog(ctx, []persistence.Op{persistence.PutIdentity(idn)}); err != nil {
+		t.Fatal(err)
+	}
+	f.kill(c.self)
+	idn.Status = "disabled"
+	if err := a.CommitCatalog(ctx, []persistence.Op{persistence.PutIdentity(idn)}); err != nil {
+		t.Fatal(err)
+	}
+	// Let the background copy to c fail too.
+	waitFor(t, 5*time.Second, "background copy to give up", func() bool {
+		a.behind.mu.Lock()
+		defer a.behind.mu.Unlock()
+		return a.behind.addrs[c.self]
+	})
+	f.mu.Lock()
+	f.dead[c.self] = false
+	f.mu.Unlock()
+	c.down.Delete(a.self)
+	a.down.Delete(c.self)
+	a.catchUp(ctx)
+	got, err := f.dbs[c.self].GetIdentity("d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != "disabled" {
+		t.Fatalf("the member that missed the write reads the device %q after the catch-up, want disabled", got.Status)
+	}
+	if behind := a.behind.take(); len(behind) != 0 {
+		t.Fatalf("members still behind after the catch-up: %v", behind)
 	}
 }

@@ -110,7 +110,9 @@
 //     with the highest (Wrote, Seq) holds every write the others hold. Catalog data (entities,
 //     identities, rules, alerts, grants, rollup contributions) goes to every
 //     member, so that any node can authenticate a device, check a topology
-//     or list alerts from its own file.
+//     or list alerts from its own file; a member that missed a catalog
+//     write is asked to copy the catalog from the writer once it answers
+//     again (catchup.go).
 //   - Moves: when the topology changes, grains another member now owns
 //     flush, answer "moved" for MoveGrace (callers retry at once rather
 //     than time out behind a poison pill) and stop; the new owner's claim

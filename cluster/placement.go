@@ -149,6 +149,9 @@ type Placement struct {
 
 	// nodes are the node names recorded as members (known).
 	nodes nodeSet
+	// behind are the members that missed a catalog write of this node
+	// (catchup.go).
+	behind behindSet
 
 	// topoChanged wakes the re-replication loop (capacity 1: changes that
 	// arrive while a pass is due coalesce).
@@ -251,9 +254,10 @@ func (p *Placement) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 	if !p.cfg.Joining {
 		p.markSynced()
 	}
-	p.wg.Add(2)
+	p.wg.Add(3)
 	go p.forwardEvents()
 	go p.rereplicateLoop()
+	go p.catchUpLoop()
 }
 
 func (p *Placement) onTopology(t *pcluster.ClusterTopology) {

@@ -364,11 +364,15 @@ func (p *Placement) copyInBackground(ctx context.Context, addr string, ops []per
 		go func() {
 			defer p.wg.Done()
 			defer func() { <-p.async }()
-			_ = p.request(p.ctx, addr, opApply, applyReq{Ops: ops}, nil)
+			if err := p.request(p.ctx, addr, opApply, applyReq{Ops: ops}, nil); err != nil && !onlyContrib(ops) {
+				p.missedCatalog(addr)
+			}
 		}()
 	default:
-		if !p.isDown(addr) {
-			_ = p.request(ctx, addr, opApply, applyReq{Ops: ops}, nil)
+		if p.isDown(addr) || p.request(ctx, addr, opApply, applyReq{Ops: ops}, nil) != nil {
+			if !onlyContrib(ops) {
+				p.missedCatalog(addr)
+			}
 		}
 	}
 }
@@ -471,7 +475,11 @@ func (p *Placement) ship(ctx context.Context, identity string, epoch uint64, ste
 		}
 		if !r.full {
 			p.log.Debug("catalog copy to member failed", "member", r.addr, "err", r.err)
+			p.missedCatalog(r.addr)
 			continue
+		}
+		if len(catalog) > 0 {
+			p.missedCatalog(r.addr)
 		}
 		lastErr = r.err
 		p.log.Warn("replica did not acknowledge; trying the next member", "entity", identity, "replica", r.addr, "err", r.err)
