@@ -116,7 +116,10 @@ func (p *Proc) Addrs() map[string]string {
 
 // Kill sends SIGKILL and waits until the process is gone.
 func (p *Proc) Kill() {
-	if p.Cmd.ProcessState == nil {
+	select {
+	case <-p.done: // exited and waited for
+	default:
+		// Not ProcessState: the reader goroutine's Wait writes it.
 		_ = p.Cmd.Process.Signal(syscall.SIGKILL)
 	}
 	<-p.done
