@@ -132,10 +132,8 @@ func (c *Config) defaults() error {
 	if c.Addr == "" && c.DTLSAddr == "" {
 		return errors.New("coap: no listener configured")
 	}
-	if c.Addr != "" && !c.Insecure {
-		if err := requireLoopback(c.Addr); err != nil {
-			return err
-		}
+	if err := CheckAddr(c.Addr, c.Insecure); err != nil {
+		return err
 	}
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = 256 << 10
@@ -189,9 +187,14 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// requireLoopback refuses a listener address whose host is not a loopback
-// address: SAS tokens would cross the network in clear.
-func requireLoopback(addr string) error {
+// CheckAddr refuses a plain CoAP listener address whose host is not a
+// loopback address unless insecure is set: SAS tokens would cross the
+// network in clear. An empty address (no listener) is fine. The error
+// wraps ErrInsecure.
+func CheckAddr(addr string, insecure bool) error {
+	if addr == "" || insecure {
+		return nil
+	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("coap: address %q: %w", addr, err)

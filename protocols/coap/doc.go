@@ -35,7 +35,8 @@
 // handshake with (the primary at first), and after a handshake from an
 // address fails, offers the other key to the next one from that address.
 // A device that switches keys sees one failed handshake, which the node
-// ends as soon as the client's Finished record fails to decrypt. A device
+// ends as soon as the client's Finished record fails to decrypt, with a
+// decrypt_error alert, so that the client fails at once and retries. A device
 // disabled or deleted loses its DTLS sessions and observations at once; a
 // key regenerated does not end open sessions (as over MQTT).
 //

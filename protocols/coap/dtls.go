@@ -72,7 +72,7 @@ func (l *pskListener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
 			}
 			return nil, err
 		}
-		pc := &pskConn{l: l, ip: hostOf(c.RemoteAddr()), key: -1}
+		pc := &pskConn{l: l, raw: c, ip: hostOf(c.RemoteAddr()), key: -1}
 		dc, err := dtls.ServerWithOptions(dtlsnet.PacketConnFromConn(c), c.RemoteAddr(),
 			dtls.WithPSK(pc.psk), dtls.WithCipherSuites(pskSuites...), dtls.WithLoggerFactory(handshakeLog{pc}),
 			dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret))
@@ -118,8 +118,9 @@ func hostOf(a net.Addr) string {
 // pskConn is one DTLS session; it knows the device it authenticated.
 type pskConn struct {
 	*dtls.Conn
-	l  *pskListener
-	ip string
+	l   *pskListener
+	raw net.Conn // the datagrams under the session
+	ip  string
 
 	mu     sync.Mutex
 	device string
@@ -190,8 +191,18 @@ func (c *pskConn) wrongKey() {
 	defer c.mu.Unlock()
 	if !c.done && c.cancel != nil && c.key >= 0 {
 		c.cancel()
+		// pion sends no alert for a handshake it abandons, so the client
+		// would wait for its own timeout (about 30 s for OpenSSL builds of
+		// libcoap): a fatal decrypt_error alert, in clear at epoch 0,
+		// ends its attempt at once.
+		_, _ = c.raw.Write(decryptErrorAlert)
 	}
 }
+
+// decryptErrorAlert is a DTLS 1.2 record: alert (21), version 1.2, epoch
+// 0, a sequence number above any the handshake used, length 2, fatal (2)
+// decrypt_error (51).
+var decryptErrorAlert = []byte{21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2, 2, 51}
 
 // handshakeLog is a session's pion logger: it reads pion's note that a
 // record did not decrypt, which is how a wrong pre-shared key shows, and

@@ -133,6 +133,25 @@ func ParseQuery(opts []string) (Query, error) {
 	return q, nil
 }
 
+// SASQuery returns the URI query that carries token on the plain listener,
+// "sas=" and the token percent-encoded (every byte but the unreserved
+// characters of RFC 3986), ready to append to a coap:// URI after "?".
+// Clients split the query at "&" and decode each part into a Uri-Query
+// option, which gives back the token.
+func SASQuery(token string) string {
+	const hex = "0123456789ABCDEF"
+	b := []byte("sas=")
+	for i := 0; i < len(token); i++ {
+		c := token[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '%', hex[c>>4], hex[c&15])
+	}
+	return string(b)
+}
+
 // clip shortens s for an error message.
 func clip(s string) string {
 	if len(s) <= 64 {

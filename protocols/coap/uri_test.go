@@ -2,6 +2,7 @@ package coap
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -73,6 +74,24 @@ func TestParseQuery(t *testing.T) {
 				t.Fatalf("error %v is not BadRequest", err)
 			}
 		})
+	}
+}
+
+// SASQuery's output, decoded the way clients turn a URI query into
+// Uri-Query options, gives back the token.
+func TestSASQueryRoundTrip(t *testing.T) {
+	tok := "SharedAccessSignature sr=twinmesh.local%2Fdevices%2Fthermo-1&sig=ab%2Bc%3D&se=1767225600"
+	q := SASQuery(tok)
+	if strings.ContainsAny(strings.TrimPrefix(q, "sas="), " &=/+?#") {
+		t.Fatalf("%q leaves reserved characters unescaped", q)
+	}
+	opt, err := url.PathUnescape(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseQuery([]string{opt})
+	if err != nil || got.SAS != tok {
+		t.Fatalf("ParseQuery(%q) = %q, %v; want %q", opt, got.SAS, err, tok)
 	}
 }
 
