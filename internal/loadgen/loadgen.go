@@ -25,6 +25,8 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/twinmesh/twinmesh/internal/mochiclose"
 )
 
 // Config describes one load run.
@@ -273,7 +275,7 @@ func StartBareBroker(_ context.Context) (addr string, stop func(), err error) {
 	if err := s.Serve(); err != nil {
 		return "", nil, err
 	}
-	return ln.Addr().String(), func() { _ = s.Close() }, nil
+	return ln.Addr().String(), func() { _ = mochiclose.Close(s, []io.Closer{ln}, 3*time.Second, 5*time.Second) }, nil
 }
 
 // ProcStats reads a process's CPU time (user+system) and resident set size

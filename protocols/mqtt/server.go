@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/internal/mochiclose"
 	"github.com/twinmesh/twinmesh/protocols/devicerate"
 )
 
@@ -354,7 +356,13 @@ func (s *Server) Close() error {
 		return nil
 	default:
 	}
-	err := s.broker.Close()
+	closers := make([]io.Closer, 0, len(s.guards))
+	s.mu.Lock()
+	for _, g := range s.guards {
+		closers = append(closers, g)
+	}
+	s.mu.Unlock()
+	err := mochiclose.Close(s.broker, closers, 3*time.Second, 5*time.Second)
 	close(s.stop)
 	s.wg.Wait()
 	return err
