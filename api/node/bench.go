@@ -375,7 +375,7 @@ func spawnNode(_ context.Context, devices int, name string, extra []string, stde
 	if err != nil {
 		return nil, err
 	}
-	p, err := nodeproc.Start(exe, dir, append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
+	p, err := nodeproc.Start(exe, dir, append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0",
 		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", name,
 		"--device-rate", "1000000", "--device-burst", "1000000", "--max-connections", strconv.Itoa(devices + 100)}, extra...), 60*time.Second)
 	if err != nil {

@@ -146,7 +146,7 @@ func TestTwoSoloNodesOnOneHost(t *testing.T) {
 	var gossip []string
 	for _, name := range []string{"solo-a", "solo-b"} {
 		data := filepath.Join(t.TempDir(), name)
-		p, err := nodeproc.Start(bin, data, []string{"serve", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "",
+		p, err := nodeproc.Start(bin, data, []string{"serve", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "", "--coap", "",
 			"--remote", "127.0.0.1:0", "--node-name", name}, 60*time.Second)
 		if err != nil {
 			t.Fatal(err)

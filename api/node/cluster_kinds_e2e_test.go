@@ -35,7 +35,7 @@ func TestClusterRefusesOtherKinds(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, tc.joiner, "serve", "--data", filepath.Join(root, tc.seedName+"-joiner"),
-				"--http", "127.0.0.1:0", "--mqtt", "", "--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0",
+				"--http", "127.0.0.1:0", "--mqtt", "", "--coap", "", "--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0",
 				"--node-name", "joiner", "--join", seed.Addr("gossip"))
 			out, err := cmd.CombinedOutput()
 			if err == nil || cmd.ProcessState.ExitCode() != 1 {

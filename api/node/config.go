@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/twinmesh/twinmesh/protocols/coap"
 )
 
 // serveConfig is every setting of `twinmesh serve`. Each field is a flag
@@ -21,6 +23,10 @@ type serveConfig struct {
 	HTTP               string
 	MQTT               string
 	MQTTS              string
+	COAP               string
+	COAPS              string
+	COAPInsecure       bool
+	COAPPresenceWindow time.Duration
 	TLSCert            string
 	TLSKey             string
 	NodeName           string
@@ -66,6 +72,10 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "REST, WebSocket, dashboard, /metrics, /healthz, /readyz")
 	fs.StringVar(&c.MQTT, "mqtt", "127.0.0.1:1883", "MQTT listener (plain); empty disables")
 	fs.StringVar(&c.MQTTS, "mqtts", "", "MQTT over TLS listener; needs --tls-cert and --tls-key")
+	fs.StringVar(&c.COAP, "coap", "127.0.0.1:5683", "CoAP listener (UDP, SAS token in the sas query); empty disables; off loopback needs --coap-insecure")
+	fs.StringVar(&c.COAPS, "coaps", "", "CoAP over DTLS listener with pre-shared keys (identity: device ID, key: its primary or secondary key)")
+	fs.BoolVar(&c.COAPInsecure, "coap-insecure", false, "allow --coap off loopback, where SAS tokens travel in clear")
+	fs.DurationVar(&c.COAPPresenceWindow, "coap-presence-window", 5*time.Minute, "a CoAP device that sent a request within it shows as connected")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for --mqtts")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --mqtts")
 	fs.StringVar(&c.NodeName, "node-name", host, "member name in the cluster")
@@ -233,6 +243,7 @@ func (c *serveConfig) checkRanges() error {
 		{"telemetry-retention", c.TelemetryRetention, time.Minute, 100 * 365 * 24 * time.Hour},
 		{"mqtt-connect-timeout", c.MQTTConnectTimeout, 100 * time.Millisecond, 5 * time.Minute},
 		{"max-token-lifetime", c.MaxTokenLifetime, time.Minute, 100 * 365 * 24 * time.Hour},
+		{"coap-presence-window", c.COAPPresenceWindow, time.Second, 24 * time.Hour},
 	}
 	for _, f := range durs {
 		if f.v < f.min || f.v > f.max {
@@ -257,6 +268,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MQTTS != "" && (c.TLSCert == "" || c.TLSKey == "") {
 		return fmt.Errorf("%w: --mqtts needs --tls-cert and --tls-key", errUsage)
+	}
+	if err := coap.CheckAddr(c.COAP, c.COAPInsecure); err != nil {
+		return fmt.Errorf("%w: --coap: %v", errUsage, err)
 	}
 	if c.NodeName == "" {
 		return fmt.Errorf("%w: --node-name must not be empty", errUsage)

@@ -87,7 +87,7 @@ func TestServeExitsOnBadInput(t *testing.T) {
 	if err := os.WriteFile(unreadable, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"serve", "--mqtt", "", "--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0"}
+	base := []string{"serve", "--mqtt", "", "--coap", "", "--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0"}
 	cases := []struct {
 		name string
 		args []string

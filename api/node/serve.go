@@ -30,6 +30,8 @@ import (
 	"github.com/twinmesh/twinmesh/api/ws"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
 	"github.com/twinmesh/twinmesh/persistence"
+	"github.com/twinmesh/twinmesh/protocols/coap"
+	"github.com/twinmesh/twinmesh/protocols/devicerate"
 	"github.com/twinmesh/twinmesh/protocols/mqtt"
 	"github.com/twinmesh/twinmesh/protocols/sas"
 )
@@ -95,6 +97,7 @@ type node struct {
 	http  *http.Server
 	httpL net.Listener
 	mqtt  *mqtt.Server // nil when MQTT is off
+	coap  *coap.Server // nil when CoAP is off
 	stops []func(context.Context)
 	// retiring is set when the node stops to come back under a new
 	// identity: its grains were taken over while it was cut off, so there
@@ -176,6 +179,7 @@ func (n *node) keepAddresses(c *serveConfig, configured string) {
 			c.MQTTS = n.mqtt.TLSAddr()
 		}
 	}
+	n.keepCoAP(c)
 	c.Gossip = n.prov.GossipAddr()
 	c.Remote = n.sys.RemoteAddr()
 	var seeds []string
@@ -281,10 +285,11 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	// the catalog is synced), or none.
 	var ms *mqtt.Server
 	var sessions actors.Commander = noSessions{}
+	rate := devicerate.New(c.DeviceRate, c.DeviceBurst) // one bucket per device, all protocols
 	if c.MQTT != "" || c.MQTTS != "" {
 		ms, err = mqtt.New(mqtt.Config{
 			Addr: c.MQTT, TLSAddr: c.MQTTS, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-			MaxConnections: c.MaxConnections, MessageRate: c.DeviceRate, Burst: c.DeviceBurst, MaxPayload: c.MaxPayload,
+			MaxConnections: c.MaxConnections, Rate: rate, MaxPayload: c.MaxPayload,
 			ConnectTimeout: c.MQTTConnectTimeout, MaxTokenLifetime: c.MaxTokenLifetime,
 			Logger: log, Registerer: reg,
 		}, mqttBackend{n.sys})
@@ -292,6 +297,10 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			return n, fmt.Errorf("%w: %v", errUsage, err)
 		}
 		sessions, n.mqtt = ms, ms
+	}
+	cs, err := newCoAP(c, n.sys, log, reg, rate)
+	if err != nil {
+		return n, err
 	}
 	router := n.sys.RouteMethods(sessions)
 	// Rule actions run on workers the node owns, with the method router.
@@ -347,6 +356,9 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		if ms.TLSAddr() != "" {
 			log.Info("listening", "listener", "mqtts", "addr", ms.TLSAddr())
 		}
+	}
+	if err := n.startCoAP(ctx, cs); err != nil {
+		return n, err
 	}
 
 	apiSrv, err := api.New(api.Config{

@@ -85,7 +85,7 @@ func TestStoreToolsAndDamagedStore(t *testing.T) {
 			if code, out := runBin(t, "check", "--data", dir); code != 1 || !strings.Contains(out, tc.want) {
 				t.Fatalf("check: exit %d, want 1 mentioning %q:\n%s", code, tc.want, out)
 			}
-			code, out := runBin(t, "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
+			code, out := runBin(t, "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "",
 				"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0")
 			if code != 1 || !strings.Contains(out, path) || !strings.Contains(out, tc.want) || !strings.Contains(out, "restore") {
 				t.Fatalf("serve on a %s store: exit %d, want 1 naming the file and what to do:\n%.2000s", tc.name, code, out)

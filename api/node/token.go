@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twinmesh/twinmesh/persistence"
+	"github.com/twinmesh/twinmesh/protocols/coap"
 	"github.com/twinmesh/twinmesh/protocols/sas"
 )
 
@@ -27,6 +28,7 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	host := fs.String("hub-host", "twinmesh.local", "host name in the token's sr")
 	secondary := fs.Bool("secondary", false, "sign with the secondary key")
+	coapQuery := fs.Bool("coap-query", false, "print it as the query of a CoAP URI: sas=<token, percent-encoded>")
 	// The device ID may come before, between or after the flags.
 	var id string
 	for {
@@ -49,6 +51,9 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if *ttl <= 0 {
 		return fmt.Errorf("%w: --ttl must be positive", errUsage)
+	}
+	if *coapQuery {
+		stdout = &coapQueryWriter{w: stdout}
 	}
 	db, err := persistence.OpenReadOnly(filepath.Join(*data, "twinmesh.db"))
 	if errors.Is(err, persistence.ErrLocked) {
@@ -138,4 +143,14 @@ func tokenFromNode(data, id string, ttl time.Duration, secondary bool, stdout io
 	}
 	fmt.Fprintln(stdout, out.Token)
 	return nil
+}
+
+// coapQueryWriter prints a token line as the query of a CoAP URI.
+type coapQueryWriter struct{ w io.Writer }
+
+func (q *coapQueryWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(q.w, coap.SASQuery(strings.TrimSpace(string(p)))+"\n"); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -143,7 +143,7 @@ start_node() {
 	mkdir -p "$dir"
 	[[ -f $dir/node.log ]] && mv -f "$dir/node.log" "$dir/node.log.1"
 	local args=(serve --data "$dir" --node-name "$name"
-		--http "$HOST:${HTTP_P[$i]}" --mqtt "$HOST:${MQTT_P[$i]}"
+		--http "$HOST:${HTTP_P[$i]}" --mqtt "$HOST:${MQTT_P[$i]}" --coap ""
 		--gossip "$HOST:${GOSSIP_P[$i]}" --remote "$HOST:0"
 		--replicas "$REPLICAS" --log-format text)
 	[[ -n $join ]] && args+=(--join "$join")

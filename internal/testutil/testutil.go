@@ -87,7 +87,7 @@ func Start(t testing.TB, data string, extra ...string) *Node {
 // StartBinary is Start with another twinmesh build (e.g. one with plugins).
 func StartBinary(t testing.TB, bin, data string, extra ...string) *Node {
 	t.Helper()
-	args := []string{"serve", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
+	args := []string{"serve", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0",
 		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", "n-" + filepath.Base(data)}
 	p, err := nodeproc.Start(bin, data, append(args, extra...), 60*time.Second)
 	if err != nil {

@@ -136,10 +136,18 @@ func (s *Server) Addr() string { return s.addr }
 // DTLSAddr returns the DTLS listener's bound address ("" if disabled).
 func (s *Server) DTLSAddr() string { return s.dtlsAddr }
 
-// Close stops the listeners, ends every DTLS session and observation,
-// stores the queued non-confirmable telemetry, and marks the devices it
-// showed as connected disconnected (within a few seconds, best effort).
+// Close is Shutdown with five seconds to mark the devices disconnected.
 func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+// Shutdown stops the listeners, ends every DTLS session and observation,
+// stores the queued non-confirmable telemetry, and marks the devices it
+// showed as connected disconnected, best effort until ctx is done (a
+// cancelled ctx skips that).
+func (s *Server) Shutdown(ctx context.Context) error {
 	s.once.Do(func() {
 		close(s.stop)
 		s.mu.Lock()
@@ -153,8 +161,6 @@ func (s *Server) Close() error {
 		}
 		s.serves.Wait()
 		s.wg.Wait()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
 		s.pres.disconnectAll(ctx)
 	})
 	return nil

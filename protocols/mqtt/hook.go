@@ -299,7 +299,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	s.mu.Unlock()
 	if !allowed {
 		s.metrics.refused.WithLabelValues("throttled").Inc()
-		err := errcode.New(errcode.Throttled, "over %g messages per second", s.cfg.MessageRate)
+		err := errcode.New(errcode.Throttled, "over %g messages per second", s.cfg.Rate.Rate())
 		if t.Kind == TopicTwinGet || t.Kind == TopicTwinPatchReported {
 			h.respondError(cl, t.RID, err)
 			return pk, packets.CodeSuccessIgnore
