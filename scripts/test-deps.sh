@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing: protoc is not needed
-# (generated code is committed); the MQTT command-line clients, Chromium for
+# (generated code is committed); the MQTT and CoAP (libcoap) command-line clients, Chromium for
 # the dashboard browser test, iproute2 and nftables for the network
 # namespaces of the Jepsen test, and staticcheck. Safe to run repeatedly.
 set -euo pipefail
 need=()
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v coap-client-openssl >/dev/null 2>&1 || need+=(libcoap3-bin)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)

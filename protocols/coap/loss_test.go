@@ -1,12 +1,14 @@
 package coap
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/options"
@@ -36,10 +38,12 @@ func TestLossyLink(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			co := dialAddr(t, p.Addr(), options.WithTransmission(1, 200*time.Millisecond, 10))
+			co := dialAddr(t, p.Addr(), options.WithTransmission(1, 100*time.Millisecond, 12))
 			tok := token(t, id, time.Hour)
 			for i := 0; i < perDevice; i++ {
-				res, err := co.Post(ctxT(t), "/devices/"+id+"/messages/events", 50, jsonReader(map[string]int{"seq": i}), sasOpt(tok))
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				res, err := co.Post(ctx, "/devices/"+id+"/messages/events", message.AppJSON, jsonReader(map[string]int{"seq": i}), sasOpt(tok))
+				cancel()
 				if err != nil {
 					errs <- fmt.Errorf("%s message %d: %w", id, i, err)
 					return
@@ -89,7 +93,7 @@ func TestLossyObserve(t *testing.T) {
 		c.MaxRetransmit = 8
 	})
 	p := testutil.NewUDPProxy(t, s.Addr(), 0.2, 0.1, 16)
-	co := dialAddr(t, p.Addr(), options.WithTransmission(1, 200*time.Millisecond, 10))
+	co := dialAddr(t, p.Addr(), options.WithTransmission(1, 100*time.Millisecond, 12))
 	var n notes
 	if _, err := co.Observe(ctxT(t), "/devices/d1/twin/desired", func(m *pool.Message) { n.add(t, m) }, sasOpt(token(t, "d1", time.Hour))); err != nil {
 		t.Fatal(err)
