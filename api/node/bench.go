@@ -35,6 +35,8 @@ type benchConfig struct {
 	replicas int
 	rules    int
 	patchers int
+	coap     bool
+	coapAddr string
 }
 
 // benchRun is one QoS level's figures, ours and the bare broker's.
@@ -125,6 +127,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&c.replicas, "replicas", 0, "--replicas of the spawned nodes (default: the node's default, 2)")
 	fs.IntVar(&c.rules, "rules", 0, "rules in scope of every device, created before the run (and deleted after)")
 	fs.IntVar(&c.patchers, "patch-clients", 0, "REST clients sending durable desired patches to the bench devices during each run")
+	fs.BoolVar(&c.coap, "coap", false, "measure confirmable CoAP telemetry (and a bare go-coap server) instead of MQTT")
+	fs.StringVar(&c.coapAddr, "coap-addr", "", "CoAP address of --node, for --coap")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -146,7 +150,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%w: --devices, --duration and --nodes must be positive, --rules and --patch-clients not negative", errUsage)
 	}
 	var pids []int
-	var brokers []string
+	var brokers, coapAddrs []string
 	if c.node == "" {
 		var extra []string
 		if c.replicas > 0 {
@@ -167,15 +171,17 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				c.node, c.token, c.mqtt, join = sp.url, sp.token, sp.mqtt, sp.Addr("gossip")
 			}
 			pids = append(pids, sp.Cmd.Process.Pid)
-			brokers = append(brokers, sp.mqtt)
+			brokers, coapAddrs = append(brokers, sp.mqtt), append(coapAddrs, sp.Addr("coap"))
 		}
 		if c.nodes > 1 {
 			if err := waitMembers(ctx, c.node, c.token, c.nodes); err != nil {
 				return err
 			}
 		}
-	} else if c.token == "" || c.mqtt == "" {
-		return fmt.Errorf("%w: --node needs --token and --mqtt", errUsage)
+	} else if c.token == "" || (c.mqtt == "" && !c.coap) {
+		return fmt.Errorf("%w: --node needs --token and --mqtt (or --coap-addr with --coap)", errUsage)
+	} else if c.coapAddr != "" {
+		coapAddrs = []string{c.coapAddr}
 	}
 	fmt.Fprintf(stderr, "provisioning %d devices on %s …\n", c.devices, c.node)
 	creds, err := provision(ctx, c.node, c.token, c.devices)
@@ -188,6 +194,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer cleanup()
+	}
+	if c.coap {
+		return benchCoAP(ctx, &c, coapAddrs, pids, creds, stdout, stderr)
 	}
 	var runs []benchRun
 	for _, q := range levels {
