@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,12 +147,15 @@ func progress(w io.Writer, begin time.Time, acked *atomic.Int64, hist *histogram
 
 // StartBareCoAP runs a plain go-coap UDP server on a free loopback port
 // that answers every POST 2.04 and stores nothing: the baseline twinmesh's
-// CoAP adapter is compared with.
+// CoAP adapter is compared with. It asks for the same 4 MiB socket receive
+// buffer as twinmesh's listener; everything else is go-coap's defaults.
 func StartBareCoAP(_ context.Context) (addr string, stop func(), err error) {
-	l, err := coapnet.NewListenUDP("udp", "127.0.0.1:0")
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return "", nil, err
 	}
+	_ = c.SetReadBuffer(4 << 20) // as twinmesh's listener asks
+	l := coapnet.NewUDPConn("udp", c)
 	s := udpserver.New(options.WithErrors(func(error) {}),
 		options.WithHandlerFunc(func(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 			if r.Code() == codes.POST {

@@ -37,7 +37,7 @@ func (s *Server) listenDTLS(addr string) (*pskListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	lc := udp.ListenConfig{AcceptFilter: isHandshake}
+	lc := udp.ListenConfig{AcceptFilter: isHandshake, ReadBufferSize: readBuffer}
 	parent, err := lc.Listen("udp", a)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -89,7 +90,7 @@ func New(cfg Config, b Backend) (*Server, error) {
 // Start binds the listeners and starts serving; a port in use is an error.
 func (s *Server) Start(_ context.Context) error {
 	if s.cfg.Addr != "" {
-		l, err := coapnet.NewListenUDP("udp", s.cfg.Addr)
+		l, err := listenUDP(s.cfg.Addr)
 		if err != nil {
 			return fmt.Errorf("coap listener: %w", err)
 		}
@@ -164,6 +165,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.pres.disconnectAll(ctx)
 	})
 	return nil
+}
+
+// readBuffer is the socket receive buffer the listeners ask for. go-coap
+// reads every datagram of a listener on one goroutine: with a thousand
+// devices each awaiting an answer, the kernel's default (208 KiB, about 200
+// datagrams) overflows whenever that goroutine pauses, and clients wait
+// for their retransmission (2 s and more). Linux caps it at
+// net.core.rmem_max.
+const readBuffer = 4 << 20
+
+// listenUDP binds a plain CoAP listener with a large receive buffer.
+func listenUDP(addr string) (*coapnet.UDPConn, error) {
+	a, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.ListenUDP("udp", a)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetReadBuffer(readBuffer)
+	return coapnet.NewUDPConn("udp", c), nil
 }
 
 // spawn runs f on a goroutine Close waits for; false (and f does not
