@@ -363,3 +363,62 @@ func TestCoAPTokenQuery(t *testing.T) {
 		t.Fatalf("GET with the printed query: %v %v", res, err)
 	}
 }
+
+// TestCoAPReobserveAfterRestart: observations live in the node's memory.
+// After a restart on the same port the old one hears nothing more; the
+// client registers again (as RFC 7641 asks once Max-Age passes) and is
+// notified again.
+func TestCoAPReobserveAfterRestart(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	_ = pc.Close()
+	data := t.TempDir()
+	n := testutil.Start(t, data, "--coap", addr)
+	d := register(t, n.Client(), "obs-1", "")
+	co := dialCoAP(t, addr)
+	tok := sasQuery(token(t, "obs-1", d.Primary, time.Hour))
+	var mu sync.Mutex
+	var got []string
+	observe := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := co.Observe(ctx, "/devices/obs-1/twin/desired", func(m *pool.Message) {
+			b, _ := m.ReadBody()
+			mu.Lock()
+			got = append(got, string(b))
+			mu.Unlock()
+		}, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := func(s string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, g := range got {
+			if strings.Contains(g, s) {
+				return true
+			}
+		}
+		return false
+	}
+	observe()
+	n.Client().MustDo(t, "PATCH", "/api/v1/twins/obs-1", `{"desired":{"before":1}}`, 200)
+	testutil.Eventually(t, 10*time.Second, "a notification before the restart", func() bool { return seen(`"before":1`) })
+	if code := n.Stop(); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	n = testutil.Start(t, data, "--coap", addr)
+	n.Client().MustDo(t, "PATCH", "/api/v1/twins/obs-1", `{"desired":{"after":1}}`, 200)
+	time.Sleep(time.Second) // long enough for a notification to come, if one did
+	if seen(`"after":1`) {
+		t.Fatal("a notification reached the observation of the previous run")
+	}
+	observe()
+	testutil.Eventually(t, 10*time.Second, "the current desired on re-registration", func() bool { return seen(`"after":1`) })
+	n.Client().MustDo(t, "PATCH", "/api/v1/twins/obs-1", `{"desired":{"again":1}}`, 200)
+	testutil.Eventually(t, 10*time.Second, "a notification after re-registering", func() bool { return seen(`"again":1`) })
+}

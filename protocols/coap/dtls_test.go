@@ -80,6 +80,24 @@ func TestDTLSPSK(t *testing.T) {
 	})
 }
 
+// Deleting a device ends its DTLS sessions too.
+func TestDeleteEndsSessions(t *testing.T) {
+	f := newFake("d1")
+	s := startServer(t, f, nil)
+	co, err := dialDTLS(s, "d1", key1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	wantCode(t, post(t, co, "/devices/d1/messages/events", `{"a":1}`), codes.Changed)
+	s.HandleEvent(actors.Event{Type: actors.EventTopology, Entity: "d1", Data: json.RawMessage(`{"deleted":true}`)})
+	select {
+	case <-co.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session of a deleted device is still open")
+	}
+}
+
 // Disabling (or deleting) a device ends its DTLS sessions and
 // observations at once.
 func TestDisableEndsSessions(t *testing.T) {

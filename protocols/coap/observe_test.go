@@ -105,6 +105,15 @@ func TestObserveInbox(t *testing.T) {
 	}
 	wantCode(t, res, codes.Deleted)
 	eventually(t, "m2 notified", func() bool { d, _ := n.last(); return strings.Contains(d, `"payload":"plain text"`) })
+	// A message over one datagram is notified block-wise.
+	big := strings.Repeat("b", 4000)
+	f.send(s, "d1", Message{ID: "m3", Payload: []byte(big)})
+	res, err = co.Delete(ctxT(t), "/devices/d1/messages/devicebound/m2", sasOpt(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, res, codes.Deleted)
+	eventually(t, "m3 notified whole", func() bool { d, _ := n.last(); return d == `{"messageId":"m3","payload":"`+big+`"}` })
 	res, err = co.Delete(ctxT(t), "/devices/d1/messages/devicebound/m1", sasOpt(tok))
 	if err != nil {
 		t.Fatal(err)
