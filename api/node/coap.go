@@ -120,3 +120,5 @@ func (n *node) keepCoAP(c *serveConfig) {
 		c.COAPS = n.coap.DTLSAddr()
 	}
 }
+
+var _ coap.Backend = coapBackend{}
