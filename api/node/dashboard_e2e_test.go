@@ -66,6 +66,9 @@ func TestDashboardInChromium(t *testing.T) {
 	if badge := text("#connection"); badge != "connected" {
 		t.Fatalf("connection badge %q", badge)
 	}
+	if proto := text("#connection-protocol"); proto != "over mqtt" {
+		t.Fatalf("connection protocol %q, want %q", proto, "over mqtt")
+	}
 	// Wait until the page's WebSocket subscription is live.
 	poll("live", `document.querySelector("#ws-state").textContent === "live"`, chromedp.WithPollingTimeout(10*time.Second))
 	time.Sleep(300 * time.Millisecond) // the entity subscription follows the live badge

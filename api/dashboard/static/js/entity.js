@@ -50,6 +50,9 @@
     $('#entity-version').textContent = 'version ' + t.version;
     const r = t.rollup || {};
     const badge = $('#connection');
+    // The protocol of the device's session (mqtt, coap, coaps).
+    const proto = t.connection && t.connection.state === 'connected' && t.connection.protocol;
+    $('#connection-protocol').textContent = proto ? 'over ' + proto : '';
     if (isAggregate(t.kind, t)) {
       // Buildings and rooms do not connect: they count what does.
       const n = r.devices || 0, c = r.connected || 0;
