@@ -87,9 +87,15 @@ func TestCloseIsBounded(t *testing.T) {
 			s.Clients.Delete(cl.ID)
 		}
 	}()
-	defer func() { close(stop); wg.Wait() }()
 	start := time.Now()
 	err := Close(s, []io.Closer{ln}, 200*time.Millisecond, time.Second)
+	close(stop)
+	if err == nil {
+		wg.Wait()
+	}
+	// After ErrTimeout mochi's Close holds the client map's read lock for
+	// good, and the writer above waits on it until the process ends: that
+	// is the deadlock Close bounds, so the test does not wait for it.
 	if err != nil && !errors.Is(err, ErrTimeout) {
 		t.Fatal(err)
 	}
