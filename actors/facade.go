@@ -170,6 +170,7 @@ func (s *System) DeleteEntity(ctx context.Context, id string, recursive bool) (i
 			return 0, err
 		}
 		_, err = s.call(ctx, id, kind, deleteReq)
+		s.kinds.Remove(id)
 		if err != nil {
 			return 0, err
 		}
@@ -181,7 +182,9 @@ func (s *System) DeleteEntity(ctx context.Context, id string, recursive bool) (i
 	}
 	n := 0
 	for i := len(sub) - 1; i >= 0; i-- {
-		if _, err := s.call(ctx, sub[i].ID, sub[i].Kind, deleteReq); err != nil && !errors.Is(err, ErrNotFound) {
+		_, err := s.call(ctx, sub[i].ID, sub[i].Kind, deleteReq)
+		s.kinds.Remove(sub[i].ID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
 			return n, fmt.Errorf("delete %s: %w", sub[i].ID, err)
 		}
 		n++
@@ -230,11 +233,10 @@ func (s *System) PatchTwin(ctx context.Context, id string, patch PatchBody, ifVe
 // PatchReported applies a device's reported-properties merge patch and
 // returns the new reported $version.
 func (s *System) PatchReported(ctx context.Context, id string, patch []byte) (int64, error) {
-	kind, err := s.kindOf(id)
-	if err != nil {
-		return 0, err
+	if !ValidID(id) {
+		return 0, fmt.Errorf("%w: entity %q", ErrNotFound, id)
 	}
-	res, err := s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Reported{Reported: &actorspb.PatchReported{Patch: patch}}})
+	res, err := s.callCached(ctx, id, &actorspb.Request{Body: &actorspb.Request_Reported{Reported: &actorspb.PatchReported{Patch: patch}}})
 	if err != nil {
 		return 0, err
 	}
@@ -244,16 +246,15 @@ func (s *System) PatchReported(ctx context.Context, id string, patch []byte) (in
 // Telemetry hands one telemetry message to the device's grain; it returns
 // after the message is durably stored.
 func (s *System) Telemetry(ctx context.Context, id string, in TelemetryIn) error {
-	kind, err := s.kindOf(id)
-	if err != nil {
-		return err
+	if !ValidID(id) {
+		return fmt.Errorf("%w: entity %q", ErrNotFound, id)
 	}
 	t := &actorspb.Telemetry{Points: entity.PointsProto(in.Points), Raw: in.Raw, ContentType: in.ContentType,
 		Properties: in.Properties, MessageId: in.MessageID}
 	if !in.TS.IsZero() {
 		t.TsUnixNano = in.TS.UnixNano()
 	}
-	_, err = s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Telemetry{Telemetry: t}})
+	_, err := s.callCached(ctx, id, &actorspb.Request{Body: &actorspb.Request_Telemetry{Telemetry: t}})
 	return err
 }
 
@@ -281,16 +282,15 @@ type Session struct {
 // SetSession records that a device connected to or disconnected from this
 // node, through a protocol.
 func (s *System) SetSession(ctx context.Context, id string, st Session) error {
-	kind, err := s.kindOf(id)
-	if err != nil {
-		return err
+	if !ValidID(id) {
+		return fmt.Errorf("%w: entity %q", ErrNotFound, id)
 	}
 	c := &actorspb.Connection{Connected: st.Connected, Node: s.cfg.NodeName, SinceUnixNano: s.cfg.Now().UnixNano(),
 		Protocol: st.Protocol}
 	if st.OnlyHere && !st.Connected {
 		c.OnlyIfNode = s.cfg.NodeName
 	}
-	_, err = s.call(ctx, id, kind, &actorspb.Request{Body: &actorspb.Request_Connection{Connection: c}})
+	_, err := s.callCached(ctx, id, &actorspb.Request{Body: &actorspb.Request_Connection{Connection: c}})
 	return err
 }
 

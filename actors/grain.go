@@ -45,6 +45,9 @@ type grain struct {
 	// moving is set when the placement moves the grain to another member:
 	// it answers every request with ErrFenced until it stops.
 	moving bool
+	// wrongKind is set when the entity is stored with another kind than
+	// this grain's: it answers NotFound until it passivates.
+	wrongKind bool
 
 	cancelTick scheduler.CancelFunc
 	timers     *scheduler.TimerScheduler
@@ -126,6 +129,14 @@ func (g *grain) activate(ctx actor.Context, id string) {
 	lctx, cancel := g.reqCtx()
 	err := g.core.Load(lctx, g.now())
 	cancel()
+	if errors.Is(err, entity.ErrWrongKind) {
+		// Addressed by a stale kind (see System.callCached): answer
+		// NotFound to what was sent here, so the caller looks the kind up
+		// again, and stop when idle.
+		g.log.Info("grain of the wrong kind", "err", err)
+		g.core, g.wrongKind = nil, true
+		return
+	}
 	if err != nil {
 		// Without its state the grain must not answer; stopping makes the
 		// next request re-activate it and try again.
@@ -153,6 +164,9 @@ func (g *grain) move(ctx actor.Context) {
 
 func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 	switch {
+	case g.wrongKind:
+		ctx.Respond(entity.ErrorResponse(errcode.New(errcode.NotFound, "entity %s is not a %s", g.id, g.kind.Info().Name)))
+		return
 	case g.moving:
 		ctx.Respond(entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s is moving to another node", g.id)))
 		return

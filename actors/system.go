@@ -1,6 +1,8 @@
 package actors
 
 import (
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -160,6 +162,9 @@ type System struct {
 	tokenMu       sync.Mutex // guards tokenWatchers
 	tokenWatchers []func()
 
+	// kinds caches entity kinds for the hot paths (see callCached).
+	kinds *lru.Cache[string, string]
+
 	activeGrains atomic.Int64
 	started      atomic.Bool
 	stopped      atomic.Bool
@@ -175,6 +180,7 @@ func New(cfg Config) (*System, error) {
 		log:     cfg.Logger.With("component", "actors"),
 		store:   cfg.Store,
 		metrics: newMetrics(cfg.Registerer),
+		kinds:   newKindCache(),
 	}
 	s.send = s.attempt
 	s.rules.Store(&ruleSet{})

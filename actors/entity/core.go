@@ -34,6 +34,11 @@ func (t Traits) Has(u Traits) bool { return t&u == u }
 // ErrNotFound is what a Reader returns for an absent item.
 var ErrNotFound = errors.New("entity: not found")
 
+// ErrWrongKind: Load found the entity stored with another kind than the
+// core's (it was deleted and created again as another kind, and the caller
+// addressed the grain by the kind it knew before).
+var ErrWrongKind = errors.New("entity: stored with another kind")
+
 // Reader is what the core reads from the store. Reads happen during Load
 // and, rarely, during Step (a delete checks for children; an alert change
 // reads the alert). Implementations must be safe for concurrent use; they
@@ -160,7 +165,7 @@ func (c *Core) Load(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("load entity %s: %w", id, err)
 	}
 	if ent.Kind != c.cfg.Kind {
-		return fmt.Errorf("entity %s is a %s, not a %s", id, ent.Kind, c.cfg.Kind)
+		return fmt.Errorf("%w: entity %s is a %s, not a %s", ErrWrongKind, id, ent.Kind, c.cfg.Kind)
 	}
 	st.Ent, st.Exists = ent, true
 	st.Twin = twin.New(id, c.cfg.Kind)
