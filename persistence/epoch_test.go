@@ -361,8 +361,8 @@ func TestEpochSeq(t *testing.T) {
 }
 
 // TestEpochOldRecord: an epoch record stored before Seq existed reads as
-// Seq 0 and counts on from there; a record with Seq 0 is stored as before,
-// so that older binaries read what this one writes.
+// Seq 0 and counts on from there; what is written is the binary form
+// (schema 4: older binaries refuse the file rather than misread it).
 func TestEpochOldRecord(t *testing.T) {
 	db := openTemp(t, nil)
 	put := func(k, v string) {
@@ -387,15 +387,15 @@ func TestEpochOldRecord(t *testing.T) {
 		t.Fatalf("GrainState of an old record = %+v, %v", st, err)
 	}
 	commit(t, db, ClaimEpoch("old", 7))
-	if got := get("old"); got != `{"fence":7,"wrote":5}` {
-		t.Fatalf("stored after a claim: %s, want the old format", got)
+	if got := get("old"); got != string(encodeEpoch(Epoch{Fence: 7, Wrote: 5})) {
+		t.Fatalf("stored after a claim: %x", got)
 	}
 	commit(t, db, CheckEpoch("old", 7))
 	commit(t, db, CheckEpoch("old", 7))
 	if e, _ := db.GetEpoch("old"); e != (Epoch{Fence: 7, Wrote: 7, Seq: 2}) {
 		t.Fatalf("after two writes: %+v", e)
 	}
-	if got := get("old"); got != `{"fence":7,"wrote":7,"seq":2}` {
+	if got := get("old"); got != string(encodeEpoch(Epoch{Fence: 7, Wrote: 7, Seq: 2})) {
 		t.Fatalf("stored: %s", got)
 	}
 	put("same-epoch", `{"fence":5,"wrote":5}`)

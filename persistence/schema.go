@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 
@@ -9,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this binary writes. Open migrates older files
 // up to it and refuses newer ones with ErrSchemaTooNew.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // Bucket names inside the bbolt file.
 var (
@@ -21,7 +22,7 @@ var (
 	bktIdentities = []byte("identities")
 	bktTelemetry  = []byte("telemetry") // device NUL be64(unix ns) be32(seq) → JSON
 	bktInbox      = []byte("inbox")     // device NUL messageID → JSON
-	bktEpochs     = []byte("epochs")    // grain id → JSON Epoch (schema 2)
+	bktEpochs     = []byte("epochs")    // grain id → Epoch, binary (encodeEpoch) or JSON (schema 2)
 	keySchema     = []byte("schema")
 )
 
@@ -50,6 +51,7 @@ func migrations() []migration {
 			}
 			return nil
 		}},
+		{to: 4, name: "binary epochs", apply: binaryEpochs},
 	}
 }
 
@@ -134,6 +136,37 @@ func checkReadable(tx *bbolt.Tx) error {
 		return fmt.Errorf("%w: file has schema %d, this binary knows %d", ErrSchemaTooNew, v, SchemaVersion)
 	case v < SchemaVersion:
 		return fmt.Errorf("%w: file has schema %d, this binary writes %d", ErrSchemaTooOld, v, SchemaVersion)
+	}
+	return nil
+}
+
+// binaryEpochs rewrites the JSON epoch records in their binary form (see
+// encodeEpoch); a binary that knows only schema 3 would misread them, and
+// refuses the file instead.
+func binaryEpochs(tx *bbolt.Tx) error {
+	b := tx.Bucket(bktEpochs)
+	if b == nil {
+		return nil
+	}
+	var keys, vals [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		if len(v) == 0 || v[0] == epochBinary {
+			return nil
+		}
+		e, err := decodeEpoch(v)
+		if err != nil {
+			return fmt.Errorf("epoch %q: %w", k, err)
+		}
+		keys, vals = append(keys, bytes.Clone(k)), append(vals, encodeEpoch(e))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if err := b.Put(k, vals[i]); err != nil {
+			return err
+		}
 	}
 	return nil
 }
