@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ type request struct {
 	ops    []Op
 	inline [2]Op      // backing array for small requests
 	done   chan error // buffered(1): the committer never blocks on it
+	// move asks the committer to move the ingest log (MoveIngestLog); such
+	// a request has no ops and is answered once the move committed.
+	move bool
 	// refused is set by tryCommit when the request's first op is a guard
 	// that refused it: the request wrote nothing and gets this error once
 	// the transaction of its batch has committed.
@@ -128,6 +132,39 @@ func (db *DB) Commit(ctx context.Context, ops ...Op) error {
 	}
 }
 
+// MoveIngestLog moves the telemetry records waiting in the ingest log (see
+// ingestlog.go) to the telemetry bucket and returns once that committed.
+// Reads never need it (they see both); retention, compaction and tests
+// that look at the raw buckets do. On a read-only DB it returns
+// ErrReadOnly; after Close, ErrClosed.
+func (db *DB) MoveIngestLog(ctx context.Context) error {
+	if db.readOnly {
+		return ErrReadOnly
+	}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return ErrClosed
+	}
+	req := db.reqs.Get().(*request)
+	req.move = true
+	select {
+	case db.queue <- req:
+		db.mu.RUnlock()
+	case <-ctx.Done():
+		db.mu.RUnlock()
+		db.putRequest(req)
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		db.putRequest(req)
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the committer still owns req
+	}
+}
+
 func newRequest() any { return &request{done: make(chan error, 1)} }
 
 // putRequest returns a request whose result was received to the pool.
@@ -135,6 +172,7 @@ func (db *DB) putRequest(r *request) {
 	clear(r.inline[:])
 	r.ops = nil
 	r.refused = nil
+	r.move = false
 	db.reqs.Put(r)
 }
 
@@ -145,9 +183,28 @@ func (db *DB) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	batch := make([]*request, 0, db.opts.MaxBatch)
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
 	for {
-		first, ok := <-db.queue
+		var first *request
+		var ok bool
+		if db.ilog != nil && db.ilog.count() > 0 {
+			// Records wait in the ingest log: move them if nothing comes.
+			idle.Reset(cmp.Or(db.opts.logIdle, moveIdle))
+			select {
+			case first, ok = <-db.queue:
+				idle.Stop()
+			case <-idle.C:
+				_ = db.moveLog() // logged; retried when idle again
+				continue
+			}
+		} else {
+			first, ok = <-db.queue
+		}
 		if !ok {
+			if db.ilog != nil && db.ilog.count() > 0 {
+				_ = db.moveLog()
+			}
 			return
 		}
 		batch = append(batch[:0], first)
@@ -184,8 +241,27 @@ func (db *DB) run() {
 				break collect
 			}
 		}
-		db.commitBatch(batch)
+		writes, moves := batch[:0:0], []*request(nil)
+		for _, r := range batch {
+			if r.move {
+				moves = append(moves, r)
+			} else {
+				writes = append(writes, r)
+			}
+		}
+		if moves == nil {
+			writes = batch
+		}
+		if len(writes) > 0 {
+			db.commitBatch(writes)
+		}
 		clear(batch) // drop references for the GC
+		if db.ilog != nil && (moves != nil || db.ilog.count() >= moveAt || !open) {
+			err := db.moveLog()
+			for _, r := range moves {
+				r.done <- err
+			}
+		}
 		if !open {
 			return
 		}
@@ -243,6 +319,9 @@ func (db *DB) commitAlone(r *request) {
 func (db *DB) tryCommit(batch []*request) (failed int, err error) {
 	start := time.Now()
 	failed, reqs, ops := -1, 0, 0
+	if db.ilog != nil {
+		db.ilog.begin()
+	}
 	err = db.bolt.Update(func(tx *bbolt.Tx) error {
 		for i, r := range batch {
 			r.refused = nil
@@ -267,6 +346,13 @@ func (db *DB) tryCommit(batch []*request) (failed int, err error) {
 		}
 		return nil
 	})
+	if db.ilog != nil {
+		if err == nil {
+			db.ilog.commit()
+		} else {
+			db.ilog.begin() // rolled back: forget what it logged
+		}
+	}
 	if errors.Is(err, errAllRefused) {
 		return -1, nil
 	}

@@ -352,6 +352,9 @@ func contractTelemetry(t *testing.T, db *DB) {
 	})
 	t.Run("keys are unique and ordered", func(t *testing.T) {
 		var seqs []uint32
+		if err := db.MoveIngestLog(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		if err := db.Bolt().View(func(tx *bbolt.Tx) error {
 			c := tx.Bucket(bktTelemetry).Cursor()
 			for k, _ := c.Seek(telemetryKey("d1", at(4).UnixNano(), 0)); k != nil; k, _ = c.Next() {

@@ -35,6 +35,9 @@ type DB struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// ilog indexes the ingest log (see ingestlog.go); committer only.
+	ilog *ingestLog
 }
 
 // Open opens (or creates, mode 0600) the bbolt file at path, creates every
@@ -69,6 +72,16 @@ func Open(path string, opts *Options) (*DB, error) {
 	db.reqs.New = newRequest
 	if from != to {
 		db.log.Info("migrated schema", "path", path, "from", from, "to", to)
+	}
+	// What the last run left in the ingest log goes where reads expect it
+	// first, so the log's index starts empty.
+	if err := db.moveLog(); err != nil {
+		_ = bdb.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if !o.noIngestLog {
+		db.ilog = newIngestLog()
+		ingestLogs.Store(bdb, db.ilog)
 	}
 	go db.run()
 	return db, nil
@@ -159,6 +172,7 @@ func (db *DB) Close() error {
 			close(db.queue) // no sender holds mu.RLock now, so none can send
 		}
 		<-db.done
+		ingestLogs.Delete(db.bolt)
 		db.closeErr = db.bolt.Close()
 	})
 	return db.closeErr

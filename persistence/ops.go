@@ -169,6 +169,9 @@ func DeleteEntity(id string) Op {
 		if err := deleteWhere(tx.Bucket(bktTelemetry), rangeStart(id), nil); err != nil {
 			return err
 		}
+		if err := dropLogged(tx, id); err != nil {
+			return err
+		}
 		return deleteWhere(contrib, []byte(id+"/"), nil)
 	}}
 }
@@ -194,7 +197,10 @@ func ResetGrainData(id string) Op {
 		if err := deleteWhere(tx.Bucket(bktInbox), rangeStart(id), nil); err != nil {
 			return err
 		}
-		return deleteWhere(tx.Bucket(bktTelemetry), rangeStart(id), nil)
+		if err := deleteWhere(tx.Bucket(bktTelemetry), rangeStart(id), nil); err != nil {
+			return err
+		}
+		return dropLogged(tx, id)
 	}}
 }
 
@@ -281,7 +287,19 @@ func AppendTelemetry(deviceID string, r TelemetryRecord) Op {
 				seq = s + 1
 			}
 		}
-		return b.Put(telemetryKey(deviceID, ns, seq), v)
+		l := logOf(tx)
+		if l == nil {
+			return b.Put(telemetryKey(deviceID, ns, seq), v)
+		}
+		k = telemetryKey(deviceID, ns, seq)
+		for l.has(k) {
+			if seq == ^uint32(0) {
+				return fmt.Errorf("more than 2^32 records at %v", r.TS)
+			}
+			seq++
+			k = telemetryKey(deviceID, ns, seq)
+		}
+		return l.stage(tx, k, v)
 	}}
 }
 
@@ -301,7 +319,14 @@ func appendTelemetryOnce(deviceID string, ns int64, v []byte) Op {
 		if ck, _ := b.Cursor().Seek(prefix); ck != nil && bytes.HasPrefix(ck, prefix) {
 			return nil
 		}
-		return b.Put(k, v)
+		l := logOf(tx)
+		if l == nil {
+			return b.Put(k, v)
+		}
+		if l.has(k) {
+			return nil
+		}
+		return l.stage(tx, k, v)
 	}}
 }
 

@@ -42,6 +42,12 @@ type Options struct {
 	// goroutine and must not block (it delays the next commit) nor call
 	// Commit or Close (which would wait for the committer forever).
 	Observer func(requests, ops int, d time.Duration)
+
+	// logIdle replaces moveIdle (tests hold records in the ingest log).
+	logIdle time.Duration
+	// noIngestLog appends telemetry straight to the telemetry bucket, as
+	// before the ingest log (benchmarks compare the two).
+	noIngestLog bool
 }
 
 // DefaultOptions returns the defaults Open uses for a nil *Options.

@@ -47,14 +47,14 @@ func (db *DB) GrainState(id string) (GrainState, error) {
 			st.TwinVersion = twinVersion(doc)
 		}
 		prefix := rangeStart(id)
-		c := tx.Bucket(bktTelemetry).Cursor()
-		for tk, _ := c.Seek(prefix); tk != nil && bytes.HasPrefix(tk, prefix); tk, _ = c.Next() {
+		ascendTelemetry(tx, id, prefix, func(tk, _ []byte) bool {
 			if _, ns, _, ok := parseTelemetryKey(tk); ok {
 				st.Telemetry++
 				st.NewestTelemetry = ns // keys are in time order
 			}
-		}
-		c = tx.Bucket(bktInbox).Cursor()
+			return true
+		})
+		c := tx.Bucket(bktInbox).Cursor()
 		for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
 			st.Inbox++
 		}
@@ -137,19 +137,19 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 			}
 		}
 		n, last := 0, int64(-1)
-		c := tx.Bucket(bktTelemetry).Cursor()
-		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		ascendTelemetry(tx, id, start, func(k, v []byte) bool {
 			_, ns, _, ok := parseTelemetryKey(k)
 			if !ok || ns == last {
-				continue
+				return true
 			}
 			if n >= limit && last != 0 {
 				next = last
-				return nil
+				return false
 			}
 			ops = append(ops, WireOp{T: wireTelemetry, K: id, V: bytes.Clone(v)})
 			n, last = n+1, ns
-		}
+			return true
+		})
 		return nil
 	})
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this binary writes. Open migrates older files
 // up to it and refuses newer ones with ErrSchemaTooNew.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // Bucket names inside the bbolt file.
 var (
@@ -52,6 +52,11 @@ func migrations() []migration {
 			return nil
 		}},
 		{to: 4, name: "binary epochs", apply: binaryEpochs},
+		// A binary without the ingest log would not see the records in it.
+		{to: 5, name: "create telemetry log bucket", apply: func(tx *bbolt.Tx) error {
+			_, err := tx.CreateBucketIfNotExists(bktTelemetryLog)
+			return err
+		}},
 	}
 }
 
@@ -70,7 +75,7 @@ func ensureBuckets(tx *bbolt.Tx) error {
 // allBuckets lists every bucket of the current schema (SchemaVersion).
 func allBuckets() [][]byte {
 	return [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities,
-		bktTelemetry, bktInbox, bktEpochs,
+		bktTelemetry, bktTelemetryLog, bktInbox, bktEpochs,
 		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants), []byte(BucketTombstones),
 		[]byte(BucketGrains), []byte(BucketMembers), []byte(BucketTokens)}
 }

@@ -44,47 +44,39 @@ func (db *DB) QueryTelemetry(ctx context.Context, deviceID string, q TelemetryQu
 		return out, nil
 	}
 	err := db.view(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bktTelemetry).Cursor()
-		// Position on the last key <= (device, to, max seq).
 		seek := rangeEnd(deviceID)
 		if to < math.MaxInt64 {
 			seek = telemetryKey(deviceID, to+1, 0)
 		}
-		var k, v []byte
-		if k, _ = c.Seek(seek); k == nil {
-			k, v = c.Last()
-		} else {
-			k, v = c.Prev()
-		}
-		prefix := rangeStart(deviceID)
-		for n := 0; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
+		var err error
+		n := 0
+		descendTelemetry(tx, deviceID, seek, func(k, v []byte) bool {
 			if n++; n%ctxCheckEvery == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
+				if err = ctx.Err(); err != nil {
+					return false
 				}
 			}
 			dev, ns, _, ok := parseTelemetryKey(k)
 			if !ok || len(dev) != len(deviceID) {
-				continue
+				return true
 			}
 			if ns < from {
-				break
+				return false
 			}
 			var r TelemetryRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("telemetry %s at %d: decode: %w", deviceID, ns, err)
+			if err = json.Unmarshal(v, &r); err != nil {
+				err = fmt.Errorf("telemetry %s at %d: decode: %w", deviceID, ns, err)
+				return false
 			}
 			if q.Name != "" {
 				if _, ok := r.Points[q.Name]; !ok {
-					continue
+					return true
 				}
 			}
 			out = append(out, r)
-			if len(out) == limit {
-				break
-			}
-		}
-		return nil
+			return len(out) < limit
+		})
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -119,6 +111,12 @@ func (db *DB) PruneTelemetry(ctx context.Context, before time.Time) (int, error)
 	}
 	if before.Before(minTelemetryTS) || before.Equal(minTelemetryTS) {
 		return 0, ctx.Err()
+	}
+	// Records still in the ingest log are recent as a rule, but not
+	// always (a device's own timestamps, a replica's copy): move them where
+	// the prune sees them.
+	if err := db.MoveIngestLog(ctx); err != nil {
+		return 0, err
 	}
 	cut := clampNanos(before)
 	total := 0
