@@ -24,6 +24,13 @@ func DecodeTelemetry(payload []byte, contentType string, ts time.Time, props map
 	jsonish := ct == "" || strings.Contains(ct, "json")
 	trimmed := bytes.TrimSpace(payload)
 	if jsonish && len(trimmed) > 0 && trimmed[0] == '{' {
+		if points, ok := flatPoints(trimmed); ok && len(points) > 0 && strictjson.Check(trimmed) == nil {
+			in.Points = points
+			if in.ContentType == "" {
+				in.ContentType = "application/json"
+			}
+			return in
+		}
 		var obj map[string]any
 		// An ambiguous document (a member twice, an integer json would
 		// round) is kept raw rather than read one way.
