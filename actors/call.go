@@ -127,6 +127,10 @@ func opName(req *actorspb.Request) string {
 	return "unknown"
 }
 
+// diedGrace is how long an attempt waits for the answer of a local grain
+// that stopped (see deathWatch): the answer, if any, was sent before.
+const diedGrace = 200 * time.Millisecond
+
 // errUnreachable: the member holding the grain's cached PID was found not
 // answering while a request to it was pending.
 var errUnreachable = errors.New("the grain's member stopped answering")
@@ -153,9 +157,15 @@ func (s *System) attempt(ctx context.Context, id, kind string, req *actorspb.Req
 		}
 		s.cluster.PidCache.Set(id, kind, pid)
 	}
-	var unreachable <-chan struct{}
-	if r := s.cfg.Replication; r != nil && pid.Address != s.actors.Address() {
-		unreachable = r.Unreachable(pid.Address)
+	var unreachable, died <-chan struct{}
+	if pid.Address != s.actors.Address() {
+		if r := s.cfg.Replication; r != nil {
+			unreachable = r.Unreachable(pid.Address)
+		}
+	} else {
+		var unwatch func()
+		died, unwatch = s.deaths.add(pid.Id)
+		defer unwatch()
 	}
 	type result struct {
 		res any
@@ -179,6 +189,18 @@ func (s *System) attempt(ctx context.Context, id, kind string, req *actorspb.Req
 		return nil, r.err
 	case <-unreachable:
 		return nil, errUnreachable
+	case <-died:
+		// An answer sent before the grain stopped is on its way: wait for
+		// it briefly; without one the request was dropped unprocessed.
+		select {
+		case r := <-done:
+			if r.err == nil {
+				return r.res, nil
+			}
+		case <-time.After(diedGrace):
+		}
+		s.cluster.PidCache.Remove(id, kind)
+		return nil, errNotDelivered
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

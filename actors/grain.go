@@ -98,6 +98,7 @@ func (g *grain) Receive(ctx actor.Context) {
 		if g.rcancel != nil {
 			g.rcancel()
 		}
+		g.sys.deaths.died(ctx.Self().Id)
 		if g.id != "" {
 			g.sys.activeGrains.Add(-1)
 			g.sys.metrics.active.WithLabelValues(g.kind.Info().Name).Dec()

@@ -162,6 +162,9 @@ type System struct {
 	tokenMu       sync.Mutex // guards tokenWatchers
 	tokenWatchers []func()
 
+	// deaths wakes callers of local grains that stopped (deathWatch).
+	deaths deathWatch
+
 	// kinds caches entity kinds for the hot paths (see callCached).
 	kinds *lru.Cache[string, string]
 
