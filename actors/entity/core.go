@@ -235,7 +235,7 @@ func (c *Core) replay(ctx context.Context, st *State) error {
 		for i := len(recs) - 1; i >= 0; i-- {
 			r := recs[i]
 			if len(r.Points) > 0 {
-				st.Twin.SetTelemetry(r.Points, r.TS)
+				st.Twin.MergeTelemetry(r.Points, r.TS)
 			}
 			if r.TS.After(st.lastTS) {
 				st.lastTS = r.TS

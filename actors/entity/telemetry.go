@@ -148,7 +148,7 @@ func (c *Core) telemetry(ctx context.Context, now time.Time, in *actorspb.Teleme
 	var data []byte
 	if len(points) > 0 {
 		d.ownTwin()
-		if ch := d.Twin.SetTelemetry(points, ts); !ch.Noop {
+		if d.Twin.MergeTelemetry(points, ts) {
 			d.unflushed++
 		}
 		data, _ = json.Marshal(struct {

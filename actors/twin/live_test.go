@@ -3,6 +3,7 @@ package twin_test
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -320,5 +321,33 @@ func TestIfMatchSurvivesLiveState(t *testing.T) {
 	c := mustPatch(t, tw, twin.Desired, `{"fan":"auto"}`, t2)
 	if c.Version != etag+1 {
 		t.Errorf("patch after live state: version %d, want %d", c.Version, etag+1)
+	}
+}
+
+// TestMergeTelemetryMatchesSetTelemetry: the entity core's MergeTelemetry
+// changes a twin exactly as SetTelemetry does and reports the same no-ops.
+func TestMergeTelemetryMatchesSetTelemetry(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	steps := []struct {
+		points map[string]any
+		ts     time.Time
+	}{
+		{map[string]any{"temp": 21.5, "on": true}, t0},
+		{map[string]any{"temp": 21.5, "on": true}, t0},                               // same values and time: no-op
+		{map[string]any{"temp": 22.0}, t0.Add(time.Second)},                          // one changes
+		{map[string]any{"bad": math.NaN(), "nil": nil}, t0},                          // nothing representable
+		{map[string]any{"temp": 22.0}, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, // out of range
+	}
+	a, b := twin.New("d1", "device"), twin.New("d1", "device")
+	for i, st := range steps {
+		ch := a.SetTelemetry(st.points, st.ts)
+		if changed := b.MergeTelemetry(st.points, st.ts); changed == ch.Noop {
+			t.Errorf("step %d: MergeTelemetry reported %v, SetTelemetry's no-op is %v", i, changed, ch.Noop)
+		}
+		ja, _ := json.Marshal(a)
+		jb, _ := json.Marshal(b)
+		if string(ja) != string(jb) {
+			t.Fatalf("step %d: twins differ:\n%s\n%s", i, ja, jb)
+		}
 	}
 }

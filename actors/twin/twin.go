@@ -322,10 +322,30 @@ func (t *Twin) AttributesChanged(now time.Time) Change {
 // outside years 0000–9999, the result is a no-op. Timestamps are stored in
 // UTC. Telemetry is live state: it never changes the twin version.
 func (t *Twin) SetTelemetry(points map[string]any, ts time.Time) Change {
-	noop := Change{Version: t.version, Section: "telemetry", Noop: true}
+	changed := t.mergeTelemetry(points, ts)
+	if len(changed) == 0 {
+		return Change{Version: t.version, Section: "telemetry", Noop: true}
+	}
+	data, err := json.Marshal(changed)
+	if err != nil { // cannot happen: values are normalized
+		return Change{Version: t.version, Section: "telemetry", Noop: true}
+	}
+	return Change{Version: t.version, Section: "telemetry", Data: data}
+}
+
+// MergeTelemetry is SetTelemetry without the change description, for
+// callers that describe the message themselves (the entity core's
+// telemetry event): encoding it was 3 % of a node's CPU on the ingest path.
+// It reports whether any point changed.
+func (t *Twin) MergeTelemetry(points map[string]any, ts time.Time) bool {
+	return len(t.mergeTelemetry(points, ts)) > 0
+}
+
+// mergeTelemetry applies points at ts and returns those that changed.
+func (t *Twin) mergeTelemetry(points map[string]any, ts time.Time) map[string]Point {
 	ts, ok := jsonTime(ts)
 	if !ok {
-		return noop
+		return nil
 	}
 	var changed map[string]Point
 	for name, v := range points {
@@ -343,11 +363,7 @@ func (t *Twin) SetTelemetry(points map[string]any, ts time.Time) Change {
 		changed[name] = Point{Value: nv, TS: ts}
 	}
 	if len(changed) == 0 {
-		return noop
-	}
-	data, err := json.Marshal(changed)
-	if err != nil { // cannot happen: values are normalized
-		return noop
+		return nil
 	}
 	if t.telemetry == nil { // a zero Twin rather than one from New
 		t.telemetry = make(map[string]Point, len(changed))
@@ -355,7 +371,7 @@ func (t *Twin) SetTelemetry(points map[string]any, ts time.Time) Change {
 	for name, p := range changed {
 		t.telemetry[name] = p
 	}
-	return Change{Version: t.version, Section: "telemetry", Data: data}
+	return changed
 }
 
 // SetConnection replaces the connection state; a no-op if c equals the
