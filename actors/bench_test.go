@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"testing"
@@ -217,6 +218,17 @@ func TestMemoryPerTwin(t *testing.T) {
 	}
 	activation := time.Since(start)
 	after, afterRSS := heapInUse(), rss()
+	if path := os.Getenv("TWINMESH_BENCH_HEAPPROFILE"); path != "" {
+		// What the active twins hold, for `go tool pprof -sample_index=inuse_space`.
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+	}
 	perActive := float64(after-base) / float64(active)
 	t.Logf("registered=%d active=%d: Go heap+stack per active twin = %.0f B (RSS %.0f B); per passivated twin: 0 B of heap, %.0f B of bbolt file; RSS before activation %d MiB (mmap pages read at start), after %d MiB; activation %v per twin",
 		registered, active, perActive, float64(afterRSS-baseRSS)/float64(active), float64(st.Size())/float64(registered),

@@ -45,11 +45,6 @@ type grain struct {
 	// moving is set when the placement moves the grain to another member:
 	// it answers every request with ErrFenced until it stops.
 	moving bool
-	// rctx is the shared context of runs (runCtx), cancelled when the
-	// grain stops.
-	rctx         context.Context
-	rcancel      context.CancelFunc
-	rctxDeadline time.Time
 	// wrongKind is set when the entity is stored with another kind than
 	// this grain's: it answers NotFound until it passivates.
 	wrongKind bool
@@ -95,9 +90,6 @@ func (g *grain) Receive(ctx actor.Context) {
 			g.run(ctx, entity.Passivate{}, false)
 		}
 	case *actor.Stopped:
-		if g.rcancel != nil {
-			g.rcancel()
-		}
 		g.sys.deaths.died(ctx.Self().Id)
 		if g.id != "" {
 			g.sys.activeGrains.Add(-1)
@@ -107,21 +99,6 @@ func (g *grain) Receive(ctx actor.Context) {
 }
 
 func (g *grain) now() time.Time { return g.sys.cfg.Now().UTC() }
-
-// runCtx returns the context of one run: a deadline between half of and a
-// whole RequestTimeout ahead, shared by the runs of that span. A context
-// per run (a timer armed and stopped for every message) was 2 % of the
-// node's CPU on the ingest path; the deadline only bounds a stuck store.
-func (g *grain) runCtx() context.Context {
-	if g.rctx == nil || time.Until(g.rctxDeadline) < g.sys.cfg.RequestTimeout/2 {
-		if g.rcancel != nil {
-			g.rcancel()
-		}
-		g.rctxDeadline = time.Now().Add(g.sys.cfg.RequestTimeout)
-		g.rctx, g.rcancel = context.WithDeadline(context.Background(), g.rctxDeadline)
-	}
-	return g.rctx
-}
 
 func (g *grain) reqCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.sys.cfg.RequestTimeout)
@@ -217,7 +194,7 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	if g.core == nil || g.fenced || g.diverged || (g.moving && answer) {
 		return
 	}
-	sctx := g.runCtx()
+	sctx := g.sys.runCtx()
 	now := g.now()
 	res := g.core.Step(sctx, now, msg)
 	var reply *actorspb.Response
