@@ -45,16 +45,6 @@ func (s *nodeSet) has(name string) bool {
 	return s.names[name]
 }
 
-func (s *nodeSet) copy() map[string]bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]bool, len(s.names)+1)
-	for n := range s.names {
-		out[n] = true
-	}
-	return out
-}
-
 func (s *nodeSet) set(names map[string]bool) {
 	s.mu.Lock()
 	s.names = names
