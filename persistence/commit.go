@@ -256,8 +256,11 @@ func (db *DB) run() {
 			db.commitBatch(writes)
 		}
 		clear(batch) // drop references for the GC
-		if db.ilog != nil && (moves != nil || db.ilog.count() >= moveAt || !open) {
-			err := db.moveLog()
+		if moves != nil || (db.ilog != nil && (db.ilog.count() >= moveAt || !open)) {
+			var err error
+			if db.ilog != nil {
+				err = db.moveLog()
+			}
 			for _, r := range moves {
 				r.done <- err
 			}

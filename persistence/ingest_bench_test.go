@@ -62,11 +62,16 @@ func BenchmarkTelemetryAppend(b *testing.B) {
 			populateTelemetry(b, db, devices, warmRecords)
 			st := db.Bolt().Stats()
 			w0, c0 := st.TxStats.GetWrite(), commits.Load()
+			size0 := fileSize(b, db)
 			run(b, func(dev, seq int) error {
 				return db.Commit(ctx, AppendTelemetry(fmt.Sprintf("device-%04d", dev), rec(dev, seq)))
 			})
 			st = db.Bolt().Stats()
 			pages.Store(st.TxStats.GetWrite() - w0)
+			if err := db.MoveIngestLog(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(fileSize(b, db)-size0)/float64(b.N), "disk-B/msg")
 			if c := commits.Load() - c0; c > 0 {
 				b.ReportMetric(float64(b.N)/float64(c), "msgs/commit")
 				b.ReportMetric(float64(pages.Load())/float64(b.N), "page-writes/msg")
@@ -120,6 +125,22 @@ func populateTelemetry(b *testing.B, db *DB, devices, n int) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// fileSize returns the bytes of db's file in use: the file size less the
+// free pages bbolt would reuse.
+func fileSize(b *testing.B, db *DB) int64 {
+	b.Helper()
+	var used int64
+	err := db.Bolt().View(func(tx *bbolt.Tx) error {
+		st := db.Bolt().Stats()
+		used = tx.Size() - int64(st.FreePageN+st.PendingPageN)*int64(db.Bolt().Info().PageSize)
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return used
 }
 
 // cpuTime returns the user+system CPU the process used so far.

@@ -185,6 +185,12 @@ func logged(tx *bbolt.Tx, id string) []kv {
 	return out
 }
 
+// telemetryFill is the fill percent of the telemetry bucket's pages when
+// the log moves in: records arrive at each device's tail, so a page split
+// in the default half leaves half pages behind. BenchmarkTelemetryAppend:
+// 288 bytes of file per message at the default 0.5, 199 at 0.9 (203 at 1.0).
+const telemetryFill = 0.9
+
 type kv struct{ k, v []byte }
 
 // moveLog moves every record of the ingest log into the telemetry bucket
@@ -211,6 +217,7 @@ func (db *DB) moveLog() error {
 		}
 		slices.SortFunc(recs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
 		tb := tx.Bucket(bktTelemetry)
+		tb.FillPercent = telemetryFill
 		for _, r := range recs {
 			if err := tb.Put(r.k, r.v); err != nil {
 				return err
