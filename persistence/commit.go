@@ -27,6 +27,8 @@ type Op struct {
 	err    error
 	apply  func(tx *bbolt.Tx) error
 	wire   WireOp // T == "" for ops without a wire form
+	// wireV, when set, encodes wire.V on demand (see Wire).
+	wireV func() []byte
 	// guard marks an op that, when it fails with ErrFenced, ErrGap or
 	// ErrApplied, has written nothing: as the first op of a request it refuses the request without
 	// failing the batch transaction (see tryCommit).

@@ -268,12 +268,14 @@ func AppendTelemetry(deviceID string, r TelemetryRecord) Op {
 	if r.TS.Before(minTelemetryTS) || r.TS.After(maxTelemetryTS) {
 		return errOp(name+" "+deviceID, fmt.Errorf("%w: timestamp %v outside 1970..2262", ErrInvalid, r.TS))
 	}
-	v, err := json.Marshal(r)
+	v, err := encodeRecord(r)
 	if err != nil {
 		return errOp(name+" "+deviceID, err)
 	}
 	ns := r.TS.UnixNano()
-	return Op{kind: name, key: deviceID, wire: WireOp{T: wireTelemetry, K: deviceID, V: v}, apply: func(tx *bbolt.Tx) error {
+	// Members exchange records as JSON, encoded only when the op is shipped.
+	wireV := func() []byte { b, _ := json.Marshal(r); return b }
+	return Op{kind: name, key: deviceID, wire: WireOp{T: wireTelemetry, K: deviceID}, wireV: wireV, apply: func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bktTelemetry)
 		k := telemetryKey(deviceID, ns, 0)
 		prefix := k[:len(k)-4]
@@ -305,14 +307,19 @@ func AppendTelemetry(deviceID string, r TelemetryRecord) Op {
 
 const appendTelemetryName = "append telemetry"
 
-// appendTelemetryOnce is the telemetry op FromWire builds: it stores v, the
-// JSON of a record at unix nanos ns, under seq 0 unless deviceID already has
+// appendTelemetryOnce is the telemetry op FromWire builds: it stores r, a
+// record at unix nanos ns received as the JSON v, under seq 0 unless deviceID already has
 // a record at ns, in which case it does nothing. Grains write strictly
 // increasing timestamps per device, so an equal timestamp is the same record
 // received again (a retried shipment, or a snapshot overlapping the
 // replica's data).
-func appendTelemetryOnce(deviceID string, ns int64, v []byte) Op {
+func appendTelemetryOnce(deviceID string, ns int64, r TelemetryRecord, v []byte) Op {
+	stored, err := encodeRecord(r)
+	if err != nil {
+		return errOp(appendTelemetryName+" "+deviceID, err)
+	}
 	return Op{kind: appendTelemetryName, key: deviceID, wire: WireOp{T: wireTelemetry, K: deviceID, V: v}, apply: func(tx *bbolt.Tx) error {
+		v := stored
 		b := tx.Bucket(bktTelemetry)
 		k := telemetryKey(deviceID, ns, 0)
 		prefix := k[:len(k)-4] // deviceID NUL be64(ns)

@@ -137,6 +137,7 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 			}
 		}
 		n, last := 0, int64(-1)
+		var serr error
 		ascendTelemetry(tx, id, start, func(k, v []byte) bool {
 			_, ns, _, ok := parseTelemetryKey(k)
 			if !ok || ns == last {
@@ -146,11 +147,16 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 				next = last
 				return false
 			}
-			ops = append(ops, WireOp{T: wireTelemetry, K: id, V: bytes.Clone(v)})
+			jv, jerr := recordJSON(v, ns)
+			if jerr != nil {
+				serr = fmt.Errorf("grain snapshot %s: telemetry at %d: %w", id, ns, jerr)
+				return false
+			}
+			ops = append(ops, WireOp{T: wireTelemetry, K: id, V: bytes.Clone(jv)})
 			n, last = n+1, ns
 			return true
 		})
-		return nil
+		return serr
 	})
 	if err != nil {
 		return nil, 0, err

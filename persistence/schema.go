@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this binary writes. Open migrates older files
 // up to it and refuses newer ones with ErrSchemaTooNew.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // Bucket names inside the bbolt file.
 var (
@@ -57,6 +57,9 @@ func migrations() []migration {
 			_, err := tx.CreateBucketIfNotExists(bktTelemetryLog)
 			return err
 		}},
+		// Nothing to rewrite: JSON records stay readable; a binary that
+		// knows schema 5 would not read the binary ones (recordcodec.go).
+		{to: 6, name: "binary telemetry records", apply: func(*bbolt.Tx) error { return nil }},
 	}
 }
 

@@ -3,7 +3,6 @@ package persistence
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -64,7 +63,7 @@ func (db *DB) QueryTelemetry(ctx context.Context, deviceID string, q TelemetryQu
 				return false
 			}
 			var r TelemetryRecord
-			if err = json.Unmarshal(v, &r); err != nil {
+			if r, err = decodeRecord(v, ns); err != nil {
 				err = fmt.Errorf("telemetry %s at %d: decode: %w", deviceID, ns, err)
 				return false
 			}

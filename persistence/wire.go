@@ -50,7 +50,10 @@ func (op Op) Wire() (w WireOp, ok bool) {
 	}
 	w = op.wire
 	w.V = nil
-	if len(op.wire.V) > 0 {
+	switch {
+	case op.wireV != nil:
+		w.V = op.wireV()
+	case len(op.wire.V) > 0:
 		w.V = bytes.Clone(op.wire.V)
 	}
 	return w, true
@@ -147,7 +150,7 @@ func FromWire(w WireOp) Op {
 		if r.TS.Before(minTelemetryTS) || r.TS.After(maxTelemetryTS) {
 			return errOp(name, fmt.Errorf("%w: timestamp %v outside 1970..2262", ErrInvalid, r.TS))
 		}
-		return appendTelemetryOnce(w.K, r.TS.UnixNano(), v)
+		return appendTelemetryOnce(w.K, r.TS.UnixNano(), r, v)
 	}
 	return errOp("wire op", fmt.Errorf("%w: unknown type %q", ErrInvalid, w.T))
 }

@@ -317,14 +317,15 @@ func TestFromWireTelemetryIdempotent(t *testing.T) {
 	}
 }
 
-// TestTelemetryMessageID: the device's $.mid is stored (as "mid") and
-// returned, through the local and the wire path.
+// TestTelemetryMessageID: the device's $.mid is stored and returned,
+// through the local and the wire path, and travels between members as
+// "mid" in the record's JSON.
 func TestTelemetryMessageID(t *testing.T) {
 	cases := []struct {
 		name    string
 		mid     string
 		viaWire bool
-		rawHas  string // substring of the stored JSON
+		rawHas  string // substring of the JSON members exchange
 	}{
 		{"local", "m-17", false, `"mid":"m-17"`},
 		{"via wire", "m-18", true, `"mid":"m-18"`},
@@ -342,9 +343,13 @@ func TestTelemetryMessageID(t *testing.T) {
 			if err != nil || len(got) != 1 || got[0].MessageID != c.mid {
 				t.Fatalf("QueryTelemetry = %+v, %v; want mid %q", got, err, c.mid)
 			}
-			raw := dump(t, db, bktTelemetry)["telemetry"][string(telemetryKey("d1", t0.UnixNano(), 0))]
-			if !strings.Contains(raw, c.rawHas) || (c.mid == "" && strings.Contains(raw, "mid")) {
-				t.Fatalf("stored %s, want it to contain %s", raw, c.rawHas)
+			stored := dump(t, db, bktTelemetry)["telemetry"][string(telemetryKey("d1", t0.UnixNano(), 0))]
+			if r, err := decodeRecord([]byte(stored), t0.UnixNano()); err != nil || r.MessageID != c.mid {
+				t.Fatalf("stored %q decodes to %+v, %v", stored, r, err)
+			}
+			w, _ := op.Wire()
+			if raw := string(w.V); !strings.Contains(raw, c.rawHas) || (c.mid == "" && strings.Contains(raw, "mid")) {
+				t.Fatalf("wire form %s, want it to contain %s", raw, c.rawHas)
 			}
 		})
 	}
