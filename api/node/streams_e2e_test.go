@@ -432,3 +432,46 @@ func TestStreamsThroughTheBinary(t *testing.T) {
 		t.Fatalf("stream metrics missing: %s", b)
 	}
 }
+
+// TestStreamAcrossMembers: the service reaches n1, the device's MQTT
+// session is on n2. n1 asks n2 to signal the device with n1's URL; the
+// device connects back to n1, which relays: the bytes never cross the
+// members.
+func TestStreamAcrossMembers(t *testing.T) {
+	root := t.TempDir()
+	n1 := ceStart(t, "n1", "n1", filepath.Join(root, "n1"), "")
+	n2 := ceStart(t, "n2", "n2", filepath.Join(root, "n2"), n1.node.Addr("gossip"))
+	waitAlive(t, 60*time.Second, []*cmember{n1, n2})
+	web := startDeviceWeb(t)
+	d := ceRegister(t, n1, "st-far", `{}`)
+	agent := startTool(t, "stream", "agent", "--mqtt", n2.node.Addr("mqtt"), "--device", d.ID, "--key", d.Primary,
+		"--hub-host", "hub.test", "--allow", "web="+web.addr)
+	agent.waitLog(t, `waiting for stream requests`)
+	testutil.Eventually(t, 15*time.Second, "n1 to see the device connected on n2", func() bool {
+		var tw struct {
+			Connection struct{ State, Node string }
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, _, out, err := n1.api.Do(ctx, "GET", "/api/v1/twins/"+d.ID, nil)
+		return err == nil && st == 200 && json.Unmarshal(out, &tw) == nil &&
+			tw.Connection.State == "connected" && tw.Connection.Node == "n2"
+	})
+	proxy := startTool(t, "stream", "proxy", "--node", n1.node.URL(), "--token", n1.node.Token, "--device", d.ID,
+		"--name", "web", "--listen", "127.0.0.1:0")
+	local := "http://" + proxy.waitLog(t, `listener=proxy addr=(\S+)`)[1]
+
+	if got := curlSum(t, local+"/big"); got != web.sum {
+		t.Fatalf("sha256 %s, want %s", got, web.sum)
+	}
+	if !regexp.MustCompile(`msg="stream closed" .*device=st-far name=web .*bytes_to_service=5242\d{4}`).MatchString(n1.node.Logs()) {
+		t.Fatalf("n1 did not relay the stream:\n%s", n1.node.Logs())
+	}
+	if strings.Contains(n2.node.Logs(), `msg="stream opened"`) {
+		t.Fatal("n2 relayed a stream: the device should have connected back to n1")
+	}
+	dialer := &streamclient.Dialer{Node: n1.node.URL(), Token: n1.node.Token}
+	if _, err := dialer.Dial(context.Background(), d.ID, "ssh"); statusOf(err) != 403 {
+		t.Fatalf("a name the agent refuses, through n1: err %v, want 403", err)
+	}
+}
