@@ -26,9 +26,11 @@ type invokeBody struct {
 // Streams opens device streams: it upgrades the request to a WebSocket
 // once the device connected back, and relays until the stream ends. It
 // returns an error only before the upgrade (the caller writes it). who
-// names the caller, for the stream's log line.
+// names the caller, for the stream's log line; valid reports whether the
+// caller's token still works (it is asked again when tokens change, and a
+// stream whose token was revoked is closed).
 type Streams interface {
-	Open(w http.ResponseWriter, r *http.Request, device, name, who string) error
+	Open(w http.ResponseWriter, r *http.Request, device, name, who string, valid func() bool) error
 }
 
 // openStream serves GET /devices/{id}/streams/{name} (CONTRACT section 11).
@@ -45,7 +47,7 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request) error {
 	if p.TokenID != "" {
 		who = p.Name + " (token " + p.TokenID + ")"
 	}
-	return s.cfg.Streams.Open(w, r, id, r.PathValue("name"), who)
+	return s.cfg.Streams.Open(w, r, id, r.PathValue("name"), who, func() bool { return s.authz.Valid(p) })
 }
 
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {

@@ -319,6 +319,14 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	hub := ws.NewHub(ws.Config{Logger: log, Authz: guard, AllowedOrigins: origins}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.sys.OnTokensChanged(hub.Revalidate)
+	// Device streams: closed when their device is disabled or deleted, or
+	// their caller's token revoked.
+	streamBroker, err := newStreamBroker(c, n.sys.RouteStreams(streamSessions), log, reg)
+	if err != nil {
+		return n, err
+	}
+	n.sys.OnEvent(streamBroker.HandleEvent)
+	n.sys.OnTokensChanged(streamBroker.Revalidate)
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
 	if ms != nil {
 		n.sys.OnEvent(ms.HandleEvent)
@@ -363,11 +371,6 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		return n, err
 	}
 
-	streamBroker, err := newStreamBroker(c, n.sys.RouteStreams(streamSessions), log, reg)
-	if err != nil {
-		return n, err
-	}
-	n.sys.OnEvent(streamBroker.HandleEvent)
 	apiSrv, err := api.New(api.Config{
 		Methods: api.Methods(router),
 		Streams: streamBroker,

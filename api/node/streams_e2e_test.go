@@ -315,7 +315,9 @@ func TestStreamsThroughTheBinary(t *testing.T) {
 		}
 	})
 
-	d2 := register(t, c, "st-manual-2", `{}`)
+	c.MustDo(t, "PUT", "/api/v1/entities/st-b", `{"kind":"building"}`, 201)
+	c.MustDo(t, "PUT", "/api/v1/entities/st-other", `{"kind":"building"}`, 201)
+	d2 := register(t, c, "st-manual-2", `{"parent":"st-b"}`)
 	d3 := register(t, c, "st-manual-3", `{}`)
 	m2, m3 := connectManual(t, n, d2), connectManual(t, n, d3)
 
@@ -389,6 +391,50 @@ func TestStreamsThroughTheBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("operator tokens: in scope opens, revoked closes; out of scope or a viewer: 403", func(t *testing.T) {
+		mint := func(role, under string) (string, string) {
+			var tok struct{ Token, ID string }
+			body := fmt.Sprintf(`{"role":%q,"under":%q,"ttl":"1h","name":"on-call"}`, role, under)
+			if err := json.Unmarshal(c.MustDo(t, "POST", "/api/v1/tokens", body, 201), &tok); err != nil {
+				t.Fatal(err)
+			}
+			return tok.Token, tok.ID
+		}
+		as := func(tok string) *streamclient.Dialer { return &streamclient.Dialer{Node: n.URL(), Token: tok} }
+		outside, _ := mint("operator", "st-other")
+		if _, err := as(outside).Dial(context.Background(), d2.ID, "ssh"); statusOf(err) != 403 {
+			t.Fatalf("operator outside the scope: err %v, want 403", err)
+		}
+		viewer, _ := mint("viewer", "st-b")
+		if _, err := as(viewer).Dial(context.Background(), d2.ID, "ssh"); statusOf(err) != 403 {
+			t.Fatalf("viewer: err %v, want 403", err)
+		}
+		op, opID := mint("operator", "st-b")
+		res := dialAsync(as(op), d2.ID, "ssh")
+		req := m2.next(t)
+		m2.answer(t, req, 200)
+		st, devWS := connectBack(t, req.URL, req.Token)
+		if st != 101 {
+			t.Fatalf("connect back: %d", st)
+		}
+		r := <-res
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		defer r.ws.Close()
+		c.MustDo(t, "DELETE", "/api/v1/tokens/"+opID, nil, 204)
+		for side, ws := range map[string]*websocket.Conn{"service": r.ws, "device": devWS} {
+			_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _, err := ws.ReadMessage()
+			if ce, ok := err.(*websocket.CloseError); !ok || ce.Text != "token revoked" {
+				t.Fatalf("%s after the token was revoked: %v, want a close \"token revoked\"", side, err)
+			}
+		}
+		testutil.Eventually(t, 5*time.Second, "the node to log who", func() bool {
+			return regexp.MustCompile(`msg="stream closed" .*device=st-manual-2 name=ssh who="on-call \(token ` + opID + `\)".*reason="token revoked"`).MatchString(n.Logs())
+		})
+	})
+
 	t.Run("disabling the device ends a transfer in progress", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -413,23 +459,15 @@ func TestStreamsThroughTheBinary(t *testing.T) {
 		})
 	})
 
-	var metrics struct{ opened, refused, timeout, notConnected string }
-	body := c.MustDo(t, "GET", "/metrics", nil, 200)
-	for _, l := range strings.Split(string(body), "\n") {
-		switch {
-		case strings.HasPrefix(l, `twinmesh_streams_total{result="opened"}`):
-			metrics.opened = l
-		case strings.HasPrefix(l, `twinmesh_streams_total{result="refused"}`):
-			metrics.refused = l
-		case strings.HasPrefix(l, `twinmesh_streams_total{result="timeout"}`):
-			metrics.timeout = l
-		case strings.HasPrefix(l, `twinmesh_streams_total{result="not_connected"}`):
-			metrics.notConnected = l
+	// Every outcome above was counted.
+	body := string(c.MustDo(t, "GET", "/metrics", nil, 200))
+	for _, result := range []string{"opened", "refused", "timeout", "not_connected", "limit"} {
+		if !regexp.MustCompile(`(?m)^twinmesh_streams_total\{result="` + result + `"\} [1-9]`).MatchString(body) {
+			t.Errorf("twinmesh_streams_total{result=%q} missing or zero", result)
 		}
 	}
-	b, _ := json.Marshal(metrics)
-	if metrics.opened == "" || metrics.refused == "" || metrics.timeout == "" || metrics.notConnected == "" {
-		t.Fatalf("stream metrics missing: %s", b)
+	if !regexp.MustCompile(`(?m)^twinmesh_stream_bytes_total\{direction="to_service"\} [1-9]`).MatchString(body) {
+		t.Error("twinmesh_stream_bytes_total{direction=\"to_service\"} missing or zero")
 	}
 }
 

@@ -68,10 +68,11 @@ func New(cfg Config) (*Broker, error) {
 
 // Open serves a service's stream request, GET
 // /api/v1/devices/{device}/streams/{name}; the caller has authorized who
-// (the principal's name, for the log). It returns an error (the caller
-// writes it) only before the service's WebSocket is upgraded; after, it
-// relays until the stream ends and returns nil.
-func (b *Broker) Open(w http.ResponseWriter, r *http.Request, device, name, who string) error {
+// (the principal's name, for the log), and valid reports whether who's
+// token still works (nil: always; see Revalidate). It returns an error
+// (the caller writes it) only before the service's WebSocket is upgraded;
+// after, it relays until the stream ends and returns nil.
+func (b *Broker) Open(w http.ResponseWriter, r *http.Request, device, name, who string, valid func() bool) error {
 	if name == "" || len(name) > 128 || strings.ContainsAny(name, "/+#?") {
 		b.m.streams.WithLabelValues("bad_request").Inc()
 		return errcode.New(errcode.BadRequest, "stream name %q: 1 to 128 characters, none of / + # ?", name)
@@ -120,7 +121,7 @@ func (b *Broker) Open(w http.ResponseWriter, r *http.Request, device, name, who 
 		return nil
 	}
 	opened = true
-	b.run(&relay{id: id, device: device, name: name, who: who, svc: svc, dev: dev})
+	b.run(&relay{id: id, device: device, name: name, who: who, valid: valid, svc: svc, dev: dev})
 	return nil
 }
 
@@ -289,6 +290,19 @@ func (b *Broker) HandleEvent(ev actors.Event) {
 	for r := range b.active {
 		if r.device == ev.Entity {
 			r.stop(why)
+		}
+	}
+}
+
+// Revalidate closes the streams whose caller's token no longer works
+// (revoked, expired). Call it when tokens change; it does not block on IO
+// as long as the valid functions given to Open do not.
+func (b *Broker) Revalidate() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for r := range b.active {
+		if r.valid != nil && !r.valid() {
+			r.stop("token revoked")
 		}
 	}
 }

@@ -20,6 +20,7 @@ const closeGrace = 2 * time.Second
 // relay is one open stream: two WebSockets and a pump each way.
 type relay struct {
 	id, device, name, who string
+	valid                 func() bool // the caller's token still works; nil: always
 	svc, dev              *websocket.Conn
 
 	up, down atomic.Int64 // bytes to the device, to the service

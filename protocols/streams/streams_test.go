@@ -2,6 +2,7 @@ package streams_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/api"
 	"github.com/twinmesh/twinmesh/protocols/streams"
 	"github.com/twinmesh/twinmesh/protocols/streams/streamclient"
@@ -64,7 +66,7 @@ func newEnv(t testing.TB, cfg streams.Config, target string) *env {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/devices/{id}/streams/{name}", func(w http.ResponseWriter, r *http.Request) {
-		if err := b.Open(w, r, r.PathValue("id"), r.PathValue("name"), "test"); err != nil {
+		if err := b.Open(w, r, r.PathValue("id"), r.PathValue("name"), "test", nil); err != nil {
 			api.WriteError(w, err)
 		}
 	})
@@ -258,5 +260,33 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if _, err := streams.New(streams.Config{Signaller: &agentSignaller{}, URL: "wss://node:8443"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDeletedDeviceEndsOnlyItsStreams(t *testing.T) {
+	echo := tcpServer(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	e := newEnv(t, streams.Config{}, echo)
+	ws1, err := e.dialer.Dial(context.Background(), "d1", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws1.Close()
+	ws2, err := e.dialer.Dial(context.Background(), "d2", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws2.Close()
+	e.broker.HandleEvent(actors.Event{Type: actors.EventTopology, Entity: "d1", Data: json.RawMessage(`{"deleted":true}`)})
+	_ = ws1.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err = ws1.ReadMessage()
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Text != "device deleted" {
+		t.Fatalf("d1's stream: %v, want a close \"device deleted\"", err)
+	}
+	if err := ws2.WriteMessage(websocket.BinaryMessage, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, b, err := ws2.ReadMessage(); err != nil || string(b) != "still here" {
+		t.Fatalf("d2's stream: %q %v", b, err)
 	}
 }

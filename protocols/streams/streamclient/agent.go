@@ -29,7 +29,6 @@ type Agent struct {
 
 	mu   sync.Mutex
 	open int
-	wg   sync.WaitGroup
 }
 
 // ParseTargets parses an --allow list: name=host:port[,name=host:port…].
