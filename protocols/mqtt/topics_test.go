@@ -95,7 +95,7 @@ func FuzzParseTopic(f *testing.F) {
 			if tp.DeviceID == "" {
 				t.Fatalf("%q: device topic without device", topic)
 			}
-		case TopicTwinGet, TopicTwinPatchReported, TopicMethodResponse:
+		case TopicTwinGet, TopicTwinPatchReported, TopicMethodResponse, TopicStreamResponse:
 			if tp.RID == "" {
 				t.Fatalf("%q: $iothub topic without $rid", topic)
 			}

@@ -61,7 +61,7 @@ func (r *relay) relay(m *metrics) {
 	go func() {
 		done <- r.pump(r.dev, r.svc, &r.down, m.bytes.WithLabelValues("to_service"), "device", "service")
 	}()
-	every := min(r.cfg.IdleTimeout/2, time.Second)
+	every := max(min(r.cfg.IdleTimeout/2, time.Second), 10*time.Millisecond)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var grace <-chan time.Time
