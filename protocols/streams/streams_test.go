@@ -3,6 +3,7 @@ package streams_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/api"
+	"github.com/twinmesh/twinmesh/internal/testutil"
 	"github.com/twinmesh/twinmesh/protocols/streams"
 	"github.com/twinmesh/twinmesh/protocols/streams/streamclient"
 )
@@ -289,4 +291,30 @@ func TestDeletedDeviceEndsOnlyItsStreams(t *testing.T) {
 	if _, b, err := ws2.ReadMessage(); err != nil || string(b) != "still here" {
 		t.Fatalf("d2's stream: %q %v", b, err)
 	}
+}
+
+func TestNodeLimit(t *testing.T) {
+	silent := tcpServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	e := newEnv(t, streams.Config{MaxPerNode: 1}, silent)
+	ws, err := e.dialer.Dial(context.Background(), "d1", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.dialer.Dial(context.Background(), "d2", "t")
+	var se *streamclient.StatusError
+	if !errors.As(err, &se) || se.Status != 429 {
+		t.Fatalf("a second stream on a node that allows one: %v, want 429", err)
+	}
+	// The slot is free again once the first stream ended.
+	_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, _ = ws.ReadMessage()
+	_ = ws.Close()
+	testutil.Eventually(t, 5*time.Second, "the slot to be released", func() bool {
+		ws2, err := e.dialer.Dial(context.Background(), "d2", "t")
+		if err == nil {
+			_ = ws2.Close()
+		}
+		return err == nil
+	})
 }
