@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/actors/plugin"
 	"github.com/twinmesh/twinmesh/api"
 	"github.com/twinmesh/twinmesh/api/authz"
@@ -30,6 +31,7 @@ import (
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
 	"github.com/twinmesh/twinmesh/internal/testutil"
 	"github.com/twinmesh/twinmesh/persistence"
+	"github.com/twinmesh/twinmesh/protocols/streams"
 )
 
 // caller is a kind of caller of the matrix.
@@ -91,6 +93,13 @@ func (echoMethods) InvokeMethod(_ context.Context, _, method string, _ []byte) (
 	return 200, []byte(`{"method":"` + method + `"}`), nil
 }
 
+// offline is a stream Signaller for which no device is connected.
+type offline struct{}
+
+func (offline) RequestStream(_ context.Context, id, _, _, _ string) (int, error) {
+	return 0, errcode.New(errcode.NotConnected, "device %s is not connected", id)
+}
+
 func newAccessEnv(t *testing.T) *accessEnv {
 	t.Helper()
 	db, err := persistence.Open(filepath.Join(t.TempDir(), "twinmesh.db"), &persistence.Options{NoSync: true})
@@ -117,8 +126,12 @@ func newAccessEnv(t *testing.T) *accessEnv {
 	if err := sys.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	broker, err := streams.New(streams.Config{Signaller: offline{}, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := api.New(api.Config{Token: token, Authz: guard, System: sys, Registerer: reg, Gatherer: reg,
-		MaxTokenLifetime: 48 * time.Hour, Methods: echoMethods{},
+		MaxTokenLifetime: 48 * time.Hour, Methods: echoMethods{}, Streams: broker,
 		SignToken: func(id, key string, ttl time.Duration) (string, time.Time, error) {
 			return "sas-for-" + id, time.Now().Add(ttl), nil
 		},

@@ -72,6 +72,8 @@ func restCases() []restCase {
 		{route: "PATCH /api/v1/devices/{id}", need: "admin", method: "PATCH", path: "/api/v1/devices/{w}-d", body: `{"status":"enabled"}`, ok: 200},
 		{route: "POST /api/v1/devices/{id}/token", need: "admin", method: "POST", path: "/api/v1/devices/{w}-d/token", ok: 200},
 		{route: "POST /api/v1/devices/{id}/methods/{name}", need: "operator", method: "POST", path: "/api/v1/devices/{w}-d/methods/reboot", body: `{"payload":{}}`, ok: 200},
+		// Allowed, a plain GET is refused as not a WebSocket upgrade.
+		{route: "GET /api/v1/devices/{id}/streams/{name}", need: "operator", method: "GET", path: "/api/v1/devices/{w}-d/streams/ssh", ok: 400},
 		{route: "POST /api/v1/devices/{id}/messages", need: "operator", method: "POST", path: "/api/v1/devices/{w}-d/messages", body: `{"payload":"x"}`, ok: 202},
 		{route: "GET /api/v1/devices/{id}/messages", need: "viewer", method: "GET", path: "/api/v1/devices/{w}-d/messages", ok: 200},
 		{route: "GET /api/v1/devices/{id}/messages/{mid}", need: "viewer", method: "GET", path: "/api/v1/devices/{w}-d/messages/{mid}", ok: 200},

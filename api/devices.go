@@ -8,6 +8,7 @@ import (
 
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/api/authz"
 )
 
 // Methods invokes direct methods on connected devices. When it cannot, its
@@ -20,6 +21,33 @@ type Methods interface {
 type invokeBody struct {
 	Payload        json.RawMessage `json:"payload"`
 	TimeoutSeconds *int            `json:"timeoutSeconds"`
+}
+
+// Streams opens device streams: it upgrades the request to a WebSocket
+// once the device connected back, and relays until the stream ends. It
+// returns an error only before the upgrade (the caller writes it). who
+// names the caller, for the stream's log line; valid reports whether the
+// caller's token still works (it is asked again when tokens change, and a
+// stream whose token was revoked is closed).
+type Streams interface {
+	Open(w http.ResponseWriter, r *http.Request, device, name, who string, valid func() bool) error
+}
+
+// openStream serves GET /devices/{id}/streams/{name} (CONTRACT section 11).
+func (s *Server) openStream(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Streams == nil {
+		return errcode.New(errcode.NotFound, "device streams are not served by this node")
+	}
+	id := r.PathValue("id")
+	if _, err := s.sys.Identity(r.Context(), id); err != nil {
+		return err
+	}
+	p := authz.FromContext(r.Context())
+	who := p.Name
+	if p.TokenID != "" {
+		who = p.Name + " (token " + p.TokenID + ")"
+	}
+	return s.cfg.Streams.Open(w, r, id, r.PathValue("name"), who, func() bool { return s.authz.Valid(p) })
 }
 
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {

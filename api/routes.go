@@ -130,6 +130,7 @@ func (s *Server) routeTable() []route {
 		{pattern: "PATCH /api/v1/devices/{id}", need: admin, touches: on(id), h: s.patchDevice},
 		{pattern: "POST /api/v1/devices/{id}/token", need: admin, touches: on(id), query: []string{"ttl"}, h: s.deviceToken},
 		{pattern: "POST /api/v1/devices/{id}/methods/{name}", need: operator, touches: on(id), h: s.invoke},
+		{pattern: "GET /api/v1/devices/{id}/streams/{name}", need: operator, touches: on(id), h: s.openStream},
 		{pattern: "POST /api/v1/devices/{id}/messages", need: operator, touches: on(id), h: s.sendMessage},
 		{pattern: "GET /api/v1/devices/{id}/messages", need: viewer, touches: on(id), h: s.listMessages},
 		{pattern: "GET /api/v1/devices/{id}/messages/{mid}", need: viewer, touches: on(id), h: s.getMessage},

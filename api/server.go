@@ -1,12 +1,14 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -39,6 +41,9 @@ type Config struct {
 	SignToken func(deviceID, key string, ttl time.Duration) (token string, expires time.Time, err error)
 	// Methods invokes direct methods (the MQTT adapter); nil answers 404.
 	Methods Methods
+	// Streams opens device streams (GET /devices/{id}/streams/{name},
+	// CONTRACT section 11); nil answers 404.
+	Streams Streams
 	// Cluster reports the cluster view for GET /cluster.
 	Cluster func() any
 	// ForgetMember removes a node stopped for good from the members the
@@ -155,6 +160,19 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Hijack lets WebSocket routes (device streams) take the connection over;
+// the status is recorded as 101.
+func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("the connection cannot be hijacked")
+	}
+	if r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+	}
+	return h.Hijack()
+}
 
 func (s *Server) instrument(route string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -61,7 +61,11 @@ func (p *Placement) Serve(ctx context.Context, local Local) error {
 			go func() {
 				defer calls.Done()
 				var r callResult
-				r.status, r.resp, r.err = local.InvokeMethod(c.ctx, c.req.Device, c.req.Method, c.req.Payload)
+				if c.stream != nil {
+					r.status, r.err = requestStream(c.ctx, local, *c.stream)
+				} else {
+					r.status, r.resp, r.err = local.InvokeMethod(c.ctx, c.req.Device, c.req.Method, c.req.Payload)
+				}
 				c.reply <- r // buffered: never blocks
 			}()
 		}
@@ -97,7 +101,12 @@ func (p *Placement) catalogChanged(ops []persistence.WireOp) {
 // invokeLocal passes a direct-method call from another member to Serve and
 // waits for its answer, for ctx, or for the Placement to shut down.
 func (p *Placement) invokeLocal(ctx context.Context, req invokeReq) (int, []byte, error) {
-	c := call{ctx: ctx, req: req, reply: make(chan callResult, 1)}
+	return p.callLocal(ctx, call{ctx: ctx, req: req, reply: make(chan callResult, 1)})
+}
+
+// callLocal passes c to Serve and waits for its answer, for ctx, or for
+// the Placement to shut down.
+func (p *Placement) callLocal(ctx context.Context, c call) (int, []byte, error) {
 	select {
 	case p.inCalls <- c:
 	case <-ctx.Done():
@@ -115,11 +124,13 @@ func (p *Placement) invokeLocal(ctx context.Context, req invokeReq) (int, []byte
 	}
 }
 
-// call is a direct-method call from another member waiting for Serve.
+// call is a direct-method call (or, with stream set, a stream request)
+// from another member waiting for Serve.
 type call struct {
-	ctx   context.Context
-	req   invokeReq
-	reply chan callResult
+	ctx    context.Context
+	req    invokeReq
+	stream *streamReq
+	reply  chan callResult
 }
 
 type callResult struct {

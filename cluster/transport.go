@@ -190,7 +190,7 @@ func (p *Placement) request(ctx context.Context, addr, op string, in, out any) e
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = min(timeout, time.Until(dl))
 		}
-		if op == opInvoke || op == opSnapshot || op == opCatalog || op == opCatchUp {
+		if op == opInvoke || op == opStream || op == opSnapshot || op == opCatalog || op == opCatchUp {
 			if dl, ok := ctx.Deadline(); ok {
 				timeout = time.Until(dl)
 			} else {
@@ -373,6 +373,8 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 			return nil, err
 		}
 		return json.Marshal(invokeRes{Status: st, Payload: resp})
+	case opStream:
+		return p.serveStream(ctx, body)
 	case opStates:
 		return p.serveStates(body)
 	case opCatchUp:

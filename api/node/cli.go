@@ -27,6 +27,7 @@ const usage = `usage: twinmesh <command> [flags]
 commands:
   serve     run a node (embedded defaults: ./data, HTTP :8080, MQTT :1883)
   token     print a SAS token for a device: twinmesh token [--data DIR] [--ttl 1h] DEVICE_ID
+  stream    device streams: 'stream proxy' forwards a local port to a device, 'stream agent' is the device side
   bench     load generator: simulated devices publish telemetry against a node, compared with a bare mochi broker
   backup    copy the store, from the running node or the file: twinmesh backup --data DIR --out FILE
   check     check every page of a stopped node's store: twinmesh check --data DIR
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, args[1:], stdout, stderr)
 	case "token":
 		err = tokenCmd(args[1:], stdout, stderr)
+	case "stream":
+		err = streamCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(ctx, args[1:], stdout, stderr)
 	case "backup":

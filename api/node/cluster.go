@@ -14,10 +14,11 @@ import (
 
 // local is this node as other members reach it: the actor system takes
 // their events and catalog changes, the device sessions their direct-method
-// calls.
+// calls and stream requests.
 type local struct {
 	*actors.System
 	actors.Commander
+	streams actors.StreamSignaller
 }
 
 // noSessions is the device sessions of a node without MQTT: none.
@@ -28,9 +29,10 @@ func (noSessions) InvokeMethod(context.Context, string, string, []byte) (int, []
 }
 
 var (
-	_ actors.Replication = (*tmcluster.Placement)(nil)
-	_ tmcluster.Local    = local{}
-	_ actors.Commander   = noSessions{}
+	_ actors.Replication    = (*tmcluster.Placement)(nil)
+	_ tmcluster.Local       = local{}
+	_ tmcluster.StreamLocal = local{}
+	_ actors.Commander      = noSessions{}
 )
 
 // clusterTLS loads the node's certificate and the cluster CA for mutual TLS

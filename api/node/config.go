@@ -59,6 +59,14 @@ type serveConfig struct {
 	LogLevel           string
 	LogFormat          string
 	Pprof              bool
+	// Device streams (CONTRACT section 11).
+	StreamURL           string
+	StreamAcceptTimeout time.Duration
+	StreamTokenTTL      time.Duration
+	StreamIdleTimeout   time.Duration
+	StreamMaxPerDevice  int
+	StreamMax           int
+	StreamRate          int
 }
 
 func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
@@ -108,6 +116,13 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (admin token required)")
+	fs.StringVar(&c.StreamURL, "stream-url", "", "ws:// or wss:// base URL devices connect back to for streams; empty: the Host the service used")
+	fs.DurationVar(&c.StreamAcceptTimeout, "stream-accept-timeout", 30*time.Second, "how long a device has to accept a stream and connect back (504 past it)")
+	fs.DurationVar(&c.StreamTokenTTL, "stream-token-ttl", 10*time.Second, "lifetime of a stream's one-time connect-back token")
+	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", 5*time.Minute, "a stream that carried no byte either way for this long is closed")
+	fs.IntVar(&c.StreamMaxPerDevice, "stream-max-per-device", 8, "most streams open or opening to one device through this node")
+	fs.IntVar(&c.StreamMax, "stream-max", 256, "most streams open or opening on this node")
+	fs.IntVar(&c.StreamRate, "stream-rate", 0, "bytes per second each direction of a stream may carry; 0 is no limit")
 	return fs
 }
 
@@ -227,6 +242,9 @@ func (c *serveConfig) checkRanges() error {
 		{"max-points", c.MaxPoints, 1, 100000},
 		{"max-points-per-message", c.MaxPointsPerMsg, 1, 100000},
 		{"max-point-name", c.MaxPointName, 1, 4096},
+		{"stream-max-per-device", c.StreamMaxPerDevice, 1, 100000},
+		{"stream-max", c.StreamMax, 1, 1_000_000},
+		{"stream-rate", c.StreamRate, 0, 1 << 40},
 	}
 	for _, f := range ints {
 		if f.v < f.min || f.v > f.max {
@@ -242,6 +260,9 @@ func (c *serveConfig) checkRanges() error {
 		{"commit-max-wait", c.CommitMaxWait, 0, time.Second},
 		{"telemetry-retention", c.TelemetryRetention, time.Minute, 100 * 365 * 24 * time.Hour},
 		{"mqtt-connect-timeout", c.MQTTConnectTimeout, 100 * time.Millisecond, 5 * time.Minute},
+		{"stream-accept-timeout", c.StreamAcceptTimeout, 100 * time.Millisecond, 5 * time.Minute},
+		{"stream-token-ttl", c.StreamTokenTTL, 100 * time.Millisecond, 5 * time.Minute},
+		{"stream-idle-timeout", c.StreamIdleTimeout, time.Second, 7 * 24 * time.Hour},
 		{"max-token-lifetime", c.MaxTokenLifetime, time.Minute, 100 * 365 * 24 * time.Hour},
 		{"coap-presence-window", c.COAPPresenceWindow, time.Second, 24 * time.Hour},
 	}

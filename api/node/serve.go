@@ -34,6 +34,7 @@ import (
 	"github.com/twinmesh/twinmesh/protocols/devicerate"
 	"github.com/twinmesh/twinmesh/protocols/mqtt"
 	"github.com/twinmesh/twinmesh/protocols/sas"
+	"github.com/twinmesh/twinmesh/protocols/streams"
 )
 
 func newLogger(c *serveConfig, w io.Writer) (*slog.Logger, error) {
@@ -285,6 +286,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	// the catalog is synced), or none.
 	var ms *mqtt.Server
 	var sessions actors.Commander = noSessions{}
+	var streamSessions actors.StreamSignaller = noSessions{}
 	rate := devicerate.New(c.DeviceRate, c.DeviceBurst) // one bucket per device, all protocols
 	if c.MQTT != "" || c.MQTTS != "" {
 		ms, err = mqtt.New(mqtt.Config{
@@ -296,7 +298,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		if err != nil {
 			return n, fmt.Errorf("%w: %v", errUsage, err)
 		}
-		sessions, n.mqtt = ms, ms
+		sessions, streamSessions, n.mqtt = ms, ms, ms
 	}
 	cs, err := newCoAP(c, n.sys, log, reg, rate)
 	if err != nil {
@@ -317,12 +319,20 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	hub := ws.NewHub(ws.Config{Logger: log, Authz: guard, AllowedOrigins: origins}, wsBackend{sys: n.sys, methods: router})
 	n.sys.OnEvent(wsSink(hub))
 	n.sys.OnTokensChanged(hub.Revalidate)
+	// Device streams: closed when their device is disabled or deleted, or
+	// their caller's token revoked.
+	streamBroker, err := newStreamBroker(c, n.sys.RouteStreams(streamSessions), log, reg)
+	if err != nil {
+		return n, err
+	}
+	n.sys.OnEvent(streamBroker.HandleEvent)
+	n.sys.OnTokensChanged(streamBroker.Revalidate)
 	n.stops = append(n.stops, func(context.Context) { hub.Close() })
 	if ms != nil {
 		n.sys.OnEvent(ms.HandleEvent)
 	}
 	// What other members send this node, until the actor system stopped.
-	n.spawn(func(ctx context.Context) { _ = n.place.Serve(ctx, local{n.sys, sessions}) })
+	n.spawn(func(ctx context.Context) { _ = n.place.Serve(ctx, local{n.sys, sessions, streamSessions}) })
 	if err := n.sys.Start(ctx); err != nil {
 		return n, err
 	}
@@ -363,6 +373,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 
 	apiSrv, err := api.New(api.Config{
 		Methods: api.Methods(router),
+		Streams: streamBroker,
 		Token:   token, Authz: guard, MaxTokenLifetime: c.MaxTokenLifetime,
 		System: n.sys, Logger: log, Registerer: reg, Gatherer: reg,
 		SignToken: func(id, key string, ttl time.Duration) (string, time.Time, error) {
@@ -384,6 +395,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		},
 		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
 			mux.Handle("GET /api/v1/ws", hub)
+			mux.Handle("GET "+streams.ConnectPath+"{id}", streamConnectBack(streamBroker))
 			mux.Handle("/", dashboard.Handler()) // "/api/" stays more specific
 			if c.Pprof {
 				mux.Handle("/debug/pprof/", auth(http.HandlerFunc(pprof.Index)))
@@ -408,6 +420,9 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		}
 	}()
 	n.stops = append(n.stops, func(ctx context.Context) { _ = n.http.Shutdown(ctx) })
+	// Streams are hijacked connections, which Shutdown does not wait for:
+	// they end first.
+	n.stops = append(n.stops, func(context.Context) { streamBroker.Close() })
 	log.Info("listening", "listener", "http", "addr", n.httpL.Addr().String())
 	if err := writeNodeInfo(c.Data, n.httpL.Addr().String()); err != nil {
 		log.Warn("write node.json", "err", err)

@@ -183,7 +183,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 				return true
 			}
 			return h.deny(cl, topic, write, "another device's topic (neither its own nor a device connected via it)")
-		case TopicTwinGet, TopicTwinPatchReported, TopicMethodResponse:
+		case TopicTwinGet, TopicTwinPatchReported, TopicMethodResponse, TopicStreamResponse:
 			return true
 		}
 		return h.deny(cl, topic, write, "devices may not publish on this topic")
@@ -198,7 +198,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 		kind, device = t.Kind, t.DeviceID
 	}
 	switch kind {
-	case TopicTwinResponse, TopicTwinDesired, TopicMethodRequest:
+	case TopicTwinResponse, TopicTwinDesired, TopicMethodRequest, TopicStreamRequest:
 		return true
 	case TopicDeviceBound:
 		if h.mayUseDevice(cl.ID, device) {
@@ -360,6 +360,8 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 			default:
 			}
 		}
+	case TopicStreamResponse:
+		s.answerStream(cl.ID, t.RID, t.Status)
 	default:
 		return refusePublish(cl, pk, packets.ErrTopicNameInvalid)
 	}

@@ -23,6 +23,8 @@ const (
 	TopicTwinDesired                 // $iothub/twin/PATCH/properties/desired/# (subscription)
 	TopicMethodRequest               // $iothub/methods/POST/# (subscription)
 	TopicMethodResponse              // $iothub/methods/res/{status}/?$rid={rid}
+	TopicStreamRequest               // $iothub/streams/POST/# (subscription)
+	TopicStreamResponse              // $iothub/streams/res/{status}/?$rid={rid}
 )
 
 // ErrBadTopic is returned for topics outside the scheme.
@@ -34,7 +36,7 @@ type Topic struct {
 	DeviceID string            // for devices/{id}/… topics
 	Props    map[string]string // the decoded property bag (or $iothub query)
 	RID      string            // $rid of twin and method topics
-	Status   int               // status of a method response
+	Status   int               // status of a method or stream response
 }
 
 // ParseTopic parses a topic a device publishes to. It is pure and total:
@@ -87,6 +89,12 @@ func ParseTopic(topic string) (Topic, error) {
 			return Topic{}, fmt.Errorf("%w: method status in %q", ErrBadTopic, topic)
 		}
 		t.Kind, t.Status = TopicMethodResponse, st
+	case strings.HasPrefix(path, "streams/res/"):
+		st, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(path, "streams/res/"), "/"))
+		if err != nil || st < 100 || st > 999 {
+			return Topic{}, fmt.Errorf("%w: stream status in %q", ErrBadTopic, topic)
+		}
+		t.Kind, t.Status = TopicStreamResponse, st
 	default:
 		return Topic{}, fmt.Errorf("%w: %q", ErrBadTopic, topic)
 	}
@@ -106,6 +114,8 @@ func ParseFilter(filter string) (TopicKind, string, error) {
 		return TopicTwinDesired, "", nil
 	case "$iothub/methods/POST/#":
 		return TopicMethodRequest, "", nil
+	case "$iothub/streams/POST/#":
+		return TopicStreamRequest, "", nil
 	}
 	rest, ok := strings.CutPrefix(filter, "devices/")
 	if !ok {

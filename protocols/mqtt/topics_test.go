@@ -21,6 +21,8 @@ func TestParseTopic(t *testing.T) {
 		{"$iothub/twin/GET/?$rid=42", Topic{Kind: TopicTwinGet, RID: "42", Props: map[string]string{"$rid": "42"}}, false},
 		{"$iothub/twin/PATCH/properties/reported/?$rid=a1", Topic{Kind: TopicTwinPatchReported, RID: "a1", Props: map[string]string{"$rid": "a1"}}, false},
 		{"$iothub/methods/res/200/?$rid=9", Topic{Kind: TopicMethodResponse, RID: "9", Status: 200, Props: map[string]string{"$rid": "9"}}, false},
+		{"$iothub/streams/res/403/?$rid=7", Topic{Kind: TopicStreamResponse, RID: "7", Status: 403, Props: map[string]string{"$rid": "7"}}, false},
+		{"$iothub/streams/res/20/?$rid=7", Topic{}, true},   // status out of range
 		{"$iothub/twin/GET/", Topic{}, true},                // no $rid
 		{"$iothub/methods/res/abc/?$rid=1", Topic{}, true},  // bad status
 		{"$iothub/twin/res/200/?$rid=1", Topic{}, true},     // a response topic is not publishable
@@ -57,6 +59,7 @@ func TestParseFilter(t *testing.T) {
 		{"$iothub/twin/res/#", TopicTwinResponse, "", false},
 		{"$iothub/twin/PATCH/properties/desired/#", TopicTwinDesired, "", false},
 		{"$iothub/methods/POST/#", TopicMethodRequest, "", false},
+		{"$iothub/streams/POST/#", TopicStreamRequest, "", false},
 		{"devices/d1/messages/devicebound/#", TopicDeviceBound, "d1", false},
 		{"devices/d1/messages/events/#", TopicTelemetry, "d1", false},
 		{"devices/+/messages/devicebound/#", 0, "", true},
@@ -76,7 +79,7 @@ func TestParseFilter(t *testing.T) {
 
 func FuzzParseTopic(f *testing.F) {
 	for _, s := range []string{"devices/d1/messages/events/$.ct=a&b=c", "$iothub/twin/GET/?$rid=1",
-		"$iothub/methods/res/200/?$rid=1", "devices/d/messages/devicebound/%", "$iothub/twin/PATCH/properties/reported/?$rid=&x"} {
+		"$iothub/methods/res/200/?$rid=1", "$iothub/streams/res/403/?$rid=9", "devices/d/messages/devicebound/%", "$iothub/twin/PATCH/properties/reported/?$rid=&x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, topic string) {
@@ -92,7 +95,7 @@ func FuzzParseTopic(f *testing.F) {
 			if tp.DeviceID == "" {
 				t.Fatalf("%q: device topic without device", topic)
 			}
-		case TopicTwinGet, TopicTwinPatchReported, TopicMethodResponse:
+		case TopicTwinGet, TopicTwinPatchReported, TopicMethodResponse, TopicStreamResponse:
 			if tp.RID == "" {
 				t.Fatalf("%q: $iothub topic without $rid", topic)
 			}
