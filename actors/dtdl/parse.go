@@ -790,13 +790,14 @@ func text(o map[string]any, key, path string) (string, error) {
 		}
 		sort.Strings(langs)
 		for _, l := range langs {
-			s, ok := v[l].(string)
-			if !ok {
+			if _, ok := v[l].(string); !ok {
 				return "", invalid(path+"."+key+memberPath(l), "a string, not %s", describe(v[l]))
 			}
-			return s, nil
 		}
-		return "", nil
+		if len(langs) == 0 {
+			return "", nil
+		}
+		return v[langs[0]].(string), nil
 	default:
 		return "", invalid(path+"."+key, "a string or a language map, not %s", describe(v))
 	}
