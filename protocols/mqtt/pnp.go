@@ -16,17 +16,25 @@ const maxReasonString = 512
 
 // ModelID returns the model-id parameter of an IoT Plug and Play user name,
 // "<host>/<deviceId>/?api-version=…&model-id=dtmi:…", or "" when there is
-// none. The DTMI itself is checked by the backend.
+// none. The DTMI itself is checked by the backend. The query is split by
+// hand: the Azure IoT device SDKs append the DTMI unescaped, and its ";"
+// makes url.ParseQuery refuse the whole query.
 func ModelID(username string) string {
 	_, query, ok := strings.Cut(username, "?")
 	if !ok {
 		return ""
 	}
-	q, err := url.ParseQuery(query)
-	if err != nil {
-		return ""
+	for _, kv := range strings.Split(query, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		if k != "model-id" {
+			continue
+		}
+		if u, err := url.QueryUnescape(v); err == nil {
+			return u
+		}
+		return v
 	}
-	return q.Get("model-id")
+	return ""
 }
 
 // announceModel passes the user name's model ID, if any, to a Backend that
