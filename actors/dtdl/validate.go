@@ -5,20 +5,19 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
-	"sort"
+
 	"strconv"
 	"strings"
 	"time"
 )
 
 // seg is one step of a JSON path into a payload. Paths are linked lists on
-// the stack and rendered only for an error, so a valid message allocates
-// nothing for them.
+// the stack, holding the payload's own bytes, and rendered only for an
+// error, so a valid message allocates nothing for them.
 type seg struct {
 	up  *seg
-	key string
-	idx int // -1 for a member
+	key []byte // quoted, as in the payload
+	idx int    // -1 for a member
 }
 
 func (s *seg) String() string {
@@ -27,7 +26,7 @@ func (s *seg) String() string {
 		if p.idx >= 0 {
 			parts = append(parts, "["+strconv.Itoa(p.idx)+"]")
 		} else {
-			parts = append(parts, memberPath(p.key))
+			parts = append(parts, memberPath(unquote(p.key)))
 		}
 	}
 	var b strings.Builder
@@ -38,23 +37,27 @@ func (s *seg) String() string {
 	return b.String()
 }
 
-func (s *seg) member(k string) seg { return seg{up: s, key: k, idx: -1} }
+// keyName is a member's name for a lookup: the compiler turns a map index
+// by string(bytes) into a lookup without allocation.
+func keyName(key []byte) []byte {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return key[1 : len(key)-1]
+	}
+	return []byte(unquote(key))
+}
 
-func decodeObject(payload []byte, what string) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+// object checks that payload is one JSON object and returns it trimmed.
+func object(payload []byte, what string) ([]byte, error) {
+	if !json.Valid(payload) {
+		var v any
+		err := json.Unmarshal(payload, &v)
 		return nil, mismatch("$", "%s is not JSON: %v", what, err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, mismatch("$", "%s has data after its JSON value", what)
+	b := bytes.TrimSpace(payload)
+	if b[0] != '{' {
+		return nil, mismatch("$", "%s is a JSON object, not %s", what, describeRaw(b))
 	}
-	o, ok := v.(map[string]any)
-	if !ok {
-		return nil, mismatch("$", "%s is a JSON object, not %s", what, describe(v))
-	}
-	return o, nil
+	return b, nil
 }
 
 // ValidateTelemetry checks a telemetry message: a JSON object whose
@@ -72,21 +75,19 @@ func (i *Interface) ValidateTelemetry(component string, payload []byte) error {
 		}
 		in = c.Interface
 	}
-	o, err := decodeObject(payload, "telemetry of a modelled device")
+	b, err := object(payload, "telemetry of a modelled device")
 	if err != nil {
 		return err
 	}
-	for _, k := range sortedKeys(o) {
-		p := seg{key: k, idx: -1}
-		t := in.telemetry[k]
+	return eachMember(b, func(key, v []byte) error {
+		t := in.telemetry[string(keyName(key))]
 		if t == nil {
-			return mismatch(p.String(), "%s", in.notTelemetry(k))
+			p := seg{key: key, idx: -1}
+			return mismatch(p.String(), "%s", in.notTelemetry(unquote(key)))
 		}
-		if err := check(t.Schema, o[k], &p, false); err != nil {
-			return err
-		}
-	}
-	return nil
+		p := seg{key: key, idx: -1}
+		return check(t.Schema, v, &p, false)
+	})
 }
 
 func (i *Interface) notTelemetry(k string) string {
@@ -100,118 +101,112 @@ func (i *Interface) notTelemetry(k string) string {
 // device. null deletes and is always allowed; a writable property may be
 // reported as an acknowledgement {"value":…,"ac":…,"av":…,"ad":…}.
 func (i *Interface) ValidateReported(patch []byte) error {
-	o, err := decodeObject(patch, "a reported patch")
+	b, err := object(patch, "a reported patch")
 	if err != nil {
 		return err
 	}
-	return i.properties1(o, nil, false)
+	return i.properties1(b, nil, false)
 }
 
 // ValidateDesired checks a desired-properties merge patch: only writable
 // properties (of the interface or its components), each of its schema.
 func (i *Interface) ValidateDesired(patch []byte) error {
-	o, err := decodeObject(patch, "a desired patch")
+	b, err := object(patch, "a desired patch")
 	if err != nil {
 		return err
 	}
-	return i.properties1(o, nil, true)
+	return i.properties1(b, nil, true)
 }
 
-func (i *Interface) properties1(o map[string]any, up *seg, desired bool) error {
-	for _, k := range sortedKeys(o) {
-		v := o[k]
-		p := up.member(k)
-		if strings.HasPrefix(k, "$") || up != nil && k == "__t" {
-			if up != nil && k == "__t" && v != "c" {
-				return mismatch(p.String(), "the component marker is \"c\", not %s", describe(v))
-			}
-			continue
+var markerKey = []byte(`"__t"`)
+
+func (i *Interface) properties1(b []byte, up *seg, desired bool) error {
+	return eachMember(b, func(key, v []byte) error {
+		name := keyName(key)
+		if len(name) > 0 && name[0] == '$' {
+			return nil // metadata such as $version
 		}
-		if pr := i.properties[k]; pr != nil {
-			if v == nil {
-				continue
+		if up != nil && string(name) == "__t" {
+			if !bytes.Equal(v, []byte(`"c"`)) {
+				p := seg{up: up, key: key, idx: -1}
+				return mismatch(p.String(), "the component marker is \"c\", not %s", describeRaw(v))
 			}
+			return nil
+		}
+		null := v[0] == 'n'
+		if pr := i.properties[string(name)]; pr != nil {
+			if null {
+				return nil
+			}
+			p := seg{up: up, key: key, idx: -1}
 			if desired && !pr.Writable {
-				return mismatch(p.String(), "property %q of %s is read-only (not writable)", k, i.ID)
+				return mismatch(p.String(), "property %q of %s is read-only (not writable)", pr.Name, i.ID)
 			}
-			if !desired && pr.Writable {
-				if ack, ok := v.(map[string]any); ok && isAck(ack) {
-					if err := checkAck(ack, &p); err != nil {
-						return err
-					}
-					if val, ok := ack["value"]; ok {
-						vp := p.member("value")
-						if err := check(pr.Schema, val, &vp, true); err != nil {
-							return err
-						}
-					}
-					continue
-				}
+			if !desired && pr.Writable && v[0] == '{' && isAck(v) {
+				return checkAck(pr.Schema, v, &p)
 			}
-			if err := check(pr.Schema, v, &p, true); err != nil {
-				return err
-			}
-			continue
+			return check(pr.Schema, v, &p, true)
 		}
+		p := seg{up: up, key: key, idx: -1}
 		if up == nil {
-			if c := i.components[k]; c != nil {
-				if v == nil {
-					continue
+			if c := i.components[string(name)]; c != nil {
+				if null {
+					return nil
 				}
-				co, ok := v.(map[string]any)
-				if !ok {
-					return mismatch(p.String(), "component %q takes an object of its properties, not %s", k, describe(v))
+				if v[0] != '{' {
+					return mismatch(p.String(), "component %q takes an object of its properties, not %s", c.Name, describeRaw(v))
 				}
 				if c.Interface == nil {
-					return mismatch(p.String(), "component %q names %s, which is not registered", k, c.SchemaID)
+					return mismatch(p.String(), "component %q names %s, which is not registered", c.Name, c.SchemaID)
 				}
-				if err := c.Interface.properties1(co, &p, desired); err != nil {
-					return err
-				}
-				continue
+				return c.Interface.properties1(v, &p, desired)
 			}
 		}
+		k := unquote(key)
 		if i.telemetry[k] != nil {
 			return mismatch(p.String(), "%q is telemetry of %s, not a property", k, i.ID)
 		}
 		return mismatch(p.String(), "%q is not a property of %s; its properties: %s", k, i.ID,
 			names(i.Properties, func(p *Property) string { return p.Name }))
-	}
-	return nil
+	})
 }
+
+var errNotAck = errors.New("not an acknowledgement")
 
 // isAck tells an IoT Plug and Play writable-property acknowledgement: an
 // object with "ac" and only the members value, ac, av, ad.
-func isAck(o map[string]any) bool {
-	if _, ok := o["ac"]; !ok {
-		return false
-	}
-	for k := range o {
-		switch k {
-		case "value", "ac", "av", "ad":
+func isAck(o []byte) bool {
+	hasAC := false
+	err := eachMember(o, func(key, _ []byte) error {
+		switch string(keyName(key)) {
+		case "ac":
+			hasAC = true
+		case "value", "av", "ad":
 		default:
-			return false
+			return errNotAck
 		}
-	}
-	return true
+		return nil
+	})
+	return err == nil && hasAC
 }
 
-func checkAck(o map[string]any, p *seg) error {
-	for _, k := range []string{"ac", "av"} {
-		if v, ok := o[k]; ok {
-			if n, isNum := v.(json.Number); !isNum || !isInt(n, 64) {
-				sp := p.member(k)
-				return mismatch(sp.String(), "an integer (the acknowledgement's %s), not %s", map[string]string{"ac": "status code", "av": "desired version"}[k], describe(v))
+func checkAck(s *Schema, o []byte, p *seg) error {
+	return eachMember(o, func(key, v []byte) error {
+		sp := seg{up: p, key: key, idx: -1}
+		switch k := string(keyName(key)); k {
+		case "ac", "av":
+			if !isNumber(v) || !isIntBits(v, 64) {
+				return mismatch(sp.String(), "an integer (the acknowledgement's %s), not %s", map[string]string{"ac": "status code", "av": "desired version"}[k], describeRaw(v))
 			}
+		case "ad":
+			if v[0] != '"' {
+				return mismatch(sp.String(), "a string (the acknowledgement's description), not %s", describeRaw(v))
+			}
+		case "value":
+			return check(s, v, &sp, true)
 		}
-	}
-	if v, ok := o["ad"]; ok {
-		if _, isStr := v.(string); !isStr {
-			sp := p.member("ad")
-			return mismatch(sp.String(), "a string (the acknowledgement's description), not %s", describe(v))
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // ValidateCommand checks a direct method call against the command of that
@@ -234,21 +229,21 @@ func (i *Interface) ValidateCommand(name string, payload []byte) error {
 		return mismatch("$", "%q is not a command of %s; its commands: %s", cmdName, in.ID,
 			names(in.Commands, func(c *Command) string { return c.Name }))
 	}
-	var v any
-	if len(bytes.TrimSpace(payload)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(payload))
-		dec.UseNumber()
-		if err := dec.Decode(&v); err != nil {
-			return mismatch("$", "the request of %q is not JSON: %v", cmdName, err)
-		}
+	v := bytes.TrimSpace(payload)
+	if len(v) == 0 {
+		v = []byte("null")
+	} else if !json.Valid(v) {
+		var x any
+		err := json.Unmarshal(v, &x)
+		return mismatch("$", "the request of %q is not JSON: %v", cmdName, err)
 	}
 	if c.Request == nil {
-		if m, ok := v.(map[string]any); v == nil || ok && len(m) == 0 {
+		if v[0] == 'n' || v[0] == '{' && skipWS(v, 1) < len(v) && v[skipWS(v, 1)] == '}' {
 			return nil
 		}
-		return mismatch("$", "command %q takes no request, got %s", cmdName, describe(v))
+		return mismatch("$", "command %q takes no request, got %s", cmdName, describeRaw(v))
 	}
-	if v == nil {
+	if v[0] == 'n' {
 		if c.Request.Nullable {
 			return nil
 		}
@@ -257,10 +252,12 @@ func (i *Interface) ValidateCommand(name string, payload []byte) error {
 	return check(c.Request.Schema, v, nil, false)
 }
 
-// check validates v against s; in a patch (merge semantics) null deletes
-// a member and is allowed inside objects and maps.
-func check(s *Schema, v any, p *seg, patch bool) error {
-	if v == nil {
+var intBits = map[Kind]int{Integer: 32, Long: 64, Short: 16, Byte: 8, UnsignedByte: 8, UnsignedShort: 16, UnsignedInteger: 32, UnsignedLong: 64}
+
+// check validates the JSON value v against s; in a patch (merge
+// semantics) null deletes a member and is allowed inside objects and maps.
+func check(s *Schema, v []byte, p *seg, patch bool) error {
+	if v[0] == 'n' {
 		if patch {
 			return nil
 		}
@@ -268,108 +265,91 @@ func check(s *Schema, v any, p *seg, patch bool) error {
 	}
 	switch s.Kind {
 	case Boolean:
-		if _, ok := v.(bool); ok {
+		if v[0] == 't' || v[0] == 'f' {
 			return nil
 		}
 	case String:
-		if _, ok := v.(string); ok {
+		if v[0] == '"' {
 			return nil
 		}
-	case Double, Decimal:
-		if n, ok := v.(json.Number); ok {
-			if _, err := strconv.ParseFloat(string(n), 64); err == nil {
+	case Double, Decimal, Float:
+		if isNumber(v) {
+			bits := 64
+			if s.Kind == Float {
+				bits = 32
+			}
+			if _, err := strconv.ParseFloat(string(v), bits); err == nil {
 				return nil
 			}
-			return mismatch(p.String(), "%s is out of range for %s", n, s.Kind)
-		}
-	case Float:
-		if n, ok := v.(json.Number); ok {
-			if _, err := strconv.ParseFloat(string(n), 32); err == nil {
-				return nil
-			}
-			return mismatch(p.String(), "%s is out of range for float", n)
+			return mismatch(p.String(), "%s is out of range for %s", v, s.Kind)
 		}
 	case Integer, Long, Short, Byte:
-		if n, ok := v.(json.Number); ok {
-			if isInt(n, map[Kind]int{Integer: 32, Long: 64, Short: 16, Byte: 8}[s.Kind]) {
+		if isNumber(v) {
+			if isIntBits(v, intBits[s.Kind]) {
 				return nil
 			}
-			return mismatch(p.String(), "want %s, got %s (not an integer in range)", s.Kind, n)
+			return mismatch(p.String(), "want %s, got %s (not an integer in range)", s.Kind, v)
 		}
 	case UnsignedByte, UnsignedShort, UnsignedInteger, UnsignedLong:
-		if n, ok := v.(json.Number); ok {
-			bits := map[Kind]int{UnsignedByte: 8, UnsignedShort: 16, UnsignedInteger: 32, UnsignedLong: 64}[s.Kind]
-			if _, err := strconv.ParseUint(string(n), 10, bits); err == nil {
+		if isNumber(v) {
+			if _, err := strconv.ParseUint(string(v), 10, intBits[s.Kind]); err == nil {
 				return nil
 			}
-			return mismatch(p.String(), "want %s, got %s (not an integer in range)", s.Kind, n)
+			return mismatch(p.String(), "want %s, got %s (not an integer in range)", s.Kind, v)
 		}
 	case Date, DateTime, Time, Duration, UUID, Bytes:
-		str, ok := v.(string)
-		if !ok {
+		if v[0] != '"' {
 			break
 		}
-		if textOK(s.Kind, str) {
+		if textOK(s.Kind, unquote(v)) {
 			return nil
 		}
-		return mismatch(p.String(), "want %s, got %s", s.want(), describe(v))
+		return mismatch(p.String(), "want %s, got %s", s.want(), describeRaw(v))
 	case Enum:
 		for _, ev := range s.EnumValues {
 			switch x := ev.Value.(type) {
 			case string:
-				if v == x {
+				if v[0] == '"' && textEquals(v, x) {
 					return nil
 				}
 			case int64:
-				if n, ok := v.(json.Number); ok && string(n) == strconv.FormatInt(x, 10) {
+				if isNumber(v) && string(v) == strconv.FormatInt(x, 10) {
 					return nil
 				}
 			}
 		}
-		return mismatch(p.String(), "want one of %s, got %s", s.want(), describe(v))
+		return mismatch(p.String(), "want one of %s, got %s", s.want(), describeRaw(v))
 	case Object:
-		o, ok := v.(map[string]any)
-		if !ok {
+		if v[0] != '{' {
 			break
 		}
-		for _, k := range sortedKeys(o) {
-			fp := p.member(k)
-			f := s.fields[k]
+		return eachMember(v, func(key, fv []byte) error {
+			fp := seg{up: p, key: key, idx: -1}
+			f := s.fields[string(keyName(key))]
 			if f == nil {
-				return mismatch(fp.String(), "the object has no field %q; its fields: %s", k,
+				return mismatch(fp.String(), "the object has no field %q; its fields: %s", unquote(key),
 					names(s.Fields, func(f *Field) string { return f.Name }))
 			}
-			if err := check(f.Schema, o[k], &fp, patch); err != nil {
-				return err
-			}
-		}
-		return nil
+			return check(f.Schema, fv, &fp, patch)
+		})
 	case Array:
-		a, ok := v.([]any)
-		if !ok {
+		if v[0] != '[' {
 			break
 		}
-		for k, x := range a {
+		return eachElement(v, func(k int, ev []byte) error {
 			ep := seg{up: p, idx: k}
-			if err := check(s.ElementSchema, x, &ep, false); err != nil {
-				return err
-			}
-		}
-		return nil
+			return check(s.ElementSchema, ev, &ep, false)
+		})
 	case Map:
-		o, ok := v.(map[string]any)
-		if !ok {
+		if v[0] != '{' {
 			break
 		}
-		for _, k := range sortedKeys(o) {
-			mp := p.member(k)
-			if err := check(s.MapValue.Schema, o[k], &mp, patch); err != nil {
-				return err
-			}
-		}
-		return nil
+		return eachMember(v, func(key, mv []byte) error {
+			mp := seg{up: p, key: key, idx: -1}
+			return check(s.MapValue.Schema, mv, &mp, patch)
+		})
 	}
-	return mismatch(p.String(), "want %s, got %s", s.want(), describe(v))
+	return mismatch(p.String(), "want %s, got %s", s.want(), describeRaw(v))
 }
 
 // want says what a value of s looks like, for an error message.
@@ -405,11 +385,6 @@ func (s *Schema) want() string {
 		return "bytes (base64)"
 	}
 	return string(s.Kind)
-}
-
-func isInt(n json.Number, bits int) bool {
-	_, err := strconv.ParseInt(string(n), 10, bits)
-	return err == nil
 }
 
 var timeLayouts = []string{"15:04:05", "15:04:05.999999999", "15:04:05Z07:00", "15:04:05.999999999Z07:00"}
@@ -493,18 +468,6 @@ func isUUID(s string) bool {
 		}
 	}
 	return true
-}
-
-// sortedKeys makes the first error reported for a payload deterministic.
-func sortedKeys(o map[string]any) []string {
-	keys := make([]string, 0, len(o))
-	for k := range o {
-		keys = append(keys, k)
-	}
-	if len(keys) > 1 {
-		sort.Strings(keys)
-	}
-	return keys
 }
 
 func names[T any](list []T, name func(T) string) string {
