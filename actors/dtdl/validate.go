@@ -118,7 +118,6 @@ func (i *Interface) ValidateDesired(patch []byte) error {
 	return i.properties1(b, nil, true)
 }
 
-
 func (i *Interface) properties1(b []byte, up *seg, desired bool) error {
 	return eachMember(b, func(key, v []byte) error {
 		name := keyName(key)
