@@ -26,8 +26,9 @@ const thermostatModel = "dtmi:twinmesh:example:Thermostat;1"
 
 // mqtt5Publish connects as an MQTT 5 client, publishes one QoS 1 message
 // and returns the PUBACK's reason code and reason string: the two things
-// an MQTT 5 device reads when a publish is refused. (paho.mqtt.golang
-// speaks 3.1.1 only, and mosquitto_pub does not print reason strings.)
+// an MQTT 5 device reads when a publish is refused, exactly as sent
+// (paho.mqtt.golang speaks 3.1.1 only; mosquitto_pub prints both, in
+// prose).
 func mqtt5Publish(t *testing.T, addr, id, user, password, topic, payload string) (byte, string) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -270,4 +271,39 @@ func TestModelsThroughTheBinary(t *testing.T) {
 	}
 	_ = stdin.Close()
 	next("closed")
+}
+
+// TestReadmeModelCommands runs the README's device-model commands as they
+// are written (only ports and the data folder are the test's own) and
+// checks what they printed and did.
+func TestReadmeModelCommands(t *testing.T) {
+	for _, tool := range []string{"mosquitto_pub", "curl", "bash"} {
+		testutil.RequireTool(t, tool)
+	}
+	data := t.TempDir()
+	n := testutil.Start(t, data)
+	_, mqttPort, _ := net.SplitHostPort(n.Addr("mqtt"))
+	script := strings.NewReplacer("-p 1883", "-p "+mqttPort, "localhost:8080", n.Addr("http"),
+		"--data ./data", "--data "+data, "data/admin.token", filepath.Join(data, "admin.token")).Replace(readmeBlock(t, "checked by TestReadmeModelCommands"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-e", "-o", "pipefail", "-c", script)
+	cmd.Dir = testutil.RepoRoot()
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(testutil.Binary(t))+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the README's commands failed: %v\n%s\n--- script:\n%s", err, out, script)
+	}
+	for _, want := range []string{`"unit":"degreeCelsius"`, `"modelId":"` + thermostatModel + `"`,
+		`$.mode: want one of \"off\", \"heat\", \"eco\", got the string \"turbo\"`, "Payload format invalid",
+		`$.temperature: want double, got the string "hot"`,
+		`"temperature":{"value":21.5`, `"mode":"eco"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), `"hot"}`) && strings.Contains(string(out), `"value":"hot"`) {
+		t.Errorf("refused telemetry stored:\n%s", out)
+	}
+	t.Logf("output of the README's commands:\n%s", out)
 }
