@@ -170,6 +170,29 @@ func TestModelsThroughTheBinary(t *testing.T) {
 		t.Fatalf("validation event %+v: %v", ev, err)
 	}
 
+	// A desired patch over the WebSocket API is refused like over REST.
+	if err := ws.WriteJSON(map[string]any{"id": 2, "op": "patch", "entity": "mq-1", "desired": map[string]any{"enabled": "yes"}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var r struct {
+			ID    int
+			OK    bool
+			Type  string
+			Error struct{ Code, Message string }
+		}
+		if err := ws.ReadJSON(&r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Type == "validation" {
+			continue // the refusal's own event
+		}
+		if r.ID != 2 || r.OK || r.Error.Code != "bad_request" || !strings.Contains(r.Error.Message, "$.enabled: want boolean") {
+			t.Fatalf("WebSocket patch reply %+v", r)
+		}
+		break
+	}
+
 	// Twin reported patches over MQTT: res/400 with the reason.
 	c := connectDevice(t, n, d)
 	var box inbox
