@@ -81,6 +81,12 @@ func TestModelsFollowTheCatalog(t *testing.T) {
 	if err := s.CheckReported("r1", []byte(`{"thermostat":{"__t":"c","mode":"heat"}}`)); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.CheckTelemetry("r1", "thermostat", []byte(`{"state":"cooling"}`)); err == nil || !strings.Contains(err.Error(), `$.state: want one of "idle", "heating"`) {
+		t.Fatalf("component telemetry ($.sub): %v", err)
+	}
+	if err := s.CheckTelemetry("r1", "thermostat", []byte(`{"state":"idle"}`)); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.CheckCommand("r1", "thermostat*reboot", []byte(`"now"`)); err == nil || !strings.Contains(err.Error(), "want integer") {
 		t.Fatalf("component command: %v", err)
 	}
