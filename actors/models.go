@@ -225,9 +225,12 @@ func (s *System) DeviceModelID(deviceID string) string {
 	if ok {
 		return mid
 	}
+	// An entity without an identity (a room, or a device not registered
+	// yet) is cached as "" too: registering it publishes an identity event,
+	// which drops the entry on every member.
 	idn, err := s.store.GetIdentity(deviceID)
-	if err != nil {
-		return "" // not cached: the device may be registered soon
+	if err != nil && !errors.Is(err, persistence.ErrNotFound) {
+		return "" // not cached: a read error may pass
 	}
 	r.devMu.Lock()
 	if len(r.devices) >= maxCachedDevices {
