@@ -261,7 +261,7 @@ func (s *Server) patchTwin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("ETag", fmt.Sprintf("%q", strconv.FormatInt(v, 10)))
-	writeJSON(w, 200, doc)
+	writeJSON(w, 200, s.withModelID(r.PathValue("id"), doc))
 	return nil
 }
 

@@ -73,7 +73,9 @@ func TestModelsREST(t *testing.T) {
 	if msg := errorOf(c.MustDo(t, "PATCH", "/api/v1/twins/th-1", `{"desired":{"serialNumber":"x"}}`, 400)); !strings.Contains(msg, "read-only") {
 		t.Fatalf("read-only: %s", msg)
 	}
-	c.MustDo(t, "PATCH", "/api/v1/twins/th-1", `{"desired":{"mode":"eco","targetTemperature":20.5,"enabled":true}}`, 200)
+	if got := c.MustDo(t, "PATCH", "/api/v1/twins/th-1", `{"desired":{"mode":"eco","targetTemperature":20.5,"enabled":true}}`, 200); !strings.Contains(string(got), `"modelId":"`+thermostatID+`"`) {
+		t.Fatalf("the twin a PATCH returns lacks modelId: %s", got)
+	}
 	c.MustDo(t, "PATCH", "/api/v1/twins/plain-1", `{"desired":{"mode":"turbo"}}`, 200) // no model: as before
 	if msg := errorOf(c.MustDo(t, "POST", "/api/v1/devices/th-1/methods/getMaxMinReport", `{"payload":"yesterday"}`, 400)); !strings.Contains(msg, "want a dateTime") {
 		t.Fatalf("command: %s", msg)

@@ -93,6 +93,7 @@ func TestDashboardModelledDevice(t *testing.T) {
 	if got := eval(`document.querySelector('[data-point="temperature"]').previousElementSibling.textContent`); got != "Temperature" {
 		t.Fatalf("telemetry label %q", got)
 	}
+	poll("chart caption", `(document.querySelector('[data-chart="temperature"] figcaption')||{}).textContent === "Temperature (°C)"`)
 	if got := text(`[data-prop="targetTemperature"]`); got != "20 °C" {
 		t.Fatalf("reported target temperature %q (the acknowledgement's value, with its unit)", got)
 	}

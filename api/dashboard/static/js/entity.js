@@ -14,6 +14,8 @@
     $('#history-note').textContent = '';
     await refresh();
     if (state.selected !== id) return;
+    if (state.twin) await TM.renderModel(state.twin); // names and units for the charts
+    if (state.selected !== id) return;
     await TM.loadCharts(id);
     TM.subscribeSelected();
   }
