@@ -18,6 +18,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/twinmesh/twinmesh/internal/testutil"
 )
@@ -209,6 +211,36 @@ func TestModelsThroughTheBinary(t *testing.T) {
 		if !strings.Contains(metrics, fmt.Sprintf(`twinmesh_model_validation_failures_total{device="mq-1",kind=%q,model=%q}`, kind, thermostatModel)) {
 			t.Errorf("no %s failures counted for mq-1", kind)
 		}
+	}
+
+	// CoAP: a device registered with its model; 4.00 with the reason.
+	cd := register(t, api, "coap-1", `{"modelId":"`+thermostatModel+`"}`)
+	co := dialCoAP(t, n.Addr("coap"))
+	ctok := sasQuery(token(t, cd.ID, cd.Primary, time.Hour))
+	for _, c := range []struct {
+		path, body string
+		want       codes.Code
+	}{
+		{"/devices/coap-1/messages/events", `{"temperature":19.5}`, codes.Changed},
+		{"/devices/coap-1/messages/events", `{"temperature":"cold"}`, codes.BadRequest},
+		{"/devices/coap-1/twin/reported", `{"serialNumber":"C-1"}`, codes.Changed},
+		{"/devices/coap-1/twin/reported", `{"serialNumber":1}`, codes.BadRequest},
+	} {
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := co.Post(cctx, c.path, message.AppJSON, strings.NewReader(c.body), ctok)
+		ccancel()
+		if err != nil || res.Code() != c.want {
+			t.Fatalf("CoAP POST %s %s: %v %v, want %v", c.path, c.body, res, err, c.want)
+		}
+		if c.want == codes.BadRequest {
+			body, _ := res.ReadBody()
+			if !strings.Contains(string(body), "does not match model "+thermostatModel) {
+				t.Fatalf("CoAP refusal body %q", body)
+			}
+		}
+	}
+	if tw := twinOf(t, api, "coap-1"); tw.Telemetry["temperature"]["value"] != 19.5 || tw.Reported["serialNumber"] != "C-1" {
+		t.Fatalf("CoAP device twin: %+v", tw)
 	}
 
 	// The Azure IoT device SDK for Node with its ModelId option, over MQTT/TLS.
