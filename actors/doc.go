@@ -15,4 +15,12 @@
 // Grains passivate after Config.IdleTimeout and re-activate from the store on
 // their next message, so the number of registered twins is bounded by disk,
 // not memory.
+//
+// Device models (models.go, CONTRACT section 12) are catalog data like
+// rules: DTDL interfaces stored in persistence.BucketModels, parsed by
+// package actors/dtdl into an immutable snapshot that CatalogChanged
+// reloads. The protocol adapters and the API call the System's Check*
+// methods at the edge, before a message reaches a grain; a device's model ID
+// is cached (and dropped on each identity event), so a message of a device
+// without a model costs a map lookup, and the grains never see models.
 package actors

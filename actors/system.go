@@ -157,6 +157,8 @@ type System struct {
 	rulesMu sync.Mutex // serialises rule set updates
 	actions *actionRunner
 
+	models *modelRegistry
+
 	tokens        atomic.Pointer[tokenSet]
 	tokenLoadMu   sync.Mutex // serialises loadTokens
 	tokenMu       sync.Mutex // guards tokenWatchers
@@ -190,6 +192,7 @@ func New(cfg Config) (*System, error) {
 	}
 	s.send = s.attempt
 	s.rules.Store(&ruleSet{})
+	s.models = newModelRegistry(cfg.Registerer)
 	s.actions = newActionRunner(s)
 	s.timers = newTimerService(s)
 	return s, nil
@@ -212,6 +215,9 @@ func (s *System) publish(e Event) {
 
 // publishLocal hands an event to this node's sinks only.
 func (s *System) publishLocal(e Event) {
+	if e.Type == EventIdentity {
+		s.models.forgetDevice(e.Entity) // its model may have changed
+	}
 	s.sinksMu.RLock()
 	sinks := s.sinks
 	s.sinksMu.RUnlock()
@@ -238,11 +244,13 @@ func (s *System) DeliverRemoteEvents(evs []json.RawMessage) {
 // in its store: rules and access tokens are reloaded so they apply here at
 // once (a revoked token's WebSockets close, see OnTokensChanged).
 func (s *System) CatalogChanged(buckets []string) {
-	var rulesChanged, tokensChanged bool
+	var rulesChanged, tokensChanged, modelsChanged bool
 	for _, b := range buckets {
 		switch b {
+		case string(persistence.BucketModels):
+			modelsChanged = true
 		case string(persistence.BucketRules), string(persistence.BucketTombstones):
-			rulesChanged = true
+			rulesChanged, modelsChanged = true, true
 		case string(persistence.BucketTokens):
 			tokensChanged = true
 		}
@@ -255,6 +263,11 @@ func (s *System) CatalogChanged(buckets []string) {
 	if rulesChanged {
 		if err := s.loadRules(); err != nil {
 			s.log.Warn("reload rules", "err", err)
+		}
+	}
+	if modelsChanged {
+		if err := s.loadModels(); err != nil {
+			s.log.Warn("reload models", "err", err)
 		}
 	}
 }
@@ -292,6 +305,9 @@ func (s *System) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("remote address %q: bad port: %w", s.cfg.RemoteAddr, err)
 	}
 	if err := s.loadRules(); err != nil {
+		return err
+	}
+	if err := s.loadModels(); err != nil {
 		return err
 	}
 	if err := s.loadTokens(); err != nil {

@@ -41,6 +41,9 @@ func raiseAlert(t *testing.T, e *accessEnv, w, _ string) map[string]string {
 
 const rule = `{"scope":{"kind":"device"},"when":"telemetry.temperature > 90","then":[{"alert":{"severity":"minor"}}]}`
 
+// model is a DTDL interface whose @id is dtmi:t:m{n};1.
+const model = `{"@context":"dtmi:dtdl:context;3","@id":"dtmi:t:m{n};1","@type":"Interface","contents":[{"@type":"Telemetry","name":"t","schema":"double"}]}`
+
 func restCases() []restCase {
 	return []restCase{
 		{route: "PUT /api/v1/entities/{id}", need: "admin", method: "PUT", path: "/api/v1/entities/{w}-new-{n}", body: `{"kind":"room","parent":"{w}-r"}`, ok: 201},
@@ -102,6 +105,18 @@ func restCases() []restCase {
 		{route: "DELETE /api/v1/rules/{id}", need: "whole", method: "DELETE", path: "/api/v1/rules/del-{n}", ok: 200, only: "in",
 			setup: func(t *testing.T, e *accessEnv, _, n string) map[string]string {
 				e.admin.MustDo(t, "PUT", "/api/v1/rules/del-"+n, rule, 201)
+				return nil
+			}},
+		{route: "PUT /api/v1/models/{dtmi}", need: "whole", method: "PUT", path: "/api/v1/models/dtmi:t:m{n};1", body: model, ok: 201, only: "in"},
+		{route: "GET /api/v1/models/{dtmi}", need: "viewer", method: "GET", path: "/api/v1/models/dtmi:t:get{n};1", ok: 200, only: "in",
+			setup: func(t *testing.T, e *accessEnv, _, n string) map[string]string {
+				e.admin.MustDo(t, "PUT", "/api/v1/models/dtmi:t:get"+n+";1", strings.ReplaceAll(model, "m{n}", "get"+n), 201)
+				return nil
+			}},
+		{route: "GET /api/v1/models", need: "viewer", method: "GET", path: "/api/v1/models", ok: 200, only: "in"},
+		{route: "DELETE /api/v1/models/{dtmi}", need: "whole", method: "DELETE", path: "/api/v1/models/dtmi:t:del{n};1", ok: 200, only: "in",
+			setup: func(t *testing.T, e *accessEnv, _, n string) map[string]string {
+				e.admin.MustDo(t, "PUT", "/api/v1/models/dtmi:t:del"+n+";1", strings.ReplaceAll(model, "m{n}", "del"+n), 201)
 				return nil
 			}},
 		{route: "GET /api/v1/alerts", need: "viewer", method: "GET", path: "/api/v1/alerts?under={w}-b", ok: 200},

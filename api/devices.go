@@ -66,6 +66,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.sys.Identity(r.Context(), id); err != nil {
 		return err
 	}
+	if err := s.sys.CheckCommand(id, r.PathValue("name"), b.Payload); err != nil {
+		return err
+	}
 	if s.cfg.Methods == nil {
 		return errcode.New(errcode.NotConnected, "no protocol adapter is running on this node")
 	}

@@ -119,18 +119,34 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var spec actors.EntitySpec
+	var b struct {
+		actors.EntitySpec
+		// ModelID names the device's DTDL model (CONTRACT section 12).
+		ModelID *string `json:"modelId"`
+	}
 	if len(body) > 0 {
-		if err := unmarshal(body, &spec); err != nil {
+		if err := unmarshal(body, &b); err != nil {
 			return err
 		}
 	}
+	spec := b.EntitySpec
 	if err := s.checkPlacement(r, spec); err != nil {
 		return err
+	}
+	if b.ModelID != nil && *b.ModelID != "" {
+		if _, err := s.sys.Model(r.Context(), *b.ModelID); err != nil {
+			return errcode.New(errcode.BadRequest, "modelId: %v; PUT /api/v1/models/%s first", errcode.Message(err), *b.ModelID)
+		}
 	}
 	idn, created, err := s.sys.RegisterDevice(r.Context(), r.PathValue("id"), spec.Kind, &spec)
 	if err != nil {
 		return err
+	}
+	if b.ModelID != nil && *b.ModelID != idn.ModelID {
+		if err := s.sys.SetDeviceModel(r.Context(), idn.DeviceID, *b.ModelID, true); err != nil {
+			return err
+		}
+		idn.ModelID = *b.ModelID
 	}
 	status := http.StatusOK
 	if created {
@@ -199,7 +215,7 @@ func (s *Server) getTwin(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
-	writeJSON(w, 200, doc)
+	writeJSON(w, 200, s.withModelID(r.PathValue("id"), doc))
 	return nil
 }
 
@@ -237,12 +253,15 @@ func (s *Server) patchTwin(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	if err := s.sys.CheckDesired(r.PathValue("id"), raw["desired"]); err != nil {
+		return err
+	}
 	doc, v, err := s.sys.PatchTwin(r.Context(), r.PathValue("id"), actors.PatchBody{Desired: raw["desired"], Tags: raw["tags"]}, ifv)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("ETag", fmt.Sprintf("%q", strconv.FormatInt(v, 10)))
-	writeJSON(w, 200, doc)
+	writeJSON(w, 200, s.withModelID(r.PathValue("id"), doc))
 	return nil
 }
 

@@ -42,10 +42,11 @@ type Device struct {
 	PrimaryKey   string `json:"primaryKey"`
 	SecondaryKey string `json:"secondaryKey"`
 	Status       string `json:"status"`
+	ModelID      string `json:"modelId,omitempty"`
 }
 
 func deviceView(i persistence.Identity) Device {
-	return Device{ID: i.DeviceID, PrimaryKey: i.PrimaryKey, SecondaryKey: i.SecondaryKey, Status: i.Status}
+	return Device{ID: i.DeviceID, PrimaryKey: i.PrimaryKey, SecondaryKey: i.SecondaryKey, Status: i.Status, ModelID: i.ModelID}
 }
 
 // Message is a cloud-to-device message as the API shows it: the payload as

@@ -180,6 +180,7 @@ var catalogSections = []struct {
 	{string(BucketGrains), []byte(BucketGrains), wireDocPut},
 	{string(BucketMembers), []byte(BucketMembers), wireDocPut},
 	{string(BucketTokens), []byte(BucketTokens), wireDocPut},
+	{string(BucketModels), []byte(BucketModels), wireDocPut},
 }
 
 // CatalogSnapshot returns the catalog (every entity, identity and document

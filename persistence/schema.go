@@ -80,7 +80,7 @@ func allBuckets() [][]byte {
 	return [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities,
 		bktTelemetry, bktTelemetryLog, bktInbox, bktEpochs,
 		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants), []byte(BucketTombstones),
-		[]byte(BucketGrains), []byte(BucketMembers), []byte(BucketTokens)}
+		[]byte(BucketGrains), []byte(BucketMembers), []byte(BucketTokens), []byte(BucketModels)}
 }
 
 // readSchema returns the stored schema version; a file without a meta bucket

@@ -36,6 +36,9 @@ type Identity struct {
 	SecondaryKey string    `json:"secondaryKey"`
 	Status       string    `json:"status"` // "enabled" | "disabled"
 	CreatedAt    time.Time `json:"createdAt"`
+	// ModelID is the DTMI of the device's DTDL model (CONTRACT section
+	// 12), "" for a device without one.
+	ModelID string `json:"modelId,omitempty"`
 }
 
 // TelemetryRecord is record.TelemetryRecord: the type lives in package record so that the pure
@@ -93,13 +96,16 @@ const (
 	// stays, marked, until it expires: a member that was away when it was
 	// revoked takes the revoked copy, and cannot bring the token back.
 	BucketTokens Bucket = "tokens"
+	// BucketModels holds the DTDL interfaces of device models (CONTRACT
+	// section 12), keyed by DTMI, as the documents clients stored.
+	BucketModels Bucket = "models"
 )
 
 // valid reports whether b is one of the document buckets.
 func (b Bucket) valid() bool {
 	switch b {
 	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones, BucketGrains, BucketMembers,
-		BucketTokens:
+		BucketTokens, BucketModels:
 		return true
 	}
 	return false

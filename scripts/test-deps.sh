@@ -2,7 +2,8 @@
 # Installs what the test suite needs when it is missing: protoc is not needed
 # (generated code is committed); the MQTT and CoAP (libcoap) command-line clients, Chromium for
 # the dashboard browser test, iproute2 and nftables for the network
-# namespaces of the Jepsen test, and staticcheck. Safe to run repeatedly.
+# namespaces of the Jepsen test, staticcheck, and npm with the Azure IoT device
+# SDK for Node.js. Safe to run repeatedly.
 set -euo pipefail
 need=()
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
@@ -14,10 +15,18 @@ command -v coap-client-openssl >/dev/null 2>&1 || need+=(libcoap3-bin)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The Azure IoT device SDK for Node.js (pinned in package-lock.json), for
+# TestModelsThroughTheBinary.
+pnp="$(cd "$(dirname "$0")/.." && pwd)/api/node/testdata/pnp-device"
+if [ ! -d "$pnp/node_modules/azure-iot-device-mqtt" ]; then
+  echo "installing the Azure IoT device SDK into $pnp"
+  (cd "$pnp" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

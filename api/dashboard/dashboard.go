@@ -5,7 +5,9 @@
 // (GET /api/v1/tokens/self; the server enforces them).
 //
 // The page is plain scripts, one per part (static/js: core, tree, charts,
-// entity, grid, alerts, tokens, app), with no build step. One library is
+// entity, model, grid, alerts, tokens, app), with no build step. model.js
+// draws a device's DTDL model (CONTRACT section 12): display names, units,
+// typed inputs for writable properties, command forms. One library is
 // vendored, uPlot 1.6.32 (static/vendor, MIT, its licence beside it), for
 // the time-series charts. The layout is checked in headless Chromium by
 // api/node's dashboard tests, which compare element boxes and screenshot

@@ -28,6 +28,9 @@ func (b coapBackend) MayActFor(ctx context.Context, gw, dev string) (bool, error
 }
 
 func (b coapBackend) Telemetry(ctx context.Context, id string, m coap.Telemetry) error {
+	if err := b.sys.CheckTelemetry(id, "", m.Payload); err != nil {
+		return err
+	}
 	return b.sys.Telemetry(ctx, id, actors.DecodeTelemetry(m.Payload, m.ContentType, m.TS, nil))
 }
 
@@ -36,6 +39,9 @@ func (b coapBackend) GetTwin(ctx context.Context, id string) (json.RawMessage, j
 }
 
 func (b coapBackend) PatchReported(ctx context.Context, id string, patch []byte) (int64, error) {
+	if err := b.sys.CheckReported(id, patch); err != nil {
+		return 0, err
+	}
 	return b.sys.PatchReported(ctx, id, patch)
 }
 

@@ -30,6 +30,9 @@ func (b mqttBackend) MayRead(ctx context.Context, sub, dev string) (bool, error)
 }
 
 func (b mqttBackend) Telemetry(ctx context.Context, id string, m mqtt.Telemetry) error {
+	if err := b.sys.CheckTelemetry(id, m.Component, m.Payload); err != nil {
+		return err // a modelled device's message that does not match its model
+	}
 	in := actors.DecodeTelemetry(m.Payload, m.ContentType, m.TS, m.Properties)
 	in.MessageID = m.MessageID
 	return b.sys.Telemetry(ctx, id, in)
@@ -51,7 +54,16 @@ func (b mqttBackend) GetTwin(ctx context.Context, id string) (json.RawMessage, j
 }
 
 func (b mqttBackend) PatchReported(ctx context.Context, id string, patch []byte) (int64, error) {
+	if err := b.sys.CheckReported(id, patch); err != nil {
+		return 0, err
+	}
 	return b.sys.PatchReported(ctx, id, patch)
+}
+
+// AnnounceModel records the model ID an IoT Plug and Play device names in
+// its MQTT user name; the model need not be registered yet.
+func (b mqttBackend) AnnounceModel(ctx context.Context, id, modelID string) error {
+	return b.sys.SetDeviceModel(ctx, id, modelID, false)
 }
 
 // SetConnection records the MQTT session; the twin shows "mqtt" as the

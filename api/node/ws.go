@@ -22,6 +22,9 @@ func (b wsBackend) GetTwin(ctx context.Context, id string) (json.RawMessage, err
 }
 
 func (b wsBackend) PatchDesired(ctx context.Context, id string, patch json.RawMessage, ifVersion *int64) (json.RawMessage, error) {
+	if err := b.sys.CheckDesired(id, patch); err != nil {
+		return nil, err
+	}
 	doc, _, err := b.sys.PatchTwin(ctx, id, actors.PatchBody{Desired: patch}, ifVersion)
 	return doc, err
 }
@@ -32,6 +35,9 @@ func (b wsBackend) Invoke(ctx context.Context, id, method string, payload json.R
 	}
 	if len(payload) == 0 {
 		payload = json.RawMessage("null")
+	}
+	if err := b.sys.CheckCommand(id, method, payload); err != nil {
+		return 0, nil, err
 	}
 	st, resp, err := b.methods.InvokeMethod(ctx, id, method, payload)
 	if err != nil {

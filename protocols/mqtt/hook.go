@@ -113,7 +113,7 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		}
 		return h.refuse(reason, cl, err.Error())
 	}
-	return true
+	return h.announceModel(cl, string(pk.Connect.Username))
 }
 
 // OnSessionEstablished records the session and marks the device connected.
@@ -267,6 +267,7 @@ func (h *hook) respondError(cl *mochi.Client, rid string, err error) {
 // retransmit).
 func refuseFor(cl *mochi.Client, pk packets.Packet, err error) (packets.Packet, error) {
 	_, reason := reply(err)
+	reason.Reason = reasonString(err, reason)
 	return refusePublish(cl, pk, reason)
 }
 
@@ -318,7 +319,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	switch t.Kind {
 	case TopicTelemetry:
 		m := Telemetry{TS: time.Now().UTC(), Payload: pk.Payload, ContentType: t.Props[PropContentType],
-			Properties: userProperties(t.Props), MessageID: t.Props[PropMessageID], QoS: pk.FixedHeader.Qos}
+			Properties: userProperties(t.Props), MessageID: t.Props[PropMessageID], QoS: pk.FixedHeader.Qos, Component: t.Props[PropComponent]}
 		if m.QoS == 0 {
 			select {
 			case s.qos0 <- qos0Item{device: t.DeviceID, m: m}:

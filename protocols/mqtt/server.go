@@ -41,6 +41,9 @@ type Telemetry struct {
 	// retransmission whose ID it already stored.
 	MessageID string
 	QoS       byte
+	// Component is IoT Plug and Play's $.sub: the component of the
+	// device's model the telemetry belongs to, "" for the model itself.
+	Component string
 }
 
 // C2DMessage is a pending cloud-to-device message.
@@ -70,6 +73,14 @@ type Backend interface {
 	SetConnection(ctx context.Context, deviceID string, connected bool) error
 	PendingMessages(ctx context.Context, deviceID string) ([]C2DMessage, error)
 	MessageDelivered(ctx context.Context, deviceID, messageID string) error
+}
+
+// ModelAnnouncer is an optional capability of a Backend: it records the
+// DTDL model ID an IoT Plug and Play device names in its CONNECT user name
+// ("<host>/<deviceId>/?api-version=…&model-id=dtmi:…"). It is called once
+// per accepted connection that names one; an error refuses the connection.
+type ModelAnnouncer interface {
+	AnnounceModel(ctx context.Context, deviceID, modelID string) error
 }
 
 // Config configures a Server. Zero values mean the defaults.

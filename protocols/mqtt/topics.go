@@ -185,6 +185,9 @@ const (
 	PropContentType     = "$.ct"
 	PropContentEncoding = "$.ce"
 	PropMessageID       = "$.mid"
+	// PropComponent names the model component telemetry belongs to (IoT
+	// Plug and Play).
+	PropComponent = "$.sub"
 )
 
 // userProperties returns the bag without system properties (those starting "$").

@@ -79,7 +79,7 @@
     if (state.selectedSub) { send({ op: 'unsubscribe', sub: state.selectedSub }).catch(() => {}); state.selectedSub = null; }
     if (!state.selected) return;
     try {
-      const r = await send({ op: 'subscribe', entity: state.selected, events: ['twin', 'telemetry', 'connection', 'rollup', 'alert'] });
+      const r = await send({ op: 'subscribe', entity: state.selected, events: ['twin', 'telemetry', 'connection', 'rollup', 'alert', 'validation'] });
       state.selectedSub = r.sub;
     } catch (_) { /* shown by the badge */ }
   }
@@ -91,6 +91,7 @@
     if (ev.type === 'topology') later('tree', TM.loadTree, 300);
     if (ev.entity !== state.selected || ev.sub !== state.selectedSub) return;
     if (ev.type === 'telemetry') { TM.entityTelemetry(ev); return; }
+    if (ev.type === 'validation') { TM.modelValidation(ev); return; }
     later('twin', TM.refreshTwin, 100);
   }
 

@@ -76,9 +76,12 @@
     const holders = [];
     for (const [name, pts] of [...series.entries()].sort()) {
       if (!pts.length) continue;
+      // A modelled device's charts carry the point's display name and unit.
+      const p = TM.modelPoint(name);
+      const caption = p.label + (p.unit ? ` (${p.unit})` : '');
       const holder = el('figure', { class: 'chart', 'data-chart': name, role: 'img',
-        'aria-label': `${name} over the ${$('#range').selectedOptions[0].textContent}` },
-      el('figcaption', { text: name }));
+        'aria-label': `${caption} over the ${$('#range').selectedOptions[0].textContent}` },
+      el('figcaption', { text: caption }));
       box.append(holder);
       holders.push([name, pts, holder]);
     }

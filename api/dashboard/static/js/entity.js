@@ -14,6 +14,8 @@
     $('#history-note').textContent = '';
     await refresh();
     if (state.selected !== id) return;
+    if (state.twin) await TM.renderModel(state.twin); // names and units for the charts
+    if (state.selected !== id) return;
     await TM.loadCharts(id);
     TM.subscribeSelected();
   }
@@ -69,6 +71,7 @@
     $('#reported').replaceChildren(...kvRows(t.reported));
     $('#delta').replaceChildren(...kvRows(t.delta));
     renderPoints();
+    TM.renderModel(t);
     $('#rollup-box').hidden = Object.keys(r).length === 0;
     const tiles = [];
     const tile = (big, small) => el('div', { class: 'tile' }, el('b', { text: big }), el('small', { text: small }));
@@ -82,9 +85,14 @@
 
   function renderPoints() {
     const pts = (state.twin && state.twin.telemetry) || {};
-    const rows = Object.keys(pts).sort().map((k) => el('tr', {},
-      el('td', { text: k }), el('td', { class: 'val', 'data-point': k, text: fmt(pts[k].value) }),
-      el('td', { class: 'muted', text: time(pts[k].ts) })));
+    // A modelled device's points show their display names and units.
+    const rows = Object.keys(pts).sort().map((k) => {
+      const p = TM.modelPoint(k);
+      return el('tr', {},
+        el('td', { text: p.label, title: p.label !== k ? k : null }), el('td', { class: 'val', 'data-point': k, text: fmt(pts[k].value) }),
+        p.unit ? el('td', { class: 'unit', 'data-unit': k, text: p.unit }) : null,
+        el('td', { class: 'muted', text: time(pts[k].ts) }));
+    });
     $('#points').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { class: 'muted', text: 'no telemetry yet' }))]));
     $('#telemetry-box').hidden = !rows.length && isAggregate(state.twin.kind, state.twin);
   }
@@ -121,5 +129,5 @@
     } catch (e) { $('#invoke-result').textContent = 'failed: ' + e.message; }
   });
 
-  Object.assign(TM, { select, refreshTwin: refresh, entityTelemetry: telemetry });
+  Object.assign(TM, { select, refreshTwin: refresh, entityTelemetry: telemetry, renderPoints });
 })();
