@@ -31,6 +31,7 @@ commands:
   bench     load generator: simulated devices publish telemetry against a node, compared with a bare mochi broker
   backup    copy the store, from the running node or the file: twinmesh backup --data DIR --out FILE
   check     check every page of a stopped node's store: twinmesh check --data DIR
+  compact   give the pages retention freed back to the file system (stopped node): twinmesh compact --data DIR
   version   print the module version, commit and build time
 
 Run 'twinmesh <command> -h' for the flags of a command.
@@ -60,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = backupCmd(ctx, args[1:], stdout, stderr)
 	case "check":
 		err = checkCmd(ctx, args[1:], stdout, stderr)
+	case "compact":
+		err = compactCmd(args[1:], stdout, stderr)
 	case probeCommand:
 		return probeMain(args[1:], stderr)
 	case "version", "--version", "-version":

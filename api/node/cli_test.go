@@ -40,6 +40,7 @@ func TestCommandHelp(t *testing.T) {
 		"serve":        "usage: twinmesh serve [flags]",
 		"backup":       "usage: twinmesh backup [--data DIR] --out FILE",
 		"check":        "usage: twinmesh check [--data DIR]",
+		"compact":      "usage: twinmesh compact [--data DIR]",
 		"bench":        "usage: twinmesh bench [flags]",
 		"stream proxy": "usage: twinmesh stream proxy --node URL --token T --device D --name N --listen 127.0.0.1:2222",
 		"stream agent": "usage: twinmesh stream agent --mqtt HOST:PORT --device D --key K --allow N=127.0.0.1:22[,…]",

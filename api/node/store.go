@@ -112,6 +112,30 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// compactCmd is `twinmesh compact --data DIR`: the stopped node's store
+// rewritten without its free pages (persistence.Compact).
+func compactCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("compact", "compact [--data DIR]",
+		"Rewrites a stopped node's store without the pages retention freed, and puts it in place of the old file.", stderr)
+	data := fs.String("data", "./data", "data folder of a stopped node")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	path := filepath.Join(*data, "twinmesh.db")
+	before, after, err := persistence.Compact(path)
+	if errors.Is(err, persistence.ErrLocked) {
+		return fmt.Errorf("%w: stop the node first (compaction needs the file to itself)", err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %d → %d bytes\n", path, before, after)
+	return nil
+}
+
 // backupCmd is `twinmesh backup --data DIR --out FILE`: a consistent copy
 // of the store, from the running node (GET /api/v1/backup) when one holds
 // it, or from the file.

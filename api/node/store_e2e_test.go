@@ -41,6 +41,9 @@ func TestStoreToolsAndDamagedStore(t *testing.T) {
 	if code, out := runBin(t, "backup", "--data", data, "--out", online); code != 0 {
 		t.Fatalf("backup of a running node: exit %d\n%s", code, out)
 	}
+	if code, out := runBin(t, "compact", "--data", data); code != 1 || !strings.Contains(out, "stop the node first") {
+		t.Fatalf("compact of a running node's store: exit %d\n%s", code, out)
+	}
 	if code := n.Stop(); code != 0 {
 		t.Fatalf("stop: exit %d", code)
 	}
@@ -61,6 +64,21 @@ func TestStoreToolsAndDamagedStore(t *testing.T) {
 	}
 	if code, out := runBin(t, "check", "--data", data); code != 0 || !strings.Contains(out, "ok") {
 		t.Fatalf("check of a sound store: exit %d\n%s", code, out)
+	}
+	if code, out := runBin(t, "compact", "--data", data); code != 0 || !strings.Contains(out, "bytes") {
+		t.Fatalf("compact of a stopped node's store: exit %d\n%s", code, out)
+	}
+	if code, out := runBin(t, "check", "--data", data); code != 0 {
+		t.Fatalf("check after compaction: exit %d\n%s", code, out)
+	}
+	if db, err := persistence.OpenReadOnly(filepath.Join(data, "twinmesh.db")); err != nil {
+		t.Fatal(err)
+	} else {
+		_, err = db.GetIdentity("keep-1")
+		db.Close()
+		if err != nil {
+			t.Fatalf("the compacted store lacks the device: %v", err)
+		}
 	}
 
 	sound, err := os.ReadFile(filepath.Join(data, "twinmesh.db"))
