@@ -125,6 +125,8 @@ func (s *Server) routeTable() []route {
 		{pattern: "POST /api/v1/entities/{id}/ops/{name}", need: operator, touches: on(id), h: s.callOp},
 		{pattern: "GET /api/v1/entities", need: viewer, list: true, query: listQuery, h: s.listEntities},
 
+		{pattern: "GET /api/v1/devices", need: admin, list: true, query: []string{"status", "under", "limit", "cursor"}, h: s.listDevices},
+		{pattern: "DELETE /api/v1/devices/{id}", need: admin, touches: on(id), h: s.deleteDevice},
 		{pattern: "PUT /api/v1/devices/{id}", need: admin, touches: on(id), upsert: true, h: s.putDevice},
 		{pattern: "GET /api/v1/devices/{id}", need: admin, touches: on(id), h: s.getDevice},
 		{pattern: "PATCH /api/v1/devices/{id}", need: admin, touches: on(id), h: s.patchDevice},
@@ -139,6 +141,7 @@ func (s *Server) routeTable() []route {
 
 		{pattern: "GET /api/v1/twins/{id}", need: viewer, touches: on(id), h: s.getTwin},
 		{pattern: "PATCH /api/v1/twins/{id}", need: operator, touches: on(id), h: s.patchTwin},
+		{pattern: "PUT /api/v1/twins/{id}", need: operator, touches: on(id), h: s.putTwin},
 		{pattern: "GET /api/v1/twins", need: viewer, list: true, query: listQuery, h: s.queryTwins},
 		{pattern: "GET /api/v1/twins/{id}/telemetry", need: viewer, touches: on(id), query: []string{"name", "from", "to", "limit"}, h: s.telemetry},
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,10 +114,19 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) routes() {
-	for _, rt := range s.routeTable() {
+	table := s.routeTable()
+	for _, rt := range table {
 		s.mux.Handle(rt.pattern, s.instrument(rt.pattern, s.guard(rt, handlerFunc(rt.h))))
 	}
+	allow := newAllowed(table)
 	s.mux.Handle("/api/", s.instrument("unknown", s.guard(route{need: anyone}, handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if methods := allow.of(r); methods != nil {
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, struct {
+				Error ErrorBody `json:"error"`
+			}{ErrorBody{Code: "method_not_allowed", Message: fmt.Sprintf("%s takes %s, not %s", r.URL.Path, strings.Join(methods, ", "), r.Method)}})
+			return nil
+		}
 		return errcode.New(errcode.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
