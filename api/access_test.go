@@ -101,6 +101,8 @@ func restCases() []restCase {
 		{route: "PUT /api/v1/twins/{id}", need: "admin", method: "PUT", path: "/api/v1/twins/{w}-d", body: `{"tags":{"n":{n}}}`, ok: 200},
 		{route: "GET /api/v1/twins", need: "viewer", method: "GET", path: "/api/v1/twins?under={w}-b", ok: 200},
 		{route: "GET /api/v1/twins", need: "viewer", method: "GET", path: "/api/v1/twins", ok: 200, only: "in"},
+		{route: "POST /api/v1/query", need: "viewer", method: "POST", path: "/api/v1/query", body: `{"query":"SELECT * FROM devices WHERE UNDER('{w}-b')"}`, ok: 200},
+		{route: "POST /api/v1/query", need: "viewer", method: "POST", path: "/api/v1/query", body: `{"query":"SELECT deviceId, parent FROM devices"}`, ok: 200, only: "in"},
 		{route: "GET /api/v1/twins/{id}/telemetry", need: "viewer", method: "GET", path: "/api/v1/twins/{w}-d/telemetry", ok: 200},
 
 		{route: "PUT /api/v1/rules/{id}", need: "whole", method: "PUT", path: "/api/v1/rules/new-{n}", body: rule, ok: 201, only: "in"},

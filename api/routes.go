@@ -143,6 +143,7 @@ func (s *Server) routeTable() []route {
 		{pattern: "PATCH /api/v1/twins/{id}", need: operator, touches: on(id), h: s.patchTwin},
 		{pattern: "PUT /api/v1/twins/{id}", need: operator, touches: on(id), h: s.putTwin},
 		{pattern: "GET /api/v1/twins", need: viewer, list: true, query: listQuery, h: s.queryTwins},
+		{pattern: "POST /api/v1/query", need: viewer, list: true, h: s.query},
 		{pattern: "GET /api/v1/twins/{id}/telemetry", need: viewer, touches: on(id), query: []string{"name", "from", "to", "limit"}, h: s.telemetry},
 
 		{pattern: "PUT /api/v1/rules/{id}", need: whole, h: s.putRule},

@@ -1,0 +1,253 @@
+package api
+
+// POST /api/v1/query: IoT Hub's query language over twins (CONTRACT
+// section 9), evaluated by package query over the store, page by page.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/twinmesh/twinmesh/actors/errcode"
+	"github.com/twinmesh/twinmesh/api/query"
+	"github.com/twinmesh/twinmesh/persistence"
+)
+
+// scanPage is how many entities one store read transaction of a query
+// covers: large enough to amortise the transaction, small enough that a
+// page of twins is a few hundred kilobytes.
+const scanPage = 256
+
+// ContinuationHeader carries a query's continuation token, as IoT Hub's
+// service API does; POST /api/v1/query also takes and answers it in the
+// body.
+const ContinuationHeader = "x-ms-continuation"
+
+type queryBody struct {
+	Query        string `json:"query"`
+	PageSize     int    `json:"pageSize"`
+	Continuation string `json:"continuation"`
+}
+
+// QueryPage is one page of a query's results.
+type QueryPage struct {
+	Items        []map[string]any `json:"items"`
+	Continuation string           `json:"continuation,omitempty"`
+}
+
+// queryCursor is what a continuation token holds: the query it belongs to
+// (a hash, so that a token is not replayed against another query), the ID
+// of the last twin answered, and how many results were answered so far
+// (for TOP).
+type queryCursor struct {
+	Query string `json:"q"`
+	After string `json:"a"`
+	Done  int    `json:"n"`
+}
+
+func queryHash(src string) string {
+	h := sha256.Sum256([]byte(src))
+	return base64.RawURLEncoding.EncodeToString(h[:9])
+}
+
+// syntaxErrorBody is the 400 of a malformed query: the error of CONTRACT
+// section 2 with the position of the error.
+type syntaxErrorBody struct {
+	Error struct {
+		Code     string `json:"code"`
+		Message  string `json:"message"`
+		Position int    `json:"position"`
+	} `json:"error"`
+}
+
+func writeSyntaxError(w http.ResponseWriter, se *query.SyntaxError) {
+	var b syntaxErrorBody
+	b.Error.Code, b.Error.Message, b.Error.Position = errcode.BadRequest.String(), se.Error(), se.Pos
+	writeJSON(w, http.StatusBadRequest, b)
+}
+
+// query answers POST /api/v1/query.
+func (s *Server) query(w http.ResponseWriter, r *http.Request) error {
+	var b queryBody
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	if b.Continuation == "" {
+		b.Continuation = r.Header.Get(ContinuationHeader)
+	}
+	page, err := s.runQuery(r, b)
+	var se *query.SyntaxError
+	if errors.As(err, &se) {
+		writeSyntaxError(w, se)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if page.Continuation != "" {
+		w.Header().Set(ContinuationHeader, page.Continuation)
+	}
+	writeJSON(w, 200, page)
+	return nil
+}
+
+// runQuery parses b.Query and answers one page of it for the caller of r
+// (whose scope limits what it sees).
+func (s *Server) runQuery(r *http.Request, b queryBody) (QueryPage, error) {
+	q, err := query.Parse(b.Query)
+	if err != nil {
+		return QueryPage{}, err
+	}
+	if b.PageSize == 0 {
+		b.PageSize = 100
+	}
+	if b.PageSize < 1 || b.PageSize > 1000 {
+		return QueryPage{}, errcode.New(errcode.BadRequest, "pageSize must be between 1 and 1000")
+	}
+	cur := queryCursor{Query: queryHash(b.Query)}
+	if b.Continuation != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(b.Continuation)
+		var got queryCursor
+		if err != nil || json.Unmarshal(raw, &got) != nil || got.Query != cur.Query {
+			return QueryPage{}, errcode.New(errcode.BadRequest, "continuation token is malformed or belongs to another query")
+		}
+		cur = got
+	}
+	h := q.Hints()
+	f := persistence.EntityFilter{Kind: h.Kind, Tags: h.Tags, Under: h.Under}
+	if err := s.scopeEntities(r, &f); err != nil {
+		return QueryPage{}, err
+	}
+	page := QueryPage{Items: []map[string]any{}}
+	if q.Aggregate {
+		g := q.NewGrouper()
+		err := s.scanQuery(r.Context(), q, f, "", func(_ string, doc map[string]any) (bool, error) {
+			return true, g.Add(doc)
+		})
+		if errors.Is(err, query.ErrTooManyGroups) {
+			return page, errcode.New(errcode.BadRequest, "%v", err)
+		}
+		if err != nil {
+			return page, err
+		}
+		page.Items = g.Rows()
+		if q.Top > 0 && len(page.Items) > q.Top {
+			page.Items = page.Items[:q.Top]
+		}
+		return page, nil
+	}
+	want := b.PageSize
+	if q.Top > 0 {
+		want = min(want, q.Top-cur.Done)
+	}
+	if want <= 0 {
+		return page, nil
+	}
+	last := ""
+	err = s.scanQuery(r.Context(), q, f, cur.After, func(id string, doc map[string]any) (bool, error) {
+		if len(page.Items) == want {
+			// One more match exists beyond this page: it gets a token.
+			cur.After, cur.Done = last, cur.Done+len(page.Items)
+			tok, _ := json.Marshal(cur)
+			page.Continuation = base64.RawURLEncoding.EncodeToString(tok)
+			return false, nil
+		}
+		page.Items = append(page.Items, q.Project(doc))
+		last = id
+		return true, nil
+	})
+	if q.Top > 0 && cur.Done >= q.Top {
+		page.Continuation = ""
+	}
+	return page, err
+}
+
+// scanQuery streams the twins that f admits after the ID `after`, a page of
+// the store at a time, and hands each one q matches to fn, in ID order,
+// until fn returns false, an error, or the twins run out.
+func (s *Server) scanQuery(ctx context.Context, q *query.Query, f persistence.EntityFilter, after string,
+	fn func(id string, doc map[string]any) (bool, error)) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rows, next, err := s.sys.ScanTwins(ctx, f, after, scanPage)
+		if err != nil {
+			return err
+		}
+		for _, row := range rows {
+			doc, err := QueryDoc(row)
+			if err != nil {
+				return err
+			}
+			if !q.Match(doc) {
+				continue
+			}
+			if more, err := fn(row.Entity.ID, doc); err != nil || !more {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		after = next
+	}
+}
+
+// storedTwin is what a query reads of a stored twin document.
+type storedTwin struct {
+	Version    int64          `json:"version"`
+	Tags       map[string]any `json:"tags"`
+	Desired    map[string]any `json:"desired"`
+	Reported   map[string]any `json:"reported"`
+	Connection *struct {
+		State string `json:"state"`
+	} `json:"connection"`
+}
+
+// QueryDoc is the document a query sees of a twin: the IoT Hub shape,
+// {"deviceId","kind","parent","etag","version","status","connectionState",
+// "tags","properties":{"desired","reported"}}. status is the identity's
+// ("enabled"/"disabled"), absent for entities without one;
+// connectionState is "Connected" or "Disconnected", absent for entities
+// that are neither devices nor ever connected.
+func QueryDoc(row persistence.TwinRow) (map[string]any, error) {
+	var tw storedTwin
+	if err := json.Unmarshal(row.Twin, &tw); err != nil {
+		return nil, errcode.New(errcode.Internal, "twin %s: decode: %v", row.Entity.ID, err)
+	}
+	orEmpty := func(m map[string]any) map[string]any {
+		if m == nil {
+			return map[string]any{}
+		}
+		return m
+	}
+	doc := map[string]any{
+		"deviceId": row.Entity.ID,
+		"kind":     row.Entity.Kind,
+		"version":  float64(tw.Version),
+		"etag":     strconv.FormatInt(tw.Version, 10),
+		"tags":     orEmpty(tw.Tags),
+		"properties": map[string]any{
+			"desired":  orEmpty(tw.Desired),
+			"reported": orEmpty(tw.Reported),
+		},
+	}
+	if row.Entity.Parent != "" {
+		doc["parent"] = row.Entity.Parent
+	}
+	if row.Identity != nil {
+		doc["status"] = row.Identity.Status
+	}
+	switch {
+	case tw.Connection != nil && tw.Connection.State == "connected":
+		doc["connectionState"] = "Connected"
+	case tw.Connection != nil || row.Identity != nil:
+		doc["connectionState"] = "Disconnected"
+	}
+	return doc, nil
+}
