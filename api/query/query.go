@@ -31,7 +31,9 @@ type SyntaxError struct {
 }
 
 // Error implements error.
-func (e *SyntaxError) Error() string { return fmt.Sprintf("syntax error at position %d: %s", e.Pos, e.Msg) }
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("syntax error at position %d: %s", e.Pos, e.Msg)
+}
 
 // Query is a parsed query.
 type Query struct {
