@@ -1,0 +1,143 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/twinmesh/twinmesh/internal/testutil"
+)
+
+// fleetQuery runs a query through all its pages on a real node and returns
+// every item.
+func fleetQuery(t *testing.T, c *testutil.Client, q string, pageSize int) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	tok := ""
+	for {
+		st, h, body, err := c.Do(context.Background(), "POST", "/api/v1/query", map[string]any{"query": q, "pageSize": pageSize}, "x-ms-continuation", tok)
+		if err != nil || st != 200 {
+			t.Fatalf("query %q: %d %s %v", q, st, body, err)
+		}
+		var p struct {
+			Items        []map[string]any `json:"items"`
+			Continuation string           `json:"continuation"`
+		}
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Fatal(err)
+		}
+		if h.Get("x-ms-continuation") != p.Continuation {
+			t.Fatalf("header %q, body %q", h.Get("x-ms-continuation"), p.Continuation)
+		}
+		out = append(out, p.Items...)
+		if p.Continuation == "" {
+			return out
+		}
+		tok = p.Continuation
+	}
+}
+
+func column(items []map[string]any, name string) []any {
+	out := []any{}
+	for _, it := range items {
+		out = append(out, it[name])
+	}
+	return out
+}
+
+// TestFleetOperations drives CONTRACT section 9 through the binary: device
+// listing and deletion, twin replacement, 405, and queries over twins that
+// a real MQTT device reports into, before and after a restart.
+func TestFleetOperations(t *testing.T) {
+	data := t.TempDir()
+	n := testutil.Start(t, data)
+	c := n.Client()
+	ctx := context.Background()
+	c.MustDo(t, "PUT", "/api/v1/entities/b1", map[string]any{"kind": "building"}, 201)
+	c.MustDo(t, "PUT", "/api/v1/entities/b2", map[string]any{"kind": "building"}, 201)
+	var devs []device
+	for i := range 6 {
+		parent := []string{"b1", "b2"}[i%2]
+		d := register(t, c, fmt.Sprintf("fd%d", i), `{"parent":"`+parent+`","tags":{"site":"`+parent+`","n":`+fmt.Sprint(i)+`}}`)
+		devs = append(devs, d)
+	}
+
+	// A real device reports its firmware and stays connected.
+	dc := connectDevice(t, n, devs[0])
+	must(t, dc.Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", 1, false, `{"fw":"1.4"}`))
+	testutil.Eventually(t, 10*time.Second, "fd0 reported fw", func() bool {
+		return len(fleetQuery(t, c, "SELECT deviceId FROM devices WHERE properties.reported.fw = '1.4' AND connectionState = 'Connected'", 10)) == 1
+	})
+
+	t.Run("query", func(t *testing.T) {
+		got := column(fleetQuery(t, c, "SELECT deviceId FROM devices WHERE tags.site = 'b2' AND kind = 'device'", 2), "deviceId")
+		if want := []any{"fd1", "fd3", "fd5"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("site b2: %v, want %v", got, want)
+		}
+		got = column(fleetQuery(t, c, "SELECT deviceId FROM devices WHERE UNDER('b1') AND NOT IS_DEFINED(properties.reported.fw)", 1), "deviceId")
+		if want := []any{"fd2", "fd4"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("under b1 without fw: %v, want %v", got, want)
+		}
+		rows := fleetQuery(t, c, "SELECT connectionState, COUNT() AS n FROM devices WHERE kind = 'device' GROUP BY connectionState", 100)
+		if want := []map[string]any{{"connectionState": "Connected", "n": 1.0}, {"connectionState": "Disconnected", "n": 5.0}}; !reflect.DeepEqual(rows, want) {
+			t.Errorf("group by connectionState: %v, want %v", rows, want)
+		}
+		body := c.MustDo(t, "POST", "/api/v1/query", map[string]any{"query": "SELECT * FROM devices WHERE tags.n >"}, 400)
+		var e struct {
+			Error struct{ Position int } `json:"error"`
+		}
+		if json.Unmarshal(body, &e) != nil || e.Error.Position != 37 {
+			t.Errorf("parse error answer %s, want position 37", body)
+		}
+	})
+
+	t.Run("devices, twins, 405", func(t *testing.T) {
+		c.MustDo(t, "PATCH", "/api/v1/devices/fd3", map[string]any{"status": "disabled"}, 200)
+		var page struct {
+			Items []struct{ ID string } `json:"items"`
+			Next  string                `json:"next"`
+		}
+		if err := json.Unmarshal(c.MustDo(t, "GET", "/api/v1/devices?under=b2&status=enabled&limit=1", nil, 200), &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Items) != 1 || page.Items[0].ID != "fd1" || page.Next == "" {
+			t.Fatalf("first page %+v", page)
+		}
+		if err := json.Unmarshal(c.MustDo(t, "GET", "/api/v1/devices?under=b2&status=enabled&limit=1&cursor="+page.Next, nil, 200), &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Items) != 1 || page.Items[0].ID != "fd5" {
+			t.Fatalf("second page %+v", page)
+		}
+
+		st, h, _, err := c.Do(ctx, "GET", "/api/v1/twins/fd2", nil)
+		if err != nil || st != 200 {
+			t.Fatal(st, err)
+		}
+		c.MustDo(t, "PUT", "/api/v1/twins/fd2", map[string]any{"desired": map[string]any{"mode": "eco"}, "tags": map[string]any{"site": "b9"}}, 200, "If-Match", h.Get("ETag"))
+		c.MustDo(t, "PUT", "/api/v1/twins/fd2", map[string]any{"desired": map[string]any{}}, 412, "If-Match", h.Get("ETag"))
+		got := column(fleetQuery(t, c, "SELECT deviceId FROM devices WHERE tags.site = 'b9' AND properties.desired.mode = 'eco' AND NOT IS_DEFINED(tags.n)", 10), "deviceId")
+		if !reflect.DeepEqual(got, []any{"fd2"}) {
+			t.Errorf("after PUT: %v", got)
+		}
+
+		c.MustDo(t, "DELETE", "/api/v1/devices/fd4", nil, 204)
+		c.MustDo(t, "GET", "/api/v1/twins/fd4", nil, 404)
+		st, h, _, err = c.Do(ctx, "DELETE", "/api/v1/twins/fd2", nil)
+		if err != nil || st != 405 || h.Get("Allow") != "GET, HEAD, PATCH, PUT" {
+			t.Fatalf("DELETE /twins/fd2: %d Allow %q %v", st, h.Get("Allow"), err)
+		}
+	})
+
+	// After a restart the same queries answer from the store.
+	n.Stop()
+	n2 := testutil.Start(t, data)
+	c2 := n2.Client()
+	got := column(fleetQuery(t, c2, "SELECT deviceId, status FROM devices WHERE kind = 'device' AND status = 'disabled' OR deviceId = 'fd0'", 1), "deviceId")
+	if !reflect.DeepEqual(got, []any{"fd0", "fd3"}) {
+		t.Errorf("after restart: %v", got)
+	}
+}
