@@ -171,6 +171,7 @@ func (s *Server) runQuery(r *http.Request, b queryBody) (QueryPage, error) {
 // until fn returns false, an error, or the twins run out.
 func (s *Server) scanQuery(ctx context.Context, q *query.Query, f persistence.EntityFilter, after string,
 	fn func(id string, doc map[string]any) (bool, error)) error {
+	need := q.Needs()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -180,7 +181,7 @@ func (s *Server) scanQuery(ctx context.Context, q *query.Query, f persistence.En
 			return err
 		}
 		for _, row := range rows {
-			doc, err := QueryDoc(row)
+			doc, err := QueryDoc(row, need)
 			if err != nil {
 				return err
 			}
@@ -198,44 +199,68 @@ func (s *Server) scanQuery(ctx context.Context, q *query.Query, f persistence.En
 	}
 }
 
-// storedTwin is what a query reads of a stored twin document.
+// storedTwin is what a query reads of a stored twin document; the
+// sections stay raw until a query needs them.
 type storedTwin struct {
-	Version    int64          `json:"version"`
-	Tags       map[string]any `json:"tags"`
-	Desired    map[string]any `json:"desired"`
-	Reported   map[string]any `json:"reported"`
+	Version    int64           `json:"version"`
+	Tags       json.RawMessage `json:"tags"`
+	Desired    json.RawMessage `json:"desired"`
+	Reported   json.RawMessage `json:"reported"`
 	Connection *struct {
 		State string `json:"state"`
 	} `json:"connection"`
 }
+
+// allSections is what QueryDoc decodes for SELECT *.
+var allSections = map[string]bool{"tags": true, "properties.desired": true, "properties.reported": true}
 
 // QueryDoc is the document a query sees of a twin: the IoT Hub shape,
 // {"deviceId","kind","parent","etag","version","status","connectionState",
 // "tags","properties":{"desired","reported"}}. status is the identity's
 // ("enabled"/"disabled"), absent for entities without one;
 // connectionState is "Connected" or "Disconnected", absent for entities
-// that are neither devices nor ever connected.
-func QueryDoc(row persistence.TwinRow) (map[string]any, error) {
+// that are neither devices nor ever connected. Of tags, desired and
+// reported, only the sections in need are decoded (nil: all); the others
+// are empty objects.
+func QueryDoc(row persistence.TwinRow, need map[string]bool) (map[string]any, error) {
+	if need == nil {
+		need = allSections
+	}
 	var tw storedTwin
 	if err := json.Unmarshal(row.Twin, &tw); err != nil {
 		return nil, errcode.New(errcode.Internal, "twin %s: decode: %v", row.Entity.ID, err)
 	}
-	orEmpty := func(m map[string]any) map[string]any {
-		if m == nil {
-			return map[string]any{}
+	section := func(name string, raw json.RawMessage) (map[string]any, error) {
+		m := map[string]any{}
+		if need[name] && len(raw) > 0 {
+			if err := json.Unmarshal(raw, &m); err != nil {
+				return nil, errcode.New(errcode.Internal, "twin %s: decode %s: %v", row.Entity.ID, name, err)
+			}
+			if m == nil {
+				m = map[string]any{}
+			}
 		}
-		return m
+		return m, nil
+	}
+	tags, err := section("tags", tw.Tags)
+	if err != nil {
+		return nil, err
+	}
+	desired, err := section("properties.desired", tw.Desired)
+	if err != nil {
+		return nil, err
+	}
+	reported, err := section("properties.reported", tw.Reported)
+	if err != nil {
+		return nil, err
 	}
 	doc := map[string]any{
-		"deviceId": row.Entity.ID,
-		"kind":     row.Entity.Kind,
-		"version":  float64(tw.Version),
-		"etag":     strconv.FormatInt(tw.Version, 10),
-		"tags":     orEmpty(tw.Tags),
-		"properties": map[string]any{
-			"desired":  orEmpty(tw.Desired),
-			"reported": orEmpty(tw.Reported),
-		},
+		"deviceId":   row.Entity.ID,
+		"kind":       row.Entity.Kind,
+		"version":    float64(tw.Version),
+		"etag":       strconv.FormatInt(tw.Version, 10),
+		"tags":       tags,
+		"properties": map[string]any{"desired": desired, "reported": reported},
 	}
 	if row.Entity.Parent != "" {
 		doc["parent"] = row.Entity.Parent

@@ -159,3 +159,57 @@ func countUnder(x Expr) int {
 	}
 	return 0
 }
+
+// Needs reports which sections of a twin the query reads: "tags",
+// "properties.desired", "properties.reported" (the others are cheap and
+// always there). SELECT * needs every section.
+func (q *Query) Needs() map[string]bool {
+	all := map[string]bool{"tags": true, "properties.desired": true, "properties.reported": true}
+	if q.Star {
+		return all
+	}
+	need := map[string]bool{}
+	add := func(p Path) {
+		switch {
+		case len(p) == 0:
+		case p[0] == "tags":
+			need["tags"] = true
+		case p[0] == "properties" && len(p) > 1:
+			need["properties."+p[1]] = true
+		}
+	}
+	for _, f := range q.Fields {
+		add(f.Path)
+	}
+	for _, g := range q.GroupBy {
+		add(g)
+	}
+	var walk func(x Expr)
+	walk = func(x Expr) {
+		switch e := x.(type) {
+		case *And:
+			walk(e.L)
+			walk(e.R)
+		case *Or:
+			walk(e.L)
+			walk(e.R)
+		case *Not:
+			walk(e.X)
+		case *Compare:
+			add(e.L.Path)
+			add(e.R.Path)
+		case *In:
+			add(e.Path)
+		case *IsDefined:
+			add(e.Path)
+		case *IsNull:
+			add(e.Path)
+		case *Affix:
+			add(e.Path)
+		}
+	}
+	if q.Where != nil {
+		walk(q.Where)
+	}
+	return need
+}
