@@ -7,6 +7,7 @@ package actors
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -170,3 +171,90 @@ func Replacement(old, want map[string]any) map[string]any {
 	}
 	return patch
 }
+
+// IdentitySpec is a device identity to import: its keys (base64, generated
+// when empty) and status ("enabled" when empty).
+type IdentitySpec struct {
+	PrimaryKey   string `json:"primaryKey,omitempty"`
+	SecondaryKey string `json:"secondaryKey,omitempty"`
+	Status       string `json:"status,omitempty"`
+}
+
+// check validates the spec and fills what it leaves out.
+func (sp *IdentitySpec) check() error {
+	for _, k := range []*string{&sp.PrimaryKey, &sp.SecondaryKey} {
+		if *k == "" {
+			*k = newKey()
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(*k)
+		if err != nil || len(b) < 16 || len(b) > 64 {
+			return fmt.Errorf("%w: a device key is 16 to 64 bytes in standard base64", ErrBadRequest)
+		}
+	}
+	switch sp.Status {
+	case "":
+		sp.Status = "enabled"
+	case "enabled", "disabled":
+	default:
+		return fmt.Errorf("%w: status must be \"enabled\" or \"disabled\"", ErrBadRequest)
+	}
+	return nil
+}
+
+// CheckIdentity validates an identity to import without storing it.
+func CheckIdentity(sp IdentitySpec) error { return sp.check() }
+
+// PutIdentity creates or replaces the identity of the device entity id with
+// the keys and status of spec (created reports a new identity). Disabling
+// the device drops its live sessions, as SetDeviceStatus does; sessions
+// opened with a replaced key stay until they end.
+func (s *System) PutIdentity(ctx context.Context, id string, spec IdentitySpec) (idn persistence.Identity, created bool, err error) {
+	if err := spec.check(); err != nil {
+		return idn, false, err
+	}
+	kind, err := s.kindOf(id)
+	if err != nil {
+		return idn, false, err
+	}
+	if !s.cfg.Registry.Traits(kind).Has(plugin.Device) {
+		return idn, false, fmt.Errorf("%w: entity %s is a %s, which cannot hold a device identity", ErrConflict, id, kind)
+	}
+	old, err := s.store.GetIdentity(id)
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+		created = true
+		old = persistence.Identity{DeviceID: id, CreatedAt: s.cfg.Now().UTC()}
+	case err != nil:
+		return idn, false, fmt.Errorf("look up identity %s: %w", id, err)
+	}
+	idn = old
+	idn.PrimaryKey, idn.SecondaryKey, idn.Status = spec.PrimaryKey, spec.SecondaryKey, spec.Status
+	if !created && idn == old {
+		return idn, false, nil
+	}
+	if err := s.commitCatalog(ctx, persistence.PutIdentity(idn)); err != nil {
+		return idn, false, fmt.Errorf("store identity %s: %w", id, err)
+	}
+	s.publishIdentity(idn)
+	return idn, created, nil
+}
+
+// StoredTwin returns the twin document of id as this node's store holds
+// it, read through the grain when the store holds none (a cluster member
+// that is not one of its replicas). Unlike GetTwin it does not activate
+// the grain of every twin an export or a scan reads.
+func (s *System) StoredTwin(ctx context.Context, id string) (json.RawMessage, error) {
+	doc, err := s.store.GetTwin(id)
+	if err == nil {
+		return doc, nil
+	}
+	if !errors.Is(err, persistence.ErrNotFound) {
+		return nil, fmt.Errorf("read twin %s: %w", id, err)
+	}
+	doc, _, err = s.GetTwin(ctx, id)
+	return doc, err
+}
+
+// IsDeviceKind reports whether entities of kind can hold a device identity.
+func (s *System) IsDeviceKind(kind string) bool { return s.cfg.Registry.Traits(kind).Has(plugin.Device) }

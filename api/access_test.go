@@ -129,6 +129,8 @@ func restCases() []restCase {
 				return map[string]string{"tok": id}
 			}},
 
+		{route: "POST /api/v1/import", need: "whole", method: "POST", path: "/api/v1/import", body: `{"entity":{"id":"imp-{n}","kind":"room","parent":"in-b"}}`, ok: 200, only: "in"},
+		{route: "GET /api/v1/export", need: "whole", method: "GET", path: "/api/v1/export?under=in-b", ok: 200, only: "in"},
 		{route: "GET /api/v1/cluster", need: "whole", method: "GET", path: "/api/v1/cluster", ok: 200, only: "in"},
 		{route: "DELETE /api/v1/cluster/members/{node}", need: "whole", method: "DELETE", path: "/api/v1/cluster/members/n9", ok: 204, only: "in"},
 		{route: "GET /api/v1/backup", need: "whole", method: "GET", path: "/api/v1/backup", ok: 200, only: "in"},

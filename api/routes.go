@@ -57,7 +57,10 @@ type route struct {
 	// refused with 400, so that a mistyped filter (?knd=) does not answer
 	// everything.
 	query []string
-	h     func(http.ResponseWriter, *http.Request) error
+	// stream: the handler reads the body as a stream with its own bounds,
+	// so Config.MaxBody does not apply (bulk import).
+	stream bool
+	h      func(http.ResponseWriter, *http.Request) error
 }
 
 // everywhere are the query parameters every route accepts: the access
@@ -162,6 +165,9 @@ func (s *Server) routeTable() []route {
 		{pattern: "GET /api/v1/tokens", need: whole, h: s.listTokens},
 		{pattern: "GET /api/v1/tokens/self", need: anyone, h: s.selfToken},
 		{pattern: "DELETE /api/v1/tokens/{id}", need: whole, h: s.revokeToken},
+
+		{pattern: "POST /api/v1/import", need: whole, query: []string{"dryRun"}, stream: true, h: s.importBody},
+		{pattern: "GET /api/v1/export", need: whole, query: []string{"under"}, h: s.export},
 
 		{pattern: "GET /api/v1/cluster", need: whole, h: s.cluster},
 		{pattern: "DELETE /api/v1/cluster/members/{node}", need: whole, h: s.forgetMember},

@@ -116,10 +116,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 func (s *Server) routes() {
 	table := s.routeTable()
 	for _, rt := range table {
-		s.mux.Handle(rt.pattern, s.instrument(rt.pattern, s.guard(rt, handlerFunc(rt.h))))
+		limit := s.cfg.MaxBody
+		if rt.stream {
+			limit = -1 // the handler reads the body as a stream, a bounded line at a time
+		}
+		s.mux.Handle(rt.pattern, s.instrument(rt.pattern, limit, s.guard(rt, handlerFunc(rt.h))))
 	}
 	allow := newAllowed(table)
-	s.mux.Handle("/api/", s.instrument("unknown", s.guard(route{need: anyone}, handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	s.mux.Handle("/api/", s.instrument("unknown", s.cfg.MaxBody, s.guard(route{need: anyone}, handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		if methods := allow.of(r); methods != nil {
 			w.Header().Set("Allow", strings.Join(methods, ", "))
 			writeJSON(w, http.StatusMethodNotAllowed, struct {
@@ -166,11 +170,15 @@ func (r *statusRecorder) WriteHeader(code int) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-func (s *Server) instrument(route string, next http.Handler) http.Handler {
+// instrument counts and times a route's requests and bounds their bodies
+// to maxBody bytes (none when negative).
+func (s *Server) instrument(route string, maxBody int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
-		r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.MaxBody)
+		if maxBody >= 0 {
+			r.Body = http.MaxBytesReader(rec, r.Body, maxBody)
+		}
 		next.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = 200
