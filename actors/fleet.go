@@ -257,4 +257,6 @@ func (s *System) StoredTwin(ctx context.Context, id string) (json.RawMessage, er
 }
 
 // IsDeviceKind reports whether entities of kind can hold a device identity.
-func (s *System) IsDeviceKind(kind string) bool { return s.cfg.Registry.Traits(kind).Has(plugin.Device) }
+func (s *System) IsDeviceKind(kind string) bool {
+	return s.cfg.Registry.Traits(kind).Has(plugin.Device)
+}

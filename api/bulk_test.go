@@ -52,7 +52,7 @@ func TestBulkImportExport(t *testing.T) {
 		`{"entity":{"id":"d1","kind":"device","parent":"r1","connectedVia":"gw1"},"identity":{"primaryKey":"` + key16 + `","secondaryKey":"` + key16 + `","status":"disabled"},"twin":{"desired":{"fw":"2.0","cfg":{"a":1}},"tags":{"t":1}}}`,
 		`{"entity":{"id":"d2","kind":"device","parent":"nowhere"}}`, // 6: unknown parent
 		`{"entity":{"id":"d3","kind":"device"`,                      // 7: malformed
-		long,                                                         // 8: too long
+		long,                                                        // 8: too long
 		`{"entity":{"id":"d4","kind":"device","parent":"r1"},"identity":{"primaryKey":"short"}}`, // 9: bad key
 		`{"entity":{"id":"d5","kind":"device","parent":"r1"},"extra":1}`,                         // 10: unknown member
 		`{"entity":{"id":"d6","kind":"spaceship","parent":"r1"}}`,                                // 11: unknown kind
