@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,4 +177,122 @@ func BenchmarkQueryScale(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkImport measures POST /api/v1/import of n devices (a building,
+// 100 rooms, n devices with identities, tags and desired properties),
+// streamed from a generator so the body is never in memory, into an empty
+// store with fsync on. The baseline registers devices the way a script
+// without bulk import would: PUT /devices/{id} then PATCH /twins/{id}, from
+// 32 concurrent clients, for n/10 devices. n is 100k unless
+// TWINMESH_BENCH_IMPORT says otherwise.
+//
+//	go test -run '^$' -bench BenchmarkImport -benchtime 1x -timeout 30m ./api/
+func BenchmarkImport(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("TWINMESH_BENCH_IMPORT")); err == nil && v > 0 {
+		n = v
+	}
+	line := func(w *strings.Builder, i int) {
+		fmt.Fprintf(w, `{"entity":{"id":"dev-%07d","kind":"device","parent":"room-%02d"},"identity":{},`+
+			`"twin":{"desired":{"fw":"2.1","setpoint":21.5},"tags":{"site":"s%d","floor":%d}}}`+"\n", i, i%100, i%100, i%10)
+	}
+	b.Run(fmt.Sprintf("ndjson/devices=%d", n), func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			c, _ := benchNode(b, filepath.Join(b.TempDir(), "import.db"))
+			pr, pw := io.Pipe()
+			go func() {
+				var w strings.Builder
+				w.WriteString(`{"entity":{"id":"hq","kind":"building"}}` + "\n")
+				for r := range 100 {
+					fmt.Fprintf(&w, `{"entity":{"id":"room-%02d","kind":"room","parent":"hq"}}`+"\n", r)
+				}
+				for i := range n {
+					line(&w, i)
+					if w.Len() > 32<<10 {
+						if _, err := pw.Write([]byte(w.String())); err != nil {
+							return
+						}
+						w.Reset()
+					}
+				}
+				_, _ = pw.Write([]byte(w.String()))
+				_ = pw.Close()
+			}()
+			b.StartTimer()
+			start := time.Now()
+			st, out, err := postStream(c, "/api/v1/import", pr)
+			elapsed := time.Since(start)
+			b.StopTimer()
+			var r struct{ Created, Failed int }
+			if err != nil || st != 200 || json.Unmarshal(out, &r) != nil || r.Created != n+101 || r.Failed != 0 {
+				b.Fatalf("%d %.300s %v", st, out, err)
+			}
+			b.ReportMetric(float64(n)/elapsed.Seconds(), "devices/s")
+			b.StartTimer()
+		}
+	})
+	b.Run(fmt.Sprintf("baseline-rest/devices=%d", n/10), func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			c, _ := benchNode(b, filepath.Join(b.TempDir(), "rest.db"))
+			c.MustDo(b, "PUT", "/api/v1/entities/hq", `{"kind":"building"}`, 201)
+			for r := range 100 {
+				c.MustDo(b, "PUT", fmt.Sprintf("/api/v1/entities/room-%02d", r), `{"kind":"room","parent":"hq"}`, 201)
+			}
+			b.StartTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			next := make(chan int)
+			errs := make(chan error, 32)
+			for range 32 {
+				wg.Go(func() {
+					for i := range next {
+						id := fmt.Sprintf("dev-%07d", i)
+						if st, _, out, err := c.Do(context.Background(), "PUT", "/api/v1/devices/"+id, fmt.Sprintf(`{"parent":"room-%02d"}`, i%100)); err != nil || st != 201 {
+							errs <- fmt.Errorf("PUT %s: %d %s %v", id, st, out, err)
+							return
+						}
+						body := fmt.Sprintf(`{"desired":{"fw":"2.1","setpoint":21.5},"tags":{"site":"s%d","floor":%d}}`, i%100, i%10)
+						if st, _, out, err := c.Do(context.Background(), "PATCH", "/api/v1/twins/"+id, body); err != nil || st != 200 {
+							errs <- fmt.Errorf("PATCH %s: %d %s %v", id, st, out, err)
+							return
+						}
+					}
+				})
+			}
+			for i := range n / 10 {
+				next <- i
+			}
+			close(next)
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			select {
+			case err := <-errs:
+				b.Fatal(err)
+			default:
+			}
+			b.ReportMetric(float64(n/10)/elapsed.Seconds(), "devices/s")
+			b.StartTimer()
+		}
+	})
+}
+
+// postStream POSTs a body read from r, never held whole in memory.
+func postStream(c *testutil.Client, path string, r io.Reader) (int, []byte, error) {
+	req, err := http.NewRequest("POST", c.Base+path, r)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	res, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	out, err := io.ReadAll(res.Body)
+	return res.StatusCode, out, err
 }
