@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +133,33 @@ func TestFleetOperations(t *testing.T) {
 		st, h, _, err = c.Do(ctx, "DELETE", "/api/v1/twins/fd2", nil)
 		if err != nil || st != 405 || h.Get("Allow") != "GET, HEAD, PATCH, PUT" {
 			t.Fatalf("DELETE /twins/fd2: %d Allow %q %v", st, h.Get("Allow"), err)
+		}
+	})
+
+	t.Run("README", func(t *testing.T) {
+		testutil.RequireTool(t, "curl")
+		testutil.RequireTool(t, "bash")
+		block := readmeBlock(t, "checked by\n`TestFleetOperations`")
+		script := strings.NewReplacer("localhost:8080", n.Addr("http"), "data/admin.token", filepath.Join(data, "admin.token")).Replace(block)
+		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(cctx, "bash", "-e", "-o", "pipefail", "-c", script)
+		cmd.Dir = t.TempDir()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the README's commands failed: %v\n%s", err, out)
+		}
+		// Each "# → …" comment is what the command before it prints.
+		for _, l := range strings.Split(block, "\n") {
+			if _, want, ok := strings.Cut(l, "# → "); ok && strings.HasPrefix(strings.TrimSpace(l), "#") {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("output lacks %s:\n%s", want, out)
+				}
+			}
+		}
+		exported, err := os.ReadFile(filepath.Join(cmd.Dir, "plant.ndjson"))
+		if err != nil || strings.Count(string(exported), "\n") != 5 || !strings.Contains(string(exported), `"desired":{"fw":"2.1"}`) {
+			t.Errorf("plant.ndjson (%v):\n%s", err, exported)
 		}
 	})
 
