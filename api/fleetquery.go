@@ -79,7 +79,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) error {
 	if b.Continuation == "" {
 		b.Continuation = r.Header.Get(ContinuationHeader)
 	}
-	page, err := s.runQuery(r, b)
+	page, err := s.runQuery(r.Context(), b, func(f *persistence.EntityFilter) error { return s.scopeEntities(r, f) })
 	var se *query.SyntaxError
 	if errors.As(err, &se) {
 		writeSyntaxError(w, se)
@@ -95,9 +95,25 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// runQuery parses b.Query and answers one page of it for the caller of r
-// (whose scope limits what it sees).
-func (s *Server) runQuery(r *http.Request, b queryBody) (QueryPage, error) {
+// Query runs one page of a fleet query over the whole tree, for callers
+// that authorised the request themselves (the IoT Hub service API, package
+// iothub); an error that QueryBadRequest reports is the caller's fault.
+func (s *Server) Query(ctx context.Context, q string, pageSize int, continuation string) ([]map[string]any, string, error) {
+	page, err := s.runQuery(ctx, queryBody{Query: q, PageSize: pageSize, Continuation: continuation},
+		func(*persistence.EntityFilter) error { return nil })
+	return page.Items, page.Continuation, err
+}
+
+// QueryBadRequest reports whether an error of Query is the caller's fault:
+// a malformed query, page size or continuation token.
+func QueryBadRequest(err error) bool {
+	var se *query.SyntaxError
+	return errors.As(err, &se) || errcode.Of(err) == errcode.BadRequest
+}
+
+// runQuery parses b.Query and answers one page of it; scope narrows the
+// store's filter to what the caller may see.
+func (s *Server) runQuery(ctx context.Context, b queryBody, scope func(*persistence.EntityFilter) error) (QueryPage, error) {
 	q, err := query.Parse(b.Query)
 	if err != nil {
 		return QueryPage{}, err
@@ -119,13 +135,13 @@ func (s *Server) runQuery(r *http.Request, b queryBody) (QueryPage, error) {
 	}
 	h := q.Hints()
 	f := persistence.EntityFilter{Kind: h.Kind, Tags: h.Tags, Under: h.Under}
-	if err := s.scopeEntities(r, &f); err != nil {
+	if err := scope(&f); err != nil {
 		return QueryPage{}, err
 	}
 	page := QueryPage{Items: []map[string]any{}}
 	if q.Aggregate {
 		g := q.NewGrouper()
-		err := s.scanQuery(r.Context(), q, f, "", func(_ string, doc map[string]any) (bool, error) {
+		err := s.scanQuery(ctx, q, f, "", func(_ string, doc map[string]any) (bool, error) {
 			return true, g.Add(doc)
 		})
 		if errors.Is(err, query.ErrTooManyGroups) {
@@ -148,7 +164,7 @@ func (s *Server) runQuery(r *http.Request, b queryBody) (QueryPage, error) {
 		return page, nil
 	}
 	last := ""
-	err = s.scanQuery(r.Context(), q, f, cur.After, func(id string, doc map[string]any) (bool, error) {
+	err = s.scanQuery(ctx, q, f, cur.After, func(id string, doc map[string]any) (bool, error) {
 		if len(page.Items) == want {
 			// One more match exists beyond this page: it gets a token.
 			cur.After, cur.Done = last, cur.Done+len(page.Items)

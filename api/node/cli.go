@@ -30,6 +30,7 @@ commands:
   bench     load generator: simulated devices publish telemetry against a node, compared with a bare mochi broker
   backup    copy the store, from the running node or the file: twinmesh backup --data DIR --out FILE
   check     check every page of a stopped node's store: twinmesh check --data DIR
+  connection-string  print an IoT Hub service connection string: twinmesh connection-string --data DIR --policy iothubowner --host HOST
   version   print the module version, commit and build time
 
 Run 'twinmesh <command> -h' for the flags of a command.
@@ -57,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = backupCmd(ctx, args[1:], stdout, stderr)
 	case "check":
 		err = checkCmd(ctx, args[1:], stdout, stderr)
+	case "connection-string":
+		err = connectionStringCmd(args[1:], stdout, stderr)
 	case probeCommand:
 		return probeMain(args[1:], stderr)
 	case "version", "--version", "-version":

@@ -2,8 +2,12 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +17,7 @@ import (
 	"time"
 
 	"github.com/twinmesh/twinmesh/internal/testutil"
+	"github.com/twinmesh/twinmesh/protocols/sas"
 )
 
 // fleetQuery runs a query through all its pages on a real node and returns
@@ -57,7 +62,8 @@ func column(items []map[string]any, name string) []any {
 // a real MQTT device reports into, before and after a restart.
 func TestFleetOperations(t *testing.T) {
 	data := t.TempDir()
-	n := testutil.Start(t, data)
+	cert, key := localhostCert(t)
+	n := testutil.Start(t, data, "--https", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key)
 	c := n.Client()
 	ctx := context.Background()
 	c.MustDo(t, "PUT", "/api/v1/entities/b1", map[string]any{"kind": "building"}, 201)
@@ -136,6 +142,8 @@ func TestFleetOperations(t *testing.T) {
 		}
 	})
 
+	t.Run("IoT Hub service API", func(t *testing.T) { iotHubQuery(t, n, data, cert) })
+
 	t.Run("README", func(t *testing.T) {
 		testutil.RequireTool(t, "curl")
 		testutil.RequireTool(t, "bash")
@@ -170,5 +178,107 @@ func TestFleetOperations(t *testing.T) {
 	got := column(fleetQuery(t, c2, "SELECT deviceId, status FROM devices WHERE kind = 'device' AND status = 'disabled' OR deviceId = 'fd0'", 1), "deviceId")
 	if !reflect.DeepEqual(got, []any{"fd0", "fd3"}) {
 		t.Errorf("after restart: %v", got)
+	}
+}
+
+// iotHubQuery runs POST /devices/query on the node's --https listener as
+// the Azure IoT service SDKs send it, with a SAS token signed with a policy
+// key from `twinmesh connection-string`.
+func iotHubQuery(t *testing.T, n *testutil.Node, data, certFile string) {
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	addr := n.Addr("https")
+	connStr := func(policy string) (host, keyName, key string) {
+		out, err := exec.Command(testutil.Binary(t), "connection-string", "--data", data, "--policy", policy, "--host", addr).Output()
+		if err != nil {
+			t.Fatalf("connection-string: %v", err)
+		}
+		for _, part := range strings.Split(strings.TrimSpace(string(out)), ";") {
+			k, v, _ := strings.Cut(part, "=")
+			switch k {
+			case "HostName":
+				host = v
+			case "SharedAccessKeyName":
+				keyName = v
+			case "SharedAccessKey":
+				key = v
+			}
+		}
+		if host != addr || keyName != policy || key == "" {
+			t.Fatalf("connection string %q", out)
+		}
+		return host, keyName, key
+	}
+	sign := func(host, keyName, key string, ttl time.Duration) string {
+		tok, err := sas.Sign(host, key, time.Now().Add(ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok + "&skn=" + keyName
+	}
+	post := func(auth, cont string, max int, q string) (int, http.Header, []byte) {
+		body, _ := json.Marshal(map[string]string{"query": q})
+		req, _ := http.NewRequest("POST", "https://"+addr+"/devices/query?api-version=2021-04-12", strings.NewReader(string(body)))
+		req.Header.Set("Authorization", auth)
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+		req.Header.Set("x-ms-max-item-count", fmt.Sprint(max))
+		if cont != "" {
+			req.Header.Set("x-ms-continuation", cont)
+		}
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		out, _ := io.ReadAll(res.Body)
+		return res.StatusCode, res.Header, out
+	}
+	h, k, key := connStr("registryRead")
+	auth := sign(h, k, key, time.Hour)
+	var ids []any
+	cont := ""
+	for pages := 1; ; pages++ {
+		st, h, out := post(auth, cont, 2, "SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'")
+		var items []map[string]any
+		if st != 200 || json.Unmarshal(out, &items) != nil {
+			t.Fatalf("query: %d %s", st, out)
+		}
+		for _, it := range items {
+			ids = append(ids, it["deviceId"])
+		}
+		if cont = h.Get("x-ms-continuation"); cont == "" {
+			if pages != 2 {
+				t.Errorf("%d pages, want 2", pages)
+			}
+			break
+		}
+	}
+	if want := []any{"fd1", "fd3", "fd5"}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("devices of site b2 over the IoT Hub API: %v, want %v", ids, want)
+	}
+	for _, tc := range []struct {
+		name, auth string
+		status     int
+		say        string
+	}{
+		{"no token", "", 401, "IotHubUnauthorizedAccess"},
+		{"a policy without RegistryRead", func() string { h, k, key := connStr("service"); return sign(h, k, key, time.Hour) }(), 401, "RegistryRead"},
+		{"a forged key", sign(addr, "registryRead", "AAECAwQFBgcICQoLDA0ODw==", time.Hour), 401, "signature"},
+		{"expired", sign(addr, "registryRead", "AAECAwQFBgcICQoLDA0ODw==", -time.Hour), 401, "expired"},
+		{"a malformed query", auth, 400, "ErrorCode:ArgumentInvalid;syntax error at position 29"},
+	} {
+		q := "SELECT * FROM devices"
+		if tc.status == 400 {
+			q = "SELECT * FROM devices WHERE ="
+		}
+		st, _, out := post(tc.auth, "", 10, q)
+		if st != tc.status || !strings.Contains(string(out), tc.say) {
+			t.Errorf("%s: %d %s, want %d saying %q", tc.name, st, out, tc.status, tc.say)
+		}
 	}
 }
