@@ -10,10 +10,18 @@ command -v coap-client-openssl >/dev/null 2>&1 || need+=(libcoap3-bin)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The Azure IoT service SDK for Node.js, for the IoT Hub service API test
+# (api/node TestFleetOperations), kept out of the tree in .cache/npm.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -d "$root/.cache/npm/node_modules/azure-iothub" ]; then
+  echo "installing: npm azure-iothub@1.16.6"
+  npm install --prefix "$root/.cache/npm" --no-audit --no-fund --silent azure-iothub@1.16.6 >/dev/null
 fi

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -143,6 +144,7 @@ func TestFleetOperations(t *testing.T) {
 	})
 
 	t.Run("IoT Hub service API", func(t *testing.T) { iotHubQuery(t, n, data, cert) })
+	t.Run("Azure IoT service SDK", func(t *testing.T) { iotHubSDK(t, n, data, cert) })
 
 	t.Run("README", func(t *testing.T) {
 		testutil.RequireTool(t, "curl")
@@ -281,4 +283,49 @@ func iotHubQuery(t *testing.T, n *testutil.Node, data, certFile string) {
 			t.Errorf("%s: %d %s, want %d saying %q", tc.name, st, out, tc.status, tc.say)
 		}
 	}
+}
+
+// iotHubSDK runs a query with the official Azure IoT service SDK for
+// Node.js (npm azure-iothub, installed into .cache/npm by
+// scripts/test-deps.sh) against the node's --https listener, with a
+// connection string from `twinmesh connection-string` as it is.
+func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile string) {
+	nodejs := testutil.RequireTool(t, "node")
+	modules := filepath.Join(testutil.RepoRoot(), ".cache", "npm", "node_modules")
+	if _, err := os.Stat(filepath.Join(modules, "azure-iothub")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("npm azure-iothub is required in CI (scripts/test-deps.sh installs it): %v", err)
+		}
+		t.Skipf("npm azure-iothub not installed in %s (run scripts/test-deps.sh)", modules)
+	}
+	out, err := exec.Command(testutil.Binary(t), "connection-string", "--data", data, "--policy", "registryRead",
+		"--host", "localhost:"+portOf(t, n.Addr("https"))).Output()
+	if err != nil {
+		t.Fatalf("connection-string: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodejs, filepath.Join("testdata", "iothub_query.js"))
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "NODE_EXTRA_CA_CERTS="+certFile,
+		"SERVICE_CONNECTION_STRING="+strings.TrimSpace(string(out)),
+		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2")
+	res, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the SDK's query failed: %v\n%s", err, res)
+	}
+	var got struct {
+		IDs   []string `json:"ids"`
+		Pages int      `json:"pages"`
+	}
+	if err := json.Unmarshal(res, &got); err != nil || !reflect.DeepEqual(got.IDs, []string{"fd1", "fd3", "fd5"}) || got.Pages != 2 {
+		t.Fatalf("the SDK's query answered %s (%v)", res, err)
+	}
+}
+
+func portOf(t *testing.T, addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }

@@ -1,0 +1,33 @@
+// Runs a query through the official Azure IoT service SDK for Node.js
+// (npm azure-iothub), as a back end written for IoT Hub does, and prints
+// the deviceId of every twin and the number of pages as JSON.
+//
+//   SERVICE_CONNECTION_STRING="HostName=localhost:8443;SharedAccessKeyName=registryRead;SharedAccessKey=…"
+//   NODE_EXTRA_CA_CERTS=ca.pem QUERY="SELECT * FROM devices" PAGE_SIZE=2 node iothub_query.js
+const https = require('https');
+const { Registry } = require('azure-iothub');
+
+// The SDK connects to HostName on port 443, through an https.Agent it makes
+// when a Registry (or Client, JobClient) is created: this one honours a
+// port written in the host name.
+https.Agent = class HostPortAgent extends https.Agent {
+  createConnection(options, cb) {
+    const m = /^(.+):(\d+)$/.exec(options.host || '');
+    if (m) options = { ...options, host: m[1], port: Number(m[2]), servername: m[1] };
+    return super.createConnection(options, cb);
+  }
+};
+
+async function main() {
+  const registry = Registry.fromConnectionString(process.env.SERVICE_CONNECTION_STRING);
+  const query = registry.createQuery(process.env.QUERY, Number(process.env.PAGE_SIZE || 100));
+  const ids = [];
+  let pages = 0;
+  while (query.hasMoreResults) {
+    const { result } = await query.nextAsTwin();
+    pages++;
+    for (const twin of result) ids.push(twin.deviceId);
+  }
+  console.log(JSON.stringify({ ids, pages }));
+}
+main().catch((e) => { console.error(e.message || e); process.exit(1); });
