@@ -156,6 +156,8 @@ func Replacement(old, want map[string]any) map[string]any {
 		wo, wIsObj := w.(map[string]any)
 		oo, oIsObj := o.(map[string]any)
 		switch {
+		case !had && w == nil:
+			// Deleting what is not there: nothing to say.
 		case had && wIsObj && oIsObj:
 			if sub := Replacement(oo, wo); len(sub) > 0 {
 				patch[k] = sub
