@@ -9,8 +9,9 @@
 // policy (RegistryRead, RegistryWrite, ServiceConnect). The signature check
 // is the device one: HMAC-SHA256, expiry, constant-time compare.
 //
-// Served so far: the query of twins, `POST /devices/query` (RegistryRead),
-// with `x-ms-max-item-count` and `x-ms-continuation`.
+// Served so far (all RegistryRead): the query of twins, `POST /devices/query`
+// with `x-ms-max-item-count` and `x-ms-continuation`; a device's identity,
+// `GET /devices/{id}`; its twin, `GET /twins/{id}`.
 package iothub
 
 import (
@@ -33,12 +34,33 @@ type Querier interface {
 	Query(ctx context.Context, query string, pageSize int, continuation string) (items []map[string]any, next string, err error)
 }
 
+// Registry reads device identities and twins for GET /devices/{id} and
+// GET /twins/{id}; an error NotFound reports true for answers 404.
+type Registry interface {
+	// Device returns a device's identity.
+	Device(ctx context.Context, id string) (DeviceInfo, error)
+	// Twin returns a device's twin in IoT Hub's shape (deviceId, etag,
+	// version, status, connectionState, tags, properties).
+	Twin(ctx context.Context, id string) (map[string]any, error)
+}
+
+// DeviceInfo is what the registry says of a device identity.
+type DeviceInfo struct {
+	ID, PrimaryKey, SecondaryKey, Status string
+	Connected                            bool
+	CreatedAt                            time.Time
+}
+
 // Config configures the handler.
 type Config struct {
 	// Policies are the hub's shared access policies.
 	Policies []Policy
 	// Query runs queries.
 	Query Querier
+	// Registry reads identities and twins; nil leaves those routes out.
+	Registry Registry
+	// NotFound reports whether an error of Registry means no such device.
+	NotFound func(error) bool
 	// BadRequest reports whether an error of Query is the caller's fault
 	// (400); others are 500.
 	BadRequest func(error) bool
@@ -69,11 +91,18 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.BadRequest == nil {
 		cfg.BadRequest = func(error) bool { return false }
 	}
+	if cfg.NotFound == nil {
+		cfg.NotFound = func(error) bool { return false }
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger.With("component", "iothub")}
 	h.mux.Handle("POST /devices/query", h.need(RegistryRead, h.query))
+	if cfg.Registry != nil {
+		h.mux.Handle("GET /devices/{id}", h.need(RegistryRead, h.device))
+		h.mux.Handle("GET /twins/{id}", h.need(RegistryRead, h.twin))
+	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := h.authenticate(r); err != nil {
 			writeError(w, http.StatusUnauthorized, "IotHubUnauthorizedAccess", err.Error())
@@ -172,6 +201,49 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("x-ms-item-type", "Twin")
 	writeJSON(w, http.StatusOK, items)
+}
+
+// device answers GET /devices/{id} with the identity in IoT Hub's shape.
+func (h *Handler) device(w http.ResponseWriter, r *http.Request) {
+	d, err := h.cfg.Registry.Device(r.Context(), r.PathValue("id"))
+	if err != nil {
+		h.registryError(w, r, err)
+		return
+	}
+	state := "Disconnected"
+	if d.Connected {
+		state = "Connected"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"deviceId": d.ID, "generationId": strconv.FormatInt(d.CreatedAt.UnixNano(), 10), "etag": "",
+		"status": d.Status, "statusReason": nil, "connectionState": state,
+		"cloudToDeviceMessageCount": 0, "capabilities": map[string]bool{"iotEdge": false},
+		"authentication": map[string]any{"type": "sas",
+			"symmetricKey":   map[string]string{"primaryKey": d.PrimaryKey, "secondaryKey": d.SecondaryKey},
+			"x509Thumbprint": map[string]any{"primaryThumbprint": nil, "secondaryThumbprint": nil}},
+	})
+}
+
+// twin answers GET /twins/{id}.
+func (h *Handler) twin(w http.ResponseWriter, r *http.Request) {
+	t, err := h.cfg.Registry.Twin(r.Context(), r.PathValue("id"))
+	if err != nil {
+		h.registryError(w, r, err)
+		return
+	}
+	if etag, ok := t["etag"].(string); ok {
+		w.Header().Set("ETag", strconv.Quote(etag))
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (h *Handler) registryError(w http.ResponseWriter, r *http.Request, err error) {
+	if h.cfg.NotFound(err) {
+		writeError(w, http.StatusNotFound, "DeviceNotFound", fmt.Sprintf("device %s does not exist", r.PathValue("id")))
+		return
+	}
+	h.log.Error("registry", "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, "ServerError", err.Error())
 }
 
 // writeError writes an error as IoT Hub does:

@@ -144,7 +144,7 @@ func TestFleetOperations(t *testing.T) {
 	})
 
 	t.Run("IoT Hub service API", func(t *testing.T) { iotHubQuery(t, n, data, cert) })
-	t.Run("Azure IoT service SDK", func(t *testing.T) { iotHubSDK(t, n, data, cert) })
+	t.Run("Azure IoT service SDK", func(t *testing.T) { iotHubSDK(t, n, data, cert, devs[0].Primary) })
 
 	t.Run("README", func(t *testing.T) {
 		testutil.RequireTool(t, "curl")
@@ -264,6 +264,29 @@ func iotHubQuery(t *testing.T, n *testutil.Node, data, certFile string) {
 		t.Errorf("devices of site b2 over the IoT Hub API: %v, want %v", ids, want)
 	}
 	for _, tc := range []struct {
+		path   string
+		status int
+		say    string
+	}{
+		{"/twins/fd1", 200, `"deviceId":"fd1"`},
+		{"/devices/fd1", 200, `"primaryKey"`},
+		{"/twins/nope", 404, "ErrorCode:DeviceNotFound"},
+		{"/twins/b1", 404, "ErrorCode:DeviceNotFound"}, // a building is no device
+		{"/jobs/v2/j1", 404, "ErrorCode:NotFound"},
+	} {
+		req, _ := http.NewRequest("GET", "https://"+addr+tc.path+"?api-version=2021-04-12", nil)
+		req.Header.Set("Authorization", auth)
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.status || !strings.Contains(string(out), tc.say) {
+			t.Errorf("GET %s: %d %s, want %d saying %q", tc.path, res.StatusCode, out, tc.status, tc.say)
+		}
+	}
+	for _, tc := range []struct {
 		name, auth string
 		status     int
 		say        string
@@ -289,7 +312,7 @@ func iotHubQuery(t *testing.T, n *testutil.Node, data, certFile string) {
 // Node.js (npm azure-iothub, installed into .cache/npm by
 // scripts/test-deps.sh) against the node's --https listener, with a
 // connection string from `twinmesh connection-string` as it is.
-func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile string) {
+func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string) {
 	nodejs := testutil.RequireTool(t, "node")
 	modules := filepath.Join(testutil.RepoRoot(), ".cache", "npm", "node_modules")
 	if _, err := os.Stat(filepath.Join(modules, "azure-iothub")); err != nil {
@@ -308,17 +331,31 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile string) {
 	cmd := exec.CommandContext(ctx, nodejs, filepath.Join("testdata", "iothub_query.js"))
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "NODE_EXTRA_CA_CERTS="+certFile,
 		"SERVICE_CONNECTION_STRING="+strings.TrimSpace(string(out)),
-		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2")
+		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2", "DEVICE_ID=fd0")
 	res, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the SDK's query failed: %v\n%s", err, res)
 	}
 	var got struct {
-		IDs   []string `json:"ids"`
-		Pages int      `json:"pages"`
+		IDs    []string `json:"ids"`
+		Pages  int      `json:"pages"`
+		Device struct {
+			DeviceID, Status, PrimaryKey string
+		} `json:"device"`
+		Twin struct {
+			DeviceID string         `json:"deviceId"`
+			Tags     map[string]any `json:"tags"`
+			Reported map[string]any `json:"reported"`
+		} `json:"twin"`
 	}
 	if err := json.Unmarshal(res, &got); err != nil || !reflect.DeepEqual(got.IDs, []string{"fd1", "fd3", "fd5"}) || got.Pages != 2 {
 		t.Fatalf("the SDK's query answered %s (%v)", res, err)
+	}
+	if got.Device.DeviceID != "fd0" || got.Device.Status != "enabled" || got.Device.PrimaryKey != primaryKey {
+		t.Errorf("Registry.get answered %+v", got.Device)
+	}
+	if got.Twin.DeviceID != "fd0" || got.Twin.Tags["site"] != "b1" || got.Twin.Reported["fw"] != "1.4" {
+		t.Errorf("Registry.getTwin answered %+v", got.Twin)
 	}
 }
 

@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/api"
 	"github.com/twinmesh/twinmesh/api/iothub"
+	"github.com/twinmesh/twinmesh/persistence"
 )
 
 // startIoTHub loads (or generates) the hub's shared access policies and,
@@ -23,7 +25,9 @@ func (n *node) startIoTHub(c *serveConfig, apiSrv *api.Server) error {
 	if c.HTTPS == "" {
 		return nil
 	}
-	h, err := iothub.New(iothub.Config{Policies: policies, Query: apiSrv, BadRequest: api.QueryBadRequest, Logger: n.log})
+	h, err := iothub.New(iothub.Config{Policies: policies, Query: apiSrv, BadRequest: api.QueryBadRequest,
+		Registry: hubRegistry{n.sys}, NotFound: func(err error) bool { return errors.Is(err, actors.ErrNotFound) },
+		Logger: n.log})
 	if err != nil {
 		return err
 	}
@@ -47,3 +51,37 @@ func (n *node) startIoTHub(c *serveConfig, apiSrv *api.Server) error {
 	n.log.Info("listening", "listener", "https", "addr", ln.Addr().String())
 	return nil
 }
+
+// hubRegistry reads identities and twins for the IoT Hub service API.
+type hubRegistry struct{ sys *actors.System }
+
+func (h hubRegistry) Device(ctx context.Context, id string) (iothub.DeviceInfo, error) {
+	idn, err := h.sys.Identity(ctx, id)
+	if err != nil {
+		return iothub.DeviceInfo{}, err
+	}
+	d := iothub.DeviceInfo{ID: idn.DeviceID, PrimaryKey: idn.PrimaryKey, SecondaryKey: idn.SecondaryKey,
+		Status: idn.Status, CreatedAt: idn.CreatedAt}
+	if t, err := h.Twin(ctx, id); err == nil {
+		d.Connected = t["connectionState"] == "Connected"
+	}
+	return d, nil
+}
+
+func (h hubRegistry) Twin(ctx context.Context, id string) (map[string]any, error) {
+	idn, err := h.sys.Identity(ctx, id)
+	if err != nil {
+		return nil, err // only devices have twins in IoT Hub's registry
+	}
+	ent, err := h.sys.GetEntity(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	doc, err := h.sys.StoredTwin(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return api.QueryDoc(persistence.TwinRow{Entity: ent, Twin: doc, Identity: &idn}, nil)
+}
+
+var _ iothub.Registry = hubRegistry{}

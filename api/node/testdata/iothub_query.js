@@ -1,6 +1,7 @@
 // Runs a query through the official Azure IoT service SDK for Node.js
 // (npm azure-iothub), as a back end written for IoT Hub does, and prints
-// the deviceId of every twin and the number of pages as JSON.
+// the deviceId of every twin and the number of pages as JSON; with
+// DEVICE_ID, also that device's identity and twin (Registry.get, getTwin).
 //
 //   SERVICE_CONNECTION_STRING="HostName=localhost:8443;SharedAccessKeyName=registryRead;SharedAccessKey=…"
 //   NODE_EXTRA_CA_CERTS=ca.pem QUERY="SELECT * FROM devices" PAGE_SIZE=2 node iothub_query.js
@@ -28,6 +29,13 @@ async function main() {
     pages++;
     for (const twin of result) ids.push(twin.deviceId);
   }
-  console.log(JSON.stringify({ ids, pages }));
+  const out = { ids, pages };
+  if (process.env.DEVICE_ID) {
+    const { responseBody: device } = await registry.get(process.env.DEVICE_ID);
+    const { responseBody: twin } = await registry.getTwin(process.env.DEVICE_ID);
+    out.device = { deviceId: device.deviceId, status: device.status, primaryKey: device.authentication.symmetricKey.primaryKey };
+    out.twin = { deviceId: twin.deviceId, tags: twin.tags, reported: twin.properties.reported };
+  }
+  console.log(JSON.stringify(out));
 }
 main().catch((e) => { console.error(e.message || e); process.exit(1); });
