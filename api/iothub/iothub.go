@@ -9,9 +9,11 @@
 // policy (RegistryRead, RegistryWrite, ServiceConnect). The signature check
 // is the device one: HMAC-SHA256, expiry, constant-time compare.
 //
-// Served so far (all RegistryRead): the query of twins, `POST /devices/query`
-// with `x-ms-max-item-count` and `x-ms-continuation`; a device's identity,
-// `GET /devices/{id}`; its twin, `GET /twins/{id}`.
+// Served so far: the query of twins, `POST /devices/query` with
+// `x-ms-max-item-count` and `x-ms-continuation` (RegistryRead); the registry,
+// `GET /devices[/{id}]` (RegistryRead), `PUT` and `DELETE /devices/{id}`
+// (RegistryWrite); twins, `GET /twins/{id}` (RegistryRead), `PATCH` and
+// `PUT /twins/{id}` with `If-Match` (ServiceConnect).
 package iothub
 
 import (
@@ -22,6 +24,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twinmesh/twinmesh/protocols/sas"
@@ -34,14 +37,26 @@ type Querier interface {
 	Query(ctx context.Context, query string, pageSize int, continuation string) (items []map[string]any, next string, err error)
 }
 
-// Registry reads device identities and twins for GET /devices/{id} and
-// GET /twins/{id}; an error NotFound reports true for answers 404.
+// Registry reads and writes device identities and twins. Its errors are
+// answered with the status Config.Status gives them.
 type Registry interface {
 	// Device returns a device's identity.
 	Device(ctx context.Context, id string) (DeviceInfo, error)
+	// PutDevice creates a device or updates its keys (empty: generated
+	// for a new device, kept for an existing one) and status.
+	PutDevice(ctx context.Context, d DeviceInfo) (DeviceInfo, error)
+	// DeleteDevice deletes a device with its twin.
+	DeleteDevice(ctx context.Context, id string) error
+	// ListDevices returns up to max identities in ID order.
+	ListDevices(ctx context.Context, max int) ([]DeviceInfo, error)
 	// Twin returns a device's twin in IoT Hub's shape (deviceId, etag,
 	// version, status, connectionState, tags, properties).
 	Twin(ctx context.Context, id string) (map[string]any, error)
+	// PatchTwin merges patches into desired and tags (either may be
+	// nil); ifVersion, when set, must be the twin's version.
+	PatchTwin(ctx context.Context, id string, desired, tags json.RawMessage, ifVersion *int64) (map[string]any, error)
+	// ReplaceTwin replaces desired and tags (a nil map keeps that section).
+	ReplaceTwin(ctx context.Context, id string, desired, tags map[string]any, ifVersion *int64) (map[string]any, error)
 }
 
 // DeviceInfo is what the registry says of a device identity.
@@ -57,10 +72,12 @@ type Config struct {
 	Policies []Policy
 	// Query runs queries.
 	Query Querier
-	// Registry reads identities and twins; nil leaves those routes out.
+	// Registry reads and writes identities and twins; nil leaves those
+	// routes out.
 	Registry Registry
-	// NotFound reports whether an error of Registry means no such device.
-	NotFound func(error) bool
+	// Status maps an error of Registry to an HTTP status (404 no such
+	// device, 412 an If-Match mismatch, 400, 409, …); nil answers 500.
+	Status func(error) int
 	// BadRequest reports whether an error of Query is the caller's fault
 	// (400); others are 500.
 	BadRequest func(error) bool
@@ -91,8 +108,8 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.BadRequest == nil {
 		cfg.BadRequest = func(error) bool { return false }
 	}
-	if cfg.NotFound == nil {
-		cfg.NotFound = func(error) bool { return false }
+	if cfg.Status == nil {
+		cfg.Status = func(error) int { return http.StatusInternalServerError }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -101,7 +118,13 @@ func New(cfg Config) (*Handler, error) {
 	h.mux.Handle("POST /devices/query", h.need(RegistryRead, h.query))
 	if cfg.Registry != nil {
 		h.mux.Handle("GET /devices/{id}", h.need(RegistryRead, h.device))
+		h.mux.Handle("PUT /devices/{id}", h.need(RegistryWrite, h.putDevice))
+		h.mux.Handle("DELETE /devices/{id}", h.need(RegistryWrite, h.deleteDevice))
+		h.mux.Handle("GET /devices/{$}", h.need(RegistryRead, h.listDevices))
+		h.mux.Handle("GET /devices", h.need(RegistryRead, h.listDevices))
 		h.mux.Handle("GET /twins/{id}", h.need(RegistryRead, h.twin))
+		h.mux.Handle("PATCH /twins/{id}", h.need(ServiceConnect, h.patchTwin))
+		h.mux.Handle("PUT /twins/{id}", h.need(ServiceConnect, h.putTwin))
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := h.authenticate(r); err != nil {
@@ -203,30 +226,108 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, items)
 }
 
-// device answers GET /devices/{id} with the identity in IoT Hub's shape.
-func (h *Handler) device(w http.ResponseWriter, r *http.Request) {
-	d, err := h.cfg.Registry.Device(r.Context(), r.PathValue("id"))
-	if err != nil {
-		h.registryError(w, r, err)
-		return
-	}
+// deviceJSON is a device identity in IoT Hub's shape.
+func deviceJSON(d DeviceInfo) map[string]any {
 	state := "Disconnected"
 	if d.Connected {
 		state = "Connected"
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"deviceId": d.ID, "generationId": strconv.FormatInt(d.CreatedAt.UnixNano(), 10), "etag": "",
 		"status": d.Status, "statusReason": nil, "connectionState": state,
 		"cloudToDeviceMessageCount": 0, "capabilities": map[string]bool{"iotEdge": false},
 		"authentication": map[string]any{"type": "sas",
 			"symmetricKey":   map[string]string{"primaryKey": d.PrimaryKey, "secondaryKey": d.SecondaryKey},
 			"x509Thumbprint": map[string]any{"primaryThumbprint": nil, "secondaryThumbprint": nil}},
-	})
+	}
+}
+
+// device answers GET /devices/{id}.
+func (h *Handler) device(w http.ResponseWriter, r *http.Request) {
+	d, err := h.cfg.Registry.Device(r.Context(), r.PathValue("id"))
+	if err != nil {
+		h.registryError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, deviceJSON(d))
+}
+
+// putDevice answers PUT /devices/{id}: {"deviceId","status",
+// "authentication":{"symmetricKey":{"primaryKey","secondaryKey"}}}.
+func (h *Handler) putDevice(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		DeviceID       string `json:"deviceId"`
+		Status         string `json:"status"`
+		Authentication struct {
+			Type         string `json:"type"`
+			SymmetricKey struct {
+				PrimaryKey   string `json:"primaryKey"`
+				SecondaryKey string `json:"secondaryKey"`
+			} `json:"symmetricKey"`
+		} `json:"authentication"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, "ArgumentInvalid", "the body must be a device: "+err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	if body.DeviceID != "" && body.DeviceID != id {
+		writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("deviceId %q differs from the path's %q", body.DeviceID, id))
+		return
+	}
+	if t := body.Authentication.Type; t != "" && t != "sas" {
+		writeError(w, http.StatusBadRequest, "ArgumentInvalid", fmt.Sprintf("authentication type %q: only sas keys are served", t))
+		return
+	}
+	d, err := h.cfg.Registry.PutDevice(r.Context(), DeviceInfo{ID: id, Status: body.Status,
+		PrimaryKey: body.Authentication.SymmetricKey.PrimaryKey, SecondaryKey: body.Authentication.SymmetricKey.SecondaryKey})
+	if err != nil {
+		h.registryError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, deviceJSON(d))
+}
+
+// deleteDevice answers DELETE /devices/{id} with 204.
+func (h *Handler) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	if err := h.cfg.Registry.DeleteDevice(r.Context(), r.PathValue("id")); err != nil {
+		h.registryError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// listDevices answers GET /devices[?top=n]: up to n identities (default
+// and most 1000), as IoT Hub's legacy device list does.
+func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
+	top := 1000
+	if v := r.URL.Query().Get("top"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "ArgumentInvalid", "top must be between 1 and 1000")
+			return
+		}
+		top = n
+	}
+	list, err := h.cfg.Registry.ListDevices(r.Context(), top)
+	if err != nil {
+		h.registryError(w, r, err)
+		return
+	}
+	out := make([]map[string]any, len(list))
+	for i, d := range list {
+		out[i] = deviceJSON(d)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // twin answers GET /twins/{id}.
 func (h *Handler) twin(w http.ResponseWriter, r *http.Request) {
 	t, err := h.cfg.Registry.Twin(r.Context(), r.PathValue("id"))
+	h.writeTwin(w, r, t, err)
+}
+
+func (h *Handler) writeTwin(w http.ResponseWriter, r *http.Request, t map[string]any, err error) {
 	if err != nil {
 		h.registryError(w, r, err)
 		return
@@ -237,13 +338,99 @@ func (h *Handler) twin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, t)
 }
 
-func (h *Handler) registryError(w http.ResponseWriter, r *http.Request, err error) {
-	if h.cfg.NotFound(err) {
-		writeError(w, http.StatusNotFound, "DeviceNotFound", fmt.Sprintf("device %s does not exist", r.PathValue("id")))
+// twinBody is what PATCH and PUT /twins/{id} take:
+// {"tags":{…},"properties":{"desired":{…}}}.
+type twinBody struct {
+	Tags       json.RawMessage `json:"tags"`
+	Properties struct {
+		Desired json.RawMessage `json:"desired"`
+	} `json:"properties"`
+}
+
+// ifMatch reads If-Match: an etag (the twin's version), or "*" / absent.
+func ifMatch(r *http.Request) (*int64, error) {
+	v := strings.Trim(strings.TrimPrefix(strings.TrimSpace(r.Header.Get("If-Match")), "W/"), `"`)
+	if v == "" || v == "*" {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("If-Match %q is not an etag of this hub", v)
+	}
+	return &n, nil
+}
+
+func (h *Handler) readTwinBody(w http.ResponseWriter, r *http.Request) (twinBody, *int64, bool) {
+	var b twinBody
+	ifv, err := ifMatch(r)
+	if err == nil {
+		err = json.NewDecoder(http.MaxBytesReader(w, r.Body, 256<<10)).Decode(&b)
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "ArgumentInvalid", err.Error())
+		return b, nil, false
+	}
+	return b, ifv, true
+}
+
+// patchTwin answers PATCH /twins/{id}: merge patches of tags and desired.
+func (h *Handler) patchTwin(w http.ResponseWriter, r *http.Request) {
+	b, ifv, ok := h.readTwinBody(w, r)
+	if !ok {
 		return
 	}
-	h.log.Error("registry", "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "ServerError", err.Error())
+	t, err := h.cfg.Registry.PatchTwin(r.Context(), r.PathValue("id"), nonNull(b.Properties.Desired), nonNull(b.Tags), ifv)
+	h.writeTwin(w, r, t, err)
+}
+
+// putTwin answers PUT /twins/{id}: tags and desired replaced.
+func (h *Handler) putTwin(w http.ResponseWriter, r *http.Request) {
+	b, ifv, ok := h.readTwinBody(w, r)
+	if !ok {
+		return
+	}
+	var desired, tags map[string]any
+	for _, sec := range []struct {
+		raw json.RawMessage
+		to  *map[string]any
+	}{{b.Properties.Desired, &desired}, {b.Tags, &tags}} {
+		if raw := nonNull(sec.raw); raw != nil {
+			dec := json.NewDecoder(strings.NewReader(string(raw)))
+			dec.UseNumber()
+			if err := dec.Decode(sec.to); err != nil {
+				writeError(w, http.StatusBadRequest, "ArgumentInvalid", err.Error())
+				return
+			}
+		}
+	}
+	delete(desired, "$metadata")
+	delete(desired, "$version")
+	if desired == nil && tags == nil {
+		desired = map[string]any{}
+	}
+	t, err := h.cfg.Registry.ReplaceTwin(r.Context(), r.PathValue("id"), desired, tags, ifv)
+	h.writeTwin(w, r, t, err)
+}
+
+func nonNull(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
+
+// registryError answers an error of the Registry with its status and IoT
+// Hub's name for it.
+func (h *Handler) registryError(w http.ResponseWriter, r *http.Request, err error) {
+	status := h.cfg.Status(err)
+	code := map[int]string{http.StatusNotFound: "DeviceNotFound", http.StatusPreconditionFailed: "PreconditionFailed",
+		http.StatusBadRequest: "ArgumentInvalid", http.StatusConflict: "DeviceAlreadyExists", http.StatusRequestEntityTooLarge: "MessageTooLarge",
+		http.StatusServiceUnavailable: "ServiceUnavailable", http.StatusTooManyRequests: "ThrottlingException"}[status]
+	if code == "" {
+		status, code = http.StatusInternalServerError, "ServerError"
+		h.log.Error("registry", "path", r.URL.Path, "err", err)
+	}
+	writeError(w, status, code, err.Error())
 }
 
 // writeError writes an error as IoT Hub does:

@@ -321,7 +321,7 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 		}
 		t.Skipf("npm azure-iothub not installed in %s (run scripts/test-deps.sh)", modules)
 	}
-	out, err := exec.Command(testutil.Binary(t), "connection-string", "--data", data, "--policy", "registryRead",
+	out, err := exec.Command(testutil.Binary(t), "connection-string", "--data", data, "--policy", "iothubowner",
 		"--host", "localhost:"+portOf(t, n.Addr("https"))).Output()
 	if err != nil {
 		t.Fatalf("connection-string: %v", err)
@@ -331,7 +331,7 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 	cmd := exec.CommandContext(ctx, nodejs, filepath.Join("testdata", "iothub_query.js"))
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "NODE_EXTRA_CA_CERTS="+certFile,
 		"SERVICE_CONNECTION_STRING="+strings.TrimSpace(string(out)),
-		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2", "DEVICE_ID=fd0")
+		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2", "DEVICE_ID=fd0", "NEW_ID=sdk-made")
 	res, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the SDK's query failed: %v\n%s", err, res)
@@ -347,6 +347,7 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 			Tags     map[string]any `json:"tags"`
 			Reported map[string]any `json:"reported"`
 		} `json:"twin"`
+		Lifecycle map[string]any `json:"lifecycle"`
 	}
 	if err := json.Unmarshal(res, &got); err != nil || !reflect.DeepEqual(got.IDs, []string{"fd1", "fd3", "fd5"}) || got.Pages != 2 {
 		t.Fatalf("the SDK's query answered %s (%v)", res, err)
@@ -356,6 +357,11 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 	}
 	if got.Twin.DeviceID != "fd0" || got.Twin.Tags["site"] != "b1" || got.Twin.Reported["fw"] != "1.4" {
 		t.Errorf("Registry.getTwin answered %+v", got.Twin)
+	}
+	want := map[string]any{"created": "sdk-made", "hasKey": true, "site": "sdk", "fw": "3.0",
+		"stale": "InvalidEtagError", "listed": true, "afterDelete": "DeviceNotFoundError"}
+	if !reflect.DeepEqual(got.Lifecycle, want) {
+		t.Errorf("the SDK's registry life cycle: %v, want %v", got.Lifecycle, want)
 	}
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -26,7 +27,7 @@ func (n *node) startIoTHub(c *serveConfig, apiSrv *api.Server) error {
 		return nil
 	}
 	h, err := iothub.New(iothub.Config{Policies: policies, Query: apiSrv, BadRequest: api.QueryBadRequest,
-		Registry: hubRegistry{n.sys}, NotFound: func(err error) bool { return errors.Is(err, actors.ErrNotFound) },
+		Registry: hubRegistry{n.sys}, Status: func(err error) int { st, _ := api.ErrorOf(err); return st },
 		Logger: n.log})
 	if err != nil {
 		return err
@@ -66,6 +67,71 @@ func (h hubRegistry) Device(ctx context.Context, id string) (iothub.DeviceInfo, 
 		d.Connected = t["connectionState"] == "Connected"
 	}
 	return d, nil
+}
+
+func (h hubRegistry) PutDevice(ctx context.Context, d iothub.DeviceInfo) (iothub.DeviceInfo, error) {
+	old, err := h.sys.Identity(ctx, d.ID)
+	if errors.Is(err, actors.ErrNotFound) {
+		if old, _, err = h.sys.RegisterDevice(ctx, d.ID, "", nil); err != nil {
+			return iothub.DeviceInfo{}, err
+		}
+	} else if err != nil {
+		return iothub.DeviceInfo{}, err
+	}
+	spec := actors.IdentitySpec{PrimaryKey: d.PrimaryKey, SecondaryKey: d.SecondaryKey, Status: d.Status}
+	if spec.PrimaryKey == "" {
+		spec.PrimaryKey = old.PrimaryKey
+	}
+	if spec.SecondaryKey == "" {
+		spec.SecondaryKey = old.SecondaryKey
+	}
+	if spec.Status == "" {
+		spec.Status = old.Status
+	}
+	if _, _, err := h.sys.PutIdentity(ctx, d.ID, spec); err != nil {
+		return iothub.DeviceInfo{}, err
+	}
+	return h.Device(ctx, d.ID)
+}
+
+func (h hubRegistry) DeleteDevice(ctx context.Context, id string) error {
+	return h.sys.DeleteDevice(ctx, id)
+}
+
+func (h hubRegistry) ListDevices(ctx context.Context, max int) ([]iothub.DeviceInfo, error) {
+	list, _, err := h.sys.ListIdentities(ctx, persistence.IdentityFilter{}, "", max)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]iothub.DeviceInfo, len(list))
+	for i, idn := range list {
+		out[i] = iothub.DeviceInfo{ID: idn.DeviceID, PrimaryKey: idn.PrimaryKey, SecondaryKey: idn.SecondaryKey,
+			Status: idn.Status, CreatedAt: idn.CreatedAt}
+	}
+	return out, nil
+}
+
+func (h hubRegistry) PatchTwin(ctx context.Context, id string, desired, tags json.RawMessage, ifVersion *int64) (map[string]any, error) {
+	if _, err := h.sys.Identity(ctx, id); err != nil {
+		return nil, err
+	}
+	if desired == nil && tags == nil {
+		return h.Twin(ctx, id)
+	}
+	if _, _, err := h.sys.PatchTwin(ctx, id, actors.PatchBody{Desired: desired, Tags: tags}, ifVersion); err != nil {
+		return nil, err
+	}
+	return h.Twin(ctx, id)
+}
+
+func (h hubRegistry) ReplaceTwin(ctx context.Context, id string, desired, tags map[string]any, ifVersion *int64) (map[string]any, error) {
+	if _, err := h.sys.Identity(ctx, id); err != nil {
+		return nil, err
+	}
+	if _, _, err := h.sys.ReplaceTwin(ctx, id, desired, tags, ifVersion); err != nil {
+		return nil, err
+	}
+	return h.Twin(ctx, id)
 }
 
 func (h hubRegistry) Twin(ctx context.Context, id string) (map[string]any, error) {

@@ -1,7 +1,9 @@
 // Runs a query through the official Azure IoT service SDK for Node.js
 // (npm azure-iothub), as a back end written for IoT Hub does, and prints
 // the deviceId of every twin and the number of pages as JSON; with
-// DEVICE_ID, also that device's identity and twin (Registry.get, getTwin).
+// DEVICE_ID, also that device's identity and twin (Registry.get, getTwin);
+// with NEW_ID, the registry's life cycle of a new device (create, twin
+// update with its etag, a stale etag refused, list, delete).
 //
 //   SERVICE_CONNECTION_STRING="HostName=localhost:8443;SharedAccessKeyName=registryRead;SharedAccessKey=…"
 //   NODE_EXTRA_CA_CERTS=ca.pem QUERY="SELECT * FROM devices" PAGE_SIZE=2 node iothub_query.js
@@ -35,6 +37,32 @@ async function main() {
     const { responseBody: twin } = await registry.getTwin(process.env.DEVICE_ID);
     out.device = { deviceId: device.deviceId, status: device.status, primaryKey: device.authentication.symmetricKey.primaryKey };
     out.twin = { deviceId: twin.deviceId, tags: twin.tags, reported: twin.properties.reported };
+  }
+  if (process.env.NEW_ID) {
+    const id = process.env.NEW_ID;
+    const { responseBody: created } = await registry.create({ deviceId: id });
+    const { responseBody: twin } = await registry.getTwin(id);
+    const { responseBody: updated } = await registry.updateTwin(id,
+      { tags: { site: 'sdk' }, properties: { desired: { fw: '3.0' } } }, twin.etag);
+    let stale = 'accepted';
+    try {
+      await registry.updateTwin(id, { tags: { site: 'again' } }, twin.etag);
+    } catch (e) {
+      stale = e.constructor.name;
+    }
+    const { responseBody: listed } = await registry.list();
+    await registry.delete(id);
+    let afterDelete = 'found';
+    try {
+      await registry.get(id);
+    } catch (e) {
+      afterDelete = e.constructor.name;
+    }
+    out.lifecycle = {
+      created: created.deviceId, hasKey: !!created.authentication.symmetricKey.primaryKey,
+      site: updated.tags.site, fw: updated.properties.desired.fw, stale,
+      listed: listed.some((d) => d.deviceId === id), afterDelete,
+    };
   }
   console.log(JSON.stringify(out));
 }
