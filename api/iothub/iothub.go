@@ -13,7 +13,8 @@
 // `x-ms-max-item-count` and `x-ms-continuation` (RegistryRead); the registry,
 // `GET /devices[/{id}]` (RegistryRead), `PUT` and `DELETE /devices/{id}`
 // (RegistryWrite); twins, `GET /twins/{id}` (RegistryRead), `PATCH` and
-// `PUT /twins/{id}` with `If-Match` (ServiceConnect).
+// `PUT /twins/{id}` with `If-Match` (ServiceConnect); direct methods, `POST
+// /twins/{id}/methods` (ServiceConnect).
 package iothub
 
 import (
@@ -59,6 +60,13 @@ type Registry interface {
 	ReplaceTwin(ctx context.Context, id string, desired, tags map[string]any, ifVersion *int64) (map[string]any, error)
 }
 
+// Methods invokes direct methods on connected devices. Its errors are
+// answered with the status Config.Status gives them (404 for a device
+// without a session, 504 when it does not answer in time).
+type Methods interface {
+	Invoke(ctx context.Context, deviceID, method string, payload []byte) (status int, response []byte, err error)
+}
+
 // DeviceInfo is what the registry says of a device identity.
 type DeviceInfo struct {
 	ID, PrimaryKey, SecondaryKey, Status string
@@ -75,7 +83,10 @@ type Config struct {
 	// Registry reads and writes identities and twins; nil leaves those
 	// routes out.
 	Registry Registry
-	// Status maps an error of Registry to an HTTP status (404 no such
+	// Methods invokes direct methods; nil leaves POST /twins/{id}/methods
+	// out.
+	Methods Methods
+	// Status maps an error of Registry or Methods to an HTTP status (404 no such
 	// device, 412 an If-Match mismatch, 400, 409, …); nil answers 500.
 	Status func(error) int
 	// BadRequest reports whether an error of Query is the caller's fault
@@ -125,6 +136,9 @@ func New(cfg Config) (*Handler, error) {
 		h.mux.Handle("GET /twins/{id}", h.need(RegistryRead, h.twin))
 		h.mux.Handle("PATCH /twins/{id}", h.need(ServiceConnect, h.patchTwin))
 		h.mux.Handle("PUT /twins/{id}", h.need(ServiceConnect, h.putTwin))
+	}
+	if cfg.Methods != nil {
+		h.mux.Handle("POST /twins/{id}/methods", h.need(ServiceConnect, h.invoke))
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := h.authenticate(r); err != nil {
@@ -410,6 +424,52 @@ func (h *Handler) putTwin(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := h.cfg.Registry.ReplaceTwin(r.Context(), r.PathValue("id"), desired, tags, ifv)
 	h.writeTwin(w, r, t, err)
+}
+
+// invoke answers POST /twins/{id}/methods: {"methodName","payload",
+// "responseTimeoutInSeconds","connectTimeoutInSeconds"} → {"status","payload"}.
+func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
+	var b struct {
+		MethodName      string          `json:"methodName"`
+		Payload         json.RawMessage `json:"payload"`
+		ResponseTimeout int             `json:"responseTimeoutInSeconds"`
+		ConnectTimeout  int             `json:"connectTimeoutInSeconds"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 128<<10)).Decode(&b); err != nil || b.MethodName == "" {
+		writeError(w, http.StatusBadRequest, "ArgumentInvalid", `the body must be {"methodName":"…","payload":…}`)
+		return
+	}
+	timeout := b.ResponseTimeout + b.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 30
+	}
+	if timeout < 5 || timeout > 300 {
+		writeError(w, http.StatusBadRequest, "ArgumentInvalid", "the timeouts must add up to between 5 and 300 seconds")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(timeout)*time.Second)
+	defer cancel()
+	payload := []byte(nonNull(b.Payload))
+	if payload == nil {
+		payload = []byte("null")
+	}
+	status, resp, err := h.cfg.Methods.Invoke(ctx, r.PathValue("id"), b.MethodName, payload)
+	if err != nil {
+		st := h.cfg.Status(err)
+		switch st {
+		case http.StatusNotFound:
+			writeError(w, st, "DeviceNotOnline", err.Error())
+		case http.StatusGatewayTimeout:
+			writeError(w, st, "GatewayTimeoutException", err.Error())
+		default:
+			h.registryError(w, r, err)
+		}
+		return
+	}
+	if !json.Valid(resp) {
+		resp, _ = json.Marshal(string(resp))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": status, "payload": json.RawMessage(resp)})
 }
 
 func nonNull(raw json.RawMessage) json.RawMessage {

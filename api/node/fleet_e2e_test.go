@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/twinmesh/twinmesh/internal/testutil"
 	"github.com/twinmesh/twinmesh/protocols/sas"
 )
@@ -78,6 +80,11 @@ func TestFleetOperations(t *testing.T) {
 
 	// A real device reports its firmware and stays connected.
 	dc := connectDevice(t, n, devs[0])
+	// It answers direct methods with what it was sent.
+	must(t, dc.Subscribe("$iothub/methods/POST/#", 0, func(cl paho.Client, m paho.Message) {
+		_, rid, _ := strings.Cut(m.Topic(), "$rid=")
+		cl.Publish("$iothub/methods/res/200/?$rid="+rid, 0, false, `{"echo":`+string(m.Payload())+`}`)
+	}))
 	must(t, dc.Publish("$iothub/twin/PATCH/properties/reported/?$rid=1", 1, false, `{"fw":"1.4"}`))
 	testutil.Eventually(t, 10*time.Second, "fd0 reported fw", func() bool {
 		return len(fleetQuery(t, c, "SELECT deviceId FROM devices WHERE properties.reported.fw = '1.4' AND connectionState = 'Connected'", 10)) == 1
@@ -331,7 +338,7 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 	cmd := exec.CommandContext(ctx, nodejs, filepath.Join("testdata", "iothub_query.js"))
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "NODE_EXTRA_CA_CERTS="+certFile,
 		"SERVICE_CONNECTION_STRING="+strings.TrimSpace(string(out)),
-		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2", "DEVICE_ID=fd0", "NEW_ID=sdk-made")
+		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2", "DEVICE_ID=fd0", "NEW_ID=sdk-made", "METHOD_DEVICE=fd0")
 	res, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the SDK's query failed: %v\n%s", err, res)
@@ -348,6 +355,7 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 			Reported map[string]any `json:"reported"`
 		} `json:"twin"`
 		Lifecycle map[string]any `json:"lifecycle"`
+		Method    map[string]any `json:"method"`
 	}
 	if err := json.Unmarshal(res, &got); err != nil || !reflect.DeepEqual(got.IDs, []string{"fd1", "fd3", "fd5"}) || got.Pages != 2 {
 		t.Fatalf("the SDK's query answered %s (%v)", res, err)
@@ -362,6 +370,11 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 		"stale": "InvalidEtagError", "listed": true, "afterDelete": "DeviceNotFoundError"}
 	if !reflect.DeepEqual(got.Lifecycle, want) {
 		t.Errorf("the SDK's registry life cycle: %v, want %v", got.Lifecycle, want)
+	}
+	// A device without a session: 404 DeviceNotOnline, which this SDK
+	// reads as a plain Error("Not found"), as from IoT Hub.
+	if want := map[string]any{"status": 200.0, "payload": map[string]any{"echo": map[string]any{"a": 1.0}}, "offline": "Error"}; !reflect.DeepEqual(got.Method, want) {
+		t.Errorf("the SDK's invokeDeviceMethod: %v, want %v", got.Method, want)
 	}
 }
 

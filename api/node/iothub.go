@@ -18,7 +18,7 @@ import (
 
 // startIoTHub loads (or generates) the hub's shared access policies and,
 // with --https, serves the IoT Hub service API over TLS (CONTRACT section 9).
-func (n *node) startIoTHub(c *serveConfig, apiSrv *api.Server) error {
+func (n *node) startIoTHub(c *serveConfig, apiSrv *api.Server, methods api.Methods) error {
 	policies, err := iothub.LoadPolicies(c.Data)
 	if err != nil {
 		return err
@@ -27,7 +27,7 @@ func (n *node) startIoTHub(c *serveConfig, apiSrv *api.Server) error {
 		return nil
 	}
 	h, err := iothub.New(iothub.Config{Policies: policies, Query: apiSrv, BadRequest: api.QueryBadRequest,
-		Registry: hubRegistry{n.sys}, Status: func(err error) int { st, _ := api.ErrorOf(err); return st },
+		Registry: hubRegistry{n.sys}, Methods: hubMethods{n.sys, methods}, Status: func(err error) int { st, _ := api.ErrorOf(err); return st },
 		Logger: n.log})
 	if err != nil {
 		return err
@@ -151,3 +151,16 @@ func (h hubRegistry) Twin(ctx context.Context, id string) (map[string]any, error
 }
 
 var _ iothub.Registry = hubRegistry{}
+
+// hubMethods invokes direct methods for the IoT Hub service API.
+type hubMethods struct {
+	sys     *actors.System
+	methods api.Methods
+}
+
+func (h hubMethods) Invoke(ctx context.Context, id, method string, payload []byte) (int, []byte, error) {
+	if _, err := h.sys.Identity(ctx, id); err != nil {
+		return 0, nil, err
+	}
+	return h.methods.InvokeMethod(ctx, id, method, payload)
+}

@@ -414,7 +414,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	}()
 	n.stops = append(n.stops, func(ctx context.Context) { _ = n.http.Shutdown(ctx) })
 	log.Info("listening", "listener", "http", "addr", n.httpL.Addr().String())
-	if err := n.startIoTHub(c, apiSrv); err != nil {
+	if err := n.startIoTHub(c, apiSrv, router); err != nil {
 		return n, err
 	}
 	if err := writeNodeInfo(c.Data, n.httpL.Addr().String()); err != nil {

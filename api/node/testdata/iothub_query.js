@@ -3,12 +3,14 @@
 // the deviceId of every twin and the number of pages as JSON; with
 // DEVICE_ID, also that device's identity and twin (Registry.get, getTwin);
 // with NEW_ID, the registry's life cycle of a new device (create, twin
-// update with its etag, a stale etag refused, list, delete).
+// update with its etag, a stale etag refused, list, delete); with
+// METHOD_DEVICE, a direct method on that (connected) device and on one
+// that is not connected.
 //
 //   SERVICE_CONNECTION_STRING="HostName=localhost:8443;SharedAccessKeyName=registryRead;SharedAccessKey=…"
 //   NODE_EXTRA_CA_CERTS=ca.pem QUERY="SELECT * FROM devices" PAGE_SIZE=2 node iothub_query.js
 const https = require('https');
-const { Registry } = require('azure-iothub');
+const { Registry, Client } = require('azure-iothub');
 
 // The SDK connects to HostName on port 443, through an https.Agent it makes
 // when a Registry (or Client, JobClient) is created: this one honours a
@@ -63,6 +65,18 @@ async function main() {
       site: updated.tags.site, fw: updated.properties.desired.fw, stale,
       listed: listed.some((d) => d.deviceId === id), afterDelete,
     };
+  }
+  if (process.env.METHOD_DEVICE) {
+    const client = Client.fromConnectionString(process.env.SERVICE_CONNECTION_STRING);
+    const call = { methodName: 'reboot', payload: { a: 1 }, responseTimeoutInSeconds: 10 };
+    const { result } = await client.invokeDeviceMethod(process.env.METHOD_DEVICE, call);
+    let offline = 'answered';
+    try {
+      await client.invokeDeviceMethod(process.env.OFFLINE_DEVICE || 'fd1', call);
+    } catch (e) {
+      offline = e.constructor.name;
+    }
+    out.method = { status: result.status, payload: result.payload, offline };
   }
   console.log(JSON.stringify(out));
 }
