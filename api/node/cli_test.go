@@ -35,12 +35,13 @@ func TestVersionFromBuildInfo(t *testing.T) {
 // line that names its arguments (token's DEVICE_ID).
 func TestCommandHelp(t *testing.T) {
 	for cmd, want := range map[string]string{
-		"version": "usage: twinmesh version",
-		"token":   "usage: twinmesh token [--data DIR] [--ttl 1h] [--hub-host HOST] [--secondary] DEVICE_ID",
-		"serve":   "usage: twinmesh serve [flags]",
-		"backup":  "usage: twinmesh backup [--data DIR] --out FILE",
-		"check":   "usage: twinmesh check [--data DIR]",
-		"bench":   "usage: twinmesh bench [flags]",
+		"version":           "usage: twinmesh version",
+		"token":             "usage: twinmesh token [--data DIR] [--ttl 1h] [--hub-host HOST] [--secondary] DEVICE_ID",
+		"serve":             "usage: twinmesh serve [flags]",
+		"backup":            "usage: twinmesh backup [--data DIR] --out FILE",
+		"check":             "usage: twinmesh check [--data DIR]",
+		"bench":             "usage: twinmesh bench [flags]",
+		"connection-string": "usage: twinmesh connection-string [--data DIR] [--policy NAME] --host HOST",
 	} {
 		t.Run(cmd, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
