@@ -71,6 +71,13 @@ func restCases() []restCase {
 
 		{route: "PUT /api/v1/devices/{id}", need: "admin", method: "PUT", path: "/api/v1/devices/{w}-dev-{n}", body: `{"parent":"{w}-r"}`, ok: 201},
 		{route: "PUT /api/v1/devices/{id}", need: "admin", method: "PUT", path: "/api/v1/devices/out-nobody-{n}", ok: 201, only: "out"},
+		{route: "GET /api/v1/devices", need: "admin", method: "GET", path: "/api/v1/devices?under={w}-b", ok: 200},
+		{route: "GET /api/v1/devices", need: "admin", method: "GET", path: "/api/v1/devices?status=enabled", ok: 200, only: "in"},
+		{route: "DELETE /api/v1/devices/{id}", need: "admin", method: "DELETE", path: "/api/v1/devices/{w}-deld-{n}", ok: 204,
+			setup: func(t *testing.T, e *accessEnv, w, n string) map[string]string {
+				e.admin.MustDo(t, "PUT", "/api/v1/devices/"+w+"-deld-"+n, `{"parent":"`+w+`-r"}`, 201)
+				return nil
+			}},
 		{route: "GET /api/v1/devices/{id}", need: "admin", method: "GET", path: "/api/v1/devices/{w}-d", ok: 200},
 		{route: "PATCH /api/v1/devices/{id}", need: "admin", method: "PATCH", path: "/api/v1/devices/{w}-d", body: `{"status":"enabled"}`, ok: 200},
 		{route: "POST /api/v1/devices/{id}/token", need: "admin", method: "POST", path: "/api/v1/devices/{w}-d/token", ok: 200},
@@ -95,8 +102,12 @@ func restCases() []restCase {
 		{route: "GET /api/v1/twins/{id}", need: "viewer", method: "GET", path: "/api/v1/twins/{w}-d", ok: 200},
 		{route: "PATCH /api/v1/twins/{id}", need: "operator", method: "PATCH", path: "/api/v1/twins/{w}-d", body: `{"desired":{"n":{n}}}`, ok: 200},
 		{route: "PATCH /api/v1/twins/{id}", need: "admin", method: "PATCH", path: "/api/v1/twins/{w}-d", body: `{"tags":{"n":{n}}}`, ok: 200},
+		{route: "PUT /api/v1/twins/{id}", need: "operator", method: "PUT", path: "/api/v1/twins/{w}-d", body: `{"desired":{"n":{n}}}`, ok: 200},
+		{route: "PUT /api/v1/twins/{id}", need: "admin", method: "PUT", path: "/api/v1/twins/{w}-d", body: `{"tags":{"n":{n}}}`, ok: 200},
 		{route: "GET /api/v1/twins", need: "viewer", method: "GET", path: "/api/v1/twins?under={w}-b", ok: 200},
 		{route: "GET /api/v1/twins", need: "viewer", method: "GET", path: "/api/v1/twins", ok: 200, only: "in"},
+		{route: "POST /api/v1/query", need: "viewer", method: "POST", path: "/api/v1/query", body: `{"query":"SELECT * FROM devices WHERE UNDER('{w}-b')"}`, ok: 200},
+		{route: "POST /api/v1/query", need: "viewer", method: "POST", path: "/api/v1/query", body: `{"query":"SELECT deviceId, parent FROM devices"}`, ok: 200, only: "in"},
 		{route: "GET /api/v1/twins/{id}/telemetry", need: "viewer", method: "GET", path: "/api/v1/twins/{w}-d/telemetry", ok: 200},
 
 		{route: "PUT /api/v1/rules/{id}", need: "whole", method: "PUT", path: "/api/v1/rules/new-{n}", body: rule, ok: 201, only: "in"},
@@ -135,10 +146,13 @@ func restCases() []restCase {
 				return map[string]string{"tok": id}
 			}},
 
+		{route: "POST /api/v1/import", need: "whole", method: "POST", path: "/api/v1/import", body: `{"entity":{"id":"imp-{n}","kind":"room","parent":"in-b"}}`, ok: 200, only: "in"},
+		{route: "GET /api/v1/export", need: "whole", method: "GET", path: "/api/v1/export?under=in-b", ok: 200, only: "in"},
 		{route: "GET /api/v1/cluster", need: "whole", method: "GET", path: "/api/v1/cluster", ok: 200, only: "in"},
 		{route: "DELETE /api/v1/cluster/members/{node}", need: "whole", method: "DELETE", path: "/api/v1/cluster/members/n9", ok: 204, only: "in"},
 		{route: "GET /api/v1/backup", need: "whole", method: "GET", path: "/api/v1/backup", ok: 200, only: "in"},
 		{need: "any", method: "GET", path: "/api/v1/no-such-thing", ok: 404, only: "in"},
+		{need: "any", method: "POST", path: "/api/v1/twins/{w}-d", ok: 405, only: "in"},
 		{need: "whole", method: "GET", path: "/debug/extra", ok: 200, only: "in"},
 	}
 }

@@ -120,7 +120,11 @@ func TestOperations(t *testing.T) {
 		})
 	}
 	t.Run("only POST", func(t *testing.T) {
-		c.MustDo(t, "GET", "/api/v1/entities/c1/ops/add", nil, 404) // the API's "no such endpoint"
+		// A wrong method gets 405 with Allow (CONTRACT section 9).
+		st, h, _, err := c.Do(context.Background(), "GET", "/api/v1/entities/c1/ops/add", nil)
+		if err != nil || st != 405 || h.Get("Allow") != "POST" {
+			t.Fatalf("GET of an operation: %d, Allow %q, %v; want 405, Allow POST", st, h.Get("Allow"), err)
+		}
 	})
 	t.Run("auth", func(t *testing.T) {
 		anon := *c

@@ -57,7 +57,10 @@ type route struct {
 	// refused with 400, so that a mistyped filter (?knd=) does not answer
 	// everything.
 	query []string
-	h     func(http.ResponseWriter, *http.Request) error
+	// stream: the handler reads the body as a stream with its own bounds,
+	// so Config.MaxBody does not apply (bulk import).
+	stream bool
+	h      func(http.ResponseWriter, *http.Request) error
 }
 
 // everywhere are the query parameters every route accepts: the access
@@ -125,6 +128,8 @@ func (s *Server) routeTable() []route {
 		{pattern: "POST /api/v1/entities/{id}/ops/{name}", need: operator, touches: on(id), h: s.callOp},
 		{pattern: "GET /api/v1/entities", need: viewer, list: true, query: listQuery, h: s.listEntities},
 
+		{pattern: "GET /api/v1/devices", need: admin, list: true, query: []string{"status", "under", "limit", "cursor"}, h: s.listDevices},
+		{pattern: "DELETE /api/v1/devices/{id}", need: admin, touches: on(id), h: s.deleteDevice},
 		{pattern: "PUT /api/v1/devices/{id}", need: admin, touches: on(id), upsert: true, h: s.putDevice},
 		{pattern: "GET /api/v1/devices/{id}", need: admin, touches: on(id), h: s.getDevice},
 		{pattern: "PATCH /api/v1/devices/{id}", need: admin, touches: on(id), h: s.patchDevice},
@@ -140,7 +145,9 @@ func (s *Server) routeTable() []route {
 
 		{pattern: "GET /api/v1/twins/{id}", need: viewer, touches: on(id), h: s.getTwin},
 		{pattern: "PATCH /api/v1/twins/{id}", need: operator, touches: on(id), h: s.patchTwin},
+		{pattern: "PUT /api/v1/twins/{id}", need: operator, touches: on(id), h: s.putTwin},
 		{pattern: "GET /api/v1/twins", need: viewer, list: true, query: listQuery, h: s.queryTwins},
+		{pattern: "POST /api/v1/query", need: viewer, list: true, h: s.query},
 		{pattern: "GET /api/v1/twins/{id}/telemetry", need: viewer, touches: on(id), query: []string{"name", "from", "to", "limit"}, h: s.telemetry},
 
 		{pattern: "PUT /api/v1/rules/{id}", need: whole, h: s.putRule},
@@ -163,6 +170,9 @@ func (s *Server) routeTable() []route {
 		{pattern: "GET /api/v1/tokens", need: whole, h: s.listTokens},
 		{pattern: "GET /api/v1/tokens/self", need: anyone, h: s.selfToken},
 		{pattern: "DELETE /api/v1/tokens/{id}", need: whole, h: s.revokeToken},
+
+		{pattern: "POST /api/v1/import", need: whole, query: []string{"dryRun"}, stream: true, h: s.importBody},
+		{pattern: "GET /api/v1/export", need: whole, query: []string{"under"}, h: s.export},
 
 		{pattern: "GET /api/v1/cluster", need: whole, h: s.cluster},
 		{pattern: "DELETE /api/v1/cluster/members/{node}", need: whole, h: s.forgetMember},

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,10 +119,23 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) routes() {
-	for _, rt := range s.routeTable() {
-		s.mux.Handle(rt.pattern, s.instrument(rt.pattern, s.guard(rt, handlerFunc(rt.h))))
+	table := s.routeTable()
+	for _, rt := range table {
+		limit := s.cfg.MaxBody
+		if rt.stream {
+			limit = -1 // the handler reads the body as a stream, a bounded line at a time
+		}
+		s.mux.Handle(rt.pattern, s.instrument(rt.pattern, limit, s.guard(rt, handlerFunc(rt.h))))
 	}
-	s.mux.Handle("/api/", s.instrument("unknown", s.guard(route{need: anyone}, handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	allow := newAllowed(table)
+	s.mux.Handle("/api/", s.instrument("unknown", s.cfg.MaxBody, s.guard(route{need: anyone}, handlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if methods := allow.of(r); methods != nil {
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, struct {
+				Error ErrorBody `json:"error"`
+			}{ErrorBody{Code: "method_not_allowed", Message: fmt.Sprintf("%s takes %s, not %s", r.URL.Path, strings.Join(methods, ", "), r.Method)}})
+			return nil
+		}
 		return errcode.New(errcode.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -174,11 +188,15 @@ func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return h.Hijack()
 }
 
-func (s *Server) instrument(route string, next http.Handler) http.Handler {
+// instrument counts and times a route's requests and bounds their bodies
+// to maxBody bytes (none when negative).
+func (s *Server) instrument(route string, maxBody int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
-		r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.MaxBody)
+		if maxBody >= 0 {
+			r.Body = http.MaxBytesReader(rec, r.Body, maxBody)
+		}
 		next.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = 200

@@ -30,3 +30,11 @@ if [ ! -d "$pnp/node_modules/azure-iot-device-mqtt" ]; then
   echo "installing the Azure IoT device SDK into $pnp"
   (cd "$pnp" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+
+# The Azure IoT service SDK for Node.js, for the IoT Hub service API test
+# (api/node TestFleetOperations), kept out of the tree in .cache/npm.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -d "$root/.cache/npm/node_modules/azure-iothub" ]; then
+  echo "installing: npm azure-iothub@1.16.6"
+  npm install --prefix "$root/.cache/npm" --no-audit --no-fund --silent azure-iothub@1.16.6 >/dev/null
+fi

@@ -32,6 +32,7 @@ commands:
   backup    copy the store, from the running node or the file: twinmesh backup --data DIR --out FILE
   check     check every page of a stopped node's store: twinmesh check --data DIR
   compact   give the pages retention freed back to the file system (stopped node): twinmesh compact --data DIR
+  connection-string  print an IoT Hub service connection string: twinmesh connection-string --data DIR --policy iothubowner --host HOST
   version   print the module version, commit and build time
 
 Run 'twinmesh <command> -h' for the flags of a command.
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = checkCmd(ctx, args[1:], stdout, stderr)
 	case "compact":
 		err = compactCmd(args[1:], stdout, stderr)
+	case "connection-string":
+		err = connectionStringCmd(args[1:], stdout, stderr)
 	case probeCommand:
 		return probeMain(args[1:], stderr)
 	case "version", "--version", "-version":

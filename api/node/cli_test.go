@@ -35,15 +35,16 @@ func TestVersionFromBuildInfo(t *testing.T) {
 // line that names its arguments (token's DEVICE_ID).
 func TestCommandHelp(t *testing.T) {
 	for cmd, want := range map[string]string{
-		"version":      "usage: twinmesh version",
-		"token":        "usage: twinmesh token [--data DIR] [--ttl 1h] [--hub-host HOST] [--secondary] DEVICE_ID",
-		"serve":        "usage: twinmesh serve [flags]",
-		"backup":       "usage: twinmesh backup [--data DIR] --out FILE",
-		"check":        "usage: twinmesh check [--data DIR]",
-		"compact":      "usage: twinmesh compact [--data DIR]",
-		"bench":        "usage: twinmesh bench [flags]",
-		"stream proxy": "usage: twinmesh stream proxy --node URL --token T --device D --name N --listen 127.0.0.1:2222",
-		"stream agent": "usage: twinmesh stream agent --mqtt HOST:PORT --device D --key K --allow N=127.0.0.1:22[,…]",
+		"version":           "usage: twinmesh version",
+		"token":             "usage: twinmesh token [--data DIR] [--ttl 1h] [--hub-host HOST] [--secondary] DEVICE_ID",
+		"serve":             "usage: twinmesh serve [flags]",
+		"backup":            "usage: twinmesh backup [--data DIR] --out FILE",
+		"check":             "usage: twinmesh check [--data DIR]",
+		"compact":           "usage: twinmesh compact [--data DIR]",
+		"bench":             "usage: twinmesh bench [flags]",
+		"connection-string": "usage: twinmesh connection-string [--data DIR] [--policy NAME] --host HOST",
+		"stream proxy":      "usage: twinmesh stream proxy --node URL --token T --device D --name N --listen 127.0.0.1:2222",
+		"stream agent":      "usage: twinmesh stream agent --mqtt HOST:PORT --device D --key K --allow N=127.0.0.1:22[,…]",
 	} {
 		t.Run(cmd, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -23,6 +23,7 @@ type serveConfig struct {
 	HTTP               string
 	MQTT               string
 	MQTTS              string
+	HTTPS              string
 	COAP               string
 	COAPS              string
 	COAPInsecure       bool
@@ -84,8 +85,9 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.COAPS, "coaps", "", "CoAP over DTLS listener with pre-shared keys (identity: device ID, key: its primary or secondary key)")
 	fs.BoolVar(&c.COAPInsecure, "coap-insecure", false, "allow --coap off loopback, where SAS tokens travel in clear")
 	fs.DurationVar(&c.COAPPresenceWindow, "coap-presence-window", 5*time.Minute, "a CoAP device that sent a request within it shows as connected")
-	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for --mqtts")
-	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --mqtts")
+	fs.StringVar(&c.HTTPS, "https", "", "IoT Hub service API over TLS (CONTRACT section 9); needs --tls-cert and --tls-key")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate for --mqtts and --https")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --mqtts and --https")
 	fs.StringVar(&c.NodeName, "node-name", host, "member name in the cluster")
 	fs.StringVar(&c.Gossip, "gossip", defaultGossip, "memberlist bind address; without --gossip and --join, a free port")
 	fs.StringVar(&c.Remote, "remote", "127.0.0.1:0", "protoactor remote bind address")
@@ -289,6 +291,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MQTTS != "" && (c.TLSCert == "" || c.TLSKey == "") {
 		return fmt.Errorf("%w: --mqtts needs --tls-cert and --tls-key", errUsage)
+	}
+	if c.HTTPS != "" && (c.TLSCert == "" || c.TLSKey == "") {
+		return fmt.Errorf("%w: --https needs --tls-cert and --tls-key", errUsage)
 	}
 	if err := coap.CheckAddr(c.COAP, c.COAPInsecure); err != nil {
 		return fmt.Errorf("%w: --coap: %v", errUsage, err)

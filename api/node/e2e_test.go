@@ -99,6 +99,7 @@ func TestServeExitsOnBadInput(t *testing.T) {
 		{"http port in use", []string{"--data", t.TempDir(), "--http", busy.Addr().String()}, "address already in use", 1},
 		{"data is a file", []string{"--data", unreadable, "--http", "127.0.0.1:0"}, "data folder", 1},
 		{"mqtts without cert", []string{"--mqtts", "127.0.0.1:0"}, "--tls-cert", 2},
+		{"https without cert", []string{"--https", "127.0.0.1:0"}, "--https needs --tls-cert", 2},
 		// Issue 12, item 11: every numeric and duration flag has a range.
 		{"negative retention", []string{"--telemetry-retention=-1h"}, "--telemetry-retention is -1h0m0s; it must be between 1m0s and", 2},
 		{"zero retention", []string{"--telemetry-retention", "0s"}, "--telemetry-retention", 2},

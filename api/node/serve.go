@@ -97,9 +97,11 @@ type node struct {
 	sys   *actors.System
 	http  *http.Server
 	httpL net.Listener
-	mqtt  *mqtt.Server // nil when MQTT is off
-	coap  *coap.Server // nil when CoAP is off
-	stops []func(context.Context)
+	// httpsL serves the IoT Hub service API (--https); nil without it.
+	httpsL net.Listener
+	mqtt   *mqtt.Server // nil when MQTT is off
+	coap   *coap.Server // nil when CoAP is off
+	stops  []func(context.Context)
 	// retiring is set when the node stops to come back under a new
 	// identity: its grains were taken over while it was cut off, so there
 	// is nothing to hand off and no client to wait for.
@@ -172,6 +174,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // this one sees alive and the configured seeds.
 func (n *node) keepAddresses(c *serveConfig, configured string) {
 	c.HTTP = n.httpL.Addr().String()
+	if n.httpsL != nil {
+		c.HTTPS = n.httpsL.Addr().String()
+	}
 	if n.mqtt != nil {
 		if c.MQTT != "" {
 			c.MQTT = n.mqtt.Addr()
@@ -424,6 +429,9 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	// they end first.
 	n.stops = append(n.stops, func(context.Context) { streamBroker.Close() })
 	log.Info("listening", "listener", "http", "addr", n.httpL.Addr().String())
+	if err := n.startIoTHub(c, apiSrv, router); err != nil {
+		return n, err
+	}
 	if err := writeNodeInfo(c.Data, n.httpL.Addr().String()); err != nil {
 		log.Warn("write node.json", "err", err)
 	}
