@@ -8,19 +8,22 @@ import (
 
 // metrics are the adapter's Prometheus collectors.
 type metrics struct {
-	requests          *prometheus.CounterVec // by resource and response code
-	messages          *prometheus.CounterVec // telemetry stored, by type (con, non)
-	refused           *prometheus.CounterVec // by reason
-	nonDropped        prometheus.Counter
-	amplification     prometheus.Counter
-	eventsDropped     prometheus.Counter
-	registrations     prometheus.Counter
-	observersRefused  prometheus.Counter
-	observersDropped  *prometheus.CounterVec // by reason
-	notifications     prometheus.Counter
-	sessionsOpened    prometheus.Counter
-	handshakeFailures prometheus.Counter
-	gauges            []prometheus.Collector
+	requests         *prometheus.CounterVec // by resource and response code
+	messages         *prometheus.CounterVec // telemetry stored, by type (con, non)
+	refused          *prometheus.CounterVec // by reason
+	nonDropped       prometheus.Counter
+	amplification    prometheus.Counter
+	eventsDropped    prometheus.Counter
+	registrations    prometheus.Counter
+	observersRefused prometheus.Counter
+	observersDropped *prometheus.CounterVec // by reason
+	notifications    prometheus.Counter
+	// notificationsSuperseded counts notifications a newer one replaced
+	// before they were acknowledged.
+	notificationsSuperseded prometheus.Counter
+	sessionsOpened          prometheus.Counter
+	handshakeFailures       prometheus.Counter
+	gauges                  []prometheus.Collector
 }
 
 func newMetrics(s *Server) *metrics {
@@ -45,6 +48,8 @@ func newMetrics(s *Server) *metrics {
 			Help: "Observations ended, by reason (no_ack, reset, deregistered, closed, disabled, …)."}, []string{"reason"}),
 		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinmesh_coap_notifications_total",
 			Help: "Confirmable notifications acknowledged."}),
+		notificationsSuperseded: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinmesh_coap_notifications_superseded_total",
+			Help: "Confirmable notifications replaced by a newer representation before they were acknowledged (RFC 7641 section 4.5.2)."}),
 		sessionsOpened: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinmesh_coap_dtls_sessions_opened_total",
 			Help: "DTLS sessions established."}),
 		handshakeFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinmesh_coap_dtls_handshake_failures_total",
@@ -65,7 +70,7 @@ func newMetrics(s *Server) *metrics {
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	cs := []prometheus.Collector{m.requests, m.messages, m.refused, m.nonDropped, m.amplification, m.eventsDropped,
-		m.registrations, m.observersRefused, m.observersDropped, m.notifications, m.sessionsOpened, m.handshakeFailures}
+		m.registrations, m.observersRefused, m.observersDropped, m.notifications, m.notificationsSuperseded, m.sessionsOpened, m.handshakeFailures}
 	var errs []error
 	for _, c := range append(cs, m.gauges...) {
 		errs = append(errs, r.Register(c))

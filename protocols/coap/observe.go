@@ -34,7 +34,28 @@ type observer struct {
 	refresh bool // notify even if unchanged
 	running bool // a goroutine is notifying
 	closed  bool
+	// inFlight is the confirmable notification awaiting its
+	// acknowledgement, if any: a change meanwhile supersedes it.
+	inFlight *transmission
+	// unacked is when the first notification not acknowledged since was
+	// sent (zero when all were): its retransmission window bounds the
+	// notifications that supersede it, so an observer that stopped
+	// acknowledging is still dropped after MAX_TRANSMIT_WAIT.
+	unacked time.Time
 }
+
+// transmission is one confirmable notification being sent.
+type transmission struct {
+	start  time.Time
+	cancel context.CancelCauseFunc // with errSuperseded, of the parent of…
+	stop   context.CancelFunc      // …the context bounded by the retransmission window
+	timer  *time.Timer             // supersedes it at start+AckTimeout; nil until armed
+}
+
+// errSuperseded ends the transmission of a notification whose
+// representation changed before it was acknowledged (RFC 7641 section
+// 4.5.2): the new representation is sent in its place.
+var errSuperseded = errors.New("coap: notification superseded by a newer one")
 
 // sent records a representation sent at now and returns the sequence
 // number to send it with.
@@ -246,6 +267,9 @@ func (s *Server) poke(o *observer, refresh bool) {
 	}
 	o.dirty = true
 	o.refresh = o.refresh || refresh
+	if !refresh {
+		s.supersede(o)
+	}
 	if o.running {
 		o.mu.Unlock()
 		return
@@ -281,10 +305,30 @@ func (s *Server) poke(o *observer, refresh bool) {
 	}
 }
 
+// supersede arranges for the notification o has in flight, if any, to
+// give way to a newer one (RFC 7641 section 4.5.2): a notification that
+// waited for its acknowledgement through all its retransmissions (about
+// 93 s) would hold back every change meanwhile, and a client that lost
+// the acknowledgement of a block-wise notification, or is busy fetching
+// its blocks, would get the last change late or never. It gives way when
+// its first transmission had its acknowledgement timeout, as a
+// retransmission would, so that a client that acknowledges gets each
+// representation and a flood of changes is not a flood of datagrams.
+// o.mu is held.
+func (s *Server) supersede(o *observer) {
+	t := o.inFlight
+	if t == nil || t.timer != nil {
+		return
+	}
+	cancel := t.cancel
+	t.timer = time.AfterFunc(max(time.Until(t.start.Add(s.cfg.AckTimeout)), 0), func() { cancel(errSuperseded) })
+}
+
 // notify sends o the current representation as a confirmable
 // notification, if it changed since the last one or refresh is set. An
 // observer that does not acknowledge it (after the retransmissions), or
-// answers it with a Reset, is dropped.
+// answers it with a Reset, is dropped; one that a change superseded is
+// sent the new representation by the caller's next round.
 func (s *Server) notify(o *observer, refresh bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	body, etag, err := s.representation(ctx, o.target)
@@ -305,8 +349,8 @@ func (s *Server) notify(o *observer, refresh bool) {
 	}
 	seq := o.sent(etag, s.cfg.Now())
 	cc := o.ep.cc
-	ctx, cancel = context.WithTimeout(context.Background(), s.cfg.maxTransmitWait()+2*tick)
-	defer cancel()
+	ctx, t := s.transmit(o)
+	defer s.transmitted(o, t)
 	m := cc.AcquireMessage(ctx)
 	defer cc.ReleaseMessage(m)
 	m.SetCode(codes.Content)
@@ -331,14 +375,59 @@ func (s *Server) notify(o *observer, refresh bool) {
 	s.mu.Unlock()
 	ep.sendMu.Unlock()
 	switch {
+	case err != nil && errors.Is(context.Cause(ctx), errSuperseded):
+		// Not acknowledged yet: whatever the next round finds is sent,
+		// even the same representation.
+		o.mu.Lock()
+		o.etag = nil
+		o.mu.Unlock()
+		s.m.notificationsSuperseded.Inc()
 	case err != nil:
 		s.dropObserver(o, "no_ack")
 		s.log.Debug("observer dropped: notification not acknowledged", "device", o.target.Device, "err", err)
 	case reset:
 		s.dropObserver(o, "reset")
 	default:
+		o.mu.Lock()
+		o.unacked = time.Time{}
+		o.mu.Unlock()
 		s.m.notifications.Inc()
 	}
+}
+
+// transmit starts the transmission of a notification of o: its context
+// ends when the notification is superseded, or when the retransmission
+// window of the first notification not acknowledged since has passed.
+// A change already waiting arms the superseding at once.
+func (s *Server) transmit(o *observer) (context.Context, *transmission) {
+	now := time.Now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.unacked.IsZero() {
+		o.unacked = now
+	}
+	parent, cancel := context.WithCancelCause(context.Background())
+	ctx, stop := context.WithDeadline(parent, o.unacked.Add(s.cfg.maxTransmitWait()+2*tick))
+	t := &transmission{start: now, cancel: cancel, stop: stop}
+	o.inFlight = t
+	if o.dirty && !o.refresh {
+		s.supersede(o)
+	}
+	return ctx, t
+}
+
+// transmitted ends the transmission t of a notification of o.
+func (s *Server) transmitted(o *observer, t *transmission) {
+	o.mu.Lock()
+	if o.inFlight == t {
+		o.inFlight = nil
+	}
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	o.mu.Unlock()
+	t.stop()
+	t.cancel(context.Canceled)
 }
 
 // final sends o a last, non-confirmable notification with err's code
