@@ -95,7 +95,11 @@ func TestDashboardInChromium(t *testing.T) {
 			t.Logf("screenshot: %s", shot)
 		}
 	}
-	run("acknowledge", chromedp.Click(`[data-alert="too-hot/thermo-1"] button.ack`))
+	// Clicked from the page's own script: the alert list re-renders on
+	// live events, and a node found by chromedp.Click can be replaced
+	// before the click reaches it ("Could not find node with given id").
+	poll("acknowledge", `(() => { const b = document.querySelector('[data-alert="too-hot/thermo-1"] button.ack'); if (!b) return false; b.click(); return true })()`,
+		chromedp.WithPollingTimeout(5*time.Second))
 	testutil.Eventually(t, 5*time.Second, "alert acknowledged", func() bool {
 		var a struct{ State string }
 		_ = json.Unmarshal(api.MustDo(t, "GET", "/api/v1/alerts/too-hot/thermo-1", nil, 200), &a)
