@@ -387,7 +387,23 @@ func (p *Placement) supersede(identity string) {
 }
 
 // Members returns the number of members this node counts, itself included.
-func (p *Placement) Members() int { return len(p.memberAddrs()) }
+func (p *Placement) Members() int {
+	// Counted as memberAddrs lists them, without building the list: it is
+	// asked on every commit and every event.
+	var ms []*pcluster.Member
+	if m := p.members.Load(); m != nil {
+		ms = *m
+	}
+	n, hasSelf := 0, false
+	for _, m := range ms {
+		n++
+		hasSelf = hasSelf || m.Address() == p.self
+	}
+	if !hasSelf {
+		n++
+	}
+	return n
+}
 
 // known returns the size of the cluster as this node knows it: the node
 // names recorded as members (see known.go: every grain-hosting node seen
