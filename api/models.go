@@ -70,7 +70,19 @@ func (s *Server) deleteModel(w http.ResponseWriter, r *http.Request) error {
 // withModelID adds "modelId" to a twin document of a device that follows a
 // model; other twins are returned unchanged.
 func (s *Server) withModelID(id string, doc json.RawMessage) json.RawMessage {
-	mid := s.sys.DeviceModelID(id)
+	return WithModelID(s.sys, id, doc)
+}
+
+// ModelIDs is what WithModelID needs: the DTMI a device follows.
+type ModelIDs interface {
+	DeviceModelID(deviceID string) string
+}
+
+// WithModelID adds "modelId" to the twin document doc of device id if it
+// follows a model (CONTRACT section 12), for every surface that returns a
+// twin: REST and the WebSocket get and patch ops.
+func WithModelID(models ModelIDs, id string, doc json.RawMessage) json.RawMessage {
+	mid := models.DeviceModelID(id)
 	if mid == "" {
 		return doc
 	}

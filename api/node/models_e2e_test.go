@@ -194,6 +194,30 @@ func TestModelsThroughTheBinary(t *testing.T) {
 		}
 		break
 	}
+	// The twin a WebSocket get returns names the model, as REST's does.
+	if err := ws.WriteJSON(map[string]any{"id": 3, "op": "get", "entity": "mq-1"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var r struct {
+			ID   int
+			OK   bool
+			Type string
+			Twin struct {
+				ModelID string `json:"modelId"`
+			}
+		}
+		if err := ws.ReadJSON(&r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Type != "" {
+			continue // an event
+		}
+		if r.ID != 3 || !r.OK || r.Twin.ModelID != thermostatModel {
+			t.Fatalf("WebSocket get reply %+v, want modelId %s", r, thermostatModel)
+		}
+		break
+	}
 
 	// Twin reported patches over MQTT: res/400 with the reason.
 	c := connectDevice(t, n, d)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/api"
 	"github.com/twinmesh/twinmesh/api/ws"
 )
 
@@ -18,7 +19,10 @@ type wsBackend struct {
 
 func (b wsBackend) GetTwin(ctx context.Context, id string) (json.RawMessage, error) {
 	doc, _, err := b.sys.GetTwin(ctx, id)
-	return doc, err
+	if err != nil {
+		return nil, err
+	}
+	return api.WithModelID(b.sys, id, doc), nil
 }
 
 func (b wsBackend) PatchDesired(ctx context.Context, id string, patch json.RawMessage, ifVersion *int64) (json.RawMessage, error) {
@@ -26,7 +30,10 @@ func (b wsBackend) PatchDesired(ctx context.Context, id string, patch json.RawMe
 		return nil, err
 	}
 	doc, _, err := b.sys.PatchTwin(ctx, id, actors.PatchBody{Desired: patch}, ifVersion)
-	return doc, err
+	if err != nil {
+		return nil, err
+	}
+	return api.WithModelID(b.sys, id, doc), nil
 }
 
 func (b wsBackend) Invoke(ctx context.Context, id, method string, payload json.RawMessage, _ time.Duration) (int, json.RawMessage, error) {
