@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 
@@ -68,8 +70,9 @@ func jobDevices(t *testing.T, c *testutil.Client, id string) []jobOutcome {
 // once (twin version 1 after the import, 2 after the job). Job events
 // reach a WebSocket subscribed to "$jobs". A method job records each
 // device's answer or failure; a job cancelled before its start time ends
-// cancelled without touching a device; a malformed condition is a 400 with
-// its position.
+// cancelled without touching a device; the dashboard's jobs view shows
+// jobs, live, and cancels one; a malformed condition is a 400 with its
+// position.
 func TestJobs(t *testing.T) {
 	const fleet = 1200
 	data := t.TempDir()
@@ -184,6 +187,49 @@ func TestJobs(t *testing.T) {
 		}
 		if got := fleetQuery(t, c, "SELECT COUNT() AS n FROM devices WHERE IS_DEFINED(tags.late)", 100); got[0]["n"] != 0.0 {
 			t.Fatalf("a cancelled job touched devices: %v", got)
+		}
+	})
+
+	t.Run("dashboard", func(t *testing.T) {
+		chromium := testutil.RequireTool(t, "chromium")
+		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
+			chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-background-networking", true),
+			chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()))
+		actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+		defer cancelA()
+		ctx, cancel := chromedp.NewContext(actx)
+		defer cancel()
+		ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+		defer cancelT()
+		status := func(id string) string {
+			return `document.querySelector('[data-job="` + id + `"] td:nth-child(4)').textContent`
+		}
+		if err := chromedp.Do(ctx, chromedp.Navigate(n.URL()+"/"), chromedp.WaitVisible("#token"),
+			chromedp.SendKeys("#token", n.Token), chromedp.Click("#signin"), chromedp.WaitVisible("#show-jobs"),
+			chromedp.Click("#show-jobs"), chromedp.WaitVisible(`[data-job="`+job.JobID+`"]`)); err != nil {
+			t.Fatalf("open the jobs view: %v", err)
+		}
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("#ws-state").textContent === "live"`, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+			t.Fatalf("the page's WebSocket: %v", err)
+		}
+		if got, err := chromedp.Run(ctx, chromedp.Evaluate[string](status(job.JobID))); err != nil || got != "completed" {
+			t.Errorf("the resumed job shows %q: %v", got, err)
+		}
+		// A new job shows up by its event, and the page cancels it.
+		body := c.MustDo(t, "POST", "/api/v1/jobs", map[string]any{"type": "updateTwin", "condition": "tags.batch = 'b'",
+			"twinPatch": map[string]any{"desired": map[string]any{"x": 1}}, "startTime": time.Now().Add(time.Hour).Format(time.RFC3339)}, 201)
+		var lj jobView
+		if err := json.Unmarshal(body, &lj); err != nil {
+			t.Fatal(err)
+		}
+		if err := chromedp.Do(ctx, chromedp.WaitVisible(`[data-job="`+lj.JobID+`"] button`), chromedp.Click(`[data-job="`+lj.JobID+`"] button`)); err != nil {
+			t.Fatalf("the live job row: %v", err)
+		}
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](status(lj.JobID)+` === "cancelled"`, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+			t.Errorf("cancelled from the page: %v", err)
+		}
+		if got := getJob(t, c, lj.JobID); got.Status != "cancelled" {
+			t.Errorf("job cancelled from the page is %q", got.Status)
 		}
 	})
 
