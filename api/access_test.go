@@ -148,6 +148,11 @@ func restCases() []restCase {
 
 		{route: "POST /api/v1/import", need: "whole", method: "POST", path: "/api/v1/import", body: `{"entity":{"id":"imp-{n}","kind":"room","parent":"in-b"}}`, ok: 200, only: "in"},
 		{route: "GET /api/v1/export", need: "whole", method: "GET", path: "/api/v1/export?under=in-b", ok: 200, only: "in"},
+		{route: "POST /api/v1/jobs", need: "whole", method: "POST", path: "/api/v1/jobs", body: jobSpec, ok: 201, only: "in"},
+		{route: "GET /api/v1/jobs", need: "whole", method: "GET", path: "/api/v1/jobs", ok: 200, only: "in"},
+		{route: "GET /api/v1/jobs/{id}", need: "whole", method: "GET", path: "/api/v1/jobs/acc-{n}", ok: 200, only: "in", setup: createJob},
+		{route: "GET /api/v1/jobs/{id}/devices", need: "whole", method: "GET", path: "/api/v1/jobs/acc-{n}/devices", ok: 200, only: "in", setup: createJob},
+		{route: "POST /api/v1/jobs/{id}/cancel", need: "whole", method: "POST", path: "/api/v1/jobs/acc-{n}/cancel", ok: 200, only: "in", setup: createJob},
 		{route: "GET /api/v1/cluster", need: "whole", method: "GET", path: "/api/v1/cluster", ok: 200, only: "in"},
 		{route: "DELETE /api/v1/cluster/members/{node}", need: "whole", method: "DELETE", path: "/api/v1/cluster/members/n9", ok: 204, only: "in"},
 		{route: "GET /api/v1/backup", need: "whole", method: "GET", path: "/api/v1/backup", ok: 200, only: "in"},
@@ -155,6 +160,15 @@ func restCases() []restCase {
 		{need: "any", method: "POST", path: "/api/v1/twins/{w}-d", ok: 405, only: "in"},
 		{need: "whole", method: "GET", path: "/debug/extra", ok: 200, only: "in"},
 	}
+}
+
+// jobSpec is a job that starts in an hour and changes nothing meanwhile.
+const jobSpec = `{"type":"updateTwin","condition":"tags.none = 1","twinPatch":{"tags":{"x":1}},"startTime":"2099-01-01T00:00:00Z"}`
+
+// createJob creates job acc-<n> (jobSpec) for a case.
+func createJob(t *testing.T, e *accessEnv, _, n string) map[string]string {
+	e.admin.MustDo(t, "POST", "/api/v1/jobs", strings.Replace(jobSpec, "{", `{"jobId":"acc-`+n+`",`, 1), 201)
+	return nil
 }
 
 func expand(s, w, n string, vars map[string]string) string {

@@ -174,6 +174,12 @@ func (s *Server) routeTable() []route {
 		{pattern: "POST /api/v1/import", need: whole, query: []string{"dryRun"}, stream: true, h: s.importBody},
 		{pattern: "GET /api/v1/export", need: whole, query: []string{"under"}, h: s.export},
 
+		{pattern: "POST /api/v1/jobs", need: whole, h: s.createJob},
+		{pattern: "GET /api/v1/jobs", need: whole, h: s.listJobs},
+		{pattern: "GET /api/v1/jobs/{id}", need: whole, h: s.getJob},
+		{pattern: "GET /api/v1/jobs/{id}/devices", need: whole, query: []string{"limit", "cursor"}, h: s.jobDevices},
+		{pattern: "POST /api/v1/jobs/{id}/cancel", need: whole, h: s.cancelJob},
+
 		{pattern: "GET /api/v1/cluster", need: whole, h: s.cluster},
 		{pattern: "DELETE /api/v1/cluster/members/{node}", need: whole, h: s.forgetMember},
 		{pattern: "GET /api/v1/backup", need: whole, h: s.backup},

@@ -20,6 +20,7 @@ import (
 	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/actors/errcode"
 	"github.com/twinmesh/twinmesh/api/authz"
+	"github.com/twinmesh/twinmesh/api/jobs"
 	"github.com/twinmesh/twinmesh/internal/strictjson"
 )
 
@@ -60,6 +61,9 @@ type Config struct {
 	// auth admits only the admin token or an admin access token for the
 	// whole tree.
 	Extra func(mux *http.ServeMux, auth func(http.Handler) http.Handler)
+	// OwnsJob reports whether this member runs the fleet job with this ID
+	// (RunJobs); nil: every job (a node on its own).
+	OwnsJob func(jobID string) bool
 	// Logger and metrics.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -77,6 +81,7 @@ type Server struct {
 	authz    *authz.Authorizer
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	jobs     *jobs.Manager
 }
 
 // New builds the handler.
@@ -111,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.requests, s.latency)
 	}
+	s.jobs = s.newJobs()
 	s.routes()
 	return s, nil
 }

@@ -181,6 +181,7 @@ var catalogSections = []struct {
 	{string(BucketMembers), []byte(BucketMembers), wireDocPut},
 	{string(BucketTokens), []byte(BucketTokens), wireDocPut},
 	{string(BucketModels), []byte(BucketModels), wireDocPut},
+	{string(BucketJobs), []byte(BucketJobs), wireDocPut},
 }
 
 // CatalogSnapshot returns the catalog (every entity, identity and document

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this binary writes. Open migrates older files
 // up to it and refuses newer ones with ErrSchemaTooNew.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // Bucket names inside the bbolt file.
 var (
@@ -60,6 +60,12 @@ func migrations() []migration {
 		// Nothing to rewrite: JSON records stay readable; a binary that
 		// knows schema 5 would not read the binary ones (recordcodec.go).
 		{to: 6, name: "binary telemetry records", apply: func(*bbolt.Tx) error { return nil }},
+		// A binary that knows schema 6 would not copy jobs to a joining
+		// member nor resume them.
+		{to: 7, name: "create jobs bucket", apply: func(tx *bbolt.Tx) error {
+			_, err := tx.CreateBucketIfNotExists([]byte(BucketJobs))
+			return err
+		}},
 	}
 }
 
@@ -80,7 +86,7 @@ func allBuckets() [][]byte {
 	return [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities,
 		bktTelemetry, bktTelemetryLog, bktInbox, bktEpochs,
 		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants), []byte(BucketTombstones),
-		[]byte(BucketGrains), []byte(BucketMembers), []byte(BucketTokens), []byte(BucketModels)}
+		[]byte(BucketGrains), []byte(BucketMembers), []byte(BucketTokens), []byte(BucketModels), []byte(BucketJobs)}
 }
 
 // readSchema returns the stored schema version; a file without a meta bucket

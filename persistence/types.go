@@ -99,13 +99,17 @@ const (
 	// BucketModels holds the DTDL interfaces of device models (CONTRACT
 	// section 12), keyed by DTMI, as the documents clients stored.
 	BucketModels Bucket = "models"
+	// BucketJobs holds fleet jobs (CONTRACT section 9): each job's
+	// definition and progress, and one outcome per device it selected, so
+	// that the member that takes a job over resumes it where it was left.
+	BucketJobs Bucket = "jobs"
 )
 
 // valid reports whether b is one of the document buckets.
 func (b Bucket) valid() bool {
 	switch b {
 	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones, BucketGrains, BucketMembers,
-		BucketTokens, BucketModels:
+		BucketTokens, BucketModels, BucketJobs:
 		return true
 	}
 	return false

@@ -14,7 +14,9 @@
 // `GET /devices[/{id}]` (RegistryRead), `PUT` and `DELETE /devices/{id}`
 // (RegistryWrite); twins, `GET /twins/{id}` (RegistryRead), `PATCH` and
 // `PUT /twins/{id}` with `If-Match` (ServiceConnect); direct methods, `POST
-// /twins/{id}/methods` (ServiceConnect).
+// /twins/{id}/methods` (ServiceConnect); jobs, `PUT /jobs/v2/{id}` and
+// `POST /jobs/v2/{id}/cancel` (ServiceConnect), `GET /jobs/v2/{id}` and
+// `GET /jobs/v2/query` (RegistryRead).
 package iothub
 
 import (
@@ -86,7 +88,9 @@ type Config struct {
 	// Methods invokes direct methods; nil leaves POST /twins/{id}/methods
 	// out.
 	Methods Methods
-	// Status maps an error of Registry or Methods to an HTTP status (404 no such
+	// Jobs schedules, reads and cancels jobs; nil leaves /jobs/v2 out.
+	Jobs Jobs
+	// Status maps an error of Registry, Methods or Jobs to an HTTP status (404 no such
 	// device, 412 an If-Match mismatch, 400, 409, …); nil answers 500.
 	Status func(error) int
 	// BadRequest reports whether an error of Query is the caller's fault
@@ -139,6 +143,12 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Methods != nil {
 		h.mux.Handle("POST /twins/{id}/methods", h.need(ServiceConnect, h.invoke))
+	}
+	if cfg.Jobs != nil {
+		h.mux.Handle("GET /jobs/v2/query", h.need(RegistryRead, h.queryJobs))
+		h.mux.Handle("PUT /jobs/v2/{id}", h.need(ServiceConnect, h.putJob))
+		h.mux.Handle("GET /jobs/v2/{id}", h.need(RegistryRead, h.getJob))
+		h.mux.Handle("POST /jobs/v2/{id}/cancel", h.need(ServiceConnect, h.cancelJob))
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := h.authenticate(r); err != nil {

@@ -279,7 +279,7 @@ func iotHubQuery(t *testing.T, n *testutil.Node, data, certFile string) {
 		{"/devices/fd1", 200, `"primaryKey"`},
 		{"/twins/nope", 404, "ErrorCode:DeviceNotFound"},
 		{"/twins/b1", 404, "ErrorCode:DeviceNotFound"}, // a building is no device
-		{"/jobs/v2/j1", 404, "ErrorCode:NotFound"},
+		{"/jobs/v2/j1", 404, "ErrorCode:JobNotFound"},
 	} {
 		req, _ := http.NewRequest("GET", "https://"+addr+tc.path+"?api-version=2021-04-12", nil)
 		req.Header.Set("Authorization", auth)
@@ -338,7 +338,8 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 	cmd := exec.CommandContext(ctx, nodejs, filepath.Join("testdata", "iothub_query.js"))
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "NODE_EXTRA_CA_CERTS="+certFile,
 		"SERVICE_CONNECTION_STRING="+strings.TrimSpace(string(out)),
-		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2", "DEVICE_ID=fd0", "NEW_ID=sdk-made", "METHOD_DEVICE=fd0")
+		"QUERY=SELECT * FROM devices WHERE kind = 'device' AND tags.site = 'b2'", "PAGE_SIZE=2", "DEVICE_ID=fd0", "NEW_ID=sdk-made", "METHOD_DEVICE=fd0",
+		"JOB_CONDITION=deviceId IN ['fd0', 'fd1', 'fd5']")
 	res, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the SDK's query failed: %v\n%s", err, res)
@@ -356,6 +357,7 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 		} `json:"twin"`
 		Lifecycle map[string]any `json:"lifecycle"`
 		Method    map[string]any `json:"method"`
+		Jobs      map[string]any `json:"jobs"`
 	}
 	if err := json.Unmarshal(res, &got); err != nil || !reflect.DeepEqual(got.IDs, []string{"fd1", "fd3", "fd5"}) || got.Pages != 2 {
 		t.Fatalf("the SDK's query answered %s (%v)", res, err)
@@ -375,6 +377,20 @@ func iotHubSDK(t *testing.T, n *testutil.Node, data, certFile, primaryKey string
 	// reads as a plain Error("Not found"), as from IoT Hub.
 	if want := map[string]any{"status": 200.0, "payload": map[string]any{"echo": map[string]any{"a": 1.0}}, "offline": "Error"}; !reflect.DeepEqual(got.Method, want) {
 		t.Errorf("the SDK's invokeDeviceMethod: %v, want %v", got.Method, want)
+	}
+	// JobClient: a twin update on three devices, and a method that only
+	// the connected fd0 answers; an unknown job is 404 JobNotFound, which
+	// this SDK reads as a plain Error, as from IoT Hub.
+	stats := func(succeeded, failed float64) map[string]any {
+		return map[string]any{"deviceCount": 3.0, "succeededCount": succeeded, "failedCount": failed, "runningCount": 0.0, "pendingCount": 0.0}
+	}
+	wantJobs := map[string]any{"twin": map[string]any{"type": "scheduleUpdateTwin", "stats": stats(3, 0)},
+		"method": map[string]any{"type": "scheduleDeviceMethod", "stats": stats(1, 2)}, "missing": "Error"}
+	if !reflect.DeepEqual(got.Jobs, wantJobs) {
+		t.Errorf("the SDK's JobClient: %v, want %v", got.Jobs, wantJobs)
+	}
+	if rows := fleetQuery(t, n.Client(), "SELECT COUNT() AS n FROM devices WHERE tags.rollout = 'r1' AND properties.desired.fw = '4.0'", 10); rows[0]["n"] != 3.0 {
+		t.Errorf("twins the SDK's job updated: %v, want 3", rows)
 	}
 }
 

@@ -27,7 +27,7 @@ func (n *node) startIoTHub(c *serveConfig, apiSrv *api.Server, methods api.Metho
 		return nil
 	}
 	h, err := iothub.New(iothub.Config{Policies: policies, Query: apiSrv, BadRequest: api.QueryBadRequest,
-		Registry: hubRegistry{n.sys}, Methods: hubMethods{n.sys, methods}, Status: func(err error) int { st, _ := api.ErrorOf(err); return st },
+		Registry: hubRegistry{n.sys}, Methods: hubMethods{n.sys, methods}, Jobs: apiSrv.Jobs(), Status: func(err error) int { st, _ := api.ErrorOf(err); return st },
 		Logger: n.log})
 	if err != nil {
 		return err

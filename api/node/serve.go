@@ -387,6 +387,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			return tok, exp, err
 		},
 		Cluster:      func() any { return n.place.View(context.Background()) },
+		OwnsJob:      func(id string) bool { return n.place.Owns("job/" + id) },
 		Backup:       n.db.Backup,
 		ForgetMember: n.place.Forget,
 		Ready: func() error {
@@ -456,6 +457,9 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	})
 	// And those of members that crashed, once memberlist declares them dead.
 	n.spawn(func(ctx context.Context) { sweepDeadMembers(ctx, log, n.prov.Members, n.place.Known, n.sys) })
+	// Fleet jobs this member owns, started or resumed (after a restart, or
+	// from a member that died).
+	n.spawn(apiSrv.RunJobs)
 	log.Info("node ready", "node", c.NodeName, "data", c.Data)
 	return n, nil
 }

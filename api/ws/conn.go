@@ -292,6 +292,11 @@ func (c *conn) authorize(ctx context.Context, f Frame) error {
 	if !ok {
 		return errcode.New(errcode.Forbidden, "op %q is not allowed", f.Op)
 	}
+	if f.Op == "subscribe" && (f.Entity == JobsEntity || strings.HasPrefix(f.Entity, JobsEntity+"/")) {
+		// Jobs are cluster-wide, as their REST routes: an admin of the
+		// whole tree only; they name no entity to check the scope of.
+		return c.h.cfg.Authz.Allow(c.p, authz.Need{Role: authz.Admin, Whole: true})
+	}
 	var ents []string
 	if f.Op != "unsubscribe" {
 		ents = append(ents, f.Entity)

@@ -39,7 +39,7 @@ type Frame struct {
 
 // EventTypes a subscription may ask for.
 var EventTypes = map[string]bool{"twin": true, "telemetry": true, "alert": true, "connection": true,
-	"rollup": true, "topology": true, "rule": true, "action": true, "validation": true}
+	"rollup": true, "topology": true, "rule": true, "action": true, "validation": true, "job": true}
 
 // ParseFrame decodes and validates a client frame. It is pure: every input
 // yields a Frame or a bad-request error wrapping ErrBadFrame (with the

@@ -326,6 +326,10 @@ func (h *Hub) remove(c *conn) {
 	h.mu.Unlock()
 }
 
+// JobsEntity is what a subscription names to receive the events of every
+// fleet job (each job's events name "$jobs/<job ID>").
+const JobsEntity = "$jobs"
+
 // subscription is one "subscribe" of a connection.
 type subscription struct {
 	id      string
@@ -340,6 +344,9 @@ func (s *subscription) matches(e Event, anc func() []string) bool {
 	}
 	if e.Entity == s.entity {
 		return true
+	}
+	if s.entity == JobsEntity && strings.HasPrefix(e.Entity, JobsEntity+"/") {
+		return true // "$jobs" stands for every job
 	}
 	if !s.subtree {
 		return false

@@ -377,3 +377,33 @@ func TestOriginCheck(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestJobEvents: a subscription to "$jobs" receives the events of every
+// job, one to "$jobs/<id>" those of that job, and neither an entity's.
+func TestJobEvents(t *testing.T) {
+	h, _, url := setup(t, Config{})
+	c := dial(t, url)
+	if m := send(t, c, `{"id":1,"op":"subscribe","entity":"$jobs","events":["job"]}`); m["ok"] != true {
+		t.Fatalf("subscribe to $jobs: %v", m)
+	}
+	if m := send(t, c, `{"id":2,"op":"subscribe","entity":"$jobs/j2"}`); m["ok"] != true {
+		t.Fatalf("subscribe to $jobs/j2: %v", m)
+	}
+	h.Publish(Event{Type: "twin", Entity: "d1", Version: 1}) // not a job: not seen
+	h.Publish(Event{Type: "job", Entity: "$jobs/j1", Data: json.RawMessage(`{"jobId":"j1"}`)})
+	if m := read(t, c); m["entity"] != "$jobs/j1" || m["sub"] != "s1" || m["type"] != "job" {
+		t.Fatalf("event %v, want j1's on s1", m)
+	}
+	h.Publish(Event{Type: "job", Entity: "$jobs/j2"})
+	got := map[any]bool{}
+	for range 2 {
+		m := read(t, c)
+		if m["entity"] != "$jobs/j2" {
+			t.Fatalf("event %v, want j2's", m)
+		}
+		got[m["sub"]] = true
+	}
+	if !got["s1"] || !got["s2"] {
+		t.Fatalf("j2's event reached %v, want s1 and s2", got)
+	}
+}

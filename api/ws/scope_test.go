@@ -27,7 +27,8 @@ func (s *tokens) Token(id string) (actors.AccessToken, bool) {
 }
 
 // TestScopedToken: a viewer token for b1 may subscribe and get inside b1
-// only, may not patch, invoke or call, gets no events of other subtrees,
+// only, may not patch, invoke or call, nor follow jobs, gets no events of
+// other subtrees,
 // and its connection closes when Revalidate finds it revoked.
 func TestScopedToken(t *testing.T) {
 	store := &tokens{m: map[string]actors.AccessToken{}}
@@ -64,6 +65,8 @@ func TestScopedToken(t *testing.T) {
 		`{"id":1,"op":"invoke","entity":"d1","method":"m"}`:      "forbidden",
 		`{"id":1,"op":"call","entity":"d1","name":"echo"}`:       "forbidden",
 		`{"id":1,"op":"unsubscribe","sub":"s99"}`:                "not_found",
+		`{"id":1,"op":"subscribe","entity":"$jobs"}`:             "forbidden",
+		`{"id":1,"op":"subscribe","entity":"$jobs/j1"}`:          "forbidden",
 	} {
 		if got := code(send(t, c, frame)); got != want {
 			t.Errorf("%s: %s, want %s", frame, got, want)

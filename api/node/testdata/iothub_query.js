@@ -5,12 +5,14 @@
 // with NEW_ID, the registry's life cycle of a new device (create, twin
 // update with its etag, a stale etag refused, list, delete); with
 // METHOD_DEVICE, a direct method on that (connected) device and on one
-// that is not connected.
+// that is not connected; with JOB_CONDITION, a twin update job and a
+// direct method job over that condition (JobClient), each followed until
+// it completes.
 //
 //   SERVICE_CONNECTION_STRING="HostName=localhost:8443;SharedAccessKeyName=registryRead;SharedAccessKey=…"
 //   NODE_EXTRA_CA_CERTS=ca.pem QUERY="SELECT * FROM devices" PAGE_SIZE=2 node iothub_query.js
 const https = require('https');
-const { Registry, Client } = require('azure-iothub');
+const { Registry, Client, JobClient } = require('azure-iothub');
 
 // The SDK connects to HostName on port 443, through an https.Agent it makes
 // when a Registry (or Client, JobClient) is created: this one honours a
@@ -77,6 +79,33 @@ async function main() {
       offline = e.constructor.name;
     }
     out.method = { status: result.status, payload: result.payload, offline };
+  }
+  if (process.env.JOB_CONDITION) {
+    const jobs = JobClient.fromConnectionString(process.env.SERVICE_CONNECTION_STRING);
+    const until = async (id) => {
+      for (let i = 0; i < 300; i++) {
+        const { jobStatus } = await jobs.getJob(id);
+        if (jobStatus.status === 'completed') return jobStatus;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error('job ' + id + ' did not complete');
+    };
+    const twinJob = 'sdk-twin-' + Date.now();
+    await jobs.scheduleTwinUpdate(twinJob, process.env.JOB_CONDITION,
+      { etag: '*', tags: { rollout: 'r1' }, properties: { desired: { fw: '4.0' } } }, new Date(), 3600);
+    const twin = await until(twinJob);
+    const methodJob = 'sdk-method-' + Date.now();
+    await jobs.scheduleDeviceMethod(methodJob, process.env.JOB_CONDITION,
+      { methodName: 'reboot', payload: { at: 'now' }, responseTimeoutInSeconds: 10 });
+    const method = await until(methodJob);
+    let missing = 'found';
+    try {
+      await jobs.getJob('no-such-job');
+    } catch (e) {
+      missing = e.constructor.name;
+    }
+    out.jobs = { twin: { type: twin.type, stats: twin.deviceJobStatistics },
+      method: { type: method.type, stats: method.deviceJobStatistics }, missing };
   }
   console.log(JSON.stringify(out));
 }

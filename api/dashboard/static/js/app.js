@@ -2,7 +2,7 @@
 // Sign-in, the views, and the one WebSocket that keeps the page live.
 (() => {
   const { $, state, api, may, adminOfAll, signOut, later, on, emit } = TM;
-  const VIEWS = ['overview', 'entity', 'alerts', 'tokens'];
+  const VIEWS = ['overview', 'entity', 'alerts', 'tokens', 'jobs'];
 
   function applyRole() {
     const s = state.self;
@@ -12,16 +12,17 @@
     }
   }
 
-  // show makes one view visible: overview, entity, alerts or tokens.
+  // show makes one view visible: overview, entity, alerts, tokens or jobs.
   function show(view) {
     state.view = view;
     for (const v of VIEWS) $('#' + v + '-view').hidden = v !== view;
-    for (const [v, b] of [['overview', '#show-overview'], ['alerts', '#show-alerts'], ['tokens', '#show-tokens']]) {
+    for (const [v, b] of [['overview', '#show-overview'], ['alerts', '#show-alerts'], ['tokens', '#show-tokens'], ['jobs', '#show-jobs']]) {
       $(b).setAttribute('aria-pressed', String(v === view));
     }
     if (view !== 'entity' && state.selected) { state.selected = null; emit('selected', null); subscribeSelected(); }
     if (view === 'alerts') TM.loadAlerts();
     if (view === 'tokens') TM.loadTokens();
+    if (view === 'jobs') TM.loadJobs();
   }
 
   $('#signin-form').addEventListener('submit', async (ev) => {
@@ -39,6 +40,7 @@
   $('#show-overview').addEventListener('click', () => show('overview'));
   $('#show-alerts').addEventListener('click', () => show(state.view === 'alerts' ? 'overview' : 'alerts'));
   $('#show-tokens').addEventListener('click', () => show(state.view === 'tokens' ? 'overview' : 'tokens'));
+  $('#show-jobs').addEventListener('click', () => show(state.view === 'jobs' ? 'overview' : 'jobs'));
 
   function start() {
     $('#signin-view').hidden = true;
@@ -89,6 +91,7 @@
     if (ev.type === 'rollup' && ev.data) { TM.setRollup(ev.entity, ev.data); emit('rollup', ev.entity); }
     if (ev.type === 'alert') later('alerts', TM.loadAlerts);
     if (ev.type === 'topology') later('tree', TM.loadTree, 300);
+    if (ev.type === 'job') { TM.jobEvent(ev.data); return; }
     if (ev.entity !== state.selected || ev.sub !== state.selectedSub) return;
     if (ev.type === 'telemetry') { TM.entityTelemetry(ev); return; }
     if (ev.type === 'validation') { TM.modelValidation(ev); return; }
@@ -105,6 +108,8 @@
       $('#ws-state').className = 'badge on';
       subscribeRoots();
       subscribeSelected();
+      // Every job's progress ("$jobs"), for admins of the whole tree.
+      if (adminOfAll()) send({ op: 'subscribe', entity: '$jobs', events: ['job'] }).catch(() => {});
     };
     ws.onmessage = (m) => {
       const msg = JSON.parse(m.data);
