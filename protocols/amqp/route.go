@@ -19,7 +19,7 @@ var condEnv = map[string]any{
 	"deviceId":   "",
 	"kind":       "",
 	"section":    "",
-	"body":       any(nil),
+	"body":       map[string]any{},
 	"properties": map[string]string{},
 }
 
@@ -92,7 +92,7 @@ type compiledRoute struct {
 
 // match evaluates the route against an event already classified; a
 // condition that fails to evaluate does not match (and is reported).
-func (r *compiledRoute) match(source string, e actors.Event, body any, props map[string]string) (bool, error) {
+func (r *compiledRoute) match(source string, e actors.Event, body map[string]any, props map[string]string) (bool, error) {
 	if !r.Enabled || r.Source != source {
 		return false, nil
 	}

@@ -259,6 +259,8 @@ func (w *worker) message(e entry) *amqp.Message {
 	id := fmt.Sprintf("%s-%x", w.def.Name, e.key)
 	ct := "application/json"
 	m := &amqp.Message{
+		// Durable: a broker that restarts keeps what it accepted.
+		Header:     &amqp.MessageHeader{Durable: true},
 		Data:       [][]byte{e.rec.Body},
 		Properties: &amqp.MessageProperties{MessageID: id, ContentType: &ct},
 		Annotations: amqp.Annotations{

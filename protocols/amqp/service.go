@@ -206,14 +206,16 @@ func (s *Service) HandleEvent(e actors.Event) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var body any
+	var body map[string]any
 	parsed := false
 	for _, r := range s.routes {
 		if !r.Enabled || r.Source != source {
 			continue
 		}
 		if r.prog != nil && !parsed {
-			_ = json.Unmarshal(e.Data, &body)
+			if json.Unmarshal(e.Data, &body) != nil || body == nil {
+				body = map[string]any{} // not a JSON object: conditions see no fields
+			}
 			parsed = true
 		}
 		ok, err := r.match(source, e, body, props)
