@@ -24,8 +24,9 @@ type Rabbit struct {
 	dir  string
 	Port int // the AMQP listener
 	env  []string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd ended
 }
 
 var (
@@ -126,8 +127,9 @@ func (r *Rabbit) Start() error {
 		out.Close()
 		return err
 	}
-	go func() { _ = cmd.Wait(); out.Close() }()
-	r.cmd = cmd
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); out.Close(); close(exited) }()
+	r.cmd, r.exited = cmd, exited
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for {
@@ -152,8 +154,18 @@ func (r *Rabbit) Stop() {
 	defer r.mu.Unlock()
 	c := exec.Command(rabbitBin+"rabbitmqctl", "stop")
 	c.Env = r.env
-	if err := c.Run(); err != nil && r.cmd != nil && r.cmd.Process != nil {
+	if err := c.Run(); err != nil && r.cmd != nil {
 		_ = r.cmd.Process.Kill()
+	}
+	// rabbitmqctl stop returns before the node let go of its ports: a
+	// Start before that fails with dist_port_already_used.
+	if r.cmd != nil {
+		select {
+		case <-r.exited:
+		case <-time.After(30 * time.Second):
+			_ = r.cmd.Process.Kill()
+			<-r.exited
+		}
 	}
 	r.cmd = nil
 }
@@ -170,4 +182,15 @@ func (r *Rabbit) killEpmd() {
 	c := exec.Command("epmd", "-kill")
 	c.Env = r.env
 	_ = c.Run()
+}
+
+// Log returns the broker's log files joined, for a failing test to show.
+func (r *Rabbit) Log() string {
+	files, _ := filepath.Glob(filepath.Join(r.dir, "log", "*.log"))
+	var out []byte
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		out = append(out, b...)
+	}
+	return string(out)
 }

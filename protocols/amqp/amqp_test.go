@@ -66,6 +66,12 @@ func newService(t *testing.T, cfg Config) (*Service, *testutil.Client, *syncBuf)
 	s.Mount(mux, func(h http.Handler) http.Handler { return h })
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
+		if t.Failed() {
+			for _, st := range s.Endpoints() {
+				t.Logf("endpoint %+v", st)
+			}
+			t.Logf("service log:\n%s", logs.String())
+		}
 		srv.Close()
 		cancel()
 		if err := s.Close(); err != nil {
