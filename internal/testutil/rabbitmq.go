@@ -21,9 +21,9 @@ const rabbitBin = "/usr/lib/rabbitmq/bin/"
 // temporary folder: one per test process, shared by the tests of a package
 // (StopRabbitMQ in TestMain ends it).
 type Rabbit struct {
-	dir  string
-	Port int // the AMQP listener
-	env  []string
+	dir    string
+	Port   int // the AMQP listener
+	env    []string
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd ended
@@ -116,7 +116,7 @@ func (r *Rabbit) URL() string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1
 func (r *Rabbit) Start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cmd := exec.Command(rabbitBin+"rabbitmq-server")
+	cmd := exec.Command(rabbitBin + "rabbitmq-server")
 	cmd.Env = r.env
 	out, err := os.OpenFile(filepath.Join(r.dir, "server.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
