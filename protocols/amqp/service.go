@@ -177,6 +177,9 @@ func (s *Service) startIngress(g *ingress) {
 	go func() { defer s.wg.Done(); g.run(ctx) }()
 }
 
+// Wait waits until what Start started ended (its context was cancelled).
+func (s *Service) Wait() { s.wg.Wait() }
+
 // Close stops everything Start started (the caller cancels the Start
 // context first or Close does it per component) and closes the store.
 func (s *Service) Close() error {
@@ -200,6 +203,9 @@ func (s *Service) Close() error {
 // routes and queues the matches for the outbox writer. It never blocks: a
 // full queue drops the message and counts it.
 func (s *Service) HandleEvent(e actors.Event) {
+	if e.Remote {
+		return // the member hosting the grain routes it
+	}
 	source, props, ok := classify(e)
 	if !ok {
 		return
@@ -251,7 +257,23 @@ func (s *Service) writer(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			// What is queued at shutdown still goes to the outbox.
+			for {
+				batch = batch[:0]
+				for len(batch) < cap(batch) {
+					select {
+					case q := <-s.queue:
+						batch = append(batch, q)
+						continue
+					default:
+					}
+					break
+				}
+				if len(batch) == 0 {
+					return
+				}
+				s.writeBatch(batch)
+			}
 		case q := <-s.queue:
 			batch = append(batch[:0], q)
 		}
