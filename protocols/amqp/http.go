@@ -33,27 +33,23 @@ func (s *Service) PutIngress(g Ingress) error {
 	return nil
 }
 
-// IngressDef returns an ingress with its URL redacted.
-func (s *Service) IngressDef(name string) (Ingress, error) {
+// IngressDef returns an ingress's status, its URL redacted.
+func (s *Service) IngressDef(name string) (IngressStatus, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	g := s.ingresses[name]
 	if g == nil {
-		return Ingress{}, ErrNotFound
+		return IngressStatus{}, ErrNotFound
 	}
-	d := g.def
-	d.URL = RedactURL(d.URL)
-	return d, nil
+	return g.status(), nil
 }
 
 // Ingresses lists the ingresses, URLs redacted.
-func (s *Service) Ingresses() []Ingress {
+func (s *Service) Ingresses() []IngressStatus {
 	s.mu.RLock()
-	out := make([]Ingress, 0, len(s.ingresses))
+	out := make([]IngressStatus, 0, len(s.ingresses))
 	for _, g := range s.ingresses {
-		d := g.def
-		d.URL = RedactURL(d.URL)
-		out = append(out, d)
+		out = append(out, g.status())
 	}
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/go-amqp"
@@ -32,6 +33,20 @@ const (
 	condInvalid      = amqp.ErrCond("amqp:invalid-field")
 )
 
+// IngressStatus is an ingress's definition (URL redacted) with its
+// counters.
+type IngressStatus struct {
+	Ingress
+	Connected bool  `json:"connected"`
+	Received  int64 `json:"received"`
+	Accepted  int64 `json:"accepted"`
+	Rejected  int64 `json:"rejected"`
+	// LastRejection is the condition and description of the latest
+	// rejected message.
+	LastRejection string `json:"lastRejection,omitempty"`
+	LastError     string `json:"lastError,omitempty"`
+}
+
 // ingress consumes one queue.
 type ingress struct {
 	svc   *Service
@@ -39,6 +54,25 @@ type ingress struct {
 	stop  context.CancelFunc
 	alive bool
 	done  chan struct{}
+
+	mu sync.Mutex
+	st IngressStatus
+}
+
+// status is the ingress's state with the URL redacted.
+func (g *ingress) status() IngressStatus {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.st
+	st.Ingress = g.def
+	st.URL = RedactURL(st.URL)
+	return st
+}
+
+func (g *ingress) update(f func(st *IngressStatus)) {
+	g.mu.Lock()
+	f(&g.st)
+	g.mu.Unlock()
 }
 
 func newIngress(svc *Service, def Ingress) *ingress {
@@ -55,6 +89,7 @@ func (g *ingress) run(ctx context.Context) {
 			return
 		}
 		g.svc.log.Warn("amqp ingress", "ingress", g.def.Name, "url", RedactURL(g.def.URL), "err", err)
+		g.update(func(st *IngressStatus) { st.Connected, st.LastError = false, Redact(err.Error()) })
 		if !sleep(ctx, bo.next()) {
 			return
 		}
@@ -77,6 +112,7 @@ func (g *ingress) session(ctx context.Context, bo *backoff) error {
 		return fmt.Errorf("receiver link: %s", Redact(err.Error()))
 	}
 	bo.reset()
+	g.update(func(st *IngressStatus) { st.Connected = true })
 	for {
 		msg, err := rcv.Receive(ctx, nil)
 		if err != nil {
@@ -88,11 +124,18 @@ func (g *ingress) session(ctx context.Context, bo *backoff) error {
 		switch {
 		case rej == nil:
 			g.svc.m.accepted.WithLabelValues(g.def.Name).Inc()
+			g.update(func(st *IngressStatus) { st.Received++; st.Accepted++ })
 			err = rcv.AcceptMessage(sctx, msg)
 		case rej.Condition == "":
+			g.update(func(st *IngressStatus) { st.Received++ })
 			err = rcv.ReleaseMessage(sctx, msg) // not stored for a passing reason: the broker redelivers
 		default:
 			g.svc.m.rejected.WithLabelValues(g.def.Name).Inc()
+			g.update(func(st *IngressStatus) {
+				st.Received++
+				st.Rejected++
+				st.LastRejection = string(rej.Condition) + ": " + rej.Description
+			})
 			err = rcv.RejectMessage(sctx, msg, rej)
 		}
 		cancel()
