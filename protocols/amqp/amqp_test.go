@@ -183,3 +183,29 @@ func TestRoutesOutWithConditionAndRedaction(t *testing.T) {
 	c.MustDo(t, "DELETE", "/api/v1/routes/off", nil, 204)
 	c.MustDo(t, "GET", "/api/v1/routes/off", nil, 404)
 }
+
+// TestAMQPSWithCA routes over TLS: an endpoint that trusts the broker's CA
+// delivers; one that trusts only the system roots keeps retrying and says
+// why.
+func TestAMQPSWithCA(t *testing.T) {
+	rb := testutil.RabbitMQ(t)
+	s, c, _ := newService(t, Config{})
+	ca, _ := json.Marshal(rb.CA)
+	c.MustDo(t, "PUT", "/api/v1/endpoints/tls", fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/tls-out","ca":%s}`, rb.TLSURL(), ca), 200)
+	c.MustDo(t, "PUT", "/api/v1/endpoints/untrusted", fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/tls-out"}`, rb.TLSURL()), 200)
+	c.MustDo(t, "PUT", "/api/v1/routes/a", `{"source":"telemetry","endpoint":"tls","enabled":true}`, 200)
+	c.MustDo(t, "PUT", "/api/v1/routes/b", `{"source":"telemetry","endpoint":"untrusted","enabled":true}`, 200)
+	s.HandleEvent(telemetry("d1", map[string]any{"v": 1.0}))
+	var ok, bad EndpointStatus
+	testutil.Eventually(t, 10*time.Second, "delivered over amqps", func() bool {
+		_ = json.Unmarshal(c.MustDo(t, "GET", "/api/v1/endpoints/tls", nil, 200), &ok)
+		_ = json.Unmarshal(c.MustDo(t, "GET", "/api/v1/endpoints/untrusted", nil, 200), &bad)
+		return ok.Delivered == 1 && strings.Contains(bad.LastError, "certificate")
+	})
+	if bad.State != StateRetrying || bad.Backlog != 1 || strings.Contains(ok.URL+bad.URL, "guest:guest") {
+		t.Fatalf("untrusted endpoint: %+v", bad)
+	}
+	if msgs := consume(t, rb.URL(), "/queue/tls-out", 2, time.Second); len(msgs) != 1 {
+		t.Fatalf("%d messages arrived, want 1", len(msgs))
+	}
+}
