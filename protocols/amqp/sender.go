@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -151,10 +150,6 @@ func (w *worker) session(ctx context.Context, bo *backoff) error {
 		}
 	}
 }
-
-// errRetryLater: the broker refused a batch (rejected or released); the
-// connection stays, the batch is tried again after a backoff.
-var errRetryLater = errors.New("retry later")
 
 // deliverBatch sends up to Window messages pipelined on the link, waits for
 // their outcomes in order and settles the outbox; n is how many left it.
