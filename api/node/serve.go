@@ -292,6 +292,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	// is written from the event sink, so it hears events from Start on;
 	// its store closes after the actor system stopped.
 	amqpSvc, err := amqpio.New(amqpio.Config{Path: filepath.Join(c.Data, "amqp.db"), Backend: n.sys,
+		Bounds:   amqpio.Bounds{MaxCount: c.AMQPOutboxMessages, MaxBytes: c.AMQPOutboxBytes, MaxAge: c.AMQPOutboxAge},
+		MaxTries: c.AMQPMaxTries, Credit: c.AMQPCredit, MaxMessageBytes: c.AMQPMaxMessage,
 		Logger: log.With("component", "amqp"), Registerer: reg})
 	if err != nil {
 		return n, err
