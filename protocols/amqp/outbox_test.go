@@ -113,4 +113,17 @@ func TestOutboxBoundDropsAndCounts(t *testing.T) {
 			t.Fatalf("outbox entry %d holds message %v", i, b.Points["n"])
 		}
 	}
+	// Definitions and outbox survive a restart.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := New(Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	eps := s2.Endpoints()
+	if len(eps) != 1 || eps[0].Backlog != 10 || len(s2.Routes()) != 1 || s2.enabled.Load() != 1 {
+		t.Fatalf("after a restart: %+v, routes %+v", eps, s2.Routes())
+	}
 }

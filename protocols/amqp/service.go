@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,9 +83,15 @@ type Service struct {
 	m   *metrics
 
 	queue chan queued // events matched by a route, waiting for the outbox writer
+	// enabled counts the enabled routes: with none, HandleEvent returns
+	// before it looks at the event (it runs inside every grain's commit
+	// path).
+	enabled atomic.Int32
 
 	mu        sync.RWMutex
 	ctx       context.Context // the Start context; nil before Start
+	cancel    context.CancelFunc
+	closed    bool
 	wg        sync.WaitGroup
 	workers   map[string]*worker
 	routes    map[string]*compiledRoute
@@ -137,6 +144,7 @@ func New(cfg Config) (*Service, error) {
 		_ = st.close()
 		return nil, fmt.Errorf("load amqp definitions: %w", err)
 	}
+	s.countEnabled()
 	return s, nil
 }
 
@@ -145,6 +153,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Start(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ctx, s.cancel = context.WithCancel(ctx)
 	s.ctx = ctx
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.writer(ctx) }()
@@ -180,10 +189,18 @@ func (s *Service) startIngress(g *ingress) {
 // Wait waits until what Start started ended (its context was cancelled).
 func (s *Service) Wait() { s.wg.Wait() }
 
-// Close stops everything Start started (the caller cancels the Start
-// context first or Close does it per component) and closes the store.
+// Close stops everything Start started and closes the store; a second
+// Close does nothing.
 func (s *Service) Close() error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	if s.cancel != nil {
+		s.cancel()
+	}
 	for _, w := range s.workers {
 		if w.alive {
 			w.stop()
@@ -203,8 +220,8 @@ func (s *Service) Close() error {
 // routes and queues the matches for the outbox writer. It never blocks: a
 // full queue drops the message and counts it.
 func (s *Service) HandleEvent(e actors.Event) {
-	if e.Remote {
-		return // the member hosting the grain routes it
+	if e.Remote || s.enabled.Load() == 0 {
+		return // the member hosting the grain routes it; no route
 	}
 	source, props, ok := classify(e)
 	if !ok {
@@ -416,6 +433,17 @@ type DeadLetter struct {
 	DeadAt     time.Time         `json:"deadAt"`
 }
 
+// countEnabled recounts the enabled routes; callers hold s.mu.
+func (s *Service) countEnabled() {
+	n := 0
+	for _, r := range s.routes {
+		if r.Enabled {
+			n++
+		}
+	}
+	s.enabled.Store(int32(n))
+}
+
 // PutRoute creates or replaces a route; its endpoint must exist.
 func (s *Service) PutRoute(r Route) error {
 	if err := r.Check(); err != nil {
@@ -431,6 +459,7 @@ func (s *Service) PutRoute(r Route) error {
 		return err
 	}
 	s.routes[r.Name] = &compiledRoute{Route: r, prog: p}
+	s.countEnabled()
 	return nil
 }
 
@@ -465,5 +494,6 @@ func (s *Service) DeleteRoute(name string) error {
 		return ErrNotFound
 	}
 	delete(s.routes, name)
+	s.countEnabled()
 	return s.st.deleteDef(bucketRoutes, name)
 }
