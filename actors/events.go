@@ -28,6 +28,10 @@ type Event struct {
 	SectionVersion int64           `json:"sectionVersion,omitempty"`
 	Data           json.RawMessage `json:"data,omitempty"`
 	TS             time.Time       `json:"ts"`
+	// Remote is set on events another member published (its grain, not
+	// ours): sinks that must act once per event, such as AMQP routes, skip
+	// them.
+	Remote bool `json:"-"`
 }
 
 // EventSink receives events. It is called from inside grains, one event at a

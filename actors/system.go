@@ -236,6 +236,7 @@ func (s *System) DeliverRemoteEvents(evs []json.RawMessage) {
 			s.log.Warn("bad event from member", "err", err)
 			continue
 		}
+		e.Remote = true
 		s.publishLocal(e)
 	}
 }

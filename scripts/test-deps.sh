@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing: protoc is not needed
-# (generated code is committed); the MQTT and CoAP (libcoap) command-line clients, Chromium for
+# (generated code is committed); the MQTT and CoAP (libcoap) command-line clients, RabbitMQ
+# (AMQP 1.0), Chromium for
 # the dashboard browser test, iproute2 and nftables for the network
 # namespaces of the Jepsen test, staticcheck, and npm with the Azure IoT device
 # SDK for Node.js. Safe to run repeatedly.
@@ -16,6 +17,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# RabbitMQ with its AMQP 1.0 plugin: the broker of the AMQP route and ingress
+# tests (internal/testutil/rabbitmq.go starts it on loopback in a temp folder).
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

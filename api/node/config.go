@@ -57,6 +57,13 @@ type serveConfig struct {
 	DeviceRate         float64
 	DeviceBurst        int
 	MaxPayload         int
+	// AMQP routes and ingress (CONTRACT section 8).
+	AMQPOutboxMessages int
+	AMQPOutboxBytes    int
+	AMQPOutboxAge      time.Duration
+	AMQPMaxTries       int
+	AMQPCredit         int
+	AMQPMaxMessage     int
 	LogLevel           string
 	LogFormat          string
 	Pprof              bool
@@ -112,6 +119,12 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&c.DeviceRate, "device-rate", 100, "messages per second a device may publish (token bucket)")
 	fs.IntVar(&c.DeviceBurst, "device-burst", 200, "burst size of the per-device rate limit")
 	fs.IntVar(&c.MaxPayload, "max-payload", 256<<10, "largest MQTT payload in bytes")
+	fs.IntVar(&c.AMQPOutboxMessages, "amqp-outbox-messages", 100_000, "most messages waiting in one AMQP endpoint's outbox; more are dropped and counted")
+	fs.IntVar(&c.AMQPOutboxBytes, "amqp-outbox-bytes", 64<<20, "most bytes waiting in one AMQP endpoint's outbox")
+	fs.DurationVar(&c.AMQPOutboxAge, "amqp-outbox-age", 0, "AMQP outbox messages older than this are dropped unsent and counted; 0 keeps them")
+	fs.IntVar(&c.AMQPMaxTries, "amqp-max-tries", 5, "a message an AMQP broker rejects this many times goes to the endpoint's dead letters")
+	fs.IntVar(&c.AMQPCredit, "amqp-credit", 32, "AMQP ingress messages in flight per ingress (link credit)")
+	fs.IntVar(&c.AMQPMaxMessage, "amqp-max-message", 256<<10, "largest AMQP ingress message body in bytes")
 	fs.IntVar(&c.MaxPoints, "max-points", 64, "most telemetry point names per device")
 	fs.IntVar(&c.MaxPointsPerMsg, "max-points-per-message", 64, "most telemetry points in one message")
 	fs.IntVar(&c.MaxPointName, "max-point-name", 64, "longest telemetry point name, in bytes")
@@ -242,6 +255,11 @@ func (c *serveConfig) checkRanges() error {
 		{"device-burst", c.DeviceBurst, 1, 1_000_000_000},
 		{"max-payload", c.MaxPayload, 1, 64 << 20},
 		{"max-points", c.MaxPoints, 1, 100000},
+		{"amqp-outbox-messages", c.AMQPOutboxMessages, 1, 100_000_000},
+		{"amqp-outbox-bytes", c.AMQPOutboxBytes, 1 << 10, 1 << 40},
+		{"amqp-max-tries", c.AMQPMaxTries, 1, 1000},
+		{"amqp-credit", c.AMQPCredit, 1, 10000},
+		{"amqp-max-message", c.AMQPMaxMessage, 1, 64 << 20},
 		{"max-points-per-message", c.MaxPointsPerMsg, 1, 100000},
 		{"max-point-name", c.MaxPointName, 1, 4096},
 		{"stream-max-per-device", c.StreamMaxPerDevice, 1, 100000},
@@ -267,6 +285,7 @@ func (c *serveConfig) checkRanges() error {
 		{"stream-idle-timeout", c.StreamIdleTimeout, time.Second, 7 * 24 * time.Hour},
 		{"max-token-lifetime", c.MaxTokenLifetime, time.Minute, 100 * 365 * 24 * time.Hour},
 		{"coap-presence-window", c.COAPPresenceWindow, time.Second, 24 * time.Hour},
+		{"amqp-outbox-age", c.AMQPOutboxAge, 0, 100 * 365 * 24 * time.Hour},
 	}
 	for _, f := range durs {
 		if f.v < f.min || f.v > f.max {

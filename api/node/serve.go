@@ -30,6 +30,7 @@ import (
 	"github.com/twinmesh/twinmesh/api/ws"
 	tmcluster "github.com/twinmesh/twinmesh/cluster"
 	"github.com/twinmesh/twinmesh/persistence"
+	amqpio "github.com/twinmesh/twinmesh/protocols/amqp"
 	"github.com/twinmesh/twinmesh/protocols/coap"
 	"github.com/twinmesh/twinmesh/protocols/devicerate"
 	"github.com/twinmesh/twinmesh/protocols/mqtt"
@@ -287,6 +288,22 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, err
 	}
+	// AMQP 1.0 routes out and ingress in (CONTRACT section 8): the outbox
+	// is written from the event sink, so it hears events from Start on;
+	// its store closes after the actor system stopped.
+	amqpSvc, err := amqpio.New(amqpio.Config{Path: filepath.Join(c.Data, "amqp.db"), Backend: n.sys,
+		Bounds:   amqpio.Bounds{MaxCount: c.AMQPOutboxMessages, MaxBytes: c.AMQPOutboxBytes, MaxAge: c.AMQPOutboxAge},
+		MaxTries: c.AMQPMaxTries, Credit: c.AMQPCredit, MaxMessageBytes: c.AMQPMaxMessage,
+		Logger: log.With("component", "amqp"), Registerer: reg})
+	if err != nil {
+		return n, err
+	}
+	n.stops = append(n.stops, func(context.Context) {
+		if err := amqpSvc.Close(); err != nil {
+			log.Error("close amqp store", "err", err)
+		}
+	})
+	n.sys.OnEvent(amqpSvc.HandleEvent)
 	// The device sessions of this node: the MQTT adapter (listening once
 	// the catalog is synced), or none.
 	var ms *mqtt.Server
@@ -349,6 +366,9 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		}
 	})
 	n.spawn(func(ctx context.Context) { n.db.Retain(ctx, persistence.Retention{Telemetry: c.TelemetryRetention}) })
+	// Endpoint workers and ingress consumers: stopped before the actor
+	// system, so an ingress never stores into a stopping system.
+	n.spawn(func(ctx context.Context) { amqpSvc.Start(ctx); <-ctx.Done(); amqpSvc.Wait() })
 	log.Info("listening", "listener", "gossip", "addr", n.prov.GossipAddr())
 	log.Info("listening", "listener", "remote", "addr", n.sys.RemoteAddr())
 
@@ -402,6 +422,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		Extra: func(mux *http.ServeMux, auth func(http.Handler) http.Handler) {
 			mux.Handle("GET /api/v1/ws", hub)
 			mux.Handle("GET "+streams.ConnectPath+"{id}", streamConnectBack(streamBroker))
+			amqpSvc.Mount(mux, auth)
 			mux.Handle("/", dashboard.Handler()) // "/api/" stays more specific
 			if c.Pprof {
 				mux.Handle("/debug/pprof/", auth(http.HandlerFunc(pprof.Index)))

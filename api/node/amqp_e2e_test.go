@@ -1,0 +1,121 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/twinmesh/twinmesh/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.StopRabbitMQ() // when a test started it
+	os.Exit(code)
+}
+
+// TestAMQPRoutesAndIngressThroughTheBinary runs CONTRACT section 8 against
+// a real RabbitMQ: telemetry sent by a device behind an AMQP queue is
+// stored, accepted, and routed out with the IoT Hub annotations when the
+// route's condition holds; a cloud-to-device message lands in the inbox;
+// unknown, disabled, misaddressed and oversize messages are rejected and
+// counted; URLs are redacted.
+func TestAMQPRoutesAndIngressThroughTheBinary(t *testing.T) {
+	rb := testutil.RabbitMQ(t)
+	n := testutil.Start(t, t.TempDir())
+	c := n.Client()
+	register(t, c, "d1", `{}`)
+	register(t, c, "d2", `{}`)
+	c.MustDo(t, "PATCH", "/api/v1/devices/d2", `{"status":"disabled"}`, 200)
+
+	c.MustDo(t, "PUT", "/api/v1/endpoints/out", fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/e2e-out"}`, rb.URL()), 200)
+	c.MustDo(t, "PUT", "/api/v1/routes/hot", `{"source":"telemetry","condition":"body.points.temp > 20","endpoint":"out","enabled":true}`, 200)
+	ing := string(c.MustDo(t, "PUT", "/api/v1/ingress/in", fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/e2e-in"}`, rb.URL()), 200))
+	if strings.Contains(ing, "guest:guest") || !strings.Contains(ing, "guest:***@") {
+		t.Fatalf("ingress answer does not redact: %s", ing)
+	}
+	if b := c.MustDo(t, "GET", "/api/v1/endpoints/out", nil, 200); strings.Contains(string(b), "guest:guest") {
+		t.Fatalf("endpoint answer does not redact: %s", b)
+	}
+
+	ctx := context.Background()
+	conn, err := amqp.Dial(ctx, rb.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd, err := sess.NewSender(ctx, "/queue/e2e-in", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(to string, body []byte) {
+		t.Helper()
+		m := amqp.NewMessage(body)
+		m.Properties = &amqp.MessageProperties{To: &to}
+		m.ApplicationProperties = map[string]any{"source": "e2e"}
+		if err := snd.Send(ctx, m, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("/devices/d1/messages/events", []byte(`{"temp":15}`)) // stored, not routed
+	send("/devices/d1/messages/events", []byte(`{"temp":25}`)) // stored and routed
+	send("/devices/d1/messages/devicebound", []byte(`hello d1`))
+	send("/devices/nobody/messages/events", []byte(`{"temp":30}`))
+	send("/devices/d2/messages/events", []byte(`{"temp":30}`))
+	send("/somewhere/else", []byte(`{"temp":30}`))
+	send("/devices/d1/messages/events", make([]byte, 300<<10))
+
+	var st struct {
+		Received, Accepted, Rejected int
+		LastRejection                string
+	}
+	testutil.Eventually(t, 20*time.Second, "7 ingress messages settled", func() bool {
+		_ = json.Unmarshal(c.MustDo(t, "GET", "/api/v1/ingress/in", nil, 200), &st)
+		return st.Received == 7
+	})
+	if st.Accepted != 3 || st.Rejected != 4 || !strings.Contains(st.LastRejection, "amqp:link:message-size-exceeded") {
+		t.Fatalf("ingress status %+v", st)
+	}
+	var msgs struct {
+		Items []struct {
+			Payload []byte `json:"payloadBase64"`
+		}
+	}
+	if err := json.Unmarshal(c.MustDo(t, "GET", "/api/v1/devices/d1/messages", nil, 200), &msgs); err != nil || len(msgs.Items) != 1 || string(msgs.Items[0].Payload) != "hello d1" {
+		t.Fatalf("d1's inbox: %v %s", err, c.MustDo(t, "GET", "/api/v1/devices/d1/messages", nil, 200))
+	}
+	if b := c.MustDo(t, "GET", "/api/v1/twins/d1/telemetry?name=temp", nil, 200); !strings.Contains(string(b), "25") || !strings.Contains(string(b), "15") {
+		t.Fatalf("d1's telemetry: %s", b)
+	}
+
+	rcv, err := sess.NewReceiver(ctx, "/queue/e2e-out", &amqp.ReceiverOptions{Credit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	m, err := rcv.Receive(rctx, nil)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rcv.AcceptMessage(ctx, m)
+	if m.Annotations["iothub-connection-device-id"] != "d1" || m.Annotations["iothub-message-source"] != "Telemetry" ||
+		!strings.Contains(string(m.GetData()), `"temp":25`) {
+		t.Fatalf("routed message: %v %s", m.Annotations, m.GetData())
+	}
+	rctx, cancel = context.WithTimeout(ctx, time.Second)
+	if extra, err := rcv.Receive(rctx, nil); err == nil {
+		t.Fatalf("a second routed message: %s", extra.GetData())
+	}
+	cancel()
+}

@@ -1,0 +1,274 @@
+package amqp
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/Azure/go-amqp"
+)
+
+// Endpoint connection states reported by GET.
+const (
+	StateConnected = "connected"
+	StateRetrying  = "retrying"
+)
+
+// EndpointStatus is an endpoint's definition (URL redacted) with its
+// delivery state.
+type EndpointStatus struct {
+	Endpoint
+	State        string `json:"state"`
+	Backlog      int    `json:"backlog"`
+	BacklogBytes int    `json:"backlogBytes"`
+	Delivered    int64  `json:"delivered"`
+	Retried      int64  `json:"retried"`
+	Dropped      int64  `json:"dropped"`
+	DeadLettered int64  `json:"deadLettered"`
+	LastError    string `json:"lastError,omitempty"`
+}
+
+// worker delivers one endpoint's outbox, oldest first, over one link.
+type worker struct {
+	svc  *Service
+	def  Endpoint
+	wake chan struct{} // new messages in the outbox (capacity 1)
+
+	mu    sync.Mutex
+	st    EndpointStatus
+	stop  context.CancelFunc
+	done  chan struct{}
+	alive bool
+}
+
+func newWorker(svc *Service, def Endpoint, count, bytes int) *worker {
+	w := &worker{svc: svc, def: def, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w.st = EndpointStatus{Endpoint: def, State: StateRetrying, Backlog: count, BacklogBytes: bytes}
+	return w
+}
+
+// status is the worker's state with the URL redacted.
+func (w *worker) status() EndpointStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.st
+	st.URL = RedactURL(st.URL)
+	return st
+}
+
+// admit reserves room for one message of size bytes under the bounds;
+// false (and a counted drop) when the outbox is full.
+func (w *worker) admit(size int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b := w.svc.cfg.Bounds
+	if w.st.Backlog+1 > b.MaxCount || w.st.BacklogBytes+size > b.MaxBytes {
+		w.st.Dropped++
+		w.svc.m.dropped.WithLabelValues(w.def.Name).Inc()
+		return false
+	}
+	w.st.Backlog++
+	w.st.BacklogBytes += size
+	w.svc.m.backlog.WithLabelValues(w.def.Name).Set(float64(w.st.Backlog))
+	return true
+}
+
+func (w *worker) notify() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) setState(state string, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.st.State != state || err != nil {
+		w.svc.log.Info("amqp endpoint", "endpoint", w.def.Name, "url", RedactURL(w.def.URL), "state", state, "err", err)
+	}
+	w.st.State = state
+	if err != nil {
+		w.st.LastError = Redact(err.Error())
+	}
+	up := 0.0
+	if state == StateConnected {
+		up = 1
+	}
+	w.svc.m.connected.WithLabelValues(w.def.Name).Set(up)
+}
+
+// run delivers until ctx ends: connect, send what the outbox holds, wait
+// for more; any link failure closes the connection and retries after a
+// backoff.
+func (w *worker) run(ctx context.Context) {
+	defer close(w.done)
+	bo := backoff{base: w.svc.cfg.BackoffBase, max: w.svc.cfg.BackoffMax}
+	for ctx.Err() == nil {
+		err := w.session(ctx, &bo)
+		if ctx.Err() != nil {
+			return
+		}
+		w.setState(StateRetrying, err)
+		if !sleep(ctx, bo.next()) {
+			return
+		}
+	}
+}
+
+// session is one connection's life: it returns the error that ended it.
+func (w *worker) session(ctx context.Context, bo *backoff) error {
+	dctx, cancel := context.WithTimeout(ctx, w.svc.cfg.DialTimeout)
+	conn, sess, err := dial(dctx, w.def.URL, w.def.CA)
+	if err != nil {
+		cancel()
+		return err
+	}
+	snd, err := sess.NewSender(dctx, w.def.Address, nil)
+	cancel()
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("sender link: %s", Redact(err.Error()))
+	}
+	defer conn.Close()
+	w.setState(StateConnected, nil)
+	age := time.NewTicker(time.Second)
+	defer age.Stop()
+	for {
+		n, err := w.deliverBatch(ctx, snd, bo)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.wake:
+		case <-age.C:
+		}
+	}
+}
+
+// deliverBatch sends up to Window messages pipelined on the link, waits for
+// their outcomes in order and settles the outbox; n is how many left it.
+func (w *worker) deliverBatch(ctx context.Context, snd *amqp.Sender, bo *backoff) (int, error) {
+	entries, err := w.svc.st.peek(w.def.Name, w.svc.cfg.Window)
+	if err != nil || len(entries) == 0 {
+		return 0, err
+	}
+	now := w.svc.cfg.Now()
+	var done [][]byte
+	var retried, dead []entry
+	var aged, doneBytes int
+	var sendErr error
+	receipts := make([]amqp.SendReceipt, 0, len(entries))
+	sent := entries[:0:0]
+	for _, e := range entries {
+		if w.svc.cfg.Bounds.MaxAge > 0 && now.Sub(e.rec.Enqueued) > w.svc.cfg.Bounds.MaxAge {
+			done, aged, doneBytes = append(done, e.key), aged+1, doneBytes+e.len
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, w.svc.cfg.SendTimeout)
+		r, err := snd.SendWithReceipt(sctx, w.message(e), nil)
+		cancel()
+		if err != nil {
+			sendErr = fmt.Errorf("send: %s", Redact(err.Error()))
+			break
+		}
+		receipts, sent = append(receipts, r), append(sent, e)
+	}
+	retryLater := false
+	for i, r := range receipts {
+		e := sent[i]
+		wctx, cancel := context.WithTimeout(ctx, w.svc.cfg.SendTimeout)
+		state, err := r.Wait(wctx)
+		cancel()
+		switch s := state.(type) {
+		case *amqp.StateAccepted:
+			done, doneBytes = append(done, e.key), doneBytes+e.len
+			continue
+		case *amqp.StateRejected:
+			e.rec.Tries++
+			reason := "rejected"
+			if s.Error != nil {
+				reason = s.Error.Error()
+			}
+			if e.rec.Tries >= w.svc.cfg.MaxTries {
+				e.rec.Error, e.rec.Dead = Redact(reason), now
+				dead, doneBytes = append(dead, e), doneBytes+e.len
+			} else {
+				retried = append(retried, e)
+			}
+			retryLater = true
+			sendErr = fmt.Errorf("broker rejected a message: %s", Redact(reason))
+			continue
+		}
+		if err != nil && sendErr == nil {
+			sendErr = fmt.Errorf("settlement: %s", Redact(err.Error()))
+		}
+		if err == nil {
+			retryLater = true // released or modified: the broker will take it later
+		}
+	}
+	if err := w.svc.st.settle(w.def.Name, done, retried, dead); err != nil {
+		return 0, err
+	}
+	w.account(len(done)-aged, aged, len(retried), len(dead), len(done)+len(dead), doneBytes)
+	if sendErr != nil && !retryLater {
+		return 0, sendErr // the link failed: reconnect
+	}
+	if retryLater {
+		w.setState(StateConnected, sendErr)
+		if !sleep(ctx, bo.next()) {
+			return 0, ctx.Err()
+		}
+		return 0, nil
+	}
+	bo.reset()
+	return len(done), nil
+}
+
+// account updates counters and metrics after a batch.
+func (w *worker) account(delivered, aged, retried, dead, left, leftBytes int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.st.Delivered += int64(delivered)
+	w.st.Dropped += int64(aged)
+	w.st.Retried += int64(retried)
+	w.st.DeadLettered += int64(dead)
+	w.st.Backlog -= left
+	w.st.BacklogBytes -= leftBytes
+	m, n := w.svc.m, w.def.Name
+	m.delivered.WithLabelValues(n).Add(float64(delivered))
+	m.dropped.WithLabelValues(n).Add(float64(aged))
+	m.retried.WithLabelValues(n).Add(float64(retried))
+	m.dead.WithLabelValues(n).Add(float64(dead))
+	m.backlog.WithLabelValues(n).Set(float64(w.st.Backlog))
+}
+
+// message builds the AMQP message of an outbox entry: the body, the
+// properties as application properties and the IoT Hub annotations.
+func (w *worker) message(e entry) *amqp.Message {
+	id := fmt.Sprintf("%s-%x", w.def.Name, e.key)
+	ct := "application/json"
+	m := &amqp.Message{
+		// Durable: a broker that restarts keeps what it accepted.
+		Header:     &amqp.MessageHeader{Durable: true},
+		Data:       [][]byte{e.rec.Body},
+		Properties: &amqp.MessageProperties{MessageID: id, ContentType: &ct},
+		Annotations: amqp.Annotations{
+			"iothub-connection-device-id": e.rec.Device,
+			"iothub-enqueuedtime":         e.rec.Enqueued,
+			"iothub-message-source":       e.rec.Source,
+		},
+	}
+	if len(e.rec.Properties) > 0 {
+		m.ApplicationProperties = make(map[string]any, len(e.rec.Properties))
+		for k, v := range e.rec.Properties {
+			m.ApplicationProperties[k] = v
+		}
+	}
+	return m
+}
