@@ -39,12 +39,16 @@ type docPager interface {
 	DocPage(b persistence.Bucket, prefix, after string, limit int) ([]persistence.Doc, error)
 }
 
-// CommitJobDocs writes documents of the jobs bucket, atomically, on every
-// member when clustered (they are catalog data, so that another member can
+// CommitJobDocs writes documents of the jobs bucket (a nil document
+// deletes its key), atomically, on every member when clustered (they are catalog data, so that another member can
 // take a job over).
 func (s *System) CommitJobDocs(ctx context.Context, docs map[string][]byte) error {
 	ops := make([]persistence.Op, 0, len(docs))
 	for k, v := range docs {
+		if v == nil {
+			ops = append(ops, persistence.DeleteDoc(persistence.BucketJobs, k))
+			continue
+		}
 		ops = append(ops, persistence.PutDoc(persistence.BucketJobs, k, v))
 	}
 	if err := s.commitCatalog(ctx, ops...); err != nil {

@@ -29,6 +29,10 @@ func (s dbStore) JobDocs(prefix, after string, limit int) ([]persistence.Doc, er
 func (s dbStore) CommitJobDocs(ctx context.Context, docs map[string][]byte) error {
 	var ops []persistence.Op
 	for k, v := range docs {
+		if v == nil {
+			ops = append(ops, persistence.DeleteDoc(persistence.BucketJobs, k))
+			continue
+		}
 		ops = append(ops, persistence.PutDoc(persistence.BucketJobs, k, v))
 	}
 	return s.db.Commit(ctx, ops...)
@@ -429,4 +433,45 @@ func FuzzParseCondition(f *testing.F) {
 			t.Fatalf("%q: %v", cond, err)
 		}
 	})
+}
+
+// TestRetention: a finished job and its outcomes go once the retention
+// has passed since it ended; a running one, or a young one, stays.
+func TestRetention(t *testing.T) {
+	ctx := context.Background()
+	f := newFleet(300)
+	m, _ := newManager(t, f)
+	now := time.Now()
+	m.cfg.Now = func() time.Time { return now }
+	m.cfg.Retention = time.Hour
+	old, err := m.Create(ctx, Spec{Type: TypeUpdateTwin, Condition: "tags.site = 'a'", TwinPatch: &TwinPatch{Desired: json.RawMessage(`{"a":1}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.run(ctx, old.JobID); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Hour)
+	young, err := m.Create(ctx, Spec{Type: TypeUpdateTwin, Condition: "deviceId = 'd001'", TwinPatch: &TwinPatch{Desired: json.RawMessage(`{"b":1}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.run(ctx, young.JobID); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	m.startDue(ctx, &wg)
+	wg.Wait()
+	if _, err := m.Get(old.JobID); !errors.Is(err, errcode.ErrNotFound) {
+		t.Fatalf("expired job: %v, want NotFound", err)
+	}
+	if docs, err := m.cfg.Store.JobDocs(outcomePrefix(old.JobID), "", 10); err != nil || len(docs) != 0 {
+		t.Fatalf("outcomes of the expired job: %d left, %v", len(docs), err)
+	}
+	if got, err := m.Get(young.JobID); err != nil || got.Status != StatusCompleted {
+		t.Fatalf("young job: %+v, %v", got, err)
+	}
+	if outs, _, err := m.Devices(young.JobID, "", 10); err != nil || len(outs) != 1 {
+		t.Fatalf("young job's outcomes: %+v, %v", outs, err)
+	}
 }

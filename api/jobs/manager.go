@@ -23,7 +23,8 @@ type Store interface {
 	// JobDocs pages the documents whose key starts with prefix, after
 	// the key after, in key order.
 	JobDocs(prefix, after string, limit int) ([]persistence.Doc, error)
-	// CommitJobDocs writes documents atomically (on every member).
+	// CommitJobDocs writes documents atomically (on every member); a nil
+	// document deletes its key.
 	CommitJobDocs(ctx context.Context, docs map[string][]byte) error
 }
 
@@ -57,8 +58,13 @@ type Config struct {
 	Now func() time.Time
 	// Poll is how often the manager looks for jobs to start or take over
 	// (default 1s).
-	Poll   time.Duration
-	Logger *slog.Logger
+	Poll time.Duration
+	// Retention is how long a finished job (completed, failed or
+	// cancelled) and its device outcomes are kept (default 30 days, as
+	// IoT Hub keeps job history): every member reads the job list each
+	// Poll, so finished jobs must not pile up forever.
+	Retention time.Duration
+	Logger    *slog.Logger
 }
 
 // Manager creates, answers and runs jobs. Its Run loop owns every runner
@@ -85,6 +91,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -286,8 +295,16 @@ func (m *Manager) startDue(ctx context.Context, wg *sync.WaitGroup) {
 		return
 	}
 	now := m.cfg.Now()
+	expired := 0
 	for _, j := range jobs {
 		id := j.JobID
+		if Terminal(j.Status) && j.EndTime != nil && now.Sub(*j.EndTime) > m.cfg.Retention && m.cfg.Owns(id) && expired < expirePerPoll {
+			expired++
+			if err := m.expire(ctx, id); err != nil {
+				m.cfg.Logger.Warn("job not expired; retrying", "job", id, "err", err)
+			}
+			continue
+		}
 		// A job cancelled before its start time is recorded as such by a
 		// runner started at once.
 		due := j.StartTime == nil || !j.StartTime.After(now) || m.cancelled(id)
@@ -316,4 +333,39 @@ func (m *Manager) startDue(ctx context.Context, wg *sync.WaitGroup) {
 			m.mu.Unlock()
 		}()
 	}
+}
+
+// DefaultRetention is how long finished jobs are kept unless
+// Config.Retention says otherwise.
+const DefaultRetention = 30 * 24 * time.Hour
+
+// expirePerPoll bounds the expired jobs one poll deletes, so that a backlog
+// of them does not hold up the start of due jobs.
+const expirePerPoll = 10
+
+// expire deletes a finished job: its device outcomes a page at a time,
+// then its cancel marker and the job itself last, so that a member dying
+// half way leaves the job to be expired again.
+func (m *Manager) expire(ctx context.Context, id string) error {
+	for {
+		docs, err := m.cfg.Store.JobDocs(outcomePrefix(id), "", 256)
+		if err != nil {
+			return err
+		}
+		if len(docs) == 0 {
+			break
+		}
+		del := make(map[string][]byte, len(docs))
+		for _, d := range docs {
+			del[d.Key] = nil
+		}
+		if err := m.cfg.Store.CommitJobDocs(ctx, del); err != nil {
+			return err
+		}
+	}
+	if err := m.cfg.Store.CommitJobDocs(ctx, map[string][]byte{cancelKey(id): nil, jobKey(id): nil}); err != nil {
+		return err
+	}
+	m.cfg.Logger.Info("finished job expired", "job", id, "retention", m.cfg.Retention)
+	return nil
 }
