@@ -149,8 +149,14 @@ func TestDashboardViewerToken(t *testing.T) {
 	check("no alert of the annex", `!document.body.textContent.includes("annex")`)
 
 	// The admin token sees the annex too, and the tokens control.
-	run("sign out", chromedp.Click("#signout"), chromedp.WaitVisible("#token"))
-	run("sign in as admin", chromedp.SendKeys("#token", n.Token), chromedp.Click("#signin"),
+	// Signing out reloads the page: a node chromedp found before the
+	// reload is gone by the time it types into it ("Could not find node
+	// with given id", seen in CI), so the click waits for the new page to
+	// load before anything is looked up in it.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click("#signout")); err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
+	run("sign in as admin", chromedp.WaitVisible("#token"), chromedp.SendKeys("#token", n.Token), chromedp.Click("#signin"),
 		chromedp.WaitVisible(`[data-entity="annex-thermo"]`), chromedp.WaitVisible("#show-tokens"))
 	run("open the device", chromedp.Click(`[data-entity="thermo-1"]`), chromedp.WaitVisible("#patch-form"))
 }
