@@ -21,13 +21,16 @@ import (
 // attempt whose outcome is unknown only requests that can be repeated
 // without effect are sent again; a request that reached no activation is
 // always sent again.
-func TestCallRepeatsOnlyWhatIsSafe(t *testing.T) {
+// startInternal starts a lone node on a NoSync store for the tests of
+// this package's internals; both stop when the test ends.
+func startInternal(t *testing.T, name string) *System {
+	t.Helper()
 	db, err := persistence.Open(filepath.Join(t.TempDir(), "n.db"), &persistence.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	prov, err := tmcluster.NewProvider(tmcluster.Config{NodeName: "t-call", GossipAddr: "127.0.0.1:0", Profile: "local"})
+	t.Cleanup(func() { _ = db.Close() })
+	prov, err := tmcluster.NewProvider(tmcluster.Config{NodeName: name, GossipAddr: "127.0.0.1:0", Profile: "local"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +41,12 @@ func TestCallRepeatsOnlyWhatIsSafe(t *testing.T) {
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Stop(false)
+	t.Cleanup(func() { s.Stop(false) })
+	return s
+}
+
+func TestCallRepeatsOnlyWhatIsSafe(t *testing.T) {
+	s := startInternal(t, "t-call")
 
 	patch := &actorspb.Request{Body: &actorspb.Request_Patch{Patch: &actorspb.PatchTwin{}}}
 	get := &actorspb.Request{Body: &actorspb.Request_Get{Get: &actorspb.Get{}}}

@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
 	_ "github.com/twinmesh/twinmesh/actors/kinds"
-	tmcluster "github.com/twinmesh/twinmesh/cluster"
-	"github.com/twinmesh/twinmesh/persistence"
 )
 
 // TestStaleKindCache: the kind cache is a hint. An entity deleted and
@@ -18,23 +15,7 @@ import (
 // leaves a stale entry; telemetry must still reach the grain of the right
 // kind, and telemetry for an entity gone must still be NotFound, quickly.
 func TestStaleKindCache(t *testing.T) {
-	db, err := persistence.Open(filepath.Join(t.TempDir(), "n.db"), &persistence.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	prov, err := tmcluster.NewProvider(tmcluster.Config{NodeName: "t-kinds", GossipAddr: "127.0.0.1:0", Profile: "local"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{NodeName: "n1", Provider: prov, Store: db, RequestTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop(false)
+	s := startInternal(t, "t-kinds")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 

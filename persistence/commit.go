@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -243,16 +244,17 @@ func (db *DB) run() {
 				break collect
 			}
 		}
-		writes, moves := batch[:0:0], []*request(nil)
-		for _, r := range batch {
-			if r.move {
-				moves = append(moves, r)
-			} else {
-				writes = append(writes, r)
+		// Moves are rare (MoveIngestLog): split only a batch that has one.
+		writes, moves := batch, []*request(nil)
+		if slices.ContainsFunc(batch, func(r *request) bool { return r.move }) {
+			writes = nil
+			for _, r := range batch {
+				if r.move {
+					moves = append(moves, r)
+				} else {
+					writes = append(writes, r)
+				}
 			}
-		}
-		if moves == nil {
-			writes = batch
 		}
 		if len(writes) > 0 {
 			db.commitBatch(writes)
