@@ -37,6 +37,7 @@ type memberRecord struct {
 type nodeSet struct {
 	mu    sync.Mutex
 	names map[string]bool
+	gen   uint64 // bumped on every change, for Placement.known's cache
 }
 
 func (s *nodeSet) has(name string) bool {
@@ -48,6 +49,7 @@ func (s *nodeSet) has(name string) bool {
 func (s *nodeSet) set(names map[string]bool) {
 	s.mu.Lock()
 	s.names = names
+	s.gen++
 	s.mu.Unlock()
 }
 
@@ -56,7 +58,10 @@ func (s *nodeSet) add(name string) {
 	if s.names == nil {
 		s.names = map[string]bool{}
 	}
-	s.names[name] = true
+	if !s.names[name] {
+		s.names[name] = true
+		s.gen++
+	}
 	s.mu.Unlock()
 }
 

@@ -39,6 +39,7 @@ type Provider struct {
 	// Never call memberlist while holding mu: memberlist calls the event
 	// delegate with its own node lock held, and the delegate takes mu.
 	mu      sync.Mutex
+	gen     atomic.Uint64 // see Generation
 	started bool
 	ml      *memberlist.Memberlist // nil before start and after Shutdown
 	self    meta
@@ -329,8 +330,11 @@ func (p *Provider) reconnect() {
 	}()
 }
 
-// changed marks the membership dirty; it never blocks.
+// changed marks the membership dirty; it never blocks. Call it after the
+// change is made and mu released: the generation it bumps tells readers
+// that what they derived from Members before is stale.
 func (p *Provider) changed() {
+	p.gen.Add(1)
 	select {
 	case p.kick <- struct{}{}:
 	default:
@@ -458,6 +462,7 @@ func (p *Provider) Shutdown(graceful bool) error {
 	}
 	p.pushed = map[string]bool{}
 	p.mu.Unlock()
+	p.gen.Add(1)
 	p.flushNotes()
 	err := errors.Join(errs...)
 	p.log.Info("gossip stopped", "graceful", graceful, "took", time.Since(begin).Round(time.Millisecond), "err", err)
@@ -558,5 +563,11 @@ func (p *Provider) Members() []Member {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
+
+// Generation counts the changes to what Members returns, but for the
+// Suspect state, which it derives from time. It is bumped after each
+// change, so a value derived from Members and tagged with the generation
+// read before is current while the generation is unchanged.
+func (p *Provider) Generation() uint64 { return p.gen.Load() }
 
 var _ pcluster.ClusterProvider = (*Provider)(nil)
