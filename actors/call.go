@@ -157,15 +157,12 @@ func (s *System) attempt(ctx context.Context, id, kind string, req *actorspb.Req
 		}
 		s.cluster.PidCache.Set(id, kind, pid)
 	}
-	var unreachable, died <-chan struct{}
-	if pid.Address != s.actors.Address() {
-		if r := s.cfg.Replication; r != nil {
-			unreachable = r.Unreachable(pid.Address)
-		}
-	} else {
-		var unwatch func()
-		died, unwatch = s.deaths.add(pid.Id)
-		defer unwatch()
+	if pid.Address == s.actors.Address() {
+		return s.attemptLocal(ctx, id, kind, pid, req, timeout)
+	}
+	var unreachable <-chan struct{}
+	if r := s.cfg.Replication; r != nil {
+		unreachable = r.Unreachable(pid.Address)
 	}
 	type result struct {
 		res any
@@ -189,18 +186,6 @@ func (s *System) attempt(ctx context.Context, id, kind string, req *actorspb.Req
 		return nil, r.err
 	case <-unreachable:
 		return nil, errUnreachable
-	case <-died:
-		// An answer sent before the grain stopped is on its way: wait for
-		// it briefly; without one the request was dropped unprocessed.
-		select {
-		case r := <-done:
-			if r.err == nil {
-				return r.res, nil
-			}
-		case <-time.After(diedGrace):
-		}
-		s.cluster.PidCache.Remove(id, kind)
-		return nil, errNotDelivered
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

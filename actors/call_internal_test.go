@@ -87,3 +87,33 @@ func TestCallRepeatsOnlyWhatIsSafe(t *testing.T) {
 		})
 	}
 }
+
+// A request sent to the PID of a grain that has stopped goes to protoactor's
+// dead letters; it must come back as undelivered at once (and be sent again
+// to a new activation), not wait out the request timeout.
+func TestLocalRequestToStoppedGrain(t *testing.T) {
+	s := startInternal(t, "t-dead-pid")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, _, err := s.PutEntity(ctx, "z1", EntitySpec{Kind: "device"}); err != nil {
+		t.Fatal(err)
+	}
+	pid, ok := s.cluster.PidCache.Get("z1", "device")
+	if !ok {
+		t.Fatal("no cached PID after a request")
+	}
+	s.actors.Root.StopFuture(pid).Wait()
+	s.cluster.PidCache.Set("z1", "device", pid) // a stale entry
+
+	req := &actorspb.Request{Body: &actorspb.Request_Get{Get: &actorspb.Get{}}}
+	start := time.Now()
+	if _, err := s.attempt(ctx, "z1", "device", req, 10*time.Second); !errors.Is(err, errNotDelivered) {
+		t.Fatalf("attempt on a stopped grain: %v, want errNotDelivered", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("attempt on a stopped grain took %v", d)
+	}
+	if _, _, err := s.GetTwin(ctx, "z1"); err != nil {
+		t.Fatalf("get after the grain stopped: %v", err)
+	}
+}

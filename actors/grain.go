@@ -51,6 +51,11 @@ type grain struct {
 
 	cancelTick scheduler.CancelFunc
 	timers     *scheduler.TimerScheduler
+
+	// replyTo is where the request being handled is answered when it came
+	// as a localRequest; nil while handling a protoactor request (answered
+	// with ctx.Respond) or no request at all.
+	replyTo chan<- localReply
 }
 
 func (s *System) grainProducer(k plugin.Kind) actor.Producer {
@@ -72,9 +77,17 @@ func (g *grain) Receive(ctx actor.Context) {
 		g.activate(ctx, m.Identity.Identity)
 	case *actorspb.Request:
 		g.handle(ctx, m)
+	case *localRequest:
+		g.replyTo = m.reply
+		g.handle(ctx, m.req)
+		g.replyTo = nil
 	case *actorspb.Notify:
 		if m.GetMove() != nil {
 			g.move(ctx)
+			return
+		}
+		if g.wrongKind {
+			g.redirect(ctx, m)
 			return
 		}
 		g.run(ctx, m, false)
@@ -166,13 +179,13 @@ func (g *grain) move(ctx actor.Context) {
 func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 	switch {
 	case g.wrongKind:
-		ctx.Respond(entity.ErrorResponse(errcode.New(errcode.NotFound, "entity %s is not a %s", g.id, g.kind.Info().Name)))
+		g.respond(ctx, entity.ErrorResponse(errcode.New(errcode.NotFound, "entity %s is not a %s", g.id, g.kind.Info().Name)))
 		return
 	case g.moving:
-		ctx.Respond(entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s is moving to another node", g.id)))
+		g.respond(ctx, entity.ErrorResponse(errcode.New(errcode.Fenced, "entity %s is moving to another node", g.id)))
 		return
 	case g.core == nil || g.fenced || g.diverged:
-		ctx.Respond(entity.ErrorResponse(errcode.New(errcode.Fenced, "activation of %s was superseded", g.id)))
+		g.respond(ctx, entity.ErrorResponse(errcode.New(errcode.Fenced, "activation of %s was superseded", g.id)))
 		ctx.Stop(ctx.Self())
 		return
 	}
@@ -245,17 +258,29 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 		if reply == nil {
 			reply = &actorspb.Response{}
 		}
-		ctx.Respond(reply)
+		g.respond(ctx, reply)
 	}
 	if stop {
 		ctx.Stop(ctx.Self())
 	}
 }
 
+// respond answers the request being handled: through its reply channel
+// when it is a localRequest (never blocks: the channel has room for the one
+// answer), with ctx.Respond otherwise.
+func (g *grain) respond(ctx actor.Context, r *actorspb.Response) {
+	if g.replyTo != nil {
+		g.replyTo <- localReply{res: r}
+		g.replyTo = nil
+		return
+	}
+	ctx.Respond(r)
+}
+
 // respondConfirmed answers a read the core does not handle with reply once
 // it is confirmed, and stops the grain if it turned out superseded.
 func (g *grain) respondConfirmed(ctx actor.Context, reply *actorspb.Response) {
-	ctx.Respond(g.confirmed(reply))
+	g.respond(ctx, g.confirmed(reply))
 	if g.fenced {
 		ctx.Stop(ctx.Self())
 	}
@@ -406,15 +431,32 @@ func (g *grain) send(ctx actor.Context, s entity.Send) {
 	}
 	kind := s.Kind
 	if kind == "" {
-		ent, err := g.sys.store.GetEntity(s.To)
-		if err != nil {
-			// The target does not exist (yet); an ancestor's activation
-			// reads the stored contribution.
-			return
+		var ok bool
+		if kind, ok = g.sys.kinds.Get(s.To); !ok {
+			ent, err := g.sys.store.GetEntity(s.To)
+			if err != nil {
+				// The target does not exist (yet); an ancestor's activation
+				// reads the stored contribution.
+				return
+			}
+			kind = ent.Kind
+			g.sys.kinds.Add(s.To, kind)
 		}
-		kind = ent.Kind
 	}
 	g.sys.notify(ctx, s.To, kind, msg)
+}
+
+// redirect passes a notification that reached this grain of the wrong kind
+// (addressed by a stale kind cache entry: the entity was deleted and created
+// again with another kind) to the grain of the stored kind.
+func (g *grain) redirect(ctx actor.Context, n *actorspb.Notify) {
+	g.sys.kinds.Remove(g.id)
+	ent, err := g.sys.store.GetEntity(g.id)
+	if err != nil || ent.Kind == g.kind.Info().Name {
+		return // deleted meanwhile: an activation reads what was stored
+	}
+	g.sys.kinds.Add(g.id, ent.Kind)
+	g.sys.notify(ctx, g.id, ent.Kind, n)
 }
 
 func (g *grain) telemetryQuery(q *actorspb.TelemetryQuery) *actorspb.Response {

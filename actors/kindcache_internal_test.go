@@ -78,3 +78,53 @@ func TestStaleKindCache(t *testing.T) {
 		t.Errorf("NotFound took %v", d)
 	}
 }
+
+// A contribution addressed by a stale kind reaches a grain of the wrong
+// kind, which passes it on to the grain of the stored kind: the parent's
+// rollup still follows its children.
+func TestStaleKindCacheNotify(t *testing.T) {
+	s := startInternal(t, "t-kinds-notify")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, _, err := s.PutEntity(ctx, "p1", EntitySpec{Kind: "room"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutEntity(ctx, "c1", EntitySpec{Kind: "device", Parent: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	// The parent's grain is active: only a notification updates its rollup.
+	if _, _, err := s.GetTwin(ctx, "p1"); err != nil {
+		t.Fatal(err)
+	}
+	s.kinds.Add("p1", "building") // what a member that missed a change holds
+	if err := s.Telemetry(ctx, "c1", TelemetryIn{Points: map[string]any{"t": 41.5}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var last []byte
+	for time.Now().Before(deadline) {
+		doc, _, err := s.GetTwin(ctx, "p1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tw struct {
+			Rollup struct {
+				T struct {
+					Max float64 `json:"max"`
+				} `json:"t"`
+			} `json:"rollup"`
+		}
+		if err := json.Unmarshal(doc, &tw); err != nil {
+			t.Fatal(err)
+		}
+		if tw.Rollup.T.Max == 41.5 {
+			if k, _ := s.kinds.Get("p1"); k != "room" {
+				t.Fatalf("cache not corrected: %q", k)
+			}
+			return
+		}
+		last = doc
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("the parent's rollup missed the contribution sent with a stale kind: %s", last)
+}

@@ -324,6 +324,7 @@ func (s *System) Start(ctx context.Context) (err error) {
 	}
 	logger := slog.New(protoactorHandler{minLevel{s.cfg.Logger.Handler(), slog.LevelWarn}}).With("component", "protoactor")
 	s.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
+	watchDeadLetters(s.actors)
 	lookup := s.cfg.IdentityLookup
 	if lookup == nil {
 		lookup = disthash.New()
@@ -409,11 +410,26 @@ func (s *System) stop(handoff, graceful bool) {
 }
 
 // notify sends a fire-and-forget message to a grain, activating it if needed.
+// A grain on this node is addressed through the PID cache while its
+// activation lives: asking the placement for every notification (each
+// telemetry message tells the parent its new contribution) was a request
+// to the one placement actor per message. The check leaves the same window
+// as asking the placement did: an activation that stops after it.
 func (s *System) notify(sender actor.SenderContext, id, kind string, n *actorspb.Notify) {
+	if pid, ok := s.cluster.PidCache.Get(id, kind); ok && pid.Address == s.actors.Address() {
+		if _, alive := s.actors.ProcessRegistry.Get(pid); alive {
+			sender.Send(pid, n)
+			return
+		}
+		s.cluster.PidCache.Remove(id, kind)
+	}
 	pid := s.cluster.Get(id, kind)
 	if pid == nil {
 		s.log.Warn("notify: no activation", "entity", id, "kind", kind)
 		return
+	}
+	if pid.Address == s.actors.Address() {
+		s.cluster.PidCache.Set(id, kind, pid)
 	}
 	sender.Send(pid, n)
 }
