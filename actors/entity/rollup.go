@@ -3,6 +3,9 @@ package entity
 import (
 	"context"
 	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
@@ -71,9 +74,89 @@ func (c *Contribution) add(o Contribution) {
 	}
 }
 
+// encode returns the JSON form of c, byte for byte what encoding/json
+// writes (a stored contribution is compared with a new one as a string).
+// It is written by hand because every numeric telemetry message encodes
+// its device's contribution: encoding/json's reflection over the points
+// map was 9 % of the grain path's allocations. Point names that JSON must
+// escape, and values it refuses, take encoding/json's own path.
 func (c Contribution) encode() string {
-	b, _ := json.Marshal(c)
+	var names [16]string
+	keys := names[:0]
+	for k, p := range c.Points {
+		if !plainJSON(k) || !finite(p.Min) || !finite(p.Max) || !finite(p.Sum) {
+			b, _ := json.Marshal(c)
+			return string(b)
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b := make([]byte, 0, 40+64*len(keys))
+	b = append(b, `{"devices":`...)
+	b = strconv.AppendInt(b, int64(c.Devices), 10)
+	b = append(b, `,"connected":`...)
+	b = strconv.AppendInt(b, int64(c.Connected), 10)
+	if c.Alerts != 0 {
+		b = append(b, `,"alerts":`...)
+		b = strconv.AppendInt(b, int64(c.Alerts), 10)
+	}
+	if c.Worst != 0 {
+		b = append(b, `,"worst":`...)
+		b = strconv.AppendInt(b, int64(c.Worst), 10)
+	}
+	if len(keys) > 0 {
+		b = append(b, `,"points":{`...)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			p := c.Points[k]
+			b = append(b, '"')
+			b = append(b, k...)
+			b = append(b, `":{"min":`...)
+			b = appendJSONFloat(b, p.Min)
+			b = append(b, `,"max":`...)
+			b = appendJSONFloat(b, p.Max)
+			b = append(b, `,"sum":`...)
+			b = appendJSONFloat(b, p.Sum)
+			b = append(b, `,"count":`...)
+			b = strconv.AppendInt(b, int64(p.Count), 10)
+			b = append(b, '}')
+		}
+		b = append(b, '}')
+	}
+	b = append(b, '}')
 	return string(b)
+}
+
+// plainJSON reports whether encoding/json writes s between quotes as it is.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c >= 0x80, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
+}
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// appendJSONFloat appends f as encoding/json writes a float64.
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// encoding/json writes e-09 as e-9.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
 }
 
 // Proto returns the wire form of c along edge.
