@@ -51,7 +51,7 @@ func (f *flakyReplication) Confirm(context.Context, string, uint64) error {
 	}
 	return nil
 }
-func (f *flakyReplication) Broadcast(any) {}
+func (f *flakyReplication) Broadcast(string, any) {}
 func (f *flakyReplication) Invoke(context.Context, string, string, string, []byte) (int, []byte, error) {
 	return 0, nil, actors.ErrNotConnected
 }

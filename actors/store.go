@@ -47,9 +47,10 @@ type Replication interface {
 	Confirm(ctx context.Context, identity string, epoch uint64) error
 	// CommitCatalog writes cluster-wide ops that belong to no grain.
 	CommitCatalog(ctx context.Context, ops []persistence.Op) error
-	// Broadcast hands an event to every other member (encoded as JSON
-	// only when there is one), without blocking.
-	Broadcast(ev any)
+	// Broadcast hands an event of the given type to the other members
+	// that want it (encoded as JSON only when there is one), without
+	// blocking.
+	Broadcast(eventType string, ev any)
 	// Invoke runs a direct method on a device whose session is on the
 	// member named node; it returns ErrNotConnected or ErrTimeout like a
 	// local Commander.

@@ -208,7 +208,7 @@ func (s *System) OnEvent(sink EventSink) {
 
 func (s *System) publish(e Event) {
 	if r := s.cfg.Replication; r != nil {
-		r.Broadcast(e)
+		r.Broadcast(e.Type, e)
 	}
 	s.publishLocal(e)
 }

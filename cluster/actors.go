@@ -34,6 +34,12 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			p.c.ActorSystem.Root.Send(sender, res)
 		}()
 	case *actorspb.MemberNotify:
+		if m.Op == opInterest {
+			if err := p.heardInterest(m.Body); err != nil {
+				p.log.Warn("bad event interest from member", "err", err)
+			}
+			return
+		}
 		if m.Op != opEvents {
 			return
 		}

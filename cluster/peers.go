@@ -15,12 +15,18 @@ import (
 	"github.com/twinmesh/twinmesh/persistence"
 )
 
-// Broadcast queues an event (encoded as JSON) for every other member. It
-// never blocks: when the bounded queue is full the event is dropped and
-// counted (events are notifications; state is always read from grains).
-func (p *Placement) Broadcast(ev any) {
+// Broadcast queues an event of type eventType (encoded as JSON) for the
+// other members that want it (see interest.go). It never blocks: when the
+// bounded queue is full the event is dropped and counted (events are
+// notifications; state is always read from grains).
+func (p *Placement) Broadcast(eventType string, ev any) {
 	if p.Members() <= 1 || p.closed.Load() {
 		return // alone: not even worth encoding
+	}
+	bit := bulkBit(eventType)
+	if bit != 0 && !p.wantedByAny(bit) {
+		p.metrics.eventsUnwanted.Inc()
+		return // nobody listens: not worth encoding either
 	}
 	b, err := json.Marshal(ev)
 	if err != nil {
@@ -28,26 +34,52 @@ func (p *Placement) Broadcast(ev any) {
 		return
 	}
 	select {
-	case p.events <- b:
+	case p.events <- queuedEvent{bit: bit, b: b}:
 	default:
 		p.metrics.eventsDropped.Inc()
 	}
 }
 
-// forwardEvents batches queued events and sends each batch to every other
-// member. It runs until Shutdown.
+// queuedEvent is an encoded event waiting for forwardEvents; bit is its
+// bulk type's, 0 for an event every member gets.
+type queuedEvent struct {
+	bit uint8
+	b   json.RawMessage
+}
+
+// forwardEvents batches queued events and sends each member the events of
+// a batch it wants. It runs until Shutdown.
 func (p *Placement) forwardEvents() {
 	defer p.wg.Done()
 	const maxBatch = 256
-	batch := make([]json.RawMessage, 0, maxBatch)
+	batch := make([]queuedEvent, 0, maxBatch)
+	var bodies [allBulk + 1][]byte // by what a member wants
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
-		body, _ := json.Marshal(batch)
+		clear(bodies[:])
+		now := time.Now()
 		for _, a := range p.memberAddrs() {
-			if a != p.self {
-				p.c.ActorSystem.Root.Send(actor.NewPID(a, nodeActorName), &actorspb.MemberNotify{Op: opEvents, Body: body})
+			if a == p.self {
+				continue
+			}
+			want := p.wantedBy(a, now)
+			if bodies[want] == nil {
+				evs := make([]json.RawMessage, 0, len(batch))
+				for _, e := range batch {
+					if e.bit == 0 || e.bit&want != 0 {
+						evs = append(evs, e.b)
+					}
+				}
+				if len(evs) == 0 {
+					bodies[want] = []byte{} // nothing for such members
+				} else {
+					bodies[want], _ = json.Marshal(evs)
+				}
+			}
+			if len(bodies[want]) > 0 {
+				p.c.ActorSystem.Root.Send(actor.NewPID(a, nodeActorName), &actorspb.MemberNotify{Op: opEvents, Body: bodies[want]})
 			}
 		}
 		batch = batch[:0]

@@ -86,7 +86,7 @@ type PlacementConfig struct {
 }
 
 type placementMetrics struct {
-	claims, pulls, pushes, gaps, fenced, underRepl, eventsDropped, eventsInDropped prometheus.Counter
+	claims, pulls, pushes, gaps, fenced, underRepl, eventsDropped, eventsInDropped, eventsUnwanted prometheus.Counter
 	replSeconds                                                                    prometheus.Histogram
 }
 
@@ -139,7 +139,9 @@ type Placement struct {
 	ctx    context.Context // cancelled by Shutdown
 	cancel context.CancelFunc
 	work   chan struct{} // bounds concurrent handling of peer requests
-	events chan json.RawMessage
+	events chan queuedEvent
+	// interest is what other members want of the bulk event types.
+	interest interests
 	async  chan struct{} // bounds background catalog copies
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -186,7 +188,7 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "placement"),
 		work:   make(chan struct{}, 256),
-		events: make(chan json.RawMessage, 8192),
+		events: make(chan queuedEvent, 8192),
 		async:  make(chan struct{}, 512),
 		stop:   make(chan struct{}),
 		synced: make(chan struct{}),
@@ -213,6 +215,8 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 		fenced:        counter("twinmesh_cluster_fenced_total", "Writes or claims refused because a newer epoch exists."),
 		underRepl:     counter("twinmesh_cluster_under_replicated_total", "Writes not acknowledged because too few replicas answered."),
 		eventsDropped: counter("twinmesh_cluster_events_dropped_total", "Events not forwarded to other members because the queue was full."),
+		eventsUnwanted: counter("twinmesh_cluster_events_unwanted_total",
+			"Telemetry and rollup events not sent to other members because none has a subscriber for them."),
 		eventsInDropped: counter("twinmesh_cluster_events_in_dropped_total",
 			"Events from other members not delivered on this node because the queue was full."),
 		replSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -222,7 +226,7 @@ func NewPlacement(cfg PlacementConfig) (*Placement, error) {
 	}
 	if cfg.Registerer != nil {
 		m := p.metrics
-		cfg.Registerer.MustRegister(m.claims, m.pulls, m.pushes, m.gaps, m.fenced, m.underRepl, m.eventsDropped, m.eventsInDropped, m.replSeconds)
+		cfg.Registerer.MustRegister(m.claims, m.pulls, m.pushes, m.gaps, m.fenced, m.underRepl, m.eventsDropped, m.eventsInDropped, m.eventsUnwanted, m.replSeconds)
 	}
 	return p, nil
 }
@@ -257,8 +261,9 @@ func (p *Placement) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 	if !p.cfg.Joining {
 		p.markSynced()
 	}
-	p.wg.Add(3)
+	p.wg.Add(4)
 	go p.forwardEvents()
+	go p.announceInterest()
 	go p.rereplicateLoop()
 	go p.catchUpLoop()
 }

@@ -393,6 +393,8 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		return json.Marshal(fenceRes{Fence: e.Fence})
 	case opStats:
 		return json.Marshal(statsRes{Grains: p.ActiveGrains()})
+	case opInterest:
+		return nil, p.heardInterest(body)
 	}
 	return nil, fmt.Errorf("unknown operation %q", op)
 }

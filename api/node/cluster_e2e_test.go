@@ -1264,7 +1264,18 @@ func TestClusterLocationTransparency(t *testing.T) {
 		})
 	})
 
-	// The dashboard client, on n3.
+	t.Run("telemetry no other member subscribes to stays on its grain's member", func(t *testing.T) {
+		// Members say which bulk event types they want every 2 s; n2 and n3
+		// have no WebSocket subscriber yet.
+		before := metric(t, n1.api, `twinmesh_cluster_events_unwanted_total`)
+		testutil.Eventually(t, 15*time.Second, "telemetry events not forwarded by n1", func() bool {
+			must(t, cl.Publish("devices/"+d.ID+"/messages/events/", 1, false, `{"temperature":20}`))
+			return metric(t, n1.api, `twinmesh_cluster_events_unwanted_total`) > before
+		})
+	})
+
+	// The dashboard client, on n3: its subscription makes n3 ask for
+	// telemetry events before the subscription is acknowledged.
 	ws, _, err := websocket.DefaultDialer.Dial("ws://"+n3.node.Addr("http")+"/api/v1/ws?access_token="+url.QueryEscape(n3.node.Token), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -338,7 +338,11 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	// One authorization layer for REST and the WebSocket hub; a token
 	// revoked here or on another member closes its WebSockets at once.
 	guard := authz.New(authz.Config{AdminToken: token, Tokens: n.sys, Tree: n.sys})
-	hub := ws.NewHub(ws.Config{Logger: log, Authz: guard, AllowedOrigins: origins}, wsBackend{sys: n.sys, methods: router})
+	hub := ws.NewHub(ws.Config{Logger: log, Authz: guard, AllowedOrigins: origins,
+		InterestChanged: n.place.InterestChanged}, wsBackend{sys: n.sys, methods: router})
+	// Telemetry and rollup events of grains on other members come here
+	// only while a WebSocket subscription takes them.
+	n.place.SetEventInterest(hub.Wants)
 	n.sys.OnEvent(wsSink(hub))
 	n.sys.OnTokensChanged(hub.Revalidate)
 	// Device streams: closed when their device is disabled or deleted, or

@@ -326,6 +326,9 @@ func (c *conn) handle(f Frame) {
 		}
 		c.subs[s.id] = s
 		c.mu.Unlock()
+		if ic := c.h.cfg.InterestChanged; ic != nil {
+			ic(ctx)
+		}
 		c.reply(okReply{ID: f.ID, OK: true, Sub: s.id})
 	case "unsubscribe":
 		c.mu.Lock()

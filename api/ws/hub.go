@@ -84,6 +84,11 @@ type Config struct {
 	// header (not from a browser) is not checked: the token authorizes it.
 	AllowedOrigins []string
 	Logger         *slog.Logger
+	// InterestChanged, when set, is called after a subscription was added
+	// and before it is acknowledged, so that a cluster can start sending
+	// this node the event types it now wants (see Hub.Wants) before the
+	// client counts on them.
+	InterestChanged func(ctx context.Context)
 }
 
 func (c *Config) defaults() {
@@ -226,6 +231,24 @@ func (h *Hub) ancestors(id string) []string {
 	h.anc[id] = a
 	h.ancMu.Unlock()
 	return a
+}
+
+// Wants reports whether some subscription of a connection of this hub takes
+// events of eventType.
+func (h *Hub) Wants(eventType string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for c := range h.conns {
+		c.mu.Lock()
+		for _, s := range c.subs {
+			if len(s.types) == 0 || s.types[eventType] {
+				c.mu.Unlock()
+				return true
+			}
+		}
+		c.mu.Unlock()
+	}
+	return false
 }
 
 // Publish fans an event out to matching subscriptions. It never blocks on
