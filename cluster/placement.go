@@ -87,7 +87,7 @@ type PlacementConfig struct {
 
 type placementMetrics struct {
 	claims, pulls, pushes, gaps, fenced, underRepl, eventsDropped, eventsInDropped, eventsUnwanted prometheus.Counter
-	replSeconds                                                                    prometheus.Histogram
+	replSeconds                                                                                    prometheus.Histogram
 }
 
 // Placement is twinmesh's protoactor IdentityLookup and replication layer.
@@ -142,10 +142,10 @@ type Placement struct {
 	events chan queuedEvent
 	// interest is what other members want of the bulk event types.
 	interest interests
-	async  chan struct{} // bounds background catalog copies
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	synced chan struct{}
+	async    chan struct{} // bounds background catalog copies
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	synced   chan struct{}
 
 	// What other members send this node, waiting for Serve.
 	inEvents  chan []json.RawMessage
