@@ -142,6 +142,8 @@ type Placement struct {
 	events chan queuedEvent
 	// interest is what other members want of the bulk event types.
 	interest interests
+	// contribs are contribution copies waiting for copyContribs.
+	contribs contribCopies
 	async    chan struct{} // bounds background catalog copies
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -261,9 +263,10 @@ func (p *Placement) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 	if !p.cfg.Joining {
 		p.markSynced()
 	}
-	p.wg.Add(4)
+	p.wg.Add(5)
 	go p.forwardEvents()
 	go p.announceInterest()
+	go p.copyContribs()
 	go p.rereplicateLoop()
 	go p.catchUpLoop()
 }

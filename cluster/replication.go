@@ -358,6 +358,9 @@ func (p *Placement) copyInBackground(ctx context.Context, addr string, ops []per
 	if p.closed.Load() {
 		return
 	}
+	if onlyContrib(ops) && p.contribs.add(addr, ops) {
+		return // sent with others by copyContribs
+	}
 	select {
 	case p.async <- struct{}{}:
 		p.wg.Add(1)
