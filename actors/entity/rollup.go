@@ -3,7 +3,6 @@ package entity
 import (
 	"context"
 	"encoding/json"
-	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -127,36 +126,6 @@ func (c Contribution) encode() string {
 	}
 	b = append(b, '}')
 	return string(b)
-}
-
-// plainJSON reports whether encoding/json writes s between quotes as it is.
-func plainJSON(s string) bool {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c < 0x20, c >= 0x80, c == '"', c == '\\', c == '<', c == '>', c == '&':
-			return false
-		}
-	}
-	return true
-}
-
-func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
-
-// appendJSONFloat appends f as encoding/json writes a float64.
-func appendJSONFloat(b []byte, f float64) []byte {
-	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		// encoding/json writes e-09 as e-9.
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b
 }
 
 // Proto returns the wire form of c along edge.

@@ -151,10 +151,7 @@ func (c *Core) telemetry(ctx context.Context, now time.Time, in *actorspb.Teleme
 		if d.Twin.MergeTelemetry(points, ts) {
 			d.unflushed++
 		}
-		data, _ = json.Marshal(struct {
-			TS     time.Time      `json:"ts"`
-			Points map[string]any `json:"points"`
-		}{ts, points})
+		data = telemetryEventJSON(ts, points)
 	} else {
 		data, _ = json.Marshal(struct {
 			TS          time.Time `json:"ts"`

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"testing"
+	"time"
 )
 
 // The hand-written encoder must write what encoding/json writes: stored
@@ -45,6 +46,45 @@ func FuzzContributionEncode(f *testing.F) {
 		want, _ := json.Marshal(c)
 		if got := c.encode(); got != string(want) {
 			t.Fatalf("encode(%+v)\n got %s\nwant %s", c, got, want)
+		}
+	})
+}
+
+func TestTelemetryEventJSONMatchesEncodingJSON(t *testing.T) {
+	ts := time.Date(2026, 12, 2, 23, 1, 2, 345678900, time.UTC)
+	cases := []map[string]any{
+		{},
+		{"temperature": 21.5, "humidity": 40.0, "seq": 12345.0},
+		{"on": true, "off": false, "mode": "eco", "tiny": 1e-9, "huge": 1e22},
+		{"name": "a<b"},                      // escaped by encoding/json
+		{"naïve": 1.0},                       // non-ASCII name
+		{"q": `say "hi"`},                    // escaped text
+		{"nan": math.NaN()},                  // refused by both
+		{"nested": map[string]any{"x": 1.0}}, // not a point value
+	}
+	for _, pts := range cases {
+		want, _ := json.Marshal(struct {
+			TS     time.Time      `json:"ts"`
+			Points map[string]any `json:"points"`
+		}{ts, pts})
+		if got := telemetryEventJSON(ts, pts); string(got) != string(want) {
+			t.Errorf("telemetryEventJSON(%v)\n got %s\nwant %s", pts, got, want)
+		}
+	}
+}
+
+func FuzzTelemetryEventJSON(f *testing.F) {
+	f.Add(int64(1764716462), int64(5), "temperature", 21.5, "mode", "eco", true)
+	f.Add(int64(0), int64(0), "a&b", -1e-300, "", "x\u2028y", false)
+	f.Fuzz(func(t *testing.T, sec, nsec int64, k1 string, v1 float64, k2, v2 string, v3 bool) {
+		ts := time.Unix(sec%(1<<34), nsec%1e9).UTC()
+		pts := map[string]any{k1: v1, k2: v2, k1 + k2 + "!": v3}
+		want, _ := json.Marshal(struct {
+			TS     time.Time      `json:"ts"`
+			Points map[string]any `json:"points"`
+		}{ts, pts})
+		if got := telemetryEventJSON(ts, pts); string(got) != string(want) {
+			t.Fatalf("telemetryEventJSON(%v)\n got %s\nwant %s", pts, got, want)
 		}
 	})
 }
