@@ -88,7 +88,9 @@ func (c *Core) request(ctx context.Context, now time.Time, req *actorspb.Request
 
 func (c *Core) notify(ctx context.Context, now time.Time, n *actorspb.Notify) *Result {
 	if !c.st.Exists {
-		return nil
+		// A notification addressed through a cached kind can wake the
+		// grain of an entity deleted since: it has nothing to keep.
+		return &Result{Stop: true}
 	}
 	switch b := n.Body.(type) {
 	case *actorspb.Notify_Contrib:
