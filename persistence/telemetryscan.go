@@ -92,6 +92,17 @@ func entryRecs(out []warmRec, prefix, k, v []byte) (_ []warmRec, ok bool) {
 	return out, true
 }
 
+// lastEntry returns the last entry of c's bucket. bbolt's Cursor.Last
+// loops forever on a bucket whose leaves were all emptied by deletes
+// earlier in the same write transaction (a grain's data reset before its
+// next record); First does not, and tells that case apart.
+func lastEntry(c *bbolt.Cursor) ([]byte, []byte) {
+	if k, _ := c.First(); k == nil {
+		return nil, nil
+	}
+	return c.Last()
+}
+
 // lastPos returns the position of the last record of entry k → v (its key's
 // for a record of its own).
 func lastPos(k, v []byte) (ns int64, seq uint32, err error) {
@@ -126,7 +137,7 @@ func scanTelemetry(tx *bbolt.Tx, id string, from, to int64, desc bool, fn func(*
 			seek = telemetryKey(id, to+1, 0)
 		}
 		if k, _ = c.Seek(seek); k == nil {
-			k, v = c.Last()
+			k, v = lastEntry(c)
 		} else {
 			k, v = c.Prev()
 		}
@@ -134,7 +145,7 @@ func scanTelemetry(tx *bbolt.Tx, id string, from, to int64, desc bool, fn func(*
 		// A block that starts before `from` may reach into the range.
 		start := telemetryKey(id, from, 0)
 		if k, _ = c.Seek(start); k == nil {
-			k, v = c.Last()
+			k, v = lastEntry(c)
 		} else {
 			k, v = c.Prev()
 		}
@@ -235,7 +246,7 @@ func seqAt(b *bbolt.Bucket, id string, ns int64) (seq uint32, found, inBlock boo
 	hit := k != nil && bytes.HasPrefix(k, at)
 	var pk, pv []byte
 	if k == nil {
-		pk, pv = c.Last()
+		pk, pv = lastEntry(c)
 	} else {
 		pk, pv = c.Prev()
 	}
@@ -300,7 +311,7 @@ func packRecords(b *bbolt.Bucket, id string, recs []kv) error {
 	c := b.Cursor()
 	k, v := c.Seek(rangeEnd(id))
 	if k == nil {
-		k, v = c.Last()
+		k, v = lastEntry(c)
 	} else {
 		k, v = c.Prev()
 	}
@@ -349,7 +360,7 @@ func takeFrom(c *bbolt.Cursor, prefix []byte, ns int64, seq uint32) ([]warmRec, 
 		// The entry before may be a block that holds the position.
 		var pk []byte
 		if k == nil {
-			pk, _ = c.Last()
+			pk, _ = lastEntry(c)
 		} else {
 			pk, _ = c.Prev()
 		}
