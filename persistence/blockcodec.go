@@ -67,14 +67,12 @@ func blockHead(v []byte, firstNs int64) (count int, lastNs int64, lastSeq uint32
 	return int(n), firstNs + int64(span), uint32(ls), nil
 }
 
-// parseBlock splits block v, stored under the key of (firstNs, firstSeq),
-// into its names and records, checking that the records are in strictly
-// increasing (ns, seq) order from the key's position to the header's last
-// one. The bodies alias v; they are checked when decoded.
-func parseBlock(v []byte, firstNs int64, firstSeq uint32) (names []string, recs []blockRec, err error) {
-	n, lastNs, lastSeq, err := blockHead(v, firstNs)
-	if err != nil {
-		return nil, nil, err
+// blockNames reads the header of block v whose key holds firstNs and its
+// name table: the number of records, the last one's position, the names,
+// and the offset of the first record in v.
+func blockNames(v []byte, firstNs int64) (count int, lastNs int64, lastSeq uint32, names []string, off int, err error) {
+	if count, lastNs, lastSeq, err = blockHead(v, firstNs); err != nil {
+		return 0, 0, 0, nil, 0, err
 	}
 	d := recordDecoder{b: v}
 	d.byte()
@@ -86,6 +84,61 @@ func parseBlock(v []byte, firstNs int64, firstSeq uint32) (names []string, recs 
 	for i := range names {
 		names[i] = d.str()
 	}
+	if d.err != nil {
+		return 0, 0, 0, nil, 0, d.err
+	}
+	return count, lastNs, lastSeq, names, len(v) - len(d.b), nil
+}
+
+// extendBlock returns block v, of count records from firstNs to lastNs
+// starting at offset off, with recs appended; recs follow v's last record,
+// in order, and their bodies index names, v's table with any new names
+// appended. v's records are copied as they are, not parsed.
+func extendBlock(v []byte, off, count int, firstNs, lastNs int64, names []string, recs []blockRec) []byte {
+	n := len(v) + 8
+	for _, s := range names {
+		n += len(s) + 1
+	}
+	for _, r := range recs {
+		n += len(r.body) + 4
+	}
+	last := recs[len(recs)-1]
+	b := make([]byte, 1, n)
+	b[0] = recordBlock
+	b = binary.AppendUvarint(b, uint64(count+len(recs)))
+	b = binary.AppendUvarint(b, uint64(last.ns-firstNs))
+	b = binary.AppendUvarint(b, uint64(last.seq))
+	b = binary.AppendUvarint(b, uint64(len(names)))
+	for _, s := range names {
+		b = appendString(b, s)
+	}
+	b = append(b, v[off:]...)
+	return appendRecs(b, lastNs, recs)
+}
+
+// appendRecs appends recs to a block's records, the first a delta from
+// prev.
+func appendRecs(b []byte, prev int64, recs []blockRec) []byte {
+	for _, r := range recs {
+		b = binary.AppendUvarint(b, uint64(r.ns-prev))
+		b = binary.AppendUvarint(b, uint64(r.seq))
+		b = binary.AppendUvarint(b, uint64(len(r.body)))
+		b = append(b, r.body...)
+		prev = r.ns
+	}
+	return b
+}
+
+// parseBlock splits block v, stored under the key of (firstNs, firstSeq),
+// into its names and records, checking that the records are in strictly
+// increasing (ns, seq) order from the key's position to the header's last
+// one. The bodies alias v; they are checked when decoded.
+func parseBlock(v []byte, firstNs int64, firstSeq uint32) (names []string, recs []blockRec, err error) {
+	n, lastNs, lastSeq, names, off, err := blockNames(v, firstNs)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := recordDecoder{b: v[off:]}
 	recs = make([]blockRec, 0, n)
 	ns, seq := firstNs, firstSeq
 	for i := range n {
@@ -141,15 +194,7 @@ func encodeBlock(names []string, recs []blockRec) []byte {
 	for _, s := range names {
 		b = appendString(b, s)
 	}
-	prev := first.ns
-	for _, r := range recs {
-		b = binary.AppendUvarint(b, uint64(r.ns-prev))
-		b = binary.AppendUvarint(b, uint64(r.seq))
-		b = binary.AppendUvarint(b, uint64(len(r.body)))
-		b = append(b, r.body...)
-		prev = r.ns
-	}
-	return b
+	return appendRecs(b, first.ns, recs)
 }
 
 // nameTable is the name table of a block being built. Blocks hold a few

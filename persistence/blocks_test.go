@@ -372,6 +372,19 @@ func FuzzBlockCodec(f *testing.F) {
 		if err != nil || !reflect.DeepEqual(n2, names) || len(r2) != len(recs) {
 			t.Fatalf("re-encoded block: %v", err)
 		}
+		if len(recs) > 1 {
+			// Extending the block of its first records with the rest
+			// gives the same block.
+			k := 1 + int(seq)%(len(recs)-1)
+			head := encodeBlock(names, recs[:k])
+			count, lastNs, _, n3, off, err := blockNames(head, ns)
+			if err != nil || count != k || lastNs != recs[k-1].ns || !reflect.DeepEqual(n3, names) {
+				t.Fatalf("head of %d records: %d, %d, %v", k, count, lastNs, err)
+			}
+			if ext := extendBlock(head, off, count, ns, lastNs, names, recs[k:]); string(ext) != string(again) {
+				t.Fatalf("extended block differs from the block of all records")
+			}
+		}
 		for i := range recs {
 			if r2[i].ns != recs[i].ns || r2[i].seq != recs[i].seq || string(r2[i].body) != string(recs[i].body) {
 				t.Fatalf("record %d differs after re-encoding", i)

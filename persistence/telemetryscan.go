@@ -295,9 +295,9 @@ func seqAt(b *bbolt.Bucket, id string, ns int64) (seq uint32, found, inBlock boo
 // order, none already stored) in the telemetry bucket b, packed into
 // blocks. Records that come after every stored record of id, as they do
 // unless a device's clock went back, extend its newest block while it has
-// room; otherwise the entries from the one that holds or precedes the
-// first new record to the device's end are read, merged with the new
-// ones and packed again.
+// room (without reading that block's records); otherwise the entries from
+// the one that holds or precedes the first new record to the device's end
+// are read, merged with the new ones and packed again.
 func packRecords(b *bbolt.Bucket, id string, recs []kv) error {
 	prefix := rangeStart(id)
 	items := make([]warmRec, 0, len(recs))
@@ -315,38 +315,63 @@ func packRecords(b *bbolt.Bucket, id string, recs []kv) error {
 	} else {
 		k, v = c.Prev()
 	}
-	var old []warmRec // stored records packed again with the new ones
-	var tailNames []string
 	if ownKey(prefix, k) {
 		lns, lseq, err := lastPos(k, v)
 		if err != nil {
 			return err
 		}
-		if first := &items[0]; !first.before(lns, lseq) && (first.ns != lns || first.seq != lseq) {
-			// After everything stored: extend the newest entry if it is a
-			// block with room, or a binary record of its own.
-			switch {
-			case isBlock(v) && len(v) < blockMaxBytes:
-				old, _ = entryRecs(nil, prefix, k, v)
-				if len(old) >= blockMaxRecords || old[0].err != nil {
-					old = nil
-				} else {
-					tailNames = old[0].names
-				}
-			case len(v) > 0 && v[0] == recordBinary:
-				old, _ = entryRecs(nil, prefix, k, v)
-			}
-		} else {
-			var err error
-			if old, err = takeFrom(c, prefix, items[0].ns, items[0].seq); err != nil {
+		first := &items[0]
+		switch {
+		case first.before(lns, lseq) || (first.ns == lns && first.seq == lseq):
+			old, err := takeFrom(c, prefix, first.ns, first.seq)
+			if err != nil {
 				return err
 			}
+			items = mergeRecs(old, items)
+		case isBlock(v) && len(v) < blockMaxBytes:
+			n, err := extendTail(b, k, v, items)
+			if err != nil {
+				return err
+			}
+			items = items[n:]
+		case len(v) > 0 && v[0] == recordBinary:
+			// A record of its own (stored before schema 8) starts the block.
+			old, _ := entryRecs(nil, prefix, k, v)
+			items = mergeRecs(old, items)
 		}
 	}
-	if len(old) > 0 {
-		items = mergeRecs(old, items)
+	return putPacked(b, id, items)
+}
+
+// extendTail appends to the block k → v, the device's newest entry, the
+// leading items (which follow it) that fit, and returns how many it took.
+func extendTail(b *bbolt.Bucket, k, v []byte, items []warmRec) (int, error) {
+	_, firstNs, _, _ := parseTelemetryKey(k)
+	count, lastNs, _, names, off, err := blockNames(v, firstNs)
+	if err != nil {
+		return 0, fmt.Errorf("telemetry block %x: %w", k, err)
 	}
-	return putPacked(b, id, items, tailNames)
+	t := nameTable{names: names}
+	size := len(v) - off
+	var add []blockRec
+	var arena []byte
+	for i := range items {
+		it := &items[i]
+		if count+len(add) >= blockMaxRecords || size+len(it.v) > blockMaxBytes || len(t.names) >= blockMaxNames ||
+			len(it.v) == 0 || it.v[0] != recordBinary {
+			break
+		}
+		start := len(arena)
+		if arena, err = indexBody(arena, it.v[1:], nil, &t); err != nil {
+			return 0, fmt.Errorf("telemetry at %d: %w", it.ns, err)
+		}
+		add = append(add, blockRec{ns: it.ns, seq: it.seq, body: arena[start:len(arena):len(arena)]})
+		size += len(arena) - start + 4
+	}
+	if len(add) == 0 {
+		return 0, nil
+	}
+	return len(add), b.Put(k, extendBlock(v, off, count, firstNs, lastNs, t.names, add))
 }
 
 // takeFrom deletes, from the bucket of cursor c, the device entries (range
@@ -417,21 +442,19 @@ func mergeRecs(a, b []warmRec) []warmRec {
 }
 
 // putPacked stores id's records items, in (ns, seq) order, as blocks; a
-// JSON record stays a record of its own between two blocks. Bodies that
-// index tailNames (the newest block being extended) are kept as they are
-// while the first block is built on that table.
-func putPacked(b *bbolt.Bucket, id string, items []warmRec, tailNames []string) error {
+// JSON record stays a record of its own between two blocks.
+func putPacked(b *bbolt.Bucket, id string, items []warmRec) error {
 	b.FillPercent = telemetryFill
-	t := nameTable{names: slices.Clone(tailNames)}
-	same := tailNames != nil
+	var t nameTable
 	var cur []blockRec
+	var arena []byte
 	size := 0
 	flush := func() error {
 		if len(cur) == 0 {
 			return nil
 		}
 		err := b.Put(telemetryKey(id, cur[0].ns, cur[0].seq), encodeBlock(t.names, cur))
-		cur, size, t.names, same = cur[:0], 0, nil, false
+		cur, size, t.names = cur[:0], 0, nil
 		return err
 	}
 	for i := range items {
@@ -450,28 +473,18 @@ func putPacked(b *bbolt.Bucket, id string, items []warmRec, tailNames []string) 
 				return err
 			}
 		}
-		var body []byte
-		switch {
-		case it.inBlock && same && sameTable(it.names, tailNames):
-			body = it.v
-		case it.inBlock:
-			var err error
-			if body, err = indexBody(nil, it.v, it.names, &t); err != nil {
-				return fmt.Errorf("telemetry %s at %d: %w", id, it.ns, err)
-			}
-		default:
-			var err error
-			if body, err = indexBody(nil, it.v[1:], nil, &t); err != nil {
-				return fmt.Errorf("telemetry %s at %d: %w", id, it.ns, err)
-			}
+		start := len(arena)
+		var err error
+		if it.inBlock {
+			arena, err = indexBody(arena, it.v, it.names, &t)
+		} else {
+			arena, err = indexBody(arena, it.v[1:], nil, &t)
 		}
-		cur = append(cur, blockRec{ns: it.ns, seq: it.seq, body: body})
-		size += len(body) + 4
+		if err != nil {
+			return fmt.Errorf("telemetry %s at %d: %w", id, it.ns, err)
+		}
+		cur = append(cur, blockRec{ns: it.ns, seq: it.seq, body: arena[start:len(arena):len(arena)]})
+		size += len(arena) - start + 4
 	}
 	return flush()
-}
-
-// sameTable reports whether a and b are the same table (not merely equal).
-func sameTable(a, b []string) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
