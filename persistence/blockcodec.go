@@ -134,12 +134,22 @@ func appendRecs(b []byte, prev int64, recs []blockRec) []byte {
 // increasing (ns, seq) order from the key's position to the header's last
 // one. The bodies alias v; they are checked when decoded.
 func parseBlock(v []byte, firstNs int64, firstSeq uint32) (names []string, recs []blockRec, err error) {
-	n, lastNs, lastSeq, names, off, err := blockNames(v, firstNs)
+	names, n, err := walkBlock(v, firstNs, firstSeq, func(r blockRec) { recs = append(recs, r) })
 	if err != nil {
 		return nil, nil, err
 	}
+	return names, recs[:n:n], nil
+}
+
+// walkBlock checks block v as parseBlock does and calls add with each of
+// its records in order, returning the names and the number of records.
+// On an error add may have been called with some of them.
+func walkBlock(v []byte, firstNs int64, firstSeq uint32, add func(blockRec)) (names []string, n int, err error) {
+	n, lastNs, lastSeq, names, off, err := blockNames(v, firstNs)
+	if err != nil {
+		return nil, 0, err
+	}
 	d := recordDecoder{b: v[off:]}
-	recs = make([]blockRec, 0, n)
 	ns, seq := firstNs, firstSeq
 	for i := range n {
 		dns, s, size := d.uvarint(), d.uvarint(), d.uvarint()
@@ -160,17 +170,17 @@ func parseBlock(v []byte, firstNs int64, firstSeq uint32) (names []string, recs 
 			break
 		}
 		ns, seq = ns+int64(dns), uint32(s)
-		recs = append(recs, blockRec{ns: ns, seq: seq, body: d.bytes(int(size))})
+		add(blockRec{ns: ns, seq: seq, body: d.bytes(int(size))})
 	}
 	switch {
 	case d.err != nil:
-		return nil, nil, d.err
+		return nil, 0, d.err
 	case len(d.b) != 0:
-		return nil, nil, fmt.Errorf("%w: telemetry block: trailing bytes", ErrCorrupt)
+		return nil, 0, fmt.Errorf("%w: telemetry block: trailing bytes", ErrCorrupt)
 	case ns != lastNs || seq != lastSeq:
-		return nil, nil, fmt.Errorf("%w: telemetry block: last record is not the header's", ErrCorrupt)
+		return nil, 0, fmt.Errorf("%w: telemetry block: last record is not the header's", ErrCorrupt)
 	}
-	return names, recs, nil
+	return names, n, nil
 }
 
 // encodeBlock returns the block of recs (at least one, in strictly

@@ -82,12 +82,15 @@ func entryRecs(out []warmRec, prefix, k, v []byte) (_ []warmRec, ok bool) {
 	if !isBlock(v) {
 		return append(out, warmRec{ns: ns, seq: seq, v: v}), true
 	}
-	names, recs, err := parseBlock(v, ns, seq)
+	n := len(out)
+	names, _, err := walkBlock(v, ns, seq, func(r blockRec) {
+		out = append(out, warmRec{ns: r.ns, seq: r.seq, v: r.body, inBlock: true})
+	})
 	if err != nil {
-		return append(out, warmRec{ns: ns, seq: seq, err: fmt.Errorf("telemetry block %x: %w", k, err)}), true
+		return append(out[:n], warmRec{ns: ns, seq: seq, err: fmt.Errorf("telemetry block %x: %w", k, err)}), true
 	}
-	for _, r := range recs {
-		out = append(out, warmRec{ns: r.ns, seq: r.seq, v: r.body, inBlock: true, names: names})
+	for i := n; i < len(out); i++ {
+		out[i].names = names
 	}
 	return out, true
 }
