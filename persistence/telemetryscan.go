@@ -158,7 +158,7 @@ func scanTelemetry(tx *bbolt.Tx, id string, from, to int64, desc bool, fn func(*
 			k, v = c.Seek(start)
 		}
 	}
-	var buf []warmRec
+	buf := make([]warmRec, 0, blockMaxRecords) // one block's records
 	bi := 0
 	// cur returns the bucket's next record in range, nil when none is left.
 	cur := func() *warmRec {
