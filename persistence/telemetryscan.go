@@ -312,8 +312,8 @@ func packRecords(b *bbolt.Bucket, id string, recs []kv) error {
 		items = append(items, warmRec{ns: ns, seq: seq, v: r.v})
 	}
 	c := b.Cursor()
-	k, v := c.Seek(rangeEnd(id))
-	if k == nil {
+	var k, v []byte
+	if k, _ = c.Seek(rangeEnd(id)); k == nil {
 		k, v = lastEntry(c)
 	} else {
 		k, v = c.Prev()
