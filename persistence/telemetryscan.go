@@ -96,9 +96,11 @@ func entryRecs(out []warmRec, prefix, k, v []byte) (_ []warmRec, ok bool) {
 }
 
 // lastEntry returns the last entry of c's bucket. bbolt's Cursor.Last
-// loops forever on a bucket whose leaves were all emptied by deletes
-// earlier in the same write transaction (a grain's data reset before its
-// next record); First does not, and tells that case apart.
+// (v1.5.0) loops forever on a bucket whose leaves were all emptied by
+// deletes earlier in the same write transaction (a grain's data reset
+// before its next record: the loop that skips empty pages, added by
+// etcd-io/bbolt#341, never finds one); First does not, and tells that
+// case apart.
 func lastEntry(c *bbolt.Cursor) ([]byte, []byte) {
 	if k, _ := c.First(); k == nil {
 		return nil, nil
