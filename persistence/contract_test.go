@@ -355,18 +355,10 @@ func contractTelemetry(t *testing.T, db *DB) {
 		if err := db.MoveIngestLog(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.Bolt().View(func(tx *bbolt.Tx) error {
-			c := tx.Bucket(bktTelemetry).Cursor()
-			for k, _ := c.Seek(telemetryKey("d1", at(4).UnixNano(), 0)); k != nil; k, _ = c.Next() {
-				dev, ns, seq, ok := parseTelemetryKey(k)
-				if !ok || string(dev) != "d1" || ns != at(4).UnixNano() {
-					break
-				}
-				seqs = append(seqs, seq)
+		for _, r := range storedRecs(t, db, "d1") {
+			if r.ns == at(4).UnixNano() {
+				seqs = append(seqs, r.seq)
 			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
 		}
 		if !slices.Equal(seqs, []uint32{0, 1, 2}) {
 			t.Fatalf("seqs at equal TS = %v, want [0 1 2]", seqs)

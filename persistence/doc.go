@@ -123,6 +123,13 @@
 // device with a long telemetry history makes that transaction large.
 // PruneTelemetry runs its own bounded transactions beside the committer.
 //
+// Warm telemetry is appended to an ingest log and moved into per-device
+// blocks of up to 64 records (ingestlog.go, blockcodec.go); a record is in
+// exactly one place in any transaction, and reads see it wherever it is.
+// Retention drops a block wholly older than the cut and rewrites one that
+// straddles it. Writes through Bolt must keep a device's entries from
+// overlapping (telemetryscan.go).
+//
 // Wire ops are JSON: IDs and keys that are not valid UTF-8 do not survive
 // the trip (encoding/json replaces the bad bytes). Snapshots copy what the
 // source has; they do not delete what the receiver has beyond it.

@@ -129,7 +129,7 @@ func populateTelemetry(b *testing.B, db *DB, devices, n int) {
 
 // fileSize returns the bytes of db's file in use: the file size less the
 // free pages bbolt would reuse.
-func fileSize(b *testing.B, db *DB) int64 {
+func fileSize(b testing.TB, db *DB) int64 {
 	b.Helper()
 	var used int64
 	err := db.Bolt().View(func(tx *bbolt.Tx) error {

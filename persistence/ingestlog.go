@@ -187,8 +187,9 @@ func logged(tx *bbolt.Tx, id string) []kv {
 
 // telemetryFill is the fill percent of the telemetry bucket's pages when
 // the log moves in: records arrive at each device's tail, so a page split
-// in the default half leaves half pages behind. BenchmarkTelemetryAppend:
-// 288 bytes of file per message at the default 0.5, 199 at 0.9 (203 at 1.0).
+// in the default half leaves half pages behind. BenchmarkTelemetryAppend
+// (records of their own): 288 bytes of file per message at the default
+// 0.5, 199 at 0.9 (203 at 1.0).
 const telemetryFill = 0.9
 
 type kv struct{ k, v []byte }
@@ -216,12 +217,22 @@ func (db *DB) moveLog() error {
 			return nil
 		}
 		slices.SortFunc(recs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+		// Each device's records, consecutive in key order, go into its
+		// blocks (blockcodec.go).
 		tb := tx.Bucket(bktTelemetry)
-		tb.FillPercent = telemetryFill
-		for _, r := range recs {
-			if err := tb.Put(r.k, r.v); err != nil {
-				return err
+		for i := 0; i < len(recs); {
+			dev, _, _, ok := parseTelemetryKey(recs[i].k)
+			if !ok {
+				return fmt.Errorf("ingest log key %x: %w: not a telemetry key", recs[i].k, ErrCorrupt)
 			}
+			j := i + 1
+			for j < len(recs) && len(recs[j].k) == len(recs[i].k) && bytes.HasPrefix(recs[j].k, recs[i].k[:len(dev)+1]) {
+				j++
+			}
+			if err := packRecords(tb, string(dev), recs[i:j]); err != nil {
+				return fmt.Errorf("device %s: %w", dev, err)
+			}
+			i = j
 		}
 		moved = len(recs)
 		// Dropping the bucket frees its pages at once.
@@ -243,72 +254,4 @@ func (db *DB) moveLog() error {
 		db.log.Debug("ingest log moved", "records", moved, "took", time.Since(start))
 	}
 	return nil
-}
-
-// ascendTelemetry calls fn with id's warm records, from both the telemetry
-// bucket and the ingest log, in key order from the first key >= from, until
-// fn returns false.
-func ascendTelemetry(tx *bbolt.Tx, id string, from []byte, fn func(k, v []byte) bool) {
-	prefix := rangeStart(id)
-	staged := logged(tx, id)
-	i, _ := slices.BinarySearchFunc(staged, from, func(e kv, t []byte) int { return bytes.Compare(e.k, t) })
-	c := tx.Bucket(bktTelemetry).Cursor()
-	k, v := c.Seek(from)
-	for {
-		inBucket := k != nil && bytes.HasPrefix(k, prefix)
-		switch {
-		case inBucket && (i == len(staged) || bytes.Compare(k, staged[i].k) <= 0):
-			if i < len(staged) && bytes.Equal(k, staged[i].k) {
-				i++ // never both; the bucket's copy wins
-			}
-			if !fn(k, v) {
-				return
-			}
-			k, v = c.Next()
-		case i < len(staged):
-			if !fn(staged[i].k, staged[i].v) {
-				return
-			}
-			i++
-		default:
-			return
-		}
-	}
-}
-
-// descendTelemetry calls fn with id's warm records, from both the
-// telemetry bucket and the ingest log, in reverse key order from the last
-// key < before, until fn returns false.
-func descendTelemetry(tx *bbolt.Tx, id string, before []byte, fn func(k, v []byte) bool) {
-	prefix := rangeStart(id)
-	staged := logged(tx, id)
-	i, _ := slices.BinarySearchFunc(staged, before, func(e kv, t []byte) int { return bytes.Compare(e.k, t) })
-	i-- // the last staged key < before
-	c := tx.Bucket(bktTelemetry).Cursor()
-	var k, v []byte
-	if k, _ = c.Seek(before); k == nil {
-		k, v = c.Last()
-	} else {
-		k, v = c.Prev()
-	}
-	for {
-		inBucket := k != nil && bytes.HasPrefix(k, prefix)
-		switch {
-		case inBucket && (i < 0 || bytes.Compare(k, staged[i].k) >= 0):
-			if i >= 0 && bytes.Equal(k, staged[i].k) {
-				i--
-			}
-			if !fn(k, v) {
-				return
-			}
-			k, v = c.Prev()
-		case i >= 0:
-			if !fn(staged[i].k, staged[i].v) {
-				return
-			}
-			i--
-		default:
-			return
-		}
-	}
 }

@@ -106,14 +106,9 @@ func TestIngestLogWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seqs []uint32
-	_ = db.Bolt().View(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bktTelemetry).Cursor()
-		for k, _ := c.Seek(rangeStart("d1")); k != nil && bytes.HasPrefix(k, rangeStart("d1")); k, _ = c.Next() {
-			_, _, s, _ := parseTelemetryKey(k)
-			seqs = append(seqs, s)
-		}
-		return nil
-	})
+	for _, r := range storedRecs(t, db, "d1") {
+		seqs = append(seqs, r.seq)
+	}
 	if !slices.Equal(seqs, []uint32{0, 1, 2}) {
 		t.Fatalf("seqs at one timestamp = %v, want [0 1 2]", seqs)
 	}

@@ -277,23 +277,24 @@ func AppendTelemetry(deviceID string, r TelemetryRecord) Op {
 	wireV := func() []byte { b, _ := json.Marshal(r); return b }
 	return Op{kind: name, key: deviceID, wire: WireOp{T: wireTelemetry, K: deviceID}, wireV: wireV, apply: func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bktTelemetry)
-		k := telemetryKey(deviceID, ns, 0)
-		prefix := k[:len(k)-4]
-		var seq uint32
-		c := b.Cursor()
-		for ck, _ := c.Seek(prefix); ck != nil && bytes.HasPrefix(ck, prefix); ck, _ = c.Next() {
-			if _, _, s, ok := parseTelemetryKey(ck); ok {
-				if s == ^uint32(0) {
-					return fmt.Errorf("more than 2^32 records at %v", r.TS)
-				}
-				seq = s + 1
-			}
+		seq, found, inBlock, err := seqAt(b, deviceID, ns)
+		if err != nil {
+			return fmt.Errorf("telemetry of %s at %v: %w", deviceID, r.TS, err)
 		}
+		if found {
+			if seq == ^uint32(0) {
+				return fmt.Errorf("more than 2^32 records at %v", r.TS)
+			}
+			seq++
+		}
+		k := telemetryKey(deviceID, ns, seq)
 		l := logOf(tx)
 		if l == nil {
-			return b.Put(telemetryKey(deviceID, ns, seq), v)
+			if inBlock { // beside it, the block's records would be out of order
+				return packRecords(b, deviceID, []kv{{k, v}})
+			}
+			return b.Put(k, v)
 		}
-		k = telemetryKey(deviceID, ns, seq)
 		for l.has(k) {
 			if seq == ^uint32(0) {
 				return fmt.Errorf("more than 2^32 records at %v", r.TS)
@@ -322,12 +323,18 @@ func appendTelemetryOnce(deviceID string, ns int64, r TelemetryRecord, v []byte)
 		v := stored
 		b := tx.Bucket(bktTelemetry)
 		k := telemetryKey(deviceID, ns, 0)
-		prefix := k[:len(k)-4] // deviceID NUL be64(ns)
-		if ck, _ := b.Cursor().Seek(prefix); ck != nil && bytes.HasPrefix(ck, prefix) {
+		_, found, inBlock, err := seqAt(b, deviceID, ns)
+		if err != nil {
+			return fmt.Errorf("telemetry of %s at %d: %w", deviceID, ns, err)
+		}
+		if found {
 			return nil
 		}
 		l := logOf(tx)
 		if l == nil {
+			if inBlock {
+				return packRecords(b, deviceID, []kv{{k, v}})
+			}
 			return b.Put(k, v)
 		}
 		if l.has(k) {

@@ -101,12 +101,24 @@ func decodeRecord(v []byte, ns int64) (TelemetryRecord, error) {
 		}
 		return r, nil
 	}
-	d := recordDecoder{b: v[1:]}
+	return decodeBody(v[1:], ns, nil)
+}
+
+// decodeBody decodes the binary form after its leading byte. With names
+// (the body of a record in a block, see blockcodec.go) a point's name is
+// a uvarint index into names instead of the string itself.
+func decodeBody(b []byte, ns int64, names []string) (TelemetryRecord, error) {
+	d := recordDecoder{b: b}
 	r := TelemetryRecord{TS: time.Unix(0, ns).UTC()}
 	if n := d.count(); n > 0 {
 		r.Points = make(map[string]any, n)
 		for range n {
-			k := d.str()
+			var k string
+			if names == nil {
+				k = d.str()
+			} else {
+				k = d.name(names)
+			}
 			switch d.byte() {
 			case tagFloat64:
 				r.Points[k] = math.Float64frombits(binary.LittleEndian.Uint64(d.bytes(8)))
@@ -221,6 +233,16 @@ func (d *recordDecoder) count() int {
 		return 0
 	}
 	return int(n)
+}
+
+// name reads a point name given as an index into names.
+func (d *recordDecoder) name(names []string) string {
+	i := d.uvarint()
+	if i >= uint64(len(names)) {
+		d.fail("name index beyond the block's names")
+		return ""
+	}
+	return names[i]
 }
 
 func (d *recordDecoder) str() string {

@@ -47,11 +47,9 @@ func (db *DB) GrainState(id string) (GrainState, error) {
 			st.TwinVersion = twinVersion(doc)
 		}
 		prefix := rangeStart(id)
-		ascendTelemetry(tx, id, prefix, func(tk, _ []byte) bool {
-			if _, ns, _, ok := parseTelemetryKey(tk); ok {
-				st.Telemetry++
-				st.NewestTelemetry = ns // keys are in time order
-			}
+		scanTelemetry(tx, id, 0, math.MaxInt64, false, func(w *warmRec) bool {
+			st.Telemetry++
+			st.NewestTelemetry = w.ns // in time order
 			return true
 		})
 		c := tx.Bucket(bktInbox).Cursor()
@@ -121,12 +119,12 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 	ops = []WireOp{}
 	err = db.view(func(tx *bbolt.Tx) error {
 		prefix := rangeStart(id)
-		start := prefix // afterNS == 0: from the first record, ns 0 included
+		start := int64(0) // afterNS == 0: from the first record, ns 0 included
 		if afterNS > 0 {
 			if afterNS == math.MaxInt64 {
 				return nil
 			}
-			start = telemetryKey(id, afterNS+1, 0)
+			start = afterNS + 1
 		} else {
 			if v := tx.Bucket(bktTwins).Get([]byte(id)); v != nil {
 				ops = append(ops, WireOp{T: wireTwinPut, K: id, V: bytes.Clone(v)})
@@ -138,16 +136,16 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 		}
 		n, last := 0, int64(-1)
 		var serr error
-		ascendTelemetry(tx, id, start, func(k, v []byte) bool {
-			_, ns, _, ok := parseTelemetryKey(k)
-			if !ok || ns == last {
+		scanTelemetry(tx, id, start, math.MaxInt64, false, func(w *warmRec) bool {
+			ns := w.ns
+			if ns == last {
 				return true
 			}
 			if n >= limit && last != 0 {
 				next = last
 				return false
 			}
-			jv, jerr := recordJSON(v, ns)
+			jv, jerr := w.json()
 			if jerr != nil {
 				serr = fmt.Errorf("grain snapshot %s: telemetry at %d: %w", id, ns, jerr)
 				return false

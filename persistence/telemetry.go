@@ -43,28 +43,17 @@ func (db *DB) QueryTelemetry(ctx context.Context, deviceID string, q TelemetryQu
 		return out, nil
 	}
 	err := db.view(func(tx *bbolt.Tx) error {
-		seek := rangeEnd(deviceID)
-		if to < math.MaxInt64 {
-			seek = telemetryKey(deviceID, to+1, 0)
-		}
 		var err error
 		n := 0
-		descendTelemetry(tx, deviceID, seek, func(k, v []byte) bool {
+		scanTelemetry(tx, deviceID, from, to, true, func(w *warmRec) bool {
 			if n++; n%ctxCheckEvery == 0 {
 				if err = ctx.Err(); err != nil {
 					return false
 				}
 			}
-			dev, ns, _, ok := parseTelemetryKey(k)
-			if !ok || len(dev) != len(deviceID) {
-				return true
-			}
-			if ns < from {
-				return false
-			}
 			var r TelemetryRecord
-			if r, err = decodeRecord(v, ns); err != nil {
-				err = fmt.Errorf("telemetry %s at %d: decode: %w", deviceID, ns, err)
+			if r, err = w.decode(); err != nil {
+				err = fmt.Errorf("telemetry %s at %d: decode: %w", deviceID, w.ns, err)
 				return false
 			}
 			if q.Name != "" {
@@ -129,17 +118,27 @@ func (db *DB) PruneTelemetry(ctx context.Context, before time.Time) (int, error)
 			b := tx.Bucket(bktTelemetry)
 			c := b.Cursor()
 			var dels [][]byte
-			k, _ := c.Seek(resume)
-			for k != nil && len(dels) < pruneBatch {
-				dev, ns, _, ok := parseTelemetryKey(k)
+			var puts []kv // blocks that straddle the cut, without their older records
+			n := 0
+			k, v := c.Seek(resume)
+			for k != nil && n < pruneBatch {
+				dev, ns, seq, ok := parseTelemetryKey(k)
 				switch {
 				case !ok:
-					k, _ = c.Next() // not ours: leave it
+					k, v = c.Next() // not ours: leave it
 				case ns < cut:
+					kept, gone, err := pruneEntry(k, v, ns, seq, cut)
+					if err != nil {
+						return fmt.Errorf("telemetry %x: %w", k, err)
+					}
 					dels = append(dels, bytes.Clone(k))
-					k, _ = c.Next()
+					if kept.k != nil {
+						puts = append(puts, kept)
+					}
+					n += gone
+					k, v = c.Next()
 				default: // the rest of this device is newer: jump to the next one
-					k, _ = c.Seek(append(bytes.Clone(dev), 1))
+					k, v = c.Seek(append(bytes.Clone(dev), 1))
 				}
 			}
 			resume = bytes.Clone(k) // nil when the bucket is done
@@ -148,7 +147,12 @@ func (db *DB) PruneTelemetry(ctx context.Context, before time.Time) (int, error)
 					return err
 				}
 			}
-			deleted = len(dels)
+			for _, p := range puts {
+				if err := b.Put(p.k, p.v); err != nil {
+					return err
+				}
+			}
+			deleted = n
 			return nil
 		})
 		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
@@ -160,4 +164,33 @@ func (db *DB) PruneTelemetry(ctx context.Context, before time.Time) (int, error)
 		total += deleted
 	}
 	return total, nil
+}
+
+// pruneEntry returns what retention keeps of the telemetry entry k → v at
+// (ns, seq), older than cut: nothing for a record of its own or a block
+// wholly older; for a block that straddles the cut, a block of its records
+// from cut on, under the key of the first of them. gone counts the
+// records dropped.
+func pruneEntry(k, v []byte, ns int64, seq uint32, cut int64) (kept kv, gone int, err error) {
+	if !isBlock(v) {
+		return kv{}, 1, nil
+	}
+	count, lastNs, _, err := blockHead(v, ns)
+	if err != nil {
+		return kv{}, 0, err
+	}
+	if lastNs < cut {
+		return kv{}, count, nil
+	}
+	names, recs, err := parseBlock(v, ns, seq)
+	if err != nil {
+		return kv{}, 0, err
+	}
+	i := 0
+	for recs[i].ns < cut {
+		i++
+	}
+	dev := k[:len(k)-telemetrySuffix]
+	first := recs[i]
+	return kv{telemetryKey(string(dev), first.ns, first.seq), encodeBlock(names, recs[i:])}, i, nil
 }

@@ -343,9 +343,11 @@ func TestTelemetryMessageID(t *testing.T) {
 			if err != nil || len(got) != 1 || got[0].MessageID != c.mid {
 				t.Fatalf("QueryTelemetry = %+v, %v; want mid %q", got, err, c.mid)
 			}
-			stored := dump(t, db, bktTelemetry)["telemetry"][string(telemetryKey("d1", t0.UnixNano(), 0))]
-			if r, err := decodeRecord([]byte(stored), t0.UnixNano()); err != nil || r.MessageID != c.mid {
-				t.Fatalf("stored %q decodes to %+v, %v", stored, r, err)
+			if err := db.MoveIngestLog(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if stored := storedRecs(t, db, "d1"); len(stored) != 1 || stored[0].ns != t0.UnixNano() || stored[0].rec.MessageID != c.mid {
+				t.Fatalf("stored %+v, want one record at %v with mid %q", stored, t0, c.mid)
 			}
 			w, _ := op.Wire()
 			if raw := string(w.V); !strings.Contains(raw, c.rawHas) || (c.mid == "" && strings.Contains(raw, "mid")) {
