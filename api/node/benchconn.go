@@ -1,0 +1,526 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twinmesh/twinmesh/internal/loadgen"
+)
+
+// benchWorkerCommand is the hidden command `bench --connect-only` runs in
+// each of its worker processes (this binary, re-executed): a process may
+// open at most RLIMIT_NOFILE sockets, so a large population is spread over
+// several. The job comes as one JSON line on stdin; status lines go to
+// stdout; "check" on stdin pings every session; EOF closes them and exits.
+const benchWorkerCommand = "__bench-worker"
+
+// workerJob is what a worker process opens and holds.
+type workerJob struct {
+	Brokers     []string          `json:"brokers"`
+	Sources     []string          `json:"sources,omitempty"`
+	First       int               `json:"first"`
+	Sessions    []loadgen.Session `json:"sessions"`
+	Rate        float64           `json:"rate"`
+	Timeout     time.Duration     `json:"timeout"`
+	MaxFailures int               `json:"maxFailures"`
+}
+
+// workerLine is one status line of a worker.
+type workerLine struct {
+	Status *loadgen.HoldStatus `json:"status,omitempty"`
+	Opened bool                `json:"opened,omitempty"`
+	Alive  *int                `json:"alive,omitempty"`
+	Err    string              `json:"err,omitempty"`
+}
+
+// benchWorkerMain runs a worker process (see benchWorkerCommand).
+func benchWorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) int {
+	in := bufio.NewReader(stdin)
+	var job workerJob
+	line, err := in.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &job)
+	}
+	if err == nil && len(job.Brokers) == 0 {
+		err = errors.New("no broker")
+	}
+	var mu sync.Mutex
+	enc := json.NewEncoder(stdout)
+	emit := func(l workerLine) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(l)
+	}
+	if err != nil {
+		emit(workerLine{Err: "bad job: " + err.Error()})
+		fmt.Fprintf(stderr, "bench worker: %v\n", err)
+		return 2
+	}
+	var sources []net.IP
+	for _, s := range job.Sources {
+		sources = append(sources, net.ParseIP(s))
+	}
+	h, st := loadgen.Open(ctx, loadgen.HoldConfig{Brokers: job.Brokers, Sources: sources, Sessions: job.Sessions, First: job.First,
+		Rate: job.Rate, Timeout: job.Timeout, MaxFailures: job.MaxFailures,
+		Progress: func(s loadgen.HoldStatus) { emit(workerLine{Status: &s}) }})
+	defer h.Close()
+	emit(workerLine{Status: &st, Opened: true})
+	for {
+		cmd, err := in.ReadString('\n')
+		if strings.TrimSpace(cmd) == "check" {
+			alive := h.Check(ctx, 10*time.Second)
+			emit(workerLine{Alive: &alive})
+		}
+		if err != nil {
+			return 0 // stdin closed: the parent is done (or gone)
+		}
+	}
+}
+
+// connectRun is what `bench --connect-only` measured.
+type connectRun struct {
+	Devices int      `json:"devices"`
+	Workers int      `json:"workers"`
+	Sources []string `json:"sources,omitempty"`
+	Ramp    float64  `json:"ramp,omitempty"`
+	// Connected sessions each sent one QoS 1 message and got its PUBACK.
+	Connected  int64            `json:"connected"`
+	Failed     int64            `json:"failed"`
+	Reasons    map[string]int64 `json:"reasons,omitempty"`
+	FirstError string           `json:"firstError,omitempty"`
+	GaveUp     bool             `json:"gaveUp,omitempty"`
+	// ConnectSeconds is from the first connection to the last one opened;
+	// ConnectPerSec = Connected / ConnectSeconds.
+	ConnectSeconds float64 `json:"connectSeconds"`
+	ConnectPerSec  float64 `json:"connectPerSec"`
+	// Before is the node before any session opened, After is after the
+	// hold, PerDevice is (After - Before) / Connected.
+	Before    footprint `json:"before"`
+	After     footprint `json:"after"`
+	PerDevice footprint `json:"perDevice"`
+	// Hold is how long the sessions were idle before After was read.
+	Hold time.Duration `json:"hold"`
+	// REST is GET /api/v1/twins/{id} of random connected devices, one at a
+	// time, while the population is connected.
+	REST restLatency `json:"rest"`
+	// Ingest is a short QoS 1 burst of other devices, while the
+	// population is connected.
+	Ingest *loadgen.Result `json:"ingest,omitempty"`
+	// StillOpen is how many held sessions answered a ping at the end.
+	StillOpen int `json:"stillOpen"`
+}
+
+// footprint is what the node's /metrics say of its memory.
+type footprint struct {
+	RSS         float64 `json:"rssBytes"`
+	HeapInuse   float64 `json:"heapInuseBytes"`
+	Stacks      float64 `json:"stackInuseBytes"`
+	Goroutines  float64 `json:"goroutines"`
+	Sessions    float64 `json:"sessions"`
+	GrainsAlive float64 `json:"deviceGrainsActive"`
+}
+
+func footprintOf(m map[string]float64) footprint {
+	return footprint{RSS: m["process_resident_memory_bytes"], HeapInuse: m["go_memstats_heap_inuse_bytes"],
+		Stacks: m["go_memstats_stack_inuse_bytes"], Goroutines: m["go_goroutines"], Sessions: m["twinmesh_mqtt_connections"],
+		GrainsAlive: m[`twinmesh_grains_active{kind="device"}`]}
+}
+
+func (a footprint) perDevice(b footprint, n int64) footprint {
+	if n <= 0 {
+		return footprint{}
+	}
+	d := float64(n)
+	return footprint{RSS: (b.RSS - a.RSS) / d, HeapInuse: (b.HeapInuse - a.HeapInuse) / d, Stacks: (b.Stacks - a.Stacks) / d,
+		Goroutines: (b.Goroutines - a.Goroutines) / d, Sessions: (b.Sessions - a.Sessions) / d, GrainsAlive: (b.GrainsAlive - a.GrainsAlive) / d}
+}
+
+// restLatency is what the REST reads measured.
+type restLatency struct {
+	Requests int           `json:"requests"`
+	Failed   int           `json:"failed"`
+	P50      time.Duration `json:"p50"`
+	P99      time.Duration `json:"p99"`
+	Max      time.Duration `json:"max"`
+}
+
+// connectOpts are the flags of the connect-only mode.
+type connectOpts struct {
+	only       bool
+	ramp       float64
+	workers    int
+	perWorker  int
+	sources    string
+	hold       time.Duration
+	restGets   int
+	burstDevs  int
+	burstFor   time.Duration
+	workerExe  string
+	maxFailure int
+}
+
+// sourceAddrs resolves --source-addrs for a broker address: "auto" is one
+// loopback address per 25,000 sessions (127.0.1.1, 127.0.1.2, …) when the
+// broker is on loopback and the system's choice otherwise; "none" is the
+// system's choice; a number N is N such addresses; otherwise a
+// comma-separated list of IP addresses.
+func sourceAddrs(spec, broker string, sessions int) ([]string, error) {
+	host, _, _ := net.SplitHostPort(broker)
+	loopback := false
+	if ip := net.ParseIP(host); ip != nil {
+		loopback = ip.IsLoopback() && ip.To4() != nil
+	}
+	n := 0
+	switch spec {
+	case "none", "":
+		return nil, nil
+	case "auto":
+		if !loopback {
+			return nil, nil
+		}
+		n = (sessions + 24_999) / 25_000
+	default:
+		if v, err := strconv.Atoi(spec); err == nil {
+			if v < 1 || v > 254 {
+				return nil, fmt.Errorf("%w: --source-addrs %d: between 1 and 254 addresses", errUsage, v)
+			}
+			if !loopback {
+				return nil, fmt.Errorf("%w: --source-addrs %d picks addresses on 127.0.0.0/8, the broker %s is not on loopback", errUsage, v, broker)
+			}
+			n = v
+		} else {
+			var out []string
+			for _, s := range strings.Split(spec, ",") {
+				ip := net.ParseIP(strings.TrimSpace(s))
+				if ip == nil {
+					return nil, fmt.Errorf("%w: --source-addrs: %q is not an IP address", errUsage, s)
+				}
+				out = append(out, ip.String())
+			}
+			return out, nil
+		}
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("127.0.1.%d", i+1)
+	}
+	return out, nil
+}
+
+// benchConnect runs `bench --connect-only`: the devices (registered, the
+// node restarted if the bench spawned it, so that it starts with no grain
+// in memory) open their sessions from worker processes at --ramp, each
+// sends one message, and the sessions stay idle for --hold; then the
+// node's memory is read, REST reads and an ingest burst run beside the
+// population, and every session is pinged.
+func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func(int) (string, string, string, error),
+	stdout, stderr io.Writer) error {
+	r := connectRun{Devices: c.devices, Ramp: o.ramp, Hold: o.hold}
+	var err error
+	if r.Sources, err = sourceAddrs(o.sources, c.mqtt, c.devices); err != nil {
+		return err
+	}
+	r.Workers = o.workers
+	if r.Workers <= 0 {
+		r.Workers = (c.devices + o.perWorker - 1) / o.perWorker
+	}
+	r.Workers = min(r.Workers, c.devices)
+	exe := o.workerExe
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	r.Before = footprintOf(scrape(ctx, c.node))
+	fmt.Fprintf(stderr, "opening %d sessions from %d worker processes, source addresses %v, ramp %v/s …\n",
+		c.devices, r.Workers, r.Sources, o.ramp)
+	ws := make([]*benchWorker, r.Workers)
+	for w := range ws {
+		lo, hi := w*c.devices/r.Workers, (w+1)*c.devices/r.Workers
+		job := workerJob{Brokers: []string{c.mqtt}, Sources: r.Sources, First: lo, Rate: o.ramp / float64(r.Workers),
+			Timeout: 10 * time.Second, MaxFailures: max(1, o.maxFailure/r.Workers)}
+		for i := lo; i < hi; i++ {
+			id, user, pass, err := creds(i)
+			if err != nil {
+				return err
+			}
+			job.Sessions = append(job.Sessions, loadgen.Session{ClientID: id, Username: user, Password: pass})
+		}
+		if ws[w], err = startBenchWorker(ctx, exe, job, stderr); err != nil {
+			return err
+		}
+		defer ws[w].stop()
+	}
+	total := func() (st loadgen.HoldStatus, opened int) {
+		st.Reasons = map[string]int64{}
+		for _, w := range ws {
+			s, done := w.state()
+			st.Connected += s.Connected
+			st.Failed += s.Failed
+			st.GaveUp = st.GaveUp || s.GaveUp
+			st.Elapsed = max(st.Elapsed, s.Elapsed)
+			for k, v := range s.Reasons {
+				st.Reasons[k] += v
+			}
+			if st.FirstError == "" {
+				st.FirstError = s.FirstError
+			}
+			if done {
+				opened++
+			}
+		}
+		return st, opened
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		st, opened := total()
+		fmt.Fprintf(stderr, "\r  %5.1fs  %7d connected  %5d failed  %6.0f/s ", st.Elapsed.Seconds(), st.Connected, st.Failed,
+			float64(st.Connected)/max(st.Elapsed.Seconds(), 1e-3))
+		if opened == len(ws) {
+			fmt.Fprintln(stderr)
+			r.Connected, r.Failed, r.Reasons, r.FirstError, r.GaveUp = st.Connected, st.Failed, st.Reasons, st.FirstError, st.GaveUp
+			r.ConnectSeconds = st.Elapsed.Seconds()
+			if len(r.Reasons) == 0 {
+				r.Reasons = nil
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	if r.ConnectSeconds > 0 {
+		r.ConnectPerSec = float64(r.Connected) / r.ConnectSeconds
+	}
+	fmt.Fprintf(stderr, "holding %d idle sessions for %v …\n", r.Connected, o.hold)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(o.hold):
+	}
+	r.After = footprintOf(scrape(ctx, c.node))
+	r.PerDevice = r.Before.perDevice(r.After, r.Connected)
+	r.REST = restReads(ctx, c.node, c.token, o.restGets, c.devices)
+	if o.burstDevs > 0 && o.burstFor > 0 {
+		fmt.Fprintf(stderr, "ingest burst: %d more devices, QoS 1, %v:\n", o.burstDevs, o.burstFor)
+		burstCreds := func(i int) (string, string, string, error) { return creds(c.devices + i) }
+		res, err := loadgen.Run(ctx, loadgen.Config{Broker: c.mqtt, Devices: o.burstDevs, Duration: o.burstFor, QoS: 1,
+			Credentials: burstCreds, Progress: stderr})
+		if err != nil {
+			return fmt.Errorf("ingest burst: %w", err)
+		}
+		r.Ingest = &res
+	}
+	for _, w := range ws {
+		n, err := w.check(ctx)
+		if err != nil {
+			return err
+		}
+		r.StillOpen += n
+	}
+	if c.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else {
+		printConnectRun(stdout, r)
+	}
+	if r.Failed > 0 || int64(r.StillOpen) != r.Connected {
+		return fmt.Errorf("%d of %d sessions failed to open (%v; first: %s), %d of %d still open at the end",
+			r.Failed, c.devices, r.Reasons, r.FirstError, r.StillOpen, r.Connected)
+	}
+	return nil
+}
+
+// printConnectRun prints what a connect-only run measured.
+func printConnectRun(w io.Writer, r connectRun) {
+	mib := func(b float64) string { return fmt.Sprintf("%.0f MiB", b/(1<<20)) }
+	kib := func(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
+	fmt.Fprintf(w, "%d of %d sessions open (%d failed", r.Connected, r.Devices, r.Failed)
+	if r.Failed > 0 {
+		fmt.Fprintf(w, ": %v, first: %s", r.Reasons, r.FirstError)
+	}
+	fmt.Fprintf(w, "), %d worker processes, sources %v\n", r.Workers, r.Sources)
+	fmt.Fprintf(w, "connect rate: %.0f sessions/s (%.1f s, each with one QoS 1 message)\n", r.ConnectPerSec, r.ConnectSeconds)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "node\tbefore\tafter %v idle\tper device\n", r.Hold)
+	fmt.Fprintf(tw, "RSS\t%s\t%s\t%s\n", mib(r.Before.RSS), mib(r.After.RSS), kib(r.PerDevice.RSS))
+	fmt.Fprintf(tw, "Go heap in use\t%s\t%s\t%s\n", mib(r.Before.HeapInuse), mib(r.After.HeapInuse), kib(r.PerDevice.HeapInuse))
+	fmt.Fprintf(tw, "goroutine stacks\t%s\t%s\t%s\n", mib(r.Before.Stacks), mib(r.After.Stacks), kib(r.PerDevice.Stacks))
+	fmt.Fprintf(tw, "goroutines\t%.0f\t%.0f\t%.2f\n", r.Before.Goroutines, r.After.Goroutines, r.PerDevice.Goroutines)
+	fmt.Fprintf(tw, "device grains active\t%.0f\t%.0f\t%.2f\n", r.Before.GrainsAlive, r.After.GrainsAlive, r.PerDevice.GrainsAlive)
+	fmt.Fprintf(tw, "MQTT sessions\t%.0f\t%.0f\t\n", r.Before.Sessions, r.After.Sessions)
+	_ = tw.Flush()
+	fmt.Fprintf(w, "REST GET twin while connected: %d requests (%d failed), p50 %v, p99 %v, max %v\n", r.REST.Requests, r.REST.Failed,
+		r.REST.P50.Round(time.Microsecond), r.REST.P99.Round(time.Microsecond), r.REST.Max.Round(time.Microsecond))
+	if in := r.Ingest; in != nil {
+		fmt.Fprintf(w, "ingest burst while connected: %.0f QoS 1 msgs/s, p50 %v, p99 %v, %d errors\n", in.MsgsPerSec,
+			in.Latency.P50.Round(time.Microsecond), in.Latency.P99.Round(time.Microsecond), in.Errors)
+	}
+	fmt.Fprintf(w, "still open at the end: %d of %d\n", r.StillOpen, r.Connected)
+}
+
+// restReads GETs the twins of n random devices among the first devices,
+// one at a time, and reports the latency.
+func restReads(ctx context.Context, node, token string, n, devices int) restLatency {
+	var r restLatency
+	client := &http.Client{Timeout: 30 * time.Second}
+	var lat []time.Duration
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/api/v1/twins/bench-%d", node, rand.IntN(devices)), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		t0 := time.Now()
+		res, err := client.Do(req)
+		d := time.Since(t0)
+		r.Requests++
+		if err != nil {
+			r.Failed++
+			continue
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			r.Failed++
+			continue
+		}
+		lat = append(lat, d)
+	}
+	slices.Sort(lat)
+	if k := len(lat); k > 0 {
+		r.P50, r.P99, r.Max = lat[k/2], lat[min(k-1, k*99/100)], lat[k-1]
+	}
+	return r
+}
+
+// benchWorker is one worker process and what it last reported.
+type benchWorker struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan workerLine // the reader goroutine's, closed at EOF
+	done  chan struct{}   // closed when the reader goroutine ended
+
+	mu     sync.Mutex
+	status loadgen.HoldStatus
+	opened bool
+	alive  chan int
+	err    error
+}
+
+// startBenchWorker starts a worker process with its job.
+func startBenchWorker(ctx context.Context, exe string, job workerJob, stderr io.Writer) (*benchWorker, error) {
+	cmd := exec.CommandContext(ctx, exe, benchWorkerCommand)
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start bench worker %s: %w", exe, err)
+	}
+	w := &benchWorker{cmd: cmd, stdin: stdin, done: make(chan struct{}), alive: make(chan int, 1)}
+	go w.read(out)
+	b, _ := json.Marshal(job)
+	if _, err := stdin.Write(append(b, '\n')); err != nil {
+		w.stop()
+		return nil, fmt.Errorf("bench worker job: %w", err)
+	}
+	return w, nil
+}
+
+// read follows the worker's status lines until it exits.
+func (w *benchWorker) read(out io.Reader) {
+	defer close(w.done)
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var l workerLine
+		if json.Unmarshal(sc.Bytes(), &l) != nil {
+			continue
+		}
+		w.mu.Lock()
+		if l.Status != nil {
+			w.status = *l.Status
+		}
+		w.opened = w.opened || l.Opened
+		if l.Err != "" && w.err == nil {
+			w.err = errors.New(l.Err)
+		}
+		w.mu.Unlock()
+		if l.Alive != nil {
+			select {
+			case w.alive <- *l.Alive:
+			default:
+			}
+		}
+	}
+	w.mu.Lock()
+	if !w.opened && w.err == nil {
+		w.err = errors.New("bench worker exited before it opened its sessions")
+	}
+	w.opened = true
+	w.mu.Unlock()
+}
+
+// state returns the worker's last status and whether it is done opening
+// (or gone).
+func (w *benchWorker) state() (loadgen.HoldStatus, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.status
+	if w.err != nil && s.FirstError == "" {
+		s.FirstError = w.err.Error()
+	}
+	return s, w.opened
+}
+
+// check asks the worker to ping its sessions and returns how many answered.
+func (w *benchWorker) check(ctx context.Context) (int, error) {
+	if _, err := io.WriteString(w.stdin, "check\n"); err != nil {
+		return 0, fmt.Errorf("bench worker: %w", err)
+	}
+	select {
+	case n := <-w.alive:
+		return n, nil
+	case <-w.done:
+		return 0, errors.New("bench worker exited during the check")
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// stop closes the worker's stdin (it closes its sessions and exits) and
+// waits for it, killing it after 30 s.
+func (w *benchWorker) stop() {
+	_ = w.stdin.Close()
+	select {
+	case <-w.done:
+	case <-time.After(30 * time.Second):
+		_ = w.cmd.Process.Kill()
+		<-w.done
+	}
+	_ = w.cmd.Wait()
+}
