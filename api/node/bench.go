@@ -38,6 +38,8 @@ type benchConfig struct {
 	coap     bool
 	coapAddr string
 	conn     connectOpts
+	// serveFlags are extra flags of the spawned nodes' serve.
+	serveFlags string
 }
 
 // benchRun is one QoS level's figures, ours and the bare broker's.
@@ -133,6 +135,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&c.patchers, "patch-clients", 0, "REST clients sending durable desired patches to the bench devices during each run")
 	fs.BoolVar(&c.coap, "coap", false, "measure confirmable CoAP telemetry (and a bare go-coap server) instead of MQTT")
 	fs.StringVar(&c.coapAddr, "coap-addr", "", "CoAP address of --node, for --coap")
+	fs.StringVar(&c.serveFlags, "serve-flags", "", "extra flags of the spawned nodes' serve, space-separated (e.g. \"--pprof --idle-timeout 30s\"); without --node")
 	fs.BoolVar(&c.conn.only, "connect-only", false, "open --devices idle sessions (one message each), hold them, and report the connect rate,\n"+
 		"the node's memory per device, and REST and ingest latency while they are connected")
 	fs.Float64Var(&c.conn.ramp, "ramp", 0, "with --connect-only: new connections per second (0 = as fast as the node answers)")
@@ -184,6 +187,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if c.replicas > 0 {
 			extra = append(extra, "--replicas", strconv.Itoa(c.replicas))
 		}
+		extra = append(extra, strings.Fields(c.serveFlags)...)
 		var join string
 		for i := 0; i < c.nodes; i++ {
 			args := extra

@@ -231,6 +231,8 @@ func sourceAddrs(spec, broker string, sessions int) ([]string, error) {
 func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func(int) (string, string, string, error),
 	stdout, stderr io.Writer) error {
 	r := connectRun{Devices: c.devices, Ramp: o.ramp, Hold: o.hold}
+	// The workers' stderr is copied by goroutines of os/exec.
+	stderr = &lockedWriter{w: stderr}
 	var err error
 	if r.Sources, err = sourceAddrs(o.sources, c.mqtt, c.devices); err != nil {
 		return err
@@ -410,6 +412,18 @@ func restReads(ctx context.Context, node, token string, n, devices int) restLate
 		r.P50, r.P99, r.Max = lat[k/2], lat[min(k-1, k*99/100)], lat[k-1]
 	}
 	return r
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // benchWorker is one worker process and what it last reported.
