@@ -113,6 +113,9 @@ type connectRun struct {
 	Before    footprint `json:"before"`
 	After     footprint `json:"after"`
 	PerDevice footprint `json:"perDevice"`
+	// Commits is what the node's group commit did while the sessions
+	// opened (each session's connection state and first message).
+	Commits commitStats `json:"commits"`
 	// Hold is how long the sessions were idle before After was read.
 	Hold time.Duration `json:"hold"`
 	// REST is GET /api/v1/twins/{id} of random connected devices, one at a
@@ -127,8 +130,10 @@ type connectRun struct {
 
 // footprint is what the node's /metrics say of its memory.
 type footprint struct {
-	RSS         float64 `json:"rssBytes"`
-	HeapInuse   float64 `json:"heapInuseBytes"`
+	RSS       float64 `json:"rssBytes"`
+	HeapInuse float64 `json:"heapInuseBytes"`
+	// HeapLive is the heap marked live at the node's last collection.
+	HeapLive    float64 `json:"heapLiveBytes"`
 	Stacks      float64 `json:"stackInuseBytes"`
 	Goroutines  float64 `json:"goroutines"`
 	Sessions    float64 `json:"sessions"`
@@ -137,7 +142,8 @@ type footprint struct {
 
 func footprintOf(m map[string]float64) footprint {
 	return footprint{RSS: m["process_resident_memory_bytes"], HeapInuse: m["go_memstats_heap_inuse_bytes"],
-		Stacks: m["go_memstats_stack_inuse_bytes"], Goroutines: m["go_goroutines"], Sessions: m["twinmesh_mqtt_connections"],
+		HeapLive: m["go_gc_heap_live_bytes"],
+		Stacks:   m["go_memstats_stack_inuse_bytes"], Goroutines: m["go_goroutines"], Sessions: m["twinmesh_mqtt_connections"],
 		GrainsAlive: m[`twinmesh_grains_active{kind="device"}`]}
 }
 
@@ -146,7 +152,8 @@ func (a footprint) perDevice(b footprint, n int64) footprint {
 		return footprint{}
 	}
 	d := float64(n)
-	return footprint{RSS: (b.RSS - a.RSS) / d, HeapInuse: (b.HeapInuse - a.HeapInuse) / d, Stacks: (b.Stacks - a.Stacks) / d,
+	return footprint{RSS: (b.RSS - a.RSS) / d, HeapInuse: (b.HeapInuse - a.HeapInuse) / d,
+		HeapLive: (b.HeapLive - a.HeapLive) / d, Stacks: (b.Stacks - a.Stacks) / d,
 		Goroutines: (b.Goroutines - a.Goroutines) / d, Sessions: (b.Sessions - a.Sessions) / d, GrainsAlive: (b.GrainsAlive - a.GrainsAlive) / d}
 }
 
@@ -248,7 +255,8 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 			return err
 		}
 	}
-	r.Before = footprintOf(scrape(ctx, c.node))
+	m0 := scrape(ctx, c.node)
+	r.Before = footprintOf(m0)
 	fmt.Fprintf(stderr, "opening %d sessions from %d worker processes, source addresses %v, ramp %v/s …\n",
 		c.devices, r.Workers, r.Sources, o.ramp)
 	ws := make([]*benchWorker, r.Workers)
@@ -312,6 +320,7 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 	if r.ConnectSeconds > 0 {
 		r.ConnectPerSec = float64(r.Connected) / r.ConnectSeconds
 	}
+	r.Commits = commitsBetween(m0, scrape(ctx, c.node))
 	fmt.Fprintf(stderr, "holding %d idle sessions for %v …\n", r.Connected, o.hold)
 	select {
 	case <-ctx.Done():
@@ -363,11 +372,13 @@ func printConnectRun(w io.Writer, r connectRun) {
 		fmt.Fprintf(w, ": %v, first: %s", r.Reasons, r.FirstError)
 	}
 	fmt.Fprintf(w, "), %d worker processes, sources %v\n", r.Workers, r.Sources)
-	fmt.Fprintf(w, "connect rate: %.0f sessions/s (%.1f s, each with one QoS 1 message)\n", r.ConnectPerSec, r.ConnectSeconds)
+	fmt.Fprintf(w, "connect rate: %.0f sessions/s (%.1f s, each with one QoS 1 message); node commits meanwhile: %d × %.0f requests, %.1f ms each\n",
+		r.ConnectPerSec, r.ConnectSeconds, r.Commits.Commits, r.Commits.MeanRequests, r.Commits.MeanMillis)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node\tbefore\tafter %v idle\tper device\n", r.Hold)
 	fmt.Fprintf(tw, "RSS\t%s\t%s\t%s\n", mib(r.Before.RSS), mib(r.After.RSS), kib(r.PerDevice.RSS))
 	fmt.Fprintf(tw, "Go heap in use\t%s\t%s\t%s\n", mib(r.Before.HeapInuse), mib(r.After.HeapInuse), kib(r.PerDevice.HeapInuse))
+	fmt.Fprintf(tw, "Go heap live at the last GC\t%s\t%s\t%s\n", mib(r.Before.HeapLive), mib(r.After.HeapLive), kib(r.PerDevice.HeapLive))
 	fmt.Fprintf(tw, "goroutine stacks\t%s\t%s\t%s\n", mib(r.Before.Stacks), mib(r.After.Stacks), kib(r.PerDevice.Stacks))
 	fmt.Fprintf(tw, "goroutines\t%.0f\t%.0f\t%.2f\n", r.Before.Goroutines, r.After.Goroutines, r.PerDevice.Goroutines)
 	fmt.Fprintf(tw, "device grains active\t%.0f\t%.0f\t%.2f\n", r.Before.GrainsAlive, r.After.GrainsAlive, r.PerDevice.GrainsAlive)

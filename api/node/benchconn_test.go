@@ -50,7 +50,7 @@ func TestBenchConnectOnly(t *testing.T) {
 	if r.ConnectPerSec <= 0 || r.ConnectPerSec > 90 || r.ConnectSeconds < 0.3 {
 		t.Errorf("connect rate %.0f/s over %.2fs with --ramp 60", r.ConnectPerSec, r.ConnectSeconds)
 	}
-	if r.After.Sessions-r.Before.Sessions != 30 || r.After.Goroutines <= r.Before.Goroutines || r.After.RSS <= 0 || r.PerDevice.HeapInuse == 0 {
+	if r.After.Sessions-r.Before.Sessions != 30 || r.After.Goroutines <= r.Before.Goroutines || r.After.RSS <= 0 || r.PerDevice.HeapInuse == 0 || r.After.HeapLive <= 0 || r.Commits.Commits <= 0 {
 		t.Errorf("node before %+v, after %+v", r.Before, r.After)
 	}
 	if r.REST.Requests != 10 || r.REST.Failed != 0 || r.REST.P99 < r.REST.P50 || r.REST.P50 <= 0 {
