@@ -139,7 +139,7 @@ func TestPacketsRoundTrip(t *testing.T) {
 			switch typ {
 			case packets.Connect:
 				err = pk.ConnectDecode(body)
-				if err == nil && (pk.Connect.ClientIdentifier == "" || !pk.Connect.Clean || pk.Connect.Keepalive != 0) {
+				if err == nil && (pk.Connect.ClientIdentifier == "" || !pk.Connect.Clean || pk.Connect.Keepalive != holdKeepalive) {
 					err = errors.New("fields lost")
 				}
 			case packets.Publish:

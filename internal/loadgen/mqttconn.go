@@ -56,9 +56,8 @@ type Session struct {
 }
 
 // DialMQTT opens a TCP connection to addr (from source, when not nil),
-// sends CONNECT (clean session, keep-alive 0: the broker keeps the idle
-// session open without pings) and waits for a CONNACK that accepts it, all
-// before ctx's deadline.
+// sends CONNECT (clean session, keep-alive holdKeepalive) and waits for a
+// CONNACK that accepts it, all before ctx's deadline.
 func DialMQTT(ctx context.Context, addr string, source net.IP, s Session) (*Conn, error) {
 	d := net.Dialer{}
 	if source != nil {
@@ -203,8 +202,14 @@ func appendLength(b []byte, n int) []byte {
 	}
 }
 
-// encodeConnect builds an MQTT 3.1.1 CONNECT: clean session, keep-alive 0,
-// with user name and password when set.
+// holdKeepalive is the keep-alive of a held session, in seconds: the
+// longest MQTT allows (18 h; the broker closes a silent session after 1.5
+// times that), so an idle session needs no pings during a run. (With 0, no
+// keep-alive, mochi logs a warning for every connection.)
+const holdKeepalive = 65535
+
+// encodeConnect builds an MQTT 3.1.1 CONNECT: clean session, keep-alive
+// holdKeepalive, with user name and password when set.
 func encodeConnect(s Session) []byte {
 	var v []byte
 	v = appendString(v, "MQTT")
@@ -215,7 +220,7 @@ func encodeConnect(s Session) []byte {
 	if s.Password != "" {
 		flags |= 0x40
 	}
-	v = append(v, 4, flags, 0, 0) // level 4 (3.1.1), flags, keep-alive 0
+	v = append(v, 4, flags, holdKeepalive>>8, holdKeepalive&0xff) // level 4 (3.1.1), flags, keep-alive
 	v = appendString(v, s.ClientID)
 	if s.Username != "" {
 		v = appendString(v, s.Username)
