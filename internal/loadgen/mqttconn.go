@@ -62,6 +62,7 @@ func DialMQTT(ctx context.Context, addr string, source net.IP, s Session) (*Conn
 	d := net.Dialer{}
 	if source != nil {
 		d.LocalAddr = &net.TCPAddr{IP: source}
+		d.Control = noPortAtBind
 	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
