@@ -126,6 +126,9 @@ type connectRun struct {
 	Ingest *loadgen.Result `json:"ingest,omitempty"`
 	// StillOpen is how many held sessions answered a ping at the end.
 	StillOpen int `json:"stillOpen"`
+	// NodeGone is set when the node's /metrics did not answer after the
+	// hold (it died or hung): After and PerDevice are then empty.
+	NodeGone bool `json:"nodeGone,omitempty"`
 }
 
 // footprint is what the node's /metrics say of its memory.
@@ -256,6 +259,9 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 		}
 	}
 	m0 := scrape(ctx, c.node)
+	if len(m0) == 0 {
+		return fmt.Errorf("the node's %s/metrics did not answer", c.node)
+	}
 	r.Before = footprintOf(m0)
 	fmt.Fprintf(stderr, "opening %d sessions from %d worker processes, source addresses %v, ramp %v/s …\n",
 		c.devices, r.Workers, r.Sources, o.ramp)
@@ -327,8 +333,12 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 		return ctx.Err()
 	case <-time.After(o.hold):
 	}
-	r.After = footprintOf(scrape(ctx, c.node))
-	r.PerDevice = r.Before.perDevice(r.After, r.Connected)
+	m1 := scrape(ctx, c.node)
+	r.NodeGone = len(m1) == 0
+	r.After = footprintOf(m1)
+	if !r.NodeGone {
+		r.PerDevice = r.Before.perDevice(r.After, r.Connected)
+	}
 	r.REST = restReads(ctx, c.node, c.token, o.restGets, c.devices)
 	if o.burstDevs > 0 && o.burstFor > 0 {
 		fmt.Fprintf(stderr, "ingest burst: %d more devices, QoS 1, %v:\n", o.burstDevs, o.burstFor)
@@ -356,6 +366,9 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 	} else {
 		printConnectRun(stdout, r)
 	}
+	if r.NodeGone {
+		return fmt.Errorf("the node's /metrics did not answer after the hold (%d sessions had opened, %d failed: %v)", r.Connected, r.Failed, r.Reasons)
+	}
 	if r.Failed > 0 || int64(r.StillOpen) != r.Connected {
 		return fmt.Errorf("%d of %d sessions failed to open (%v; first: %s), %d of %d still open at the end",
 			r.Failed, c.devices, r.Reasons, r.FirstError, r.StillOpen, r.Connected)
@@ -374,6 +387,9 @@ func printConnectRun(w io.Writer, r connectRun) {
 	fmt.Fprintf(w, "), %d worker processes, sources %v\n", r.Workers, r.Sources)
 	fmt.Fprintf(w, "connect rate: %.0f sessions/s (%.1f s, each with one QoS 1 message); node commits meanwhile: %d × %.0f requests, %.1f ms each\n",
 		r.ConnectPerSec, r.ConnectSeconds, r.Commits.Commits, r.Commits.MeanRequests, r.Commits.MeanMillis)
+	if r.NodeGone {
+		fmt.Fprintln(w, "the node's /metrics did not answer after the hold: it died or hung")
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node\tbefore\tafter %v idle\tper device\n", r.Hold)
 	fmt.Fprintf(tw, "RSS\t%s\t%s\t%s\n", mib(r.Before.RSS), mib(r.After.RSS), kib(r.PerDevice.RSS))
