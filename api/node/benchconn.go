@@ -457,8 +457,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 type benchWorker struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	lines chan workerLine // the reader goroutine's, closed at EOF
-	done  chan struct{}   // closed when the reader goroutine ended
+	done  chan struct{} // closed when the reader goroutine ended
 
 	mu     sync.Mutex
 	status loadgen.HoldStatus
