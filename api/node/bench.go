@@ -37,6 +37,9 @@ type benchConfig struct {
 	patchers int
 	coap     bool
 	coapAddr string
+	conn     connectOpts
+	// serveFlags are extra flags of the spawned nodes' serve.
+	serveFlags string
 }
 
 // benchRun is one QoS level's figures, ours and the bare broker's.
@@ -66,8 +69,9 @@ type benchRun struct {
 	Patches *patchResult `json:"patches,omitempty"`
 }
 
-// scrape reads the named counters and the _sum and _count of the named
-// histograms from the node's /metrics (a name absent there reads 0).
+// scrape reads the samples of the node's /metrics by name, labels
+// included (`twinmesh_grains_active{kind="device"}`); a name absent there
+// reads 0.
 func scrape(ctx context.Context, node string) map[string]float64 {
 	out := map[string]float64{}
 	req, _ := http.NewRequestWithContext(ctx, "GET", node+"/metrics", nil)
@@ -79,10 +83,12 @@ func scrape(ctx context.Context, node string) map[string]float64 {
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+		line := sc.Text()
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
 			continue
 		}
+		name, v := line[:i], line[i+1:]
 		if f, err := strconv.ParseFloat(v, 64); err == nil {
 			out[name] = f
 		}
@@ -129,6 +135,20 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&c.patchers, "patch-clients", 0, "REST clients sending durable desired patches to the bench devices during each run")
 	fs.BoolVar(&c.coap, "coap", false, "measure confirmable CoAP telemetry (and a bare go-coap server) instead of MQTT")
 	fs.StringVar(&c.coapAddr, "coap-addr", "", "CoAP address of --node, for --coap")
+	fs.StringVar(&c.serveFlags, "serve-flags", "", "extra flags of the spawned nodes' serve, space-separated (e.g. \"--pprof --idle-timeout 30s\"); without --node")
+	fs.BoolVar(&c.conn.only, "connect-only", false, "open --devices idle sessions (one message each), hold them, and report the connect rate,\n"+
+		"the node's memory per device, and REST and ingest latency while they are connected")
+	fs.Float64Var(&c.conn.ramp, "ramp", 0, "with --connect-only: new connections per second (0 = as fast as the node answers)")
+	fs.IntVar(&c.conn.workers, "workers", 0, "with --connect-only: client processes (default: one per --per-worker sessions)")
+	fs.IntVar(&c.conn.perWorker, "per-worker", 8000, "with --connect-only: sessions per client process (each holds one open file per session)")
+	fs.StringVar(&c.conn.sources, "source-addrs", "auto", "with --connect-only: local addresses to connect from: auto (one 127.0.1.x per 25,000 sessions\n"+
+		"when the node is on loopback), none, a count N of 127.0.1.x addresses, or a comma-separated list")
+	fs.DurationVar(&c.conn.hold, "hold", 10*time.Second, "with --connect-only: how long the sessions stay idle before the node's memory is read")
+	fs.IntVar(&c.conn.restGets, "rest-gets", 200, "with --connect-only: REST twin reads timed while the sessions are open")
+	fs.IntVar(&c.conn.burstDevs, "burst-devices", 100, "with --connect-only: devices of the QoS 1 ingest burst run while the sessions are open (0 = none)")
+	fs.DurationVar(&c.conn.burstFor, "burst", 5*time.Second, "with --connect-only: length of the ingest burst")
+	fs.IntVar(&c.conn.maxFailure, "max-failures", 100, "with --connect-only: stop opening sessions after this many failed")
+	fs.StringVar(&c.conn.workerExe, "worker-binary", "", "with --connect-only: twinmesh binary to run the client processes (default: this one)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -149,24 +169,37 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c.devices < 1 || c.duration <= 0 || c.nodes < 1 || c.replicas < 0 || c.rules < 0 || c.patchers < 0 {
 		return fmt.Errorf("%w: --devices, --duration and --nodes must be positive, --rules and --patch-clients not negative", errUsage)
 	}
+	if c.conn.ramp < 0 || c.conn.workers < 0 || c.conn.perWorker < 1 || c.conn.hold < 0 || c.conn.restGets < 0 || c.conn.burstDevs < 0 || c.conn.maxFailure < 1 {
+		return fmt.Errorf("%w: --ramp, --workers, --hold, --rest-gets and --burst-devices must not be negative, --per-worker and --max-failures positive", errUsage)
+	}
+	if c.conn.only && (c.coap || c.nodes > 1) {
+		return fmt.Errorf("%w: --connect-only measures one node's MQTT sessions (no --coap, no --nodes)", errUsage)
+	}
+	provisioned := c.devices
+	if c.conn.only {
+		provisioned += c.conn.burstDevs
+	}
 	var pids []int
 	var brokers, coapAddrs []string
+	var spawnedNodes []*spawned
 	if c.node == "" {
 		var extra []string
 		if c.replicas > 0 {
 			extra = append(extra, "--replicas", strconv.Itoa(c.replicas))
 		}
+		extra = append(extra, strings.Fields(c.serveFlags)...)
 		var join string
 		for i := 0; i < c.nodes; i++ {
 			args := extra
 			if join != "" {
 				args = append(append([]string(nil), extra...), "--join", join)
 			}
-			sp, err := spawnNode(ctx, c.devices, fmt.Sprintf("bench-%d", i+1), args, stderr)
+			sp, err := spawnNode(ctx, provisioned, fmt.Sprintf("bench-%d", i+1), args, stderr)
 			if err != nil {
 				return err
 			}
 			defer sp.stop()
+			spawnedNodes = append(spawnedNodes, sp)
 			if i == 0 {
 				c.node, c.token, c.mqtt, join = sp.url, sp.token, sp.mqtt, sp.Addr("gossip")
 			}
@@ -183,10 +216,21 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else if c.coapAddr != "" {
 		coapAddrs = []string{c.coapAddr}
 	}
-	fmt.Fprintf(stderr, "provisioning %d devices on %s …\n", c.devices, c.node)
-	creds, err := provision(ctx, c.node, c.token, c.devices)
+	fmt.Fprintf(stderr, "provisioning %d devices on %s …\n", provisioned, c.node)
+	creds, err := provision(ctx, c.node, c.token, provisioned)
 	if err != nil {
 		return err
+	}
+	if c.conn.only {
+		if len(spawnedNodes) == 1 {
+			// Registering activated every device's grain: a restart
+			// makes the node's memory before the run hold none.
+			if err := spawnedNodes[0].restart(); err != nil {
+				return err
+			}
+			c.node, c.mqtt = spawnedNodes[0].url, spawnedNodes[0].mqtt
+		}
+		return benchConnect(ctx, &c, c.conn, creds, stdout, stderr)
 	}
 	if c.rules > 0 {
 		cleanup, err := createBenchRules(ctx, c.node, c.token, c.rules)
@@ -384,14 +428,15 @@ func spawnNode(_ context.Context, devices int, name string, extra []string, stde
 	if err != nil {
 		return nil, err
 	}
-	p, err := nodeproc.Start(exe, dir, append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0",
+	args := append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0",
 		"--gossip", "127.0.0.1:0", "--remote", "127.0.0.1:0", "--node-name", name,
-		"--device-rate", "1000000", "--device-burst", "1000000", "--max-connections", strconv.Itoa(devices + 100)}, extra...), 60*time.Second)
+		"--device-rate", "1000000", "--device-burst", "1000000", "--max-connections", strconv.Itoa(devices + 100)}, extra...)
+	p, err := nodeproc.Start(exe, dir, args, 60*time.Second)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	sp := &spawned{Proc: p, dir: dir, url: "http://" + p.Addr("http"), token: p.Token, mqtt: p.Addr("mqtt")}
+	sp := &spawned{Proc: p, dir: dir, url: "http://" + p.Addr("http"), token: p.Token, mqtt: p.Addr("mqtt"), exe: exe, args: args, stderr: stderr}
 	fmt.Fprintf(stderr, "spawned node pid %d: %s, mqtt %s, data %s\n", p.Cmd.Process.Pid, sp.url, sp.mqtt, dir)
 	return sp, nil
 }
@@ -400,6 +445,24 @@ func spawnNode(_ context.Context, devices int, name string, extra []string, stde
 type spawned struct {
 	*nodeproc.Proc
 	dir, url, token, mqtt string
+	exe                   string
+	args                  []string
+	stderr                io.Writer
+}
+
+// restart stops the node and starts it again on the same data folder
+// (its addresses change).
+func (sp *spawned) restart() error {
+	if _, err := sp.Stop(20 * time.Second); err != nil {
+		return fmt.Errorf("restart the spawned node: %w", err)
+	}
+	p, err := nodeproc.Start(sp.exe, sp.dir, sp.args, 60*time.Second)
+	if err != nil {
+		return fmt.Errorf("restart the spawned node: %w", err)
+	}
+	sp.Proc, sp.url, sp.token, sp.mqtt = p, "http://"+p.Addr("http"), p.Token, p.Addr("mqtt")
+	fmt.Fprintf(sp.stderr, "restarted node pid %d: %s, mqtt %s\n", p.Cmd.Process.Pid, sp.url, sp.mqtt)
+	return nil
 }
 
 func (sp *spawned) stop() {

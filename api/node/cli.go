@@ -68,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = connectionStringCmd(args[1:], stdout, stderr)
 	case probeCommand:
 		return probeMain(args[1:], stderr)
+	case benchWorkerCommand:
+		return benchWorkerMain(ctx, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		err = versionCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":

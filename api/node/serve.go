@@ -15,6 +15,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -221,7 +222,12 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 		}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Beside the memstats: the heap marked live at the last collection
+	// (go_gc_heap_live_bytes) is what memory per device is measured with;
+	// the in-use heap also holds garbage not yet collected.
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	commitSize := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "twinmesh_commit_batch_requests", Help: "Requests group-committed per bbolt transaction.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 12),

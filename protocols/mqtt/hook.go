@@ -121,7 +121,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	settleClient(cl)
 	s := h.s
 	s.mu.Lock()
-	s.sessions[cl.ID] = &session{cl: cl, subs: map[TopicKind]bool{}, bound: map[string]bool{}, inflight: map[uint16]c2dRef{}, sent: map[string]bool{}}
+	s.sessions[cl.ID] = &session{cl: cl}
 	s.mu.Unlock()
 	ctx, cancel := h.ctx()
 	defer cancel()
@@ -232,8 +232,11 @@ func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
 		if err != nil {
 			continue
 		}
-		ss.subs[kind] = true
+		ss.subs.add(kind)
 		if kind == TopicDeviceBound {
+			if ss.bound == nil {
+				ss.bound = map[string]bool{}
+			}
 			ss.bound[device] = true
 			bound = append(bound, device)
 		}
@@ -382,6 +385,9 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 	}
 	h.s.mu.Lock()
 	if ss := h.s.sessions[cl.ID]; ss != nil {
+		if ss.inflight == nil {
+			ss.inflight = map[uint16]c2dRef{}
+		}
 		ss.inflight[pk.PacketID] = c2dRef{device: t.DeviceID, msg: t.Props[PropMessageID]}
 	}
 	h.s.mu.Unlock()

@@ -31,7 +31,7 @@ func (s *Server) RequestStream(ctx context.Context, deviceID, name, url, token s
 		return 0, errcode.New(errcode.NotConnected, "device %s is not connected", deviceID)
 	}
 	s.mu.Lock()
-	subscribed := ss.subs[TopicStreamRequest]
+	subscribed := ss.subs.has(TopicStreamRequest)
 	s.mu.Unlock()
 	if !subscribed {
 		return 0, errcode.New(errcode.NotConnected, "device %s is not subscribed to stream requests", deviceID)
