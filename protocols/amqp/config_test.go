@@ -1,11 +1,14 @@
 package amqp
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/entity"
 )
 
 func TestRedact(t *testing.T) {
@@ -139,9 +142,45 @@ func TestClassify(t *testing.T) {
 		{actors.Event{Type: actors.EventTopology, Data: []byte(`{}`)}, "", ""},
 		{actors.Event{Type: actors.EventRollup}, "", ""},
 	} {
-		source, props, ok := classify(tc.e)
-		if ok != (tc.source != "") || source != tc.source || props["opType"] != tc.op {
-			t.Errorf("classify(%+v) = %q %v %v", tc.e, source, props, ok)
+		source, m, ok := classify(tc.e)
+		if ok != (tc.source != "") || source != tc.source || m.Properties["opType"] != tc.op {
+			t.Errorf("classify(%+v) = %q %v %v", tc.e, source, m.Properties, ok)
 		}
+	}
+}
+
+// TestClassifyTelemetryMessage: a telemetry route sends the device's
+// message, whichever form the grain got it in, and a condition sees its
+// body when it is JSON in UTF-8.
+func TestClassifyTelemetryMessage(t *testing.T) {
+	props := map[string]string{"alarm": "yes"}
+	for _, tc := range []struct {
+		name string
+		in   *actorspb.Telemetry
+		body string
+		cond map[string]any // what a condition sees as body
+	}{
+		{"original bytes kept", &actorspb.Telemetry{Points: entity.PointsProto(map[string]any{"t": 1.0}),
+			Payload: []byte(`{ "t": 1, "nested": {"a": [1]} }`), ContentType: "application/json", ContentEncoding: "utf-8",
+			MessageId: "m1", Properties: props}, `{ "t": 1, "nested": {"a": [1]} }`,
+			map[string]any{"t": 1.0, "nested": map[string]any{"a": []any{1.0}}}},
+		{"not kept: the points", &actorspb.Telemetry{Points: entity.PointsProto(map[string]any{"t": 1.0}),
+			ContentType: "application/json"}, `{"t":1}`, map[string]any{"t": 1.0}},
+		{"raw bytes", &actorspb.Telemetry{Raw: []byte{0, 1, 2}, ContentType: "application/octet-stream"},
+			"\x00\x01\x02", map[string]any{}},
+		{"gzip JSON: no fields", &actorspb.Telemetry{Raw: []byte(`{"t":1}`), ContentType: "application/json",
+			ContentEncoding: "gzip"}, `{"t":1}`, map[string]any{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := actors.Event{Type: actors.EventTelemetry, Entity: "d1", Data: []byte(`{"ts":"x","points":{}}`), Telemetry: tc.in}
+			source, m, ok := classify(e)
+			if !ok || source != SourceTelemetry || string(m.Body) != tc.body || m.ContentType != tc.in.ContentType ||
+				m.ContentEncoding != tc.in.ContentEncoding || m.MessageID != tc.in.MessageId || m.Properties["alarm"] != tc.in.Properties["alarm"] {
+				t.Fatalf("classify = %q %+v %v", source, m, ok)
+			}
+			if got := conditionBody(m); !reflect.DeepEqual(got, tc.cond) {
+				t.Fatalf("condition body %v, want %v", got, tc.cond)
+			}
+		})
 	}
 }
