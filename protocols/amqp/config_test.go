@@ -126,25 +126,37 @@ func TestBackoffGrowsWithJitterAndCaps(t *testing.T) {
 	}
 }
 
+// TestClassify: events other than telemetry are routed as their JSON
+// document with IoT Hub's application properties of non-telemetry events.
 func TestClassify(t *testing.T) {
+	ts := time.Date(2026, 12, 2, 23, 0, 0, 5, time.UTC)
+	ev := func(typ, data string) actors.Event {
+		return actors.Event{Type: typ, Entity: "d1", Data: []byte(data), TS: ts, Section: "desired", Version: 7}
+	}
 	for _, tc := range []struct {
-		e      actors.Event
-		source string
-		op     string
+		e              actors.Event
+		source, op, sc string
 	}{
-		{actors.Event{Type: actors.EventTelemetry}, SourceTelemetry, ""},
-		{actors.Event{Type: actors.EventTwin, Section: "desired"}, SourceTwinChanges, "updateTwin"},
-		{actors.Event{Type: actors.EventAlert}, SourceAlerts, ""},
-		{actors.Event{Type: actors.EventTopology, Data: []byte(`{"created":true}`)}, SourceLifecycle, "createDeviceIdentity"},
-		{actors.Event{Type: actors.EventTopology, Data: []byte(`{"deleted":true}`)}, SourceLifecycle, "deleteDeviceIdentity"},
-		{actors.Event{Type: actors.EventConnection, Data: []byte(`{"state":"connected"}`)}, SourceLifecycle, "deviceConnected"},
-		{actors.Event{Type: actors.EventConnection, Data: []byte(`{"state":"disconnected"}`)}, SourceLifecycle, "deviceDisconnected"},
-		{actors.Event{Type: actors.EventTopology, Data: []byte(`{}`)}, "", ""},
-		{actors.Event{Type: actors.EventRollup}, "", ""},
+		{ev(actors.EventTwin, `{}`), SourceTwinChanges, "updateTwin", "twinChangeNotification"},
+		{ev(actors.EventAlert, `{}`), SourceAlerts, "", ""},
+		{ev(actors.EventTopology, `{"created":true}`), SourceLifecycle, "createDeviceIdentity", "deviceLifecycleNotification"},
+		{ev(actors.EventTopology, `{"deleted":true}`), SourceLifecycle, "deleteDeviceIdentity", "deviceLifecycleNotification"},
+		{ev(actors.EventConnection, `{"state":"connected"}`), SourceLifecycle, "deviceConnected", "deviceConnectionStateNotification"},
+		{ev(actors.EventConnection, `{"state":"disconnected"}`), SourceLifecycle, "deviceDisconnected", "deviceConnectionStateNotification"},
+		{ev(actors.EventTopology, `{}`), "", "", ""},
+		{ev(actors.EventRollup, `{}`), "", "", ""},
 	} {
 		source, m, ok := classify(tc.e)
-		if ok != (tc.source != "") || source != tc.source || m.Properties["opType"] != tc.op {
-			t.Errorf("classify(%+v) = %q %v %v", tc.e, source, m.Properties, ok)
+		p := m.Properties
+		if ok != (tc.source != "") || source != tc.source || p["opType"] != tc.op || p["iothub-message-schema"] != tc.sc {
+			t.Errorf("classify(%s %s) = %q %v %v", tc.e.Type, tc.e.Data, source, p, ok)
+		}
+		if ok && (p["deviceId"] != "d1" || p["operationTimestamp"] != "2026-12-02T23:00:00.000000005Z" ||
+			m.ContentType != "application/json" || m.ContentEncoding != "utf-8" || string(m.Body) != string(tc.e.Data)) {
+			t.Errorf("classify(%s %s): %+v", tc.e.Type, tc.e.Data, m)
+		}
+		if tc.e.Type == actors.EventTwin && (p["section"] != "desired" || p["version"] != "7") {
+			t.Errorf("twin change properties %v", p)
 		}
 	}
 }

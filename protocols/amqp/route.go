@@ -70,18 +70,30 @@ func classify(e actors.Event) (source string, m outMessage, ok bool) {
 		return SourceTelemetry, outMessage{Body: tm.Body, Properties: tm.Properties, MessageID: tm.MessageID,
 			ContentType: tm.ContentType, ContentEncoding: tm.ContentEncoding}, true
 	}
-	source, props, ok := classifyOther(e)
-	return source, outMessage{Body: e.Data, Properties: props}, ok
+	source, op, schema, ok := classifyOther(e)
+	if !ok {
+		return "", outMessage{}, false
+	}
+	// IoT Hub's application properties of its non-telemetry events (no
+	// hubName: a node is not a named hub).
+	props := map[string]string{"deviceId": e.Entity, "operationTimestamp": e.TS.UTC().Format(time.RFC3339Nano)}
+	if op != "" {
+		props["opType"], props["iothub-message-schema"] = op, schema
+	}
+	if e.Type == actors.EventTwin {
+		props["section"], props["version"] = e.Section, strconv.FormatInt(e.Version, 10)
+	}
+	return source, outMessage{Body: e.Data, Properties: props, ContentType: "application/json", ContentEncoding: "utf-8"}, true
 }
 
-// classifyOther classifies the events whose body is their JSON document.
-func classifyOther(e actors.Event) (source string, props map[string]string, ok bool) {
+// classifyOther classifies the events whose body is their JSON document:
+// the route source, IoT Hub's opType and iothub-message-schema.
+func classifyOther(e actors.Event) (source, op, schema string, ok bool) {
 	switch e.Type {
 	case actors.EventTwin:
-		return SourceTwinChanges, map[string]string{"opType": "updateTwin", "section": e.Section,
-			"version": strconv.FormatInt(e.Version, 10)}, true
+		return SourceTwinChanges, "updateTwin", "twinChangeNotification", true
 	case actors.EventAlert:
-		return SourceAlerts, nil, true
+		return SourceAlerts, "", "", true
 	case actors.EventTopology:
 		var t struct {
 			Created bool `json:"created"`
@@ -90,9 +102,9 @@ func classifyOther(e actors.Event) (source string, props map[string]string, ok b
 		_ = json.Unmarshal(e.Data, &t)
 		switch {
 		case t.Created:
-			return SourceLifecycle, map[string]string{"opType": "createDeviceIdentity"}, true
+			return SourceLifecycle, "createDeviceIdentity", "deviceLifecycleNotification", true
 		case t.Deleted:
-			return SourceLifecycle, map[string]string{"opType": "deleteDeviceIdentity"}, true
+			return SourceLifecycle, "deleteDeviceIdentity", "deviceLifecycleNotification", true
 		}
 	case actors.EventConnection:
 		var c struct {
@@ -103,9 +115,9 @@ func classifyOther(e actors.Event) (source string, props map[string]string, ok b
 		if c.State == "connected" {
 			op = "deviceConnected"
 		}
-		return SourceLifecycle, map[string]string{"opType": op}, true
+		return SourceLifecycle, op, "deviceConnectionStateNotification", true
 	}
-	return "", nil, false
+	return "", "", "", false
 }
 
 // compiledRoute is a route ready to match events.
