@@ -99,6 +99,9 @@ type Service struct {
 	// before it looks at the event (it runs inside every grain's commit
 	// path).
 	enabled atomic.Int32
+	// telemetryRoutes: whether an enabled route takes telemetry; without
+	// one a telemetry event is not looked at (not even re-encoded).
+	telemetryRoutes atomic.Bool
 
 	mu        sync.RWMutex
 	ctx       context.Context // the Start context; nil before Start
@@ -238,7 +241,7 @@ func (s *Service) HandleEvent(e actors.Event) {
 	if s.tags != nil {
 		s.tags.observe(e) // also for remote events and with no route
 	}
-	if e.Remote || s.enabled.Load() == 0 {
+	if e.Remote || s.enabled.Load() == 0 || (e.Type == actors.EventTelemetry && !s.telemetryRoutes.Load()) {
 		return // the member hosting the grain routes it; no route
 	}
 	source, msg, ok := classify(e)
@@ -468,6 +471,7 @@ func (s *Service) countEnabled() {
 		}
 	}
 	s.enabled.Store(int32(n))
+	s.telemetryRoutes.Store(telemetry)
 	if s.cfg.KeepPayloads != nil {
 		s.cfg.KeepPayloads(telemetry)
 	}

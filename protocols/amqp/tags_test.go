@@ -2,10 +2,13 @@ package amqp
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/entity"
 )
 
 func TestUsesTags(t *testing.T) {
@@ -83,5 +86,45 @@ func TestTagCache(t *testing.T) {
 	_, _ = c.get("d3") // past max (2): one entry made room
 	if len(c.m) != 2 {
 		t.Fatalf("%d entries, bound 2", len(c.m))
+	}
+}
+
+// TestTelemetryUntouchedWithoutATelemetryRoute: with routes for other
+// sources only, a telemetry event costs HandleEvent no allocation (its
+// points are not re-encoded) and queues nothing; KeepPayloads follows
+// whether a telemetry route is enabled.
+func TestTelemetryUntouchedWithoutATelemetryRoute(t *testing.T) {
+	var keep []bool
+	s, err := New(Config{Path: t.TempDir() + "/amqp.db", KeepPayloads: func(on bool) { keep = append(keep, on) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.PutEndpoint(Endpoint{Name: "e", Type: "amqp", URL: "amqp://127.0.0.1:1", Address: "/queue/x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRoute(Route{Name: "life", Source: SourceLifecycle, Endpoint: "e", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	e := actors.Event{Type: actors.EventTelemetry, Entity: "d1", Telemetry: &actorspb.Telemetry{
+		Points: entity.PointsProto(map[string]any{"t": 1.0}), ContentType: "application/json"}}
+	if n := testing.AllocsPerRun(100, func() { s.HandleEvent(e) }); n != 0 {
+		t.Fatalf("HandleEvent of telemetry without a telemetry route: %v allocations", n)
+	}
+	if len(s.queue) != 0 {
+		t.Fatalf("%d messages queued", len(s.queue))
+	}
+	if err := s.PutRoute(Route{Name: "all", Source: SourceTelemetry, Endpoint: "e", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	s.HandleEvent(e)
+	if len(s.queue) != 1 {
+		t.Fatalf("%d messages queued with a telemetry route, want 1", len(s.queue))
+	}
+	if err := s.DeleteRoute("all"); err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{false, false, true, false}; !reflect.DeepEqual(keep, want) {
+		t.Fatalf("KeepPayloads calls %v, want %v", keep, want)
 	}
 }
