@@ -3,6 +3,9 @@ package actors
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/entity"
 )
 
 // Event types published by grains.
@@ -32,6 +35,45 @@ type Event struct {
 	// ours): sinks that must act once per event, such as AMQP routes, skip
 	// them.
 	Remote bool `json:"-"`
+	// Telemetry is, on a telemetry event published on this node, the
+	// message the grain stored (read-only; not sent to other members).
+	// Message reads it.
+	Telemetry *actorspb.Telemetry `json:"-"`
+}
+
+// TelemetryMessage is a telemetry event's message as the device sent it.
+type TelemetryMessage struct {
+	// Body is the device's payload: its original bytes when the node kept
+	// them (System.KeepTelemetryPayloads, or a payload that is not JSON
+	// points), else the points encoded as a JSON object.
+	Body            []byte
+	ContentType     string
+	ContentEncoding string
+	MessageID       string
+	// Properties are the message's application properties (over MQTT the
+	// topic's property bag without the $-prefixed system properties).
+	Properties map[string]string
+}
+
+// Message returns the device message of a telemetry event published on
+// this node; ok is false for other events and for events of other members.
+func (e Event) Message() (m TelemetryMessage, ok bool) {
+	t := e.Telemetry
+	if t == nil {
+		return m, false
+	}
+	m = TelemetryMessage{Body: t.Payload, ContentType: t.ContentType, ContentEncoding: t.ContentEncoding,
+		MessageID: t.MessageId, Properties: t.Properties}
+	switch {
+	case m.Body != nil:
+	case len(t.Points) == 0:
+		m.Body = t.Raw // not JSON points: kept as they came (possibly empty)
+	default:
+		// The original bytes were not kept (no route needed them when the
+		// message arrived): the points are the closest thing.
+		m.Body, _ = json.Marshal(entity.Points(t.Points))
+	}
+	return m, true
 }
 
 // EventSink receives events. It is called from inside grains, one event at a

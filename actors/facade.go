@@ -250,13 +250,22 @@ func (s *System) Telemetry(ctx context.Context, id string, in TelemetryIn) error
 		return fmt.Errorf("%w: entity %q", ErrNotFound, id)
 	}
 	t := &actorspb.Telemetry{Points: entity.PointsProto(in.Points), Raw: in.Raw, ContentType: in.ContentType,
-		Properties: in.Properties, MessageId: in.MessageID}
+		Properties: in.Properties, MessageId: in.MessageID, ContentEncoding: in.ContentEncoding}
+	if len(in.Raw) == 0 && s.keepPayloads.Load() {
+		t.Payload = in.Payload // a reference: the grain only reads it
+	}
 	if !in.TS.IsZero() {
 		t.TsUnixNano = in.TS.UnixNano()
 	}
 	_, err := s.callCached(ctx, id, &actorspb.Request{Body: &actorspb.Request_Telemetry{Telemetry: t}})
 	return err
 }
+
+// KeepTelemetryPayloads says whether telemetry messages carry the device's
+// original bytes to the grain and its telemetry events (Event.Message), for
+// AMQP routes that send them. Off, a JSON payload travels as its points
+// only: nothing more crosses to a remote grain.
+func (s *System) KeepTelemetryPayloads(on bool) { s.keepPayloads.Store(on) }
 
 // SetConnection records that a device connected to or disconnected from
 // this node.

@@ -387,7 +387,7 @@ func storeOp(o entity.Op) persistence.Op {
 func (g *grain) effects(ctx actor.Context, res *entity.Result) {
 	for _, e := range res.Events {
 		g.sys.publish(Event{Type: e.Type, Entity: e.Entity, Kind: e.Kind, Version: e.Version, Section: e.Section,
-			SectionVersion: e.SectionVersion, Data: e.Data, TS: e.TS})
+			SectionVersion: e.SectionVersion, Data: e.Data, TS: e.TS, Telemetry: e.Telemetry})
 	}
 	for _, s := range res.Sends {
 		g.send(ctx, s)

@@ -142,6 +142,9 @@ type System struct {
 	log     *slog.Logger
 	store   Store
 	metrics *metrics
+	// keepPayloads: telemetry carries the device's bytes to the grain
+	// (KeepTelemetryPayloads).
+	keepPayloads atomic.Bool
 
 	actors  *actor.ActorSystem
 	cluster *pcluster.Cluster

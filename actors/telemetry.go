@@ -25,7 +25,7 @@ func DecodeTelemetry(payload []byte, contentType string, ts time.Time, props map
 	trimmed := bytes.TrimSpace(payload)
 	if jsonish && len(trimmed) > 0 && trimmed[0] == '{' {
 		if points, ok := flatPoints(trimmed); ok && len(points) > 0 && strictjson.Check(trimmed) == nil {
-			in.Points = points
+			in.Points, in.Payload = points, payload
 			if in.ContentType == "" {
 				in.ContentType = "application/json"
 			}
@@ -47,7 +47,7 @@ func DecodeTelemetry(payload []byte, contentType string, ts time.Time, props map
 				}
 			}
 			if len(points) > 0 {
-				in.Points = points
+				in.Points, in.Payload = points, payload
 				if in.ContentType == "" {
 					in.ContentType = "application/json"
 				}

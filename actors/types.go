@@ -31,4 +31,10 @@ type TelemetryIn struct {
 	// MessageID is the device's message ID ($.mid over MQTT); a message
 	// whose ID is among the device's recent ones is not stored again.
 	MessageID string
+	// ContentEncoding is the device's content encoding ($.ce over MQTT).
+	ContentEncoding string
+	// Payload is the device's original bytes when they were decoded into
+	// Points (DecodeTelemetry keeps a reference, no copy). The grain gets
+	// it only while KeepTelemetryPayloads is on; it is never stored.
+	Payload []byte
 }

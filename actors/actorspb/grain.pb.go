@@ -741,7 +741,13 @@ type Telemetry struct {
 	ContentType string            `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	Properties  map[string]string `protobuf:"bytes,5,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// message_id is the device's $.mid, for dedupe of retransmissions.
-	MessageId     string `protobuf:"bytes,6,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	MessageId string `protobuf:"bytes,6,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// content_encoding is the device's $.ce (e.g. "utf-8"), for routes.
+	ContentEncoding string `protobuf:"bytes,7,opt,name=content_encoding,json=contentEncoding,proto3" json:"content_encoding,omitempty"`
+	// payload is the device's original bytes when they were decoded into
+	// points (raw holds them otherwise). It is set only while a route needs
+	// it and is never stored: routes send it as the message body.
+	Payload       []byte `protobuf:"bytes,8,opt,name=payload,proto3" json:"payload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -816,6 +822,20 @@ func (x *Telemetry) GetMessageId() string {
 		return x.MessageId
 	}
 	return ""
+}
+
+func (x *Telemetry) GetContentEncoding() string {
+	if x != nil {
+		return x.ContentEncoding
+	}
+	return ""
+}
+
+func (x *Telemetry) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
 }
 
 // Connection records that a device connected or disconnected.
@@ -2079,7 +2099,7 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"\x06number\x18\x02 \x01(\x01H\x00R\x06number\x12\x14\n" +
 	"\x04flag\x18\x03 \x01(\bH\x00R\x04flag\x12\x14\n" +
 	"\x04text\x18\x04 \x01(\tH\x00R\x04textB\a\n" +
-	"\x05value\"\xbc\x02\n" +
+	"\x05value\"\x81\x03\n" +
 	"\tTelemetry\x12 \n" +
 	"\fts_unix_nano\x18\x01 \x01(\x03R\n" +
 	"tsUnixNano\x12.\n" +
@@ -2090,7 +2110,9 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"properties\x18\x05 \x03(\v2*.twinmesh.actors.Telemetry.PropertiesEntryR\n" +
 	"properties\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x06 \x01(\tR\tmessageId\x1a=\n" +
+	"message_id\x18\x06 \x01(\tR\tmessageId\x12)\n" +
+	"\x10content_encoding\x18\a \x01(\tR\x0fcontentEncoding\x12\x18\n" +
+	"\apayload\x18\b \x01(\fR\apayload\x1a=\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +

@@ -68,6 +68,9 @@ type Event struct {
 	// Data is the event's JSON document, encoded once here.
 	Data []byte
 	TS   time.Time
+	// Telemetry is, for a telemetry event, the message as the grain
+	// received it (read-only): routes send its bytes and properties.
+	Telemetry *actorspb.Telemetry
 }
 
 // Event types.

@@ -159,7 +159,9 @@ func (c *Core) telemetry(ctx context.Context, now time.Time, in *actorspb.Teleme
 			Size        int       `json:"size"`
 		}{ts, in.ContentType, len(in.Raw)})
 	}
-	res.Events = append(res.Events, c.event(d, EventTelemetry, data, ts))
+	ev := c.event(d, EventTelemetry, data, ts)
+	ev.Telemetry = in
+	res.Events = append(res.Events, ev)
 	// The rollup contribution changes with the latest values: it is written
 	// in the same commit, and the ancestors are told after a short delay.
 	if len(points) > 0 && c.contribOps(d, res) {

@@ -21,21 +21,25 @@ func TestMain(m *testing.M) {
 }
 
 // TestAMQPRoutesAndIngressThroughTheBinary runs CONTRACT section 8 against
-// a real RabbitMQ: telemetry sent by a device behind an AMQP queue is
-// stored, accepted, and routed out with the IoT Hub annotations when the
-// route's condition holds; a cloud-to-device message lands in the inbox;
-// unknown, disabled, misaddressed and oversize messages are rejected and
-// counted; URLs are redacted.
+// a real RabbitMQ: telemetry sent by a device behind an AMQP queue or over
+// MQTT is stored, accepted, and routed out as the device sent it (its
+// bytes, message ID, content type and encoding, application properties)
+// with the IoT Hub annotations when the route's condition holds over its
+// body, properties and the device's tags (a tags change applies to the
+// next message); a cloud-to-device message lands in the inbox; unknown,
+// disabled, misaddressed and oversize messages are rejected and counted;
+// URLs are redacted.
 func TestAMQPRoutesAndIngressThroughTheBinary(t *testing.T) {
 	rb := testutil.RabbitMQ(t)
 	n := testutil.Start(t, t.TempDir())
 	c := n.Client()
-	register(t, c, "d1", `{}`)
+	d1 := register(t, c, "d1", `{}`)
 	register(t, c, "d2", `{}`)
 	c.MustDo(t, "PATCH", "/api/v1/devices/d2", `{"status":"disabled"}`, 200)
+	c.MustDo(t, "PATCH", "/api/v1/twins/d1", `{"tags":{"site":"hq"}}`, 200)
 
 	c.MustDo(t, "PUT", "/api/v1/endpoints/out", fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/e2e-out"}`, rb.URL()), 200)
-	c.MustDo(t, "PUT", "/api/v1/routes/hot", `{"source":"telemetry","condition":"body.points.temp > 20","endpoint":"out","enabled":true}`, 200)
+	c.MustDo(t, "PUT", "/api/v1/routes/hot", `{"source":"telemetry","condition":"body.temp > 20 && tags.site == \"hq\"","endpoint":"out","enabled":true}`, 200)
 	ing := string(c.MustDo(t, "PUT", "/api/v1/ingress/in", fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/e2e-in"}`, rb.URL()), 200))
 	if strings.Contains(ing, "guest:guest") || !strings.Contains(ing, "guest:***@") {
 		t.Fatalf("ingress answer does not redact: %s", ing)
@@ -61,14 +65,16 @@ func TestAMQPRoutesAndIngressThroughTheBinary(t *testing.T) {
 	send := func(to string, body []byte) {
 		t.Helper()
 		m := amqp.NewMessage(body)
-		m.Properties = &amqp.MessageProperties{To: &to}
+		ct, ce := "application/json", "utf-8"
+		m.Properties = &amqp.MessageProperties{To: &to, MessageID: "amqp-" + string(body[:min(len(body), 12)]),
+			ContentType: &ct, ContentEncoding: &ce}
 		m.ApplicationProperties = map[string]any{"source": "e2e"}
 		if err := snd.Send(ctx, m, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	send("/devices/d1/messages/events", []byte(`{"temp":15}`)) // stored, not routed
-	send("/devices/d1/messages/events", []byte(`{"temp":25}`)) // stored and routed
+	send("/devices/d1/messages/events", []byte(`{"temp":15}`))                       // stored, not routed
+	send("/devices/d1/messages/events", []byte(`{ "temp":25, "note": {"x": [1]} }`)) // stored and routed
 	send("/devices/d1/messages/devicebound", []byte(`hello d1`))
 	send("/devices/nobody/messages/events", []byte(`{"temp":30}`))
 	send("/devices/d2/messages/events", []byte(`{"temp":30}`))
@@ -98,24 +104,42 @@ func TestAMQPRoutesAndIngressThroughTheBinary(t *testing.T) {
 		t.Fatalf("d1's telemetry: %s", b)
 	}
 
+	// Over MQTT, with IoT Hub's system properties in the topic; then the
+	// tags change and the next message no longer matches.
+	mc := connectDevice(t, n, d1)
+	must(t, mc.Publish("devices/d1/messages/events/$.ct=application%2Fjson&$.ce=utf-8&$.mid=mqtt-1&alarm=yes", 1, false,
+		`{"temp": 26,  "list": [1, 2]}`))
+	c.MustDo(t, "PATCH", "/api/v1/twins/d1", `{"tags":{"site":"plant"}}`, 200)
+	must(t, mc.Publish("devices/d1/messages/events/$.mid=mqtt-2", 1, false, `{"temp": 27}`))
+
 	rcv, err := sess.NewReceiver(ctx, "/queue/e2e-out", &amqp.ReceiverOptions{Credit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	m, err := rcv.Receive(rctx, nil)
-	cancel()
-	if err != nil {
-		t.Fatal(err)
+	for _, want := range []struct{ body, id, prop, value string }{
+		{`{ "temp":25, "note": {"x": [1]} }`, `amqp-{ "temp":25,`, "source", "e2e"},
+		{`{"temp": 26,  "list": [1, 2]}`, "mqtt-1", "alarm", "yes"},
+	} {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		m, err := rcv.Receive(rctx, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("routed message %s: %v", want.id, err)
+		}
+		_ = rcv.AcceptMessage(ctx, m)
+		if m.Annotations["iothub-connection-device-id"] != "d1" || m.Annotations["iothub-message-source"] != "Telemetry" ||
+			string(m.GetData()) != want.body {
+			t.Fatalf("routed message: %v %s, want body %s", m.Annotations, m.GetData(), want.body)
+		}
+		p := m.Properties
+		if p == nil || p.MessageID != want.id || p.ContentType == nil || *p.ContentType != "application/json" ||
+			p.ContentEncoding == nil || *p.ContentEncoding != "utf-8" || m.ApplicationProperties[want.prop] != want.value {
+			t.Fatalf("routed message %s: properties %+v, application properties %v", want.id, p, m.ApplicationProperties)
+		}
 	}
-	_ = rcv.AcceptMessage(ctx, m)
-	if m.Annotations["iothub-connection-device-id"] != "d1" || m.Annotations["iothub-message-source"] != "Telemetry" ||
-		!strings.Contains(string(m.GetData()), `"temp":25`) {
-		t.Fatalf("routed message: %v %s", m.Annotations, m.GetData())
-	}
-	rctx, cancel = context.WithTimeout(ctx, time.Second)
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	if extra, err := rcv.Receive(rctx, nil); err == nil {
-		t.Fatalf("a second routed message: %s", extra.GetData())
+		t.Fatalf("a third routed message (its tags no longer match): %s", extra.GetData())
 	}
 	cancel()
 }

@@ -34,7 +34,7 @@ func (b mqttBackend) Telemetry(ctx context.Context, id string, m mqtt.Telemetry)
 		return err // a modelled device's message that does not match its model
 	}
 	in := actors.DecodeTelemetry(m.Payload, m.ContentType, m.TS, m.Properties)
-	in.MessageID = m.MessageID
+	in.MessageID, in.ContentEncoding = m.MessageID, m.ContentEncoding
 	return b.sys.Telemetry(ctx, id, in)
 }
 

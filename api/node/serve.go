@@ -300,7 +300,9 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	amqpSvc, err := amqpio.New(amqpio.Config{Path: filepath.Join(c.Data, "amqp.db"), Backend: n.sys,
 		Bounds:   amqpio.Bounds{MaxCount: c.AMQPOutboxMessages, MaxBytes: c.AMQPOutboxBytes, MaxAge: c.AMQPOutboxAge},
 		MaxTries: c.AMQPMaxTries, Credit: c.AMQPCredit, MaxMessageBytes: c.AMQPMaxMessage,
-		Logger: log.With("component", "amqp"), Registerer: reg})
+		KeepPayloads: n.sys.KeepTelemetryPayloads,
+		Tags:         func(id string) (map[string]any, error) { return storedTags(n.db, id) },
+		Logger:       log.With("component", "amqp"), Registerer: reg})
 	if err != nil {
 		return n, err
 	}

@@ -73,25 +73,27 @@ func StopRabbitMQ() {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func startRabbit() (*Rabbit, error) {
 	dir, err := os.MkdirTemp("", "twinmesh-rabbit-")
 	if err != nil {
 		return nil, err
 	}
+	// The four listeners stay open until all are chosen, so that the
+	// kernel cannot hand the same port out twice, and they listen on all
+	// interfaces: the broker checks its distribution port that way and
+	// fails the boot (dist_port_already_used) when anything holds it.
 	var ports [4]int
+	var held []net.Listener
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		l, err := net.Listen("tcp", ":0")
+		if err != nil {
 			return nil, err
 		}
+		held = append(held, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range held {
+		l.Close()
 	}
 	r := &Rabbit{dir: dir, Port: ports[0], TLSPort: ports[3]}
 	if r.CA, err = writeTestCerts(dir); err != nil {
@@ -117,7 +119,9 @@ func startRabbit() (*Rabbit, error) {
 		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
 		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
 		"RABBITMQ_PLUGINS_EXPAND_DIR="+filepath.Join(dir, "plugins"),
-		"RABBITMQ_PID_FILE="+filepath.Join(dir, "pid"))
+		"RABBITMQ_PID_FILE="+filepath.Join(dir, "pid"),
+		// Not the test's working directory, the package's source folder.
+		"ERL_CRASH_DUMP="+filepath.Join(dir, "erl_crash.dump"))
 	if err := r.Start(); err != nil {
 		r.killEpmd()
 		return nil, err

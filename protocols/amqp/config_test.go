@@ -1,11 +1,14 @@
 package amqp
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors"
+	"github.com/twinmesh/twinmesh/actors/actorspb"
+	"github.com/twinmesh/twinmesh/actors/entity"
 )
 
 func TestRedact(t *testing.T) {
@@ -123,25 +126,73 @@ func TestBackoffGrowsWithJitterAndCaps(t *testing.T) {
 	}
 }
 
+// TestClassify: events other than telemetry are routed as their JSON
+// document with IoT Hub's application properties of non-telemetry events.
 func TestClassify(t *testing.T) {
+	ts := time.Date(2026, 12, 2, 23, 0, 0, 5, time.UTC)
+	ev := func(typ, data string) actors.Event {
+		return actors.Event{Type: typ, Entity: "d1", Data: []byte(data), TS: ts, Section: "desired", Version: 7}
+	}
 	for _, tc := range []struct {
-		e      actors.Event
-		source string
-		op     string
+		e              actors.Event
+		source, op, sc string
 	}{
-		{actors.Event{Type: actors.EventTelemetry}, SourceTelemetry, ""},
-		{actors.Event{Type: actors.EventTwin, Section: "desired"}, SourceTwinChanges, "updateTwin"},
-		{actors.Event{Type: actors.EventAlert}, SourceAlerts, ""},
-		{actors.Event{Type: actors.EventTopology, Data: []byte(`{"created":true}`)}, SourceLifecycle, "createDeviceIdentity"},
-		{actors.Event{Type: actors.EventTopology, Data: []byte(`{"deleted":true}`)}, SourceLifecycle, "deleteDeviceIdentity"},
-		{actors.Event{Type: actors.EventConnection, Data: []byte(`{"state":"connected"}`)}, SourceLifecycle, "deviceConnected"},
-		{actors.Event{Type: actors.EventConnection, Data: []byte(`{"state":"disconnected"}`)}, SourceLifecycle, "deviceDisconnected"},
-		{actors.Event{Type: actors.EventTopology, Data: []byte(`{}`)}, "", ""},
-		{actors.Event{Type: actors.EventRollup}, "", ""},
+		{ev(actors.EventTwin, `{}`), SourceTwinChanges, "updateTwin", "twinChangeNotification"},
+		{ev(actors.EventAlert, `{}`), SourceAlerts, "", ""},
+		{ev(actors.EventTopology, `{"created":true}`), SourceLifecycle, "createDeviceIdentity", "deviceLifecycleNotification"},
+		{ev(actors.EventTopology, `{"deleted":true}`), SourceLifecycle, "deleteDeviceIdentity", "deviceLifecycleNotification"},
+		{ev(actors.EventConnection, `{"state":"connected"}`), SourceLifecycle, "deviceConnected", "deviceConnectionStateNotification"},
+		{ev(actors.EventConnection, `{"state":"disconnected"}`), SourceLifecycle, "deviceDisconnected", "deviceConnectionStateNotification"},
+		{ev(actors.EventTopology, `{}`), "", "", ""},
+		{ev(actors.EventRollup, `{}`), "", "", ""},
 	} {
-		source, props, ok := classify(tc.e)
-		if ok != (tc.source != "") || source != tc.source || props["opType"] != tc.op {
-			t.Errorf("classify(%+v) = %q %v %v", tc.e, source, props, ok)
+		source, m, ok := classify(tc.e)
+		p := m.Properties
+		if ok != (tc.source != "") || source != tc.source || p["opType"] != tc.op || p["iothub-message-schema"] != tc.sc {
+			t.Errorf("classify(%s %s) = %q %v %v", tc.e.Type, tc.e.Data, source, p, ok)
 		}
+		if ok && (p["deviceId"] != "d1" || p["operationTimestamp"] != "2026-12-02T23:00:00.000000005Z" ||
+			m.ContentType != "application/json" || m.ContentEncoding != "utf-8" || string(m.Body) != string(tc.e.Data)) {
+			t.Errorf("classify(%s %s): %+v", tc.e.Type, tc.e.Data, m)
+		}
+		if tc.e.Type == actors.EventTwin && (p["section"] != "desired" || p["version"] != "7") {
+			t.Errorf("twin change properties %v", p)
+		}
+	}
+}
+
+// TestClassifyTelemetryMessage: a telemetry route sends the device's
+// message, whichever form the grain got it in, and a condition sees its
+// body when it is JSON in UTF-8.
+func TestClassifyTelemetryMessage(t *testing.T) {
+	props := map[string]string{"alarm": "yes"}
+	for _, tc := range []struct {
+		name string
+		in   *actorspb.Telemetry
+		body string
+		cond map[string]any // what a condition sees as body
+	}{
+		{"original bytes kept", &actorspb.Telemetry{Points: entity.PointsProto(map[string]any{"t": 1.0}),
+			Payload: []byte(`{ "t": 1, "nested": {"a": [1]} }`), ContentType: "application/json", ContentEncoding: "utf-8",
+			MessageId: "m1", Properties: props}, `{ "t": 1, "nested": {"a": [1]} }`,
+			map[string]any{"t": 1.0, "nested": map[string]any{"a": []any{1.0}}}},
+		{"not kept: the points", &actorspb.Telemetry{Points: entity.PointsProto(map[string]any{"t": 1.0}),
+			ContentType: "application/json"}, `{"t":1}`, map[string]any{"t": 1.0}},
+		{"raw bytes", &actorspb.Telemetry{Raw: []byte{0, 1, 2}, ContentType: "application/octet-stream"},
+			"\x00\x01\x02", map[string]any{}},
+		{"gzip JSON: no fields", &actorspb.Telemetry{Raw: []byte(`{"t":1}`), ContentType: "application/json",
+			ContentEncoding: "gzip"}, `{"t":1}`, map[string]any{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := actors.Event{Type: actors.EventTelemetry, Entity: "d1", Data: []byte(`{"ts":"x","points":{}}`), Telemetry: tc.in}
+			source, m, ok := classify(e)
+			if !ok || source != SourceTelemetry || string(m.Body) != tc.body || m.ContentType != tc.in.ContentType ||
+				m.ContentEncoding != tc.in.ContentEncoding || m.MessageID != tc.in.MessageId || m.Properties["alarm"] != tc.in.Properties["alarm"] {
+				t.Fatalf("classify = %q %+v %v", source, m, ok)
+			}
+			if got := conditionBody(m); !reflect.DeepEqual(got, tc.cond) {
+				t.Fatalf("condition body %v, want %v", got, tc.cond)
+			}
+		})
 	}
 }

@@ -186,8 +186,13 @@ func (g *ingress) handle(ctx context.Context, msg *amqp.Message) *amqp.Error {
 			ct = *msg.Properties.ContentType
 		}
 		in := actors.DecodeTelemetry(body, ct, time.Time{}, props)
-		if msg.Properties != nil && msg.Properties.MessageID != nil {
-			in.MessageID = fmt.Sprint(msg.Properties.MessageID)
+		if p := msg.Properties; p != nil {
+			if p.MessageID != nil {
+				in.MessageID = fmt.Sprint(p.MessageID)
+			}
+			if p.ContentEncoding != nil {
+				in.ContentEncoding = *p.ContentEncoding
+			}
 		}
 		return storeError(be.Telemetry(ctx, dev, in))
 	default:

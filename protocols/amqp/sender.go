@@ -251,13 +251,25 @@ func (w *worker) account(delivered, aged, retried, dead, left, leftBytes int) {
 // message builds the AMQP message of an outbox entry: the body, the
 // properties as application properties and the IoT Hub annotations.
 func (w *worker) message(e entry) *amqp.Message {
-	id := fmt.Sprintf("%s-%x", w.def.Name, e.key)
-	ct := "application/json"
+	// IoT Hub's system properties: the device's message ID, content type
+	// and encoding; a message without an ID gets its outbox key.
+	var id any = e.rec.MessageID
+	if e.rec.MessageID == "" {
+		id = fmt.Sprintf("%s-%x", w.def.Name, e.key)
+	}
+	ct := e.rec.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	props := &amqp.MessageProperties{MessageID: id, ContentType: &ct}
+	if e.rec.ContentEncoding != "" {
+		props.ContentEncoding = &e.rec.ContentEncoding
+	}
 	m := &amqp.Message{
 		// Durable: a broker that restarts keeps what it accepted.
 		Header:     &amqp.MessageHeader{Durable: true},
 		Data:       [][]byte{e.rec.Body},
-		Properties: &amqp.MessageProperties{MessageID: id, ContentType: &ct},
+		Properties: props,
 		Annotations: amqp.Annotations{
 			"iothub-connection-device-id": e.rec.Device,
 			"iothub-enqueuedtime":         e.rec.Enqueued,

@@ -40,9 +40,19 @@ type Config struct {
 	Credit int
 	// MaxMessageBytes is the largest ingress message body (default 256 KiB).
 	MaxMessageBytes int
-	Logger          *slog.Logger
-	Registerer      prometheus.Registerer
-	Now             func() time.Time
+	// KeepPayloads is told whether an enabled telemetry route exists, so
+	// that the actor system carries the devices' original bytes only then
+	// (actors.System.KeepTelemetryPayloads).
+	KeepPayloads func(on bool)
+	// Tags loads a device's tags from the node's store, for conditions
+	// that read them (nil: conditions see no tags).
+	Tags func(deviceID string) (map[string]any, error)
+	// TagsTTL bounds how long cached tags are used without a change
+	// event (default 30s; see tagCache).
+	TagsTTL    time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 }
 
 func (c *Config) defaults() {
@@ -67,6 +77,7 @@ func (c *Config) defaults() {
 	defd(&c.BackoffMax, 30*time.Second)
 	defd(&c.DialTimeout, 10*time.Second)
 	defd(&c.SendTimeout, 30*time.Second)
+	defd(&c.TagsTTL, 30*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -77,16 +88,20 @@ func (c *Config) defaults() {
 
 // Service owns the endpoints, routes and ingresses of a node.
 type Service struct {
-	cfg Config
-	log *slog.Logger
-	st  *store
-	m   *metrics
+	cfg  Config
+	log  *slog.Logger
+	st   *store
+	m    *metrics
+	tags *tagCache // devices' tags for conditions; nil without Config.Tags
 
 	queue chan queued // events matched by a route, waiting for the outbox writer
 	// enabled counts the enabled routes: with none, HandleEvent returns
 	// before it looks at the event (it runs inside every grain's commit
 	// path).
 	enabled atomic.Int32
+	// telemetryRoutes: whether an enabled route takes telemetry; without
+	// one a telemetry event is not looked at (not even re-encoded).
+	telemetryRoutes atomic.Bool
 
 	mu        sync.RWMutex
 	ctx       context.Context // the Start context; nil before Start
@@ -109,6 +124,9 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, log: cfg.Logger, st: st, m: newMetrics(cfg.Registerer),
 		queue: make(chan queued, cfg.QueueLen), workers: map[string]*worker{},
 		routes: map[string]*compiledRoute{}, ingresses: map[string]*ingress{}}
+	if cfg.Tags != nil {
+		s.tags = newTagCache(cfg.Tags, cfg.TagsTTL, 100_000, cfg.Now)
+	}
 	load := func(bucket []byte, fn func(raw []byte) error) {
 		if err == nil {
 			err = st.defs(bucket, fn)
@@ -129,7 +147,7 @@ func New(cfg Config) (*Service, error) {
 			return err
 		}
 		p, err := compileCondition(r.Condition)
-		s.routes[r.Name] = &compiledRoute{Route: r, prog: p}
+		s.routes[r.Name] = newCompiledRoute(r, p)
 		return err
 	})
 	load(bucketIngress, func(raw []byte) error {
@@ -220,28 +238,36 @@ func (s *Service) Close() error {
 // routes and queues the matches for the outbox writer. It never blocks: a
 // full queue drops the message and counts it.
 func (s *Service) HandleEvent(e actors.Event) {
-	if e.Remote || s.enabled.Load() == 0 {
+	if s.tags != nil {
+		s.tags.observe(e) // also for remote events and with no route
+	}
+	if e.Remote || s.enabled.Load() == 0 || (e.Type == actors.EventTelemetry && !s.telemetryRoutes.Load()) {
 		return // the member hosting the grain routes it; no route
 	}
-	source, props, ok := classify(e)
+	source, msg, ok := classify(e)
 	if !ok {
 		return
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var body map[string]any
-	parsed := false
+	var body, tags map[string]any // decoded once, for the first condition
 	for _, r := range s.routes {
 		if !r.Enabled || r.Source != source {
 			continue
 		}
-		if r.prog != nil && !parsed {
-			if json.Unmarshal(e.Data, &body) != nil || body == nil {
-				body = map[string]any{} // not a JSON object: conditions see no fields
-			}
-			parsed = true
+		if r.prog != nil && body == nil {
+			body = conditionBody(msg)
 		}
-		ok, err := r.match(source, e, body, props)
+		if r.tags && tags == nil {
+			tags = map[string]any{}
+			if s.tags != nil {
+				var err error
+				if tags, err = s.tags.get(e.Entity); err != nil {
+					s.log.Warn("amqp route: device tags", "device", e.Entity, "err", err)
+				}
+			}
+		}
+		ok, err := r.match(source, e, msg, body, tags)
 		if err != nil {
 			s.m.condErrors.WithLabelValues(r.Name).Inc()
 			continue
@@ -253,8 +279,9 @@ func (s *Service) HandleEvent(e actors.Event) {
 		if ts.IsZero() {
 			ts = s.cfg.Now()
 		}
-		q := queued{endpoint: r.Endpoint, rec: record{Route: r.Name, outMessage: outMessage{Device: e.Entity,
-			Source: messageSource[source], Body: e.Data, Properties: props, Enqueued: ts.UTC()}}}
+		m := msg
+		m.Device, m.Source, m.Enqueued = e.Entity, messageSource[source], ts.UTC()
+		q := queued{endpoint: r.Endpoint, rec: record{Route: r.Name, outMessage: m}}
 		select {
 		case s.queue <- q:
 		default:
@@ -433,15 +460,21 @@ type DeadLetter struct {
 	DeadAt     time.Time         `json:"deadAt"`
 }
 
-// countEnabled recounts the enabled routes; callers hold s.mu.
+// countEnabled recounts the enabled routes and tells KeepPayloads whether
+// one takes telemetry; callers hold s.mu (or own s, in New).
 func (s *Service) countEnabled() {
-	n := 0
+	n, telemetry := 0, false
 	for _, r := range s.routes {
 		if r.Enabled {
 			n++
+			telemetry = telemetry || r.Source == SourceTelemetry
 		}
 	}
 	s.enabled.Store(int32(n))
+	s.telemetryRoutes.Store(telemetry)
+	if s.cfg.KeepPayloads != nil {
+		s.cfg.KeepPayloads(telemetry)
+	}
 }
 
 // PutRoute creates or replaces a route; its endpoint must exist.
@@ -458,7 +491,7 @@ func (s *Service) PutRoute(r Route) error {
 	if err := s.st.putDef(bucketRoutes, r.Name, r); err != nil {
 		return err
 	}
-	s.routes[r.Name] = &compiledRoute{Route: r, prog: p}
+	s.routes[r.Name] = newCompiledRoute(r, p)
 	s.countEnabled()
 	return nil
 }

@@ -322,7 +322,8 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	switch t.Kind {
 	case TopicTelemetry:
 		m := Telemetry{TS: time.Now().UTC(), Payload: pk.Payload, ContentType: t.Props[PropContentType],
-			Properties: userProperties(t.Props), MessageID: t.Props[PropMessageID], QoS: pk.FixedHeader.Qos, Component: t.Props[PropComponent]}
+			Properties: userProperties(t.Props), MessageID: t.Props[PropMessageID], ContentEncoding: t.Props[PropContentEncoding], QoS: pk.FixedHeader.Qos,
+			Component: t.Props[PropComponent]}
 		if m.QoS == 0 {
 			select {
 			case s.qos0 <- qos0Item{device: t.DeviceID, m: m}:

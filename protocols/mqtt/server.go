@@ -40,7 +40,10 @@ type Telemetry struct {
 	// MessageID is the device's $.mid, if it sent one: the grain drops a
 	// retransmission whose ID it already stored.
 	MessageID string
-	QoS       byte
+	// ContentEncoding is the device's $.ce (IoT Hub's content-encoding
+	// system property, e.g. "utf-8").
+	ContentEncoding string
+	QoS             byte
 	// Component is IoT Plug and Play's $.sub: the component of the
 	// device's model the telemetry belongs to, "" for the model itself.
 	Component string
