@@ -63,33 +63,23 @@ func (c *contribCopies) take() map[string]map[string]persistence.WireOp {
 	return m
 }
 
-// copyContribs sends the queued contribution copies every contribEvery. It
-// runs until Shutdown.
+// copyContribs sends the queued contribution copies. It runs every
+// contribEvery (see Placement.every).
 func (p *Placement) copyContribs() {
-	defer p.wg.Done()
-	tick := time.NewTicker(contribEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-tick.C:
+	for addr, q := range p.contribs.take() {
+		if p.isDown(addr) {
+			continue // it copies the catalog when it comes back
 		}
-		for addr, q := range p.contribs.take() {
-			if p.isDown(addr) {
-				continue // it copies the catalog when it comes back
-			}
-			ops := make([]persistence.WireOp, 0, min(len(q), contribPage))
-			for _, w := range q {
-				ops = append(ops, w)
-				if len(ops) == contribPage {
-					p.sendContribs(addr, ops)
-					ops = ops[:0]
-				}
-			}
-			if len(ops) > 0 {
+		ops := make([]persistence.WireOp, 0, min(len(q), contribPage))
+		for _, w := range q {
+			ops = append(ops, w)
+			if len(ops) == contribPage {
 				p.sendContribs(addr, ops)
+				ops = ops[:0]
 			}
+		}
+		if len(ops) > 0 {
+			p.sendContribs(addr, ops)
 		}
 	}
 }

@@ -142,30 +142,20 @@ func wantsOf(bits uint8) []string {
 	return out
 }
 
-// announceInterest sends this node's interest to every other member every
-// interestEvery, so that members that joined since, or missed a change,
-// learn it. It runs until Shutdown.
+// announceInterest sends this node's interest to every other member, so
+// that members that joined since, or missed a change, learn it. It runs
+// every interestEvery (see Placement.every).
 func (p *Placement) announceInterest() {
-	defer p.wg.Done()
-	tick := time.NewTicker(interestEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-tick.C:
-		}
-		addrs := p.memberAddrs()
-		p.forgetInterests(addrs)
-		bits := p.localBits()
-		p.interest.mu.Lock()
-		p.interest.said, p.interest.saidOK = bits, true
-		p.interest.mu.Unlock()
-		body, _ := json.Marshal(interestMsg{From: p.self, Wants: wantsOf(bits)})
-		for _, a := range addrs {
-			if a != p.self {
-				p.c.ActorSystem.Root.Send(actor.NewPID(a, nodeActorName), &actorspb.MemberNotify{Op: opInterest, Body: body})
-			}
+	addrs := p.memberAddrs()
+	p.forgetInterests(addrs)
+	bits := p.localBits()
+	p.interest.mu.Lock()
+	p.interest.said, p.interest.saidOK = bits, true
+	p.interest.mu.Unlock()
+	body, _ := json.Marshal(interestMsg{From: p.self, Wants: wantsOf(bits)})
+	for _, a := range addrs {
+		if a != p.self {
+			p.c.ActorSystem.Root.Send(actor.NewPID(a, nodeActorName), &actorspb.MemberNotify{Op: opInterest, Body: body})
 		}
 	}
 }

@@ -265,10 +265,26 @@ func (p *Placement) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 	}
 	p.wg.Add(5)
 	go p.forwardEvents()
-	go p.announceInterest()
-	go p.copyContribs()
+	go p.every(interestEvery, p.announceInterest)
+	go p.every(contribEvery, p.copyContribs)
 	go p.rereplicateLoop()
 	go p.catchUpLoop()
+}
+
+// every runs f every d until Shutdown. Start it as a goroutine counted in
+// p.wg.
+func (p *Placement) every(d time.Duration, f func()) {
+	defer p.wg.Done()
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-tick.C:
+			f()
+		}
+	}
 }
 
 func (p *Placement) onTopology(t *pcluster.ClusterTopology) {
