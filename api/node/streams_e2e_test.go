@@ -295,6 +295,12 @@ func TestStreamsThroughTheBinary(t *testing.T) {
 		if statusOf(err) != 429 {
 			t.Fatalf("a sixth stream: err %v, want 429 (--stream-max-per-device 5)", err)
 		}
+		// The five streams end after curl has its answer; the next
+		// subtests need them released, or they meet the limit too.
+		closed := regexp.MustCompile(`msg="stream closed" .*device=st-dev `)
+		testutil.Eventually(t, 10*time.Second, "the five held streams to close", func() bool {
+			return len(closed.FindAllString(n.Logs(), -1)) >= 6
+		})
 	})
 
 	t.Run("a stream name the agent does not allow is refused (403)", func(t *testing.T) {
