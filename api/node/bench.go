@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,8 @@ type benchConfig struct {
 	conn     connectOpts
 	// serveFlags are extra flags of the spawned nodes' serve.
 	serveFlags string
+	// cpuProfile is the folder the nodes' CPU profiles of each run go to.
+	cpuProfile string
 }
 
 // benchRun is one QoS level's figures, ours and the bare broker's.
@@ -67,6 +70,8 @@ type benchRun struct {
 	// Patches are the REST desired patches of --patch-clients, run during
 	// the same window.
 	Patches *patchResult `json:"patches,omitempty"`
+	// Profiles are the CPU profiles of --cpu-profile.
+	Profiles []string `json:"cpuProfiles,omitempty"`
 }
 
 // scrape reads the samples of the node's /metrics by name, labels
@@ -136,6 +141,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&c.coap, "coap", false, "measure confirmable CoAP telemetry (and a bare go-coap server) instead of MQTT")
 	fs.StringVar(&c.coapAddr, "coap-addr", "", "CoAP address of --node, for --coap")
 	fs.StringVar(&c.serveFlags, "serve-flags", "", "extra flags of the spawned nodes' serve, space-separated (e.g. \"--pprof --idle-timeout 30s\"); without --node")
+	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "record each node's CPU profile during each run into this folder (spawned nodes get --pprof;\n"+
+		"a --node must serve with --pprof); the profile costs the node a few per cent")
 	fs.BoolVar(&c.conn.only, "connect-only", false, "open --devices idle sessions (one message each), hold them, and report the connect rate,\n"+
 		"the node's memory per device, and REST and ingest latency while they are connected")
 	fs.Float64Var(&c.conn.ramp, "ramp", 0, "with --connect-only: new connections per second (0 = as fast as the node answers)")
@@ -188,6 +195,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			extra = append(extra, "--replicas", strconv.Itoa(c.replicas))
 		}
 		extra = append(extra, strings.Fields(c.serveFlags)...)
+		if c.cpuProfile != "" && !slices.Contains(extra, "--pprof") {
+			extra = append(extra, "--pprof")
+		}
 		var join string
 		for i := 0; i < c.nodes; i++ {
 			args := extra
@@ -242,6 +252,18 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c.coap {
 		return benchCoAP(ctx, &c, coapAddrs, pids, creds, stdout, stderr)
 	}
+	targets := []profileTarget{{name: "node", url: c.node, token: c.token}}
+	if len(spawnedNodes) > 0 {
+		targets = targets[:0]
+		for i, sp := range spawnedNodes {
+			targets = append(targets, profileTarget{name: fmt.Sprintf("node-%d", i+1), url: sp.url, token: sp.token})
+		}
+	}
+	if c.cpuProfile != "" {
+		if err := os.MkdirAll(c.cpuProfile, 0o755); err != nil {
+			return err
+		}
+	}
 	var runs []benchRun
 	for _, q := range levels {
 		r := benchRun{QoS: q}
@@ -251,10 +273,23 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		start := time.Now()
 		pctx, stopPatches := context.WithCancel(ctx)
 		patches := startPatches(pctx, c.node, c.token, c.patchers, c.devices)
+		var profiles *cpuProfiles
+		onStart := func() {
+			if c.cpuProfile != "" {
+				profiles = startCPUProfiles(ctx, c.cpuProfile, targets, q, c.duration)
+			}
+		}
 		r.Ours, err = loadgen.Run(ctx, loadgen.Config{Broker: c.mqtt, Brokers: brokers, Devices: c.devices, Duration: c.duration, QoS: q,
-			Rate: c.rate, Credentials: creds, Progress: stderr})
+			Rate: c.rate, Credentials: creds, Progress: stderr, OnStart: onStart})
 		stopPatches()
 		r.Patches = patches.wait()
+		if profiles != nil {
+			files, perr := profiles.wait()
+			if perr != nil {
+				return perr
+			}
+			r.Profiles = files
+		}
 		if err != nil {
 			return fmt.Errorf("twinmesh run: %w", err)
 		}
@@ -323,6 +358,9 @@ func printRuns(w io.Writer, runs []benchRun, rules int) {
 		if p := r.Patches; p != nil {
 			fmt.Fprintf(w, "QoS %d run: %d REST clients, %.0f desired patches/s (%d ok, %d failed), p50 %v, p99 %v\n",
 				r.QoS, p.Clients, p.PerSec, p.OK, p.Failed, p.P50.Round(time.Microsecond), p.P99.Round(time.Microsecond))
+		}
+		for _, f := range r.Profiles {
+			fmt.Fprintf(w, "QoS %d run: CPU profile %s (go tool pprof -top %s)\n", r.QoS, f, f)
 		}
 	}
 }

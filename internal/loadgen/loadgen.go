@@ -54,6 +54,9 @@ type Config struct {
 	// (QoS 1: PUBACK; QoS 0: written to the socket), from the device's
 	// goroutine.
 	OnAck func(device, seq int)
+	// OnStart, when set, is called once every client is connected, as
+	// the measured window begins.
+	OnStart func()
 }
 
 // Result is what a run measured.
@@ -178,6 +181,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	var hist histogram
 	var sent, acked, failed atomic.Int64
+	if cfg.OnStart != nil {
+		cfg.OnStart()
+	}
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	begin := time.Now()
