@@ -179,8 +179,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c.conn.ramp < 0 || c.conn.workers < 0 || c.conn.perWorker < 1 || c.conn.hold < 0 || c.conn.restGets < 0 || c.conn.burstDevs < 0 || c.conn.maxFailure < 1 {
 		return fmt.Errorf("%w: --ramp, --workers, --hold, --rest-gets and --burst-devices must not be negative, --per-worker and --max-failures positive", errUsage)
 	}
-	if c.conn.only && (c.coap || c.nodes > 1) {
-		return fmt.Errorf("%w: --connect-only measures one node's MQTT sessions (no --coap, no --nodes)", errUsage)
+	if c.conn.only && c.coap {
+		return fmt.Errorf("%w: --connect-only measures MQTT sessions (no --coap)", errUsage)
 	}
 	provisioned := c.devices
 	if c.conn.only {
@@ -232,15 +232,20 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if c.conn.only {
-		if len(spawnedNodes) == 1 {
-			// Registering activated every device's grain: a restart
-			// makes the node's memory before the run hold none.
-			if err := spawnedNodes[0].restart(); err != nil {
-				return err
-			}
-			c.node, c.mqtt = spawnedNodes[0].url, spawnedNodes[0].mqtt
+		// Registering activated every device's grain: a restart makes
+		// the nodes' memory before the run hold none.
+		if err := restartAll(ctx, spawnedNodes); err != nil {
+			return err
 		}
-		return benchConnect(ctx, &c, c.conn, creds, stdout, stderr)
+		members := []benchMember{{url: c.node, token: c.token, mqtt: c.mqtt}}
+		if len(spawnedNodes) > 0 {
+			members = members[:0]
+			for _, sp := range spawnedNodes {
+				members = append(members, benchMember{url: sp.url, token: sp.token, mqtt: sp.mqtt})
+			}
+			c.node, c.mqtt = members[0].url, members[0].mqtt
+		}
+		return benchConnect(ctx, &c, members, creds, stdout, stderr)
 	}
 	if c.rules > 0 {
 		cleanup, err := createBenchRules(ctx, c.node, c.token, c.rules)

@@ -20,7 +20,10 @@ import (
 
 // connectRun is what `bench --connect-only` measured.
 type connectRun struct {
-	Devices int      `json:"devices"`
+	Devices int `json:"devices"`
+	// Nodes is how many nodes held the sessions (round-robin); the
+	// footprints are their sums.
+	Nodes   int      `json:"nodes"`
 	Workers int      `json:"workers"`
 	Sources []string `json:"sources,omitempty"`
 	Ramp    float64  `json:"ramp,omitempty"`
@@ -84,6 +87,68 @@ func (a footprint) perDevice(b footprint, n int64) footprint {
 	return footprint{RSS: (b.RSS - a.RSS) / d, HeapInuse: (b.HeapInuse - a.HeapInuse) / d,
 		HeapLive: (b.HeapLive - a.HeapLive) / d, Stacks: (b.Stacks - a.Stacks) / d,
 		Goroutines: (b.Goroutines - a.Goroutines) / d, Sessions: (b.Sessions - a.Sessions) / d, GrainsAlive: (b.GrainsAlive - a.GrainsAlive) / d}
+}
+
+func sumFootprints(ms []map[string]float64) footprint {
+	var f footprint
+	for _, m := range ms {
+		g := footprintOf(m)
+		f.RSS += g.RSS
+		f.HeapInuse += g.HeapInuse
+		f.HeapLive += g.HeapLive
+		f.Stacks += g.Stacks
+		f.Goroutines += g.Goroutines
+		f.Sessions += g.Sessions
+		f.GrainsAlive += g.GrainsAlive
+	}
+	return f
+}
+
+// benchMember is a node the sessions of a connect-only run go to.
+type benchMember struct{ url, token, mqtt string }
+
+// scrapeAll reads every member's /metrics; ok is false when one did not
+// answer.
+func scrapeAll(ctx context.Context, members []benchMember) (ms []map[string]float64, ok bool) {
+	ok = true
+	for _, m := range members {
+		v := scrape(ctx, m.url)
+		ok = ok && len(v) > 0
+		ms = append(ms, v)
+	}
+	return ms, ok
+}
+
+// restartAll restarts the spawned nodes one at a time; a member of a
+// cluster rejoins through the next one, which is up, and the next
+// restart waits until the cluster has every member again.
+func restartAll(ctx context.Context, nodes []*spawned) error {
+	for i, sp := range nodes {
+		if len(nodes) > 1 {
+			sp.args = withJoin(sp.args, nodes[(i+1)%len(nodes)].Addr("gossip"))
+		}
+		if err := sp.restart(); err != nil {
+			return err
+		}
+		if len(nodes) > 1 {
+			if err := waitMembers(ctx, sp.url, sp.token, len(nodes)); err != nil {
+				return fmt.Errorf("%s after its restart: %w", sp.url, err)
+			}
+		}
+	}
+	return nil
+}
+
+// withJoin sets the --join of serve's args to addr.
+func withJoin(args []string, addr string) []string {
+	out := slices.Clone(args)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == "--join" {
+			out[i+1] = addr
+			return out
+		}
+	}
+	return append(out, "--join", addr)
 }
 
 // restLatency is what the REST reads measured.
@@ -164,13 +229,18 @@ func sourceAddrs(spec, broker string, sessions int) ([]string, error) {
 // sends one message, and the sessions stay idle for --hold; then the
 // node's memory is read, REST reads and an ingest burst run beside the
 // population, and every session is pinged.
-func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func(int) (string, string, string, error),
+func benchConnect(ctx context.Context, c *benchConfig, members []benchMember, creds func(int) (string, string, string, error),
 	stdout, stderr io.Writer) error {
-	r := connectRun{Devices: c.devices, Ramp: o.ramp, Hold: o.hold}
+	o := c.conn
+	r := connectRun{Devices: c.devices, Nodes: len(members), Ramp: o.ramp, Hold: o.hold}
+	brokers := make([]string, len(members))
+	for i, m := range members {
+		brokers[i] = m.mqtt
+	}
 	// The workers' stderr is copied by goroutines of os/exec.
 	stderr = &lockedWriter{w: stderr}
 	var err error
-	if r.Sources, err = sourceAddrs(o.sources, c.mqtt, c.devices); err != nil {
+	if r.Sources, err = sourceAddrs(o.sources, brokers[0], c.devices); err != nil {
 		return err
 	}
 	r.Workers = o.workers
@@ -184,17 +254,17 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 			return err
 		}
 	}
-	m0 := scrape(ctx, c.node)
-	if len(m0) == 0 {
-		return fmt.Errorf("the node's %s/metrics did not answer", c.node)
+	m0, ok := scrapeAll(ctx, members)
+	if !ok {
+		return fmt.Errorf("a node's /metrics did not answer (%d nodes)", len(members))
 	}
-	r.Before = footprintOf(m0)
+	r.Before = sumFootprints(m0)
 	fmt.Fprintf(stderr, "opening %d sessions from %d worker processes, source addresses %v, ramp %v/s …\n",
 		c.devices, r.Workers, r.Sources, o.ramp)
 	ws := make([]*benchWorker, r.Workers)
 	for w := range ws {
 		lo, hi := w*c.devices/r.Workers, (w+1)*c.devices/r.Workers
-		job := workerJob{Brokers: []string{c.mqtt}, Sources: r.Sources, First: lo, Rate: o.ramp / float64(r.Workers),
+		job := workerJob{Brokers: brokers, Sources: r.Sources, First: lo, Rate: o.ramp / float64(r.Workers),
 			Timeout: 10 * time.Second, MaxFailures: max(1, o.maxFailure/r.Workers)}
 		for i := lo; i < hi; i++ {
 			id, user, pass, err := creds(i)
@@ -252,16 +322,16 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 	if r.ConnectSeconds > 0 {
 		r.ConnectPerSec = float64(r.Connected) / r.ConnectSeconds
 	}
-	r.Commits = commitsBetween(m0, scrape(ctx, c.node))
+	r.Commits = commitsBetween(m0[0], scrape(ctx, members[0].url))
 	fmt.Fprintf(stderr, "holding %d idle sessions for %v …\n", r.Connected, o.hold)
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(o.hold):
 	}
-	m1 := scrape(ctx, c.node)
-	r.NodeGone = len(m1) == 0
-	r.After = footprintOf(m1)
+	m1, ok := scrapeAll(ctx, members)
+	r.NodeGone = !ok
+	r.After = sumFootprints(m1)
 	if !r.NodeGone {
 		r.PerDevice = r.Before.perDevice(r.After, r.Connected)
 	}
@@ -269,7 +339,7 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 	if o.burstDevs > 0 && o.burstFor > 0 {
 		fmt.Fprintf(stderr, "ingest burst: %d more devices, QoS 1, %v:\n", o.burstDevs, o.burstFor)
 		burstCreds := func(i int) (string, string, string, error) { return creds(c.devices + i) }
-		res, err := loadgen.Run(ctx, loadgen.Config{Broker: c.mqtt, Devices: o.burstDevs, Duration: o.burstFor, QoS: 1,
+		res, err := loadgen.Run(ctx, loadgen.Config{Broker: brokers[0], Brokers: brokers, Devices: o.burstDevs, Duration: o.burstFor, QoS: 1,
 			Credentials: burstCreds, Progress: stderr})
 		if err != nil {
 			return fmt.Errorf("ingest burst: %w", err)
@@ -293,7 +363,7 @@ func benchConnect(ctx context.Context, c *benchConfig, o connectOpts, creds func
 		printConnectRun(stdout, r)
 	}
 	if r.NodeGone {
-		return fmt.Errorf("the node's /metrics did not answer after the hold (%d sessions had opened, %d failed: %v)", r.Connected, r.Failed, r.Reasons)
+		return fmt.Errorf("a node's /metrics did not answer after the hold (%d sessions had opened, %d failed: %v)", r.Connected, r.Failed, r.Reasons)
 	}
 	if r.Failed > 0 || int64(r.StillOpen) != r.Connected {
 		return fmt.Errorf("%d of %d sessions failed to open (%v; first: %s), %d of %d still open at the end",
@@ -310,14 +380,18 @@ func printConnectRun(w io.Writer, r connectRun) {
 	if r.Failed > 0 {
 		fmt.Fprintf(w, ": %v, first: %s", r.Reasons, r.FirstError)
 	}
-	fmt.Fprintf(w, "), %d worker processes, sources %v\n", r.Workers, r.Sources)
+	fmt.Fprintf(w, "), %d worker processes, sources %v, %d node(s)\n", r.Workers, r.Sources, r.Nodes)
 	fmt.Fprintf(w, "connect rate: %.0f sessions/s (%.1f s, each with one QoS 1 message); node commits meanwhile: %d × %.0f requests, %.1f ms each\n",
 		r.ConnectPerSec, r.ConnectSeconds, r.Commits.Commits, r.Commits.MeanRequests, r.Commits.MeanMillis)
 	if r.NodeGone {
-		fmt.Fprintln(w, "the node's /metrics did not answer after the hold: it died or hung")
+		fmt.Fprintln(w, "a node's /metrics did not answer after the hold: it died or hung")
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "node\tbefore\tafter %v idle\tper device\n", r.Hold)
+	what := "node"
+	if r.Nodes > 1 {
+		what = fmt.Sprintf("%d nodes (sums)", r.Nodes)
+	}
+	fmt.Fprintf(tw, "%s\tbefore\tafter %v idle\tper device\n", what, r.Hold)
 	fmt.Fprintf(tw, "RSS\t%s\t%s\t%s\n", mib(r.Before.RSS), mib(r.After.RSS), kib(r.PerDevice.RSS))
 	fmt.Fprintf(tw, "Go heap in use\t%s\t%s\t%s\n", mib(r.Before.HeapInuse), mib(r.After.HeapInuse), kib(r.PerDevice.HeapInuse))
 	fmt.Fprintf(tw, "Go heap live at the last GC\t%s\t%s\t%s\n", mib(r.Before.HeapLive), mib(r.After.HeapLive), kib(r.PerDevice.HeapLive))
