@@ -42,6 +42,8 @@ type connectRun struct {
 	Before    footprint `json:"before"`
 	After     footprint `json:"after"`
 	PerDevice footprint `json:"perDevice"`
+	// NodesAfter is each node's own footprint after the hold.
+	NodesAfter []footprint `json:"nodesAfter,omitempty"`
 	// Commits is what the node's group commit did while the sessions
 	// opened (each session's connection state and first message).
 	Commits commitStats `json:"commits"`
@@ -332,6 +334,9 @@ func benchConnect(ctx context.Context, c *benchConfig, members []benchMember, cr
 	m1, ok := scrapeAll(ctx, members)
 	r.NodeGone = !ok
 	r.After = sumFootprints(m1)
+	for _, m := range m1 {
+		r.NodesAfter = append(r.NodesAfter, footprintOf(m))
+	}
 	if !r.NodeGone {
 		r.PerDevice = r.Before.perDevice(r.After, r.Connected)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,41 @@ func TestSourceAddrs(t *testing.T) {
 		if (err != nil) != tc.err || strings.Join(got, " ") != tc.want {
 			t.Errorf("sourceAddrs(%q, %q, %d) = %v, %v", tc.spec, tc.broker, tc.sessions, got, err)
 		}
+	}
+}
+
+// With --nodes the bench spawns a cluster, restarts its members one at a
+// time (so that none holds the grains registration activated), spreads
+// the sessions round-robin and sums the members' footprints: the way to
+// open more sessions from one host than one process's open-file limit.
+func TestBenchConnectOnlyCluster(t *testing.T) {
+	bin := testutil.Binary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "bench", "--connect-only", "--nodes", "2", "--devices", "20", "--json",
+		"--per-worker", "10", "--source-addrs", "none", "--hold", "1s", "--rest-gets", "5", "--burst-devices", "4", "--burst", "1s")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var r connectRun
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("bench --json output: %v\n%s", err, stdout.String())
+	}
+	if r.Nodes != 2 || r.Connected != 20 || r.StillOpen != 20 || r.Failed != 0 {
+		t.Fatalf("%d nodes, %d connected, %d still open, %d failed", r.Nodes, r.Connected, r.StillOpen, r.Failed)
+	}
+	if r.Before.GrainsAlive != 0 || r.After.Sessions-r.Before.Sessions != 20 {
+		t.Errorf("before %+v, after %+v: want no grain before and 20 sessions more after", r.Before, r.After)
+	}
+	if len(r.NodesAfter) != 2 || r.NodesAfter[0].Sessions != 10 || r.NodesAfter[1].Sessions != 10 {
+		t.Errorf("sessions per node %+v, want 10 each", r.NodesAfter)
+	}
+	if r.Ingest == nil || r.Ingest.Acked <= 0 || r.Ingest.Errors != 0 || r.REST.Failed != 0 {
+		t.Errorf("ingest burst %+v, REST %+v", r.Ingest, r.REST)
+	}
+	if n := strings.Count(stderr.String(), "restarted node pid"); n != 2 {
+		t.Errorf("%d restarts, want one per member\n%s", n, stderr.String())
 	}
 }
