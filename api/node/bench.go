@@ -155,6 +155,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&c.conn.burstDevs, "burst-devices", 100, "with --connect-only: devices of the QoS 1 ingest burst run while the sessions are open (0 = none)")
 	fs.DurationVar(&c.conn.burstFor, "burst", 5*time.Second, "with --connect-only: length of the ingest burst")
 	fs.IntVar(&c.conn.maxFailure, "max-failures", 100, "with --connect-only: stop opening sessions after this many failed")
+	fs.DurationVar(&c.conn.connTimeout, "connect-timeout", 10*time.Second, "with --connect-only: how long one session may take to be accepted and have its first message acknowledged")
 	fs.StringVar(&c.conn.workerExe, "worker-binary", "", "with --connect-only: twinmesh binary to run the client processes (default: this one)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -176,8 +177,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c.devices < 1 || c.duration <= 0 || c.nodes < 1 || c.replicas < 0 || c.rules < 0 || c.patchers < 0 {
 		return fmt.Errorf("%w: --devices, --duration and --nodes must be positive, --rules and --patch-clients not negative", errUsage)
 	}
-	if c.conn.ramp < 0 || c.conn.workers < 0 || c.conn.perWorker < 1 || c.conn.hold < 0 || c.conn.restGets < 0 || c.conn.burstDevs < 0 || c.conn.maxFailure < 1 {
-		return fmt.Errorf("%w: --ramp, --workers, --hold, --rest-gets and --burst-devices must not be negative, --per-worker and --max-failures positive", errUsage)
+	if c.conn.ramp < 0 || c.conn.workers < 0 || c.conn.perWorker < 1 || c.conn.hold < 0 || c.conn.restGets < 0 || c.conn.burstDevs < 0 || c.conn.maxFailure < 1 || c.conn.connTimeout <= 0 {
+		return fmt.Errorf("%w: --ramp, --workers, --hold, --rest-gets and --burst-devices must not be negative, --per-worker, --max-failures and --connect-timeout positive", errUsage)
 	}
 	if c.conn.only && c.coap {
 		return fmt.Errorf("%w: --connect-only measures MQTT sessions (no --coap)", errUsage)

@@ -175,6 +175,9 @@ type connectOpts struct {
 	burstFor   time.Duration
 	workerExe  string
 	maxFailure int
+	// connTimeout bounds one session's CONNECT → CONNACK and its first
+	// PUBACK.
+	connTimeout time.Duration
 }
 
 // sourceAddrs resolves --source-addrs for a broker address: "auto" is one
@@ -267,7 +270,7 @@ func benchConnect(ctx context.Context, c *benchConfig, members []benchMember, cr
 	for w := range ws {
 		lo, hi := w*c.devices/r.Workers, (w+1)*c.devices/r.Workers
 		job := workerJob{Brokers: brokers, Sources: r.Sources, First: lo, Rate: o.ramp / float64(r.Workers),
-			Timeout: 10 * time.Second, MaxFailures: max(1, o.maxFailure/r.Workers)}
+			Timeout: o.connTimeout, MaxFailures: max(1, o.maxFailure/r.Workers)}
 		for i := lo; i < hi; i++ {
 			id, user, pass, err := creds(i)
 			if err != nil {
