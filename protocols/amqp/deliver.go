@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/Azure/go-amqp"
@@ -48,7 +47,10 @@ func (w *worker) takeDirty() []string {
 func (w *worker) recount(count, bytes int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.st.Backlog, w.st.BacklogBytes = count+w.legacyCount, bytes+w.legacyBytes
+	// Entries waiting for their settlement are still in the store; they
+	// are no backlog (the flush would count them out a second time).
+	w.st.Backlog = max(count+w.legacyCount-w.settlingN, 0)
+	w.st.BacklogBytes = max(bytes+w.legacyBytes-w.settlingBytes(), 0)
 	w.svc.m.backlog.WithLabelValues(w.def.Name).Set(float64(w.st.Backlog))
 }
 
@@ -141,7 +143,7 @@ func (w *worker) pending(device string, limit int) ([]outEntry, bool, error) {
 		}
 		for _, e := range es {
 			after = e.Seq
-			if e.Endpoint != w.def.Name {
+			if e.Endpoint != w.def.Name || w.isSettling(device, e.Seq) {
 				continue
 			}
 			if len(out) == limit {
@@ -236,39 +238,15 @@ send:
 			return 0, fmt.Errorf("dead letters: %w", err)
 		}
 	}
-	// Each device's settlement is a commit of its grain: they go in
-	// parallel (at most Window devices).
-	errs := make([]error, len(batch))
-	var wg sync.WaitGroup
-	for i, b := range batch {
-		if len(b.settled) == 0 {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sctx, cancel := context.WithTimeout(ctx, w.svc.cfg.SendTimeout)
-			defer cancel()
-			errs[i] = w.svc.cfg.Grains.SettleOutbox(sctx, b.device, b.entries[0].rec.Kind, b.settled)
-		}()
-	}
-	wg.Wait()
-	var settleErr error
-	for i, b := range batch {
+	// The outbox forgets them when the next settlement flushes (a commit
+	// of each device's grain, for many windows at once).
+	for _, b := range batch {
 		n += b.delivered
-		if errs[i] != nil {
-			// Sent but still in the outbox: sent again later (a
-			// duplicate, never a loss).
-			settleErr = fmt.Errorf("settle the outbox of %s: %w", b.device, errs[i])
-			w.account(b.delivered, 0, 0, len(b.dead), 0, 0)
-			continue
-		}
-		w.account(b.delivered, 0, 0, len(b.dead), len(b.settled), b.bytes)
+		w.account(b.delivered, 0, 0, len(b.dead), 0, 0)
+		w.toSettle(b)
 	}
 	w.account(0, aged, 0, 0, 0, 0)
 	switch {
-	case settleErr != nil:
-		return n, settleErr
 	case failed != nil && errors.Is(failed, errLink):
 		return n, failed // reconnect
 	case failed != nil:

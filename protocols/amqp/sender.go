@@ -50,11 +50,18 @@ type worker struct {
 	// legacyCount and legacyBytes are what the legacy outbox in amqp.db
 	// still holds.
 	legacyCount, legacyBytes int
+	// settling holds, per device, the entries to remove from its outbox
+	// (settle.go); settlingSeqs the same entries, to skip them meanwhile.
+	settling      map[string]*pendingSettle
+	settlingSeqs  map[tryKey]struct{}
+	settlingN     int
+	settlingSince time.Time
 }
 
 func newWorker(svc *Service, def Endpoint, legacyCount, legacyBytes int) *worker {
 	w := &worker{svc: svc, def: def, wake: make(chan struct{}, 1), done: make(chan struct{}),
-		dirty: map[string]struct{}{}, tried: map[tryKey]int{}, legacyCount: legacyCount, legacyBytes: legacyBytes}
+		dirty: map[string]struct{}{}, tried: map[tryKey]int{}, legacyCount: legacyCount, legacyBytes: legacyBytes,
+		settling: map[string]*pendingSettle{}, settlingSeqs: map[tryKey]struct{}{}}
 	w.st = EndpointStatus{Endpoint: def, State: StateRetrying, Backlog: legacyCount, BacklogBytes: legacyBytes}
 	return w
 }
@@ -114,11 +121,24 @@ func (w *worker) setState(state string, err error) {
 // backoff.
 func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
+	defer func() {
+		// What the broker accepted leaves the outbox, if the node still
+		// can (else it is sent again: duplicates, never losses).
+		fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = w.flushSettle(fctx)
+	}()
 	bo := backoff{base: w.svc.cfg.BackoffBase, max: w.svc.cfg.BackoffMax}
 	for ctx.Err() == nil {
 		err := w.session(ctx, &bo)
 		if ctx.Err() != nil {
 			return
+		}
+		if w.settleDue(true) {
+			// The broker accepted them before the link failed.
+			if err := w.flushSettle(ctx); err != nil {
+				w.svc.log.Warn("amqp outbox settlement", "endpoint", w.def.Name, "err", err)
+			}
 		}
 		w.setState(StateRetrying, err)
 		if !sleep(ctx, bo.next()) {
@@ -155,6 +175,11 @@ func (w *worker) session(ctx context.Context, bo *backoff) error {
 		progressed, err := w.deliverDevices(ctx, snd, bo)
 		if err != nil {
 			return err
+		}
+		if w.settleDue(n == 0 && !progressed) {
+			if err := w.flushSettle(ctx); err != nil {
+				w.svc.log.Warn("amqp outbox settlement", "endpoint", w.def.Name, "err", err)
+			}
 		}
 		if n > 0 || progressed {
 			continue
