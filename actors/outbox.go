@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/twinmesh/twinmesh/actors/actorspb"
 	"github.com/twinmesh/twinmesh/actors/entity"
@@ -150,4 +151,19 @@ func (s *System) DeleteAMQPDefinition(ctx context.Context, key string) error {
 // AMQPDefinitions returns the AMQP definitions this member holds, by key.
 func (s *System) AMQPDefinitions() (map[string][]byte, error) {
 	return s.store.ListDocs(persistence.BucketAMQP, "")
+}
+
+// AMQPDeleted returns the keys of the AMQP definitions deleted cluster-wide
+// and not defined again since (their tombstones).
+func (s *System) AMQPDeleted() (map[string]bool, error) {
+	prefix := string(persistence.BucketAMQP) + "/"
+	docs, err := s.store.ListDocs(persistence.BucketTombstones, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(docs))
+	for k := range docs {
+		out[strings.TrimPrefix(k, prefix)] = true
+	}
+	return out, nil
 }

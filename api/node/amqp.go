@@ -24,6 +24,8 @@ func (d amqpDefs) DeleteDefinition(ctx context.Context, key string) error {
 
 func (d amqpDefs) Definitions() (map[string][]byte, error) { return d.sys.AMQPDefinitions() }
 
+func (d amqpDefs) Deleted() (map[string]bool, error) { return d.sys.AMQPDeleted() }
+
 // amqpGrains is what the AMQP endpoints' workers need of the node: the
 // grains' outboxes in its store, their settlement through the grains, and
 // which devices' grains this member owns (it sends their outboxes).

@@ -19,6 +19,9 @@ type Definitions interface {
 	DeleteDefinition(ctx context.Context, key string) error
 	// Definitions returns every definition this member holds.
 	Definitions() (map[string][]byte, error)
+	// Deleted returns the keys of the definitions deleted (tombstones)
+	// and not defined again since.
+	Deleted() (map[string]bool, error)
 }
 
 // Kinds of definitions, the first part of their keys.
@@ -287,9 +290,9 @@ func (s *Service) applyEndpoint(e Endpoint) error {
 	return nil
 }
 
-// DeleteEndpoint stops an endpoint and drops its legacy outbox. Entries
-// for it in the grains' outboxes stay there, unsent (an endpoint defined
-// again under the name sends them).
+// DeleteEndpoint stops an endpoint and drops its legacy outbox; with
+// Definitions, the scans of every member then remove the entries for it
+// from the outboxes of the devices they own (dropOrphans).
 func (s *Service) DeleteEndpoint(name string) error {
 	s.defsMu.Lock()
 	defer s.defsMu.Unlock()

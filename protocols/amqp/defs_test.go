@@ -2,10 +2,12 @@ package amqp
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twinmesh/twinmesh/actors"
 	"github.com/twinmesh/twinmesh/internal/testutil"
 	"github.com/twinmesh/twinmesh/persistence"
 )
@@ -26,6 +28,15 @@ func (d testDefs) DeleteDefinition(ctx context.Context, key string) error {
 
 func (d testDefs) Definitions() (map[string][]byte, error) {
 	return d.db.ListDocs(persistence.BucketAMQP, "")
+}
+
+func (d testDefs) Deleted() (map[string]bool, error) {
+	docs, err := d.db.ListDocs(persistence.BucketTombstones, "amqp/")
+	out := map[string]bool{}
+	for k := range docs {
+		out[strings.TrimPrefix(k, "amqp/")] = true
+	}
+	return out, err
 }
 
 // TestDefinitionsAreSharedAndMigrated: definitions an older binary kept in
@@ -51,7 +62,7 @@ func TestDefinitionsAreSharedAndMigrated(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s1, c1, _ := newService(t, Config{Path: path, Grains: g, Definitions: defs, DefsEvery: 20 * time.Millisecond})
+	s1, c1, _ := newService(t, Config{Path: path, Grains: g, Definitions: defs, DefsEvery: 20 * time.Millisecond, RescanEvery: 50 * time.Millisecond})
 	testutil.Eventually(t, 5*time.Second, "amqp.db's definitions in the catalog", func() bool {
 		docs, _ := defs.Definitions()
 		return len(docs) == 2 && docs["endpoint/e1"] != nil && docs["route/r1"] != nil
@@ -64,7 +75,7 @@ func TestDefinitionsAreSharedAndMigrated(t *testing.T) {
 		t.Fatalf("%d definitions left in amqp.db", n)
 	}
 
-	_, c2, _ := newService(t, Config{Grains: g, Definitions: defs, DefsEvery: 20 * time.Millisecond})
+	s2, c2, _ := newService(t, Config{Grains: g, Definitions: defs, DefsEvery: 20 * time.Millisecond, RescanEvery: 50 * time.Millisecond})
 	status := func(c *testutil.Client, path string) int {
 		st, _, body, err := c.Do(context.Background(), "GET", path, nil)
 		if err != nil || strings.Contains(string(body), "secret") {
@@ -85,8 +96,16 @@ func TestDefinitionsAreSharedAndMigrated(t *testing.T) {
 	if _, err := g.GetDoc(persistence.BucketTombstones, "amqp/route/r1"); err != nil {
 		t.Fatalf("no tombstone for the deleted route: %v", err)
 	}
+	// An entry for e1 (unreachable) waits in a device's outbox; deleting
+	// the endpoint drops it.
+	created, _ := json.Marshal(map[string]any{"entity": map[string]string{"kind": "device"}, "created": true})
+	emit(t, s2, actors.Event{Type: actors.EventTopology, Entity: "dx", Data: created, TS: time.Now()})
+	if out, _ := g.Outbox("dx", 0, 0); len(out) != 1 {
+		t.Fatalf("%d entries for the lifecycle route", len(out))
+	}
 	c2.MustDo(t, "DELETE", "/api/v1/endpoints/e1", nil, 204)
-	testutil.Eventually(t, 5*time.Second, "the endpoint gone on the other member", func() bool {
-		return status(c1, "/api/v1/endpoints/e1") == 404
+	testutil.Eventually(t, 5*time.Second, "the endpoint and its entries gone", func() bool {
+		out, _ := g.Outbox("dx", 0, 0)
+		return status(c1, "/api/v1/endpoints/e1") == 404 && len(out) == 0
 	})
 }

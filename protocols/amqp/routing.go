@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/twinmesh/twinmesh/actors"
@@ -145,13 +146,19 @@ func (s *Service) rescan() {
 	}
 	per := map[string]*tally{}
 	owned := map[string]bool{}
+	gone := s.deletedEndpoints()
+	orphans := map[string][]uint64{} // entries for deleted endpoints, by device
 	var last string
-	err := g.ScanOutbox(func(device []byte, _ uint64, endpoint []byte, size int) bool {
+	err := g.ScanOutbox(func(device []byte, seq uint64, endpoint []byte, size int) bool {
 		if string(device) != last {
 			last = string(device)
 			owned[last] = g.Owns(last)
 		}
 		if !owned[last] {
+			return true
+		}
+		if gone[string(endpoint)] {
+			orphans[last] = append(orphans[last], seq)
 			return true
 		}
 		t := per[string(endpoint)]
@@ -171,7 +178,6 @@ func (s *Service) rescan() {
 		return
 	}
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	for name, w := range s.workers {
 		t := per[name]
 		if t == nil {
@@ -181,6 +187,48 @@ func (s *Service) rescan() {
 		for _, d := range t.devices {
 			w.markDirty(d)
 		}
+	}
+	s.mu.RUnlock()
+	s.dropOrphans(orphans)
+}
+
+// deletedEndpoints returns the endpoints deleted cluster-wide (a tombstone,
+// and no definition since) that this member runs no worker for.
+func (s *Service) deletedEndpoints() map[string]bool {
+	d := s.cfg.Definitions
+	if d == nil {
+		return nil
+	}
+	keys, err := d.Deleted()
+	if err != nil {
+		s.log.Warn("amqp definitions: tombstones", "err", err)
+		return nil
+	}
+	gone := map[string]bool{}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for k := range keys {
+		if name, ok := strings.CutPrefix(k, kindEndpoint+"/"); ok && s.workers[name] == nil {
+			gone[name] = true
+		}
+	}
+	return gone
+}
+
+// dropOrphans removes, through their grains, the outbox entries of
+// deleted endpoints (as deleting an endpoint dropped its outbox before
+// the outboxes moved into the grains); what fails is tried at the next
+// scan.
+func (s *Service) dropOrphans(orphans map[string][]uint64) {
+	for device, seqs := range orphans {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.SendTimeout)
+		err := s.cfg.Grains.SettleOutbox(ctx, device, "", seqs)
+		cancel()
+		if err != nil {
+			s.log.Warn("amqp outbox: drop the entries of deleted endpoints", "device", device, "err", err)
+			continue
+		}
+		s.log.Info("amqp outbox: entries of deleted endpoints dropped", "device", device, "entries", len(seqs))
 	}
 }
 
