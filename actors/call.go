@@ -86,7 +86,8 @@ func (s *System) call(ctx context.Context, id, kind string, req *actorspb.Reques
 // recognises a message it stored).
 func retrySafe(req *actorspb.Request) bool {
 	switch b := req.Body.(type) {
-	case *actorspb.Request_Get, *actorspb.Request_TelemetryQuery, *actorspb.Request_InboxList, *actorspb.Request_InboxPending:
+	case *actorspb.Request_Get, *actorspb.Request_TelemetryQuery, *actorspb.Request_InboxList, *actorspb.Request_InboxPending,
+		*actorspb.Request_OutboxSettle: // deleting an absent entry changes nothing
 		return true
 	case *actorspb.Request_Telemetry:
 		return b.Telemetry.GetMessageId() != ""
@@ -119,6 +120,8 @@ func opName(req *actorspb.Request) string {
 		return "inbox"
 	case *actorspb.Request_Alert:
 		return "alert"
+	case *actorspb.Request_OutboxSettle:
+		return "outbox-settle"
 	case *actorspb.Request_Call:
 		return "call"
 	case *actorspb.Request_Timer:

@@ -48,6 +48,9 @@ type grain struct {
 	// wrongKind is set when the entity is stored with another kind than
 	// this grain's: it answers NotFound until it passivates.
 	wrongKind bool
+	// outSeq is the sequence of the last outbox entry this activation
+	// wrote (0: none yet; routeOps reads the stored one first).
+	outSeq uint64
 
 	cancelTick scheduler.CancelFunc
 	timers     *scheduler.TimerScheduler
@@ -197,6 +200,12 @@ func (g *grain) handle(ctx actor.Context, req *actorspb.Request) {
 	case *actorspb.Request_InboxList:
 		g.respondConfirmed(ctx, g.inboxList())
 		return
+	case *actorspb.Request_OutboxSettle:
+		g.respond(ctx, g.settleOutbox(b.OutboxSettle))
+		if g.fenced {
+			ctx.Stop(ctx.Self())
+		}
+		return
 	}
 	g.run(ctx, req, true)
 }
@@ -213,9 +222,25 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 	var reply *actorspb.Response
 	stop, wrote := false, res != nil && len(res.Ops) > 0
 	acked := false // the request's own write is durable: its answer stands
+	router := g.sys.activeRouter()
 	for first := true; res != nil; first = false {
-		if len(res.Ops) > 0 {
-			if err := g.commit(sctx, res.What(), res.Ops); err != nil {
+		var routed []persistence.Op
+		if router != nil && len(res.Events) > 0 {
+			var err error
+			if routed, err = g.routeOps(router, res); err != nil {
+				// Nothing is committed: the request fails as a commit
+				// would (the caller retries; no event goes out unrouted).
+				g.core.Abort(res)
+				if first && answer {
+					reply = entity.ErrorResponse(errcode.Wrap(errcode.Unavailable, err))
+				} else {
+					g.log.Warn("route events failed; state unchanged", "what", res.What(), "err", err)
+				}
+				break
+			}
+		}
+		if len(res.Ops) > 0 || len(routed) > 0 {
+			if err := g.commit(sctx, res.What(), res.Ops, routed...); err != nil {
 				g.core.Abort(res)
 				g.diverged = !g.fenced
 				if first && answer {
@@ -225,6 +250,9 @@ func (g *grain) run(ctx actor.Context, msg any, answer bool) {
 				}
 				break
 			}
+		}
+		if len(routed) > 0 {
+			router.Stored(g.id)
 		}
 		g.effects(ctx, res)
 		if first {
@@ -331,11 +359,16 @@ func (g *grain) superseded() *actorspb.Response {
 // commit writes ops of this grain, fenced by the activation's epoch,
 // through the replication layer when the node is clustered. Every write of
 // a grain goes through here.
-func (g *grain) commit(ctx context.Context, what string, eops []entity.Op) error {
-	ops := make([]persistence.Op, len(eops))
+func (g *grain) commit(ctx context.Context, what string, eops []entity.Op, extra ...persistence.Op) error {
+	ops := make([]persistence.Op, len(eops), len(eops)+len(extra))
 	for i, o := range eops {
 		ops[i] = storeOp(o)
 	}
+	return g.commitOps(ctx, what, append(ops, extra...))
+}
+
+// commitOps is commit for ops already in the store's form.
+func (g *grain) commitOps(ctx context.Context, what string, ops []persistence.Op) error {
 	var err error
 	switch r := g.sys.cfg.Replication; {
 	case r == nil:
@@ -386,8 +419,7 @@ func storeOp(o entity.Op) persistence.Op {
 // effects carries out what a committed result asks for besides its reply.
 func (g *grain) effects(ctx actor.Context, res *entity.Result) {
 	for _, e := range res.Events {
-		g.sys.publish(Event{Type: e.Type, Entity: e.Entity, Kind: e.Kind, Version: e.Version, Section: e.Section,
-			SectionVersion: e.SectionVersion, Data: e.Data, TS: e.TS, Telemetry: e.Telemetry})
+		g.sys.publish(publicEvent(e))
 	}
 	for _, s := range res.Sends {
 		g.send(ctx, s)

@@ -145,6 +145,8 @@ type System struct {
 	// keepPayloads: telemetry carries the device's bytes to the grain
 	// (KeepTelemetryPayloads).
 	keepPayloads atomic.Bool
+	// router matches grains' events against message routes (SetRouter).
+	router atomic.Pointer[Router]
 
 	actors  *actor.ActorSystem
 	cluster *pcluster.Cluster

@@ -364,7 +364,7 @@ func (p *Placement) enforceTombstones(ctx context.Context, ops []persistence.Wir
 			if e, err := p.cfg.Store.GetEntity(key); err == nil && !e.UpdatedAt.After(ts.At) {
 				dels = append(dels, persistence.DeleteEntity(key))
 			}
-		case string(persistence.BucketRules), string(persistence.BucketGrants), string(persistence.BucketModels):
+		case string(persistence.BucketRules), string(persistence.BucketGrants), string(persistence.BucketModels), string(persistence.BucketAMQP):
 			if _, err := p.cfg.Store.GetDoc(persistence.Bucket(kind), key); err == nil {
 				dels = append(dels, persistence.DeleteDoc(persistence.Bucket(kind), key))
 			}

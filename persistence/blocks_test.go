@@ -308,8 +308,8 @@ func TestBlockMigration(t *testing.T) {
 	}
 	var keys int
 	_ = db.Bolt().View(func(tx *bbolt.Tx) error {
-		if v, _ := readSchema(tx); v != 8 {
-			t.Errorf("schema %d after open, want 8", v)
+		if v, _ := readSchema(tx); v != SchemaVersion {
+			t.Errorf("schema %d after open, want %d", v, SchemaVersion)
 		}
 		keys = tx.Bucket(bktTelemetry).Stats().KeyN
 		return nil

@@ -177,7 +177,7 @@ func DeleteEntity(id string) Op {
 }
 
 // ResetGrainData removes what a snapshot copy of grain id replaces here:
-// its twin, inbox and warm telemetry (the entity, its contributions and its
+// its twin, inbox, outbox and warm telemetry (the entity, its contributions and its
 // epoch fence stay). A claim that copies the newest owner's state puts it
 // before the first page: records only this node held are writes of an
 // older owner that were never acknowledged (the newest copy holds every
@@ -195,6 +195,9 @@ func ResetGrainData(id string) Op {
 			return err
 		}
 		if err := deleteWhere(tx.Bucket(bktInbox), rangeStart(id), nil); err != nil {
+			return err
+		}
+		if err := deleteWhere(tx.Bucket(bktOutbox), rangeStart(id), nil); err != nil {
 			return err
 		}
 		if err := deleteWhere(tx.Bucket(bktTelemetry), rangeStart(id), nil); err != nil {

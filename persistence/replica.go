@@ -3,9 +3,11 @@ package persistence
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	"go.etcd.io/bbolt"
@@ -22,6 +24,7 @@ type GrainState struct {
 	Telemetry       int   `json:"telemetry"`       // number of warm telemetry records of the id
 	NewestTelemetry int64 `json:"newestTelemetry"` // unix ns of the newest record, 0 if none
 	Inbox           int   `json:"inbox"`           // number of inbox messages
+	Outbox          int   `json:"outbox"`          // number of outbox entries
 }
 
 // GrainState returns what this node holds of grain id, read in one
@@ -56,6 +59,10 @@ func (db *DB) GrainState(id string) (GrainState, error) {
 		for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
 			st.Inbox++
 		}
+		c = tx.Bucket(bktOutbox).Cursor()
+		for ok, _ := c.Seek(prefix); ok != nil && bytes.HasPrefix(ok, prefix); ok, _ = c.Next() {
+			st.Outbox++
+		}
 		return nil
 	})
 	if err != nil {
@@ -84,7 +91,8 @@ func twinVersion(doc []byte) int64 {
 
 // GrainSnapshot returns wire ops that recreate id's grain-scoped data on
 // another node: when afterNS == 0 first a twin.put of the stored twin (if
-// any) and an inbox.put per inbox message, then telemetry ops for records
+// any), an inbox.put per inbox message and an outbox.put per outbox entry,
+// then telemetry ops for records
 // with timestamp > afterNS, oldest first, at most limit telemetry ops; next
 // is the ns of the last telemetry record returned, or 0 when there are no
 // more.
@@ -133,6 +141,12 @@ func (db *DB) GrainSnapshot(id string, afterNS int64, limit int) (ops []WireOp, 
 			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 				ops = append(ops, WireOp{T: wireInboxPut, K: id, V: bytes.Clone(v)})
 			}
+			c = tx.Bucket(bktOutbox).Cursor()
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				if len(k) == len(prefix)+8 {
+					ops = append(ops, WireOp{T: wireOutboxPut, K: id, K2: strconv.FormatUint(binary.BigEndian.Uint64(k[len(prefix):]), 10), V: bytes.Clone(v)})
+				}
+			}
 		}
 		n, last := 0, int64(-1)
 		var serr error
@@ -180,6 +194,7 @@ var catalogSections = []struct {
 	{string(BucketTokens), []byte(BucketTokens), wireDocPut},
 	{string(BucketModels), []byte(BucketModels), wireDocPut},
 	{string(BucketJobs), []byte(BucketJobs), wireDocPut},
+	{string(BucketAMQP), []byte(BucketAMQP), wireDocPut},
 }
 
 // CatalogSnapshot returns the catalog (every entity, identity and document

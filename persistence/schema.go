@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this binary writes. Open migrates older files
 // up to it and refuses newer ones with ErrSchemaTooNew.
-const SchemaVersion = 8
+const SchemaVersion = 9
 
 // Bucket names inside the bbolt file.
 var (
@@ -23,6 +23,7 @@ var (
 	bktTelemetry  = []byte("telemetry") // device NUL be64(unix ns) be32(seq) → record or block of records
 	bktInbox      = []byte("inbox")     // device NUL messageID → JSON
 	bktEpochs     = []byte("epochs")    // grain id → Epoch, binary (encodeEpoch) or JSON (schema 2)
+	bktOutbox     = []byte("outbox")    // device NUL be64(seq) → endpoint NUL message (outbox.go)
 	keySchema     = []byte("schema")
 )
 
@@ -73,6 +74,17 @@ func migrations() []migration {
 		// file here would hold it in one transaction's memory. A binary
 		// that knows schema 7 would not read the blocks.
 		{to: 8, name: "telemetry blocks", apply: func(*bbolt.Tx) error { return nil }},
+		// A binary that knows schema 8 would neither copy the outboxes to
+		// a grain's new replica nor send what they hold, nor copy the AMQP
+		// definitions to a joining member.
+		{to: 9, name: "create outbox and amqp buckets", apply: func(tx *bbolt.Tx) error {
+			for _, b := range [][]byte{bktOutbox, []byte(BucketAMQP)} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 	}
 }
 
@@ -91,7 +103,7 @@ func ensureBuckets(tx *bbolt.Tx) error {
 // allBuckets lists every bucket of the current schema (SchemaVersion).
 func allBuckets() [][]byte {
 	return [][]byte{bktMeta, bktTwins, bktEntities, bktChildren, bktVia, bktIdentities,
-		bktTelemetry, bktTelemetryLog, bktInbox, bktEpochs,
+		bktTelemetry, bktTelemetryLog, bktInbox, bktEpochs, bktOutbox, []byte(BucketAMQP),
 		[]byte(BucketRules), []byte(BucketAlerts), []byte(BucketContrib), []byte(BucketGrants), []byte(BucketTombstones),
 		[]byte(BucketGrains), []byte(BucketMembers), []byte(BucketTokens), []byte(BucketModels), []byte(BucketJobs)}
 }

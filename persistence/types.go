@@ -103,13 +103,18 @@ const (
 	// definition and progress, and one outcome per device it selected, so
 	// that the member that takes a job over resumes it where it was left.
 	BucketJobs Bucket = "jobs"
+	// BucketAMQP holds the AMQP endpoints, routes and ingresses (CONTRACT
+	// section 8), keyed "endpoint/<name>", "route/<name>",
+	// "ingress/<name>": cluster-wide, so a definition PUT on one member
+	// works on all (schema 9).
+	BucketAMQP Bucket = "amqp"
 )
 
 // valid reports whether b is one of the document buckets.
 func (b Bucket) valid() bool {
 	switch b {
 	case BucketRules, BucketAlerts, BucketContrib, BucketGrants, BucketTombstones, BucketGrains, BucketMembers,
-		BucketTokens, BucketModels, BucketJobs:
+		BucketTokens, BucketModels, BucketJobs, BucketAMQP:
 		return true
 	}
 	return false

@@ -16,10 +16,10 @@ import (
 // encoding/json, which replaces the bad bytes with U+FFFD. V is the exact
 // stored value, so a replica stores the same bytes as the owner.
 type WireOp struct {
-	T  string `json:"t"`            // "twin.put","twin.del","entity.put","entity.del","identity.put","identity.del","telemetry","inbox.put","inbox.del","doc.put","doc.del"
+	T  string `json:"t"`            // "twin.put","twin.del","entity.put","entity.del","identity.put","identity.del","telemetry","inbox.put","inbox.del","doc.put","doc.del","outbox.put","outbox.del"
 	B  string `json:"b,omitempty"`  // bucket, for doc ops
 	K  string `json:"k"`            // id / device id / doc key
-	K2 string `json:"k2,omitempty"` // message id for inbox.del
+	K2 string `json:"k2,omitempty"` // message id for inbox.del, decimal seq for outbox ops
 	V  []byte `json:"v,omitempty"`  // twin doc, doc bytes, or the JSON of the Entity / Identity / TelemetryRecord / InboxMessage
 }
 
@@ -36,6 +36,8 @@ const (
 	wireInboxDel    = "inbox.del"
 	wireDocPut      = "doc.put"
 	wireDocDel      = "doc.del"
+	wireOutboxPut   = "outbox.put"
+	wireOutboxDel   = "outbox.del"
 )
 
 // Wire returns the wire form of op, so that a committed op can be shipped to
@@ -107,6 +109,8 @@ func FromWire(w WireOp) Op {
 		return PutDoc(Bucket(w.B), w.K, v)
 	case wireDocDel:
 		return DeleteDoc(Bucket(w.B), w.K)
+	case wireOutboxPut, wireOutboxDel:
+		return outboxFromWire(w)
 	case wireEntityPut:
 		var e Entity
 		if err := decodeWire(w, &e); err != nil {
@@ -175,6 +179,10 @@ func checkWire(w WireOp) error {
 		}
 	case wireInboxDel:
 		return checkKeyLen(w.K, w.K2)
+	case wireOutboxPut, wireOutboxDel:
+		if len(w.K)+outboxSuffix > bbolt.MaxKeySize {
+			return fmt.Errorf("%w: device id of %d bytes is too long", ErrInvalid, len(w.K))
+		}
 	default:
 		return checkKeyLen(w.K)
 	}

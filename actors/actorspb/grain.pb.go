@@ -50,6 +50,7 @@ type Request struct {
 	//	*Request_Alert
 	//	*Request_Call
 	//	*Request_Timer
+	//	*Request_OutboxSettle
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -236,6 +237,15 @@ func (x *Request) GetTimer() *TimerFire {
 	return nil
 }
 
+func (x *Request) GetOutboxSettle() *OutboxSettle {
+	if x != nil {
+		if x, ok := x.Body.(*Request_OutboxSettle); ok {
+			return x.OutboxSettle
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -304,6 +314,10 @@ type Request_Timer struct {
 	Timer *TimerFire `protobuf:"bytes,16,opt,name=timer,proto3,oneof"`
 }
 
+type Request_OutboxSettle struct {
+	OutboxSettle *OutboxSettle `protobuf:"bytes,17,opt,name=outbox_settle,json=outboxSettle,proto3,oneof"`
+}
+
 func (*Request_Get) isRequest_Body() {}
 
 func (*Request_PutEntity) isRequest_Body() {}
@@ -335,6 +349,8 @@ func (*Request_Alert) isRequest_Body() {}
 func (*Request_Call) isRequest_Body() {}
 
 func (*Request_Timer) isRequest_Body() {}
+
+func (*Request_OutboxSettle) isRequest_Body() {}
 
 // Get reads the twin document.
 type Get struct {
@@ -1180,6 +1196,53 @@ func (*InboxList) Descriptor() ([]byte, []int) {
 	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{14}
 }
 
+// OutboxSettle removes entries of the grain's outbox (AMQP routes): the
+// broker accepted them, or they became dead letters or too old. The grain
+// commits the removal, so it reaches the grain's replicas.
+type OutboxSettle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seqs          []uint64               `protobuf:"varint,1,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxSettle) Reset() {
+	*x = OutboxSettle{}
+	mi := &file_actors_actorspb_grain_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxSettle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxSettle) ProtoMessage() {}
+
+func (x *OutboxSettle) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_actorspb_grain_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxSettle.ProtoReflect.Descriptor instead.
+func (*OutboxSettle) Descriptor() ([]byte, []int) {
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *OutboxSettle) GetSeqs() []uint64 {
+	if x != nil {
+		return x.Seqs
+	}
+	return nil
+}
+
 // AlertChange acknowledges an alert (ack) or clears it because its rule was
 // deleted (retire).
 type AlertChange struct {
@@ -1192,7 +1255,7 @@ type AlertChange struct {
 
 func (x *AlertChange) Reset() {
 	*x = AlertChange{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[15]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1267,7 @@ func (x *AlertChange) String() string {
 func (*AlertChange) ProtoMessage() {}
 
 func (x *AlertChange) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[15]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1280,7 @@ func (x *AlertChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertChange.ProtoReflect.Descriptor instead.
 func (*AlertChange) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{15}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AlertChange) GetId() string {
@@ -1246,7 +1309,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[16]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1321,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[16]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1334,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{16}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Call) GetName() string {
@@ -1301,7 +1364,7 @@ type TimerFire struct {
 
 func (x *TimerFire) Reset() {
 	*x = TimerFire{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[17]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1376,7 @@ func (x *TimerFire) String() string {
 func (*TimerFire) ProtoMessage() {}
 
 func (x *TimerFire) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[17]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1389,7 @@ func (x *TimerFire) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFire.ProtoReflect.Descriptor instead.
 func (*TimerFire) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{17}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TimerFire) GetName() string {
@@ -1369,7 +1432,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[18]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1444,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[18]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1457,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{18}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Response) GetCode() int32 {
@@ -1464,7 +1527,7 @@ type Notify struct {
 
 func (x *Notify) Reset() {
 	*x = Notify{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[19]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1539,7 @@ func (x *Notify) String() string {
 func (*Notify) ProtoMessage() {}
 
 func (x *Notify) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[19]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1552,7 @@ func (x *Notify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notify.ProtoReflect.Descriptor instead.
 func (*Notify) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{19}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Notify) GetFrom() string {
@@ -1583,7 +1646,7 @@ type PointAgg struct {
 
 func (x *PointAgg) Reset() {
 	*x = PointAgg{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[20]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1658,7 @@ func (x *PointAgg) String() string {
 func (*PointAgg) ProtoMessage() {}
 
 func (x *PointAgg) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[20]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1671,7 @@ func (x *PointAgg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PointAgg.ProtoReflect.Descriptor instead.
 func (*PointAgg) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{20}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PointAgg) GetMin() float64 {
@@ -1657,7 +1720,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[21]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1732,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[21]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1745,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{21}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Contribution) GetEdge() string {
@@ -1744,7 +1807,7 @@ type GatewayState struct {
 
 func (x *GatewayState) Reset() {
 	*x = GatewayState{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[22]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1819,7 @@ func (x *GatewayState) String() string {
 func (*GatewayState) ProtoMessage() {}
 
 func (x *GatewayState) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[22]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1832,7 @@ func (x *GatewayState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayState.ProtoReflect.Descriptor instead.
 func (*GatewayState) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{22}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GatewayState) GetOnline() bool {
@@ -1788,7 +1851,7 @@ type Move struct {
 
 func (x *Move) Reset() {
 	*x = Move{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[23]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +1863,7 @@ func (x *Move) String() string {
 func (*Move) ProtoMessage() {}
 
 func (x *Move) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[23]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +1876,7 @@ func (x *Move) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Move.ProtoReflect.Descriptor instead.
 func (*Move) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{23}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{24}
 }
 
 // EntityMessage is a plugin message from one entity to another.
@@ -1827,7 +1890,7 @@ type EntityMessage struct {
 
 func (x *EntityMessage) Reset() {
 	*x = EntityMessage{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[24]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1902,7 @@ func (x *EntityMessage) String() string {
 func (*EntityMessage) ProtoMessage() {}
 
 func (x *EntityMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[24]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1915,7 @@ func (x *EntityMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityMessage.ProtoReflect.Descriptor instead.
 func (*EntityMessage) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{24}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EntityMessage) GetName() string {
@@ -1882,7 +1945,7 @@ type MemberRequest struct {
 
 func (x *MemberRequest) Reset() {
 	*x = MemberRequest{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[25]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +1957,7 @@ func (x *MemberRequest) String() string {
 func (*MemberRequest) ProtoMessage() {}
 
 func (x *MemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[25]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +1970,7 @@ func (x *MemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRequest.ProtoReflect.Descriptor instead.
 func (*MemberRequest) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{25}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MemberRequest) GetOp() string {
@@ -1939,7 +2002,7 @@ type MemberResponse struct {
 
 func (x *MemberResponse) Reset() {
 	*x = MemberResponse{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[26]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2014,7 @@ func (x *MemberResponse) String() string {
 func (*MemberResponse) ProtoMessage() {}
 
 func (x *MemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[26]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2027,7 @@ func (x *MemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberResponse.ProtoReflect.Descriptor instead.
 func (*MemberResponse) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{26}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MemberResponse) GetStatus() int32 {
@@ -2007,7 +2070,7 @@ type MemberNotify struct {
 
 func (x *MemberNotify) Reset() {
 	*x = MemberNotify{}
-	mi := &file_actors_actorspb_grain_proto_msgTypes[27]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2082,7 @@ func (x *MemberNotify) String() string {
 func (*MemberNotify) ProtoMessage() {}
 
 func (x *MemberNotify) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_actorspb_grain_proto_msgTypes[27]
+	mi := &file_actors_actorspb_grain_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2095,7 @@ func (x *MemberNotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberNotify.ProtoReflect.Descriptor instead.
 func (*MemberNotify) Descriptor() ([]byte, []int) {
-	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{27}
+	return file_actors_actorspb_grain_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MemberNotify) GetOp() string {
@@ -2053,7 +2116,7 @@ var File_actors_actorspb_grain_proto protoreflect.FileDescriptor
 
 const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"\n" +
-	"\x1bactors/actorspb/grain.proto\x12\x0ftwinmesh.actors\"\xb7\a\n" +
+	"\x1bactors/actorspb/grain.proto\x12\x0ftwinmesh.actors\"\xfd\a\n" +
 	"\aRequest\x12(\n" +
 	"\x03get\x18\x01 \x01(\v2\x14.twinmesh.actors.GetH\x00R\x03get\x12;\n" +
 	"\n" +
@@ -2076,7 +2139,8 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"inbox_list\x18\r \x01(\v2\x1a.twinmesh.actors.InboxListH\x00R\tinboxList\x124\n" +
 	"\x05alert\x18\x0e \x01(\v2\x1c.twinmesh.actors.AlertChangeH\x00R\x05alert\x12+\n" +
 	"\x04call\x18\x0f \x01(\v2\x15.twinmesh.actors.CallH\x00R\x04call\x122\n" +
-	"\x05timer\x18\x10 \x01(\v2\x1a.twinmesh.actors.TimerFireH\x00R\x05timerB\x06\n" +
+	"\x05timer\x18\x10 \x01(\v2\x1a.twinmesh.actors.TimerFireH\x00R\x05timer\x12D\n" +
+	"\routbox_settle\x18\x11 \x01(\v2\x1d.twinmesh.actors.OutboxSettleH\x00R\foutboxSettleB\x06\n" +
 	"\x04body\"\x05\n" +
 	"\x03Get\"\a\n" +
 	"\x05Touch\"\b\n" +
@@ -2143,7 +2207,9 @@ const file_actors_actorspb_grain_proto_rawDesc = "" +
 	"\fInboxPending\" \n" +
 	"\x0eInboxDelivered\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\v\n" +
-	"\tInboxList\"/\n" +
+	"\tInboxList\"\"\n" +
+	"\fOutboxSettle\x12\x12\n" +
+	"\x04seqs\x18\x01 \x03(\x04R\x04seqs\"/\n" +
 	"\vAlertChange\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\bR\x03ack\".\n" +
@@ -2214,7 +2280,7 @@ func file_actors_actorspb_grain_proto_rawDescGZIP() []byte {
 	return file_actors_actorspb_grain_proto_rawDescData
 }
 
-var file_actors_actorspb_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_actors_actorspb_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_actors_actorspb_grain_proto_goTypes = []any{
 	(*Request)(nil),        // 0: twinmesh.actors.Request
 	(*Get)(nil),            // 1: twinmesh.actors.Get
@@ -2231,22 +2297,23 @@ var file_actors_actorspb_grain_proto_goTypes = []any{
 	(*InboxPending)(nil),   // 12: twinmesh.actors.InboxPending
 	(*InboxDelivered)(nil), // 13: twinmesh.actors.InboxDelivered
 	(*InboxList)(nil),      // 14: twinmesh.actors.InboxList
-	(*AlertChange)(nil),    // 15: twinmesh.actors.AlertChange
-	(*Call)(nil),           // 16: twinmesh.actors.Call
-	(*TimerFire)(nil),      // 17: twinmesh.actors.TimerFire
-	(*Response)(nil),       // 18: twinmesh.actors.Response
-	(*Notify)(nil),         // 19: twinmesh.actors.Notify
-	(*PointAgg)(nil),       // 20: twinmesh.actors.PointAgg
-	(*Contribution)(nil),   // 21: twinmesh.actors.Contribution
-	(*GatewayState)(nil),   // 22: twinmesh.actors.GatewayState
-	(*Move)(nil),           // 23: twinmesh.actors.Move
-	(*EntityMessage)(nil),  // 24: twinmesh.actors.EntityMessage
-	(*MemberRequest)(nil),  // 25: twinmesh.actors.MemberRequest
-	(*MemberResponse)(nil), // 26: twinmesh.actors.MemberResponse
-	(*MemberNotify)(nil),   // 27: twinmesh.actors.MemberNotify
-	nil,                    // 28: twinmesh.actors.Telemetry.PropertiesEntry
-	nil,                    // 29: twinmesh.actors.InboxSend.PropertiesEntry
-	nil,                    // 30: twinmesh.actors.Contribution.PointsEntry
+	(*OutboxSettle)(nil),   // 15: twinmesh.actors.OutboxSettle
+	(*AlertChange)(nil),    // 16: twinmesh.actors.AlertChange
+	(*Call)(nil),           // 17: twinmesh.actors.Call
+	(*TimerFire)(nil),      // 18: twinmesh.actors.TimerFire
+	(*Response)(nil),       // 19: twinmesh.actors.Response
+	(*Notify)(nil),         // 20: twinmesh.actors.Notify
+	(*PointAgg)(nil),       // 21: twinmesh.actors.PointAgg
+	(*Contribution)(nil),   // 22: twinmesh.actors.Contribution
+	(*GatewayState)(nil),   // 23: twinmesh.actors.GatewayState
+	(*Move)(nil),           // 24: twinmesh.actors.Move
+	(*EntityMessage)(nil),  // 25: twinmesh.actors.EntityMessage
+	(*MemberRequest)(nil),  // 26: twinmesh.actors.MemberRequest
+	(*MemberResponse)(nil), // 27: twinmesh.actors.MemberResponse
+	(*MemberNotify)(nil),   // 28: twinmesh.actors.MemberNotify
+	nil,                    // 29: twinmesh.actors.Telemetry.PropertiesEntry
+	nil,                    // 30: twinmesh.actors.InboxSend.PropertiesEntry
+	nil,                    // 31: twinmesh.actors.Contribution.PointsEntry
 }
 var file_actors_actorspb_grain_proto_depIdxs = []int32{
 	1,  // 0: twinmesh.actors.Request.get:type_name -> twinmesh.actors.Get
@@ -2262,23 +2329,24 @@ var file_actors_actorspb_grain_proto_depIdxs = []int32{
 	12, // 10: twinmesh.actors.Request.inbox_pending:type_name -> twinmesh.actors.InboxPending
 	13, // 11: twinmesh.actors.Request.inbox_delivered:type_name -> twinmesh.actors.InboxDelivered
 	14, // 12: twinmesh.actors.Request.inbox_list:type_name -> twinmesh.actors.InboxList
-	15, // 13: twinmesh.actors.Request.alert:type_name -> twinmesh.actors.AlertChange
-	16, // 14: twinmesh.actors.Request.call:type_name -> twinmesh.actors.Call
-	17, // 15: twinmesh.actors.Request.timer:type_name -> twinmesh.actors.TimerFire
-	7,  // 16: twinmesh.actors.Telemetry.points:type_name -> twinmesh.actors.Point
-	28, // 17: twinmesh.actors.Telemetry.properties:type_name -> twinmesh.actors.Telemetry.PropertiesEntry
-	29, // 18: twinmesh.actors.InboxSend.properties:type_name -> twinmesh.actors.InboxSend.PropertiesEntry
-	21, // 19: twinmesh.actors.Notify.contrib:type_name -> twinmesh.actors.Contribution
-	22, // 20: twinmesh.actors.Notify.gateway:type_name -> twinmesh.actors.GatewayState
-	23, // 21: twinmesh.actors.Notify.move:type_name -> twinmesh.actors.Move
-	24, // 22: twinmesh.actors.Notify.message:type_name -> twinmesh.actors.EntityMessage
-	30, // 23: twinmesh.actors.Contribution.points:type_name -> twinmesh.actors.Contribution.PointsEntry
-	20, // 24: twinmesh.actors.Contribution.PointsEntry.value:type_name -> twinmesh.actors.PointAgg
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	16, // 13: twinmesh.actors.Request.alert:type_name -> twinmesh.actors.AlertChange
+	17, // 14: twinmesh.actors.Request.call:type_name -> twinmesh.actors.Call
+	18, // 15: twinmesh.actors.Request.timer:type_name -> twinmesh.actors.TimerFire
+	15, // 16: twinmesh.actors.Request.outbox_settle:type_name -> twinmesh.actors.OutboxSettle
+	7,  // 17: twinmesh.actors.Telemetry.points:type_name -> twinmesh.actors.Point
+	29, // 18: twinmesh.actors.Telemetry.properties:type_name -> twinmesh.actors.Telemetry.PropertiesEntry
+	30, // 19: twinmesh.actors.InboxSend.properties:type_name -> twinmesh.actors.InboxSend.PropertiesEntry
+	22, // 20: twinmesh.actors.Notify.contrib:type_name -> twinmesh.actors.Contribution
+	23, // 21: twinmesh.actors.Notify.gateway:type_name -> twinmesh.actors.GatewayState
+	24, // 22: twinmesh.actors.Notify.move:type_name -> twinmesh.actors.Move
+	25, // 23: twinmesh.actors.Notify.message:type_name -> twinmesh.actors.EntityMessage
+	31, // 24: twinmesh.actors.Contribution.points:type_name -> twinmesh.actors.Contribution.PointsEntry
+	21, // 25: twinmesh.actors.Contribution.PointsEntry.value:type_name -> twinmesh.actors.PointAgg
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_actors_actorspb_grain_proto_init() }
@@ -2303,6 +2371,7 @@ func file_actors_actorspb_grain_proto_init() {
 		(*Request_Alert)(nil),
 		(*Request_Call)(nil),
 		(*Request_Timer)(nil),
+		(*Request_OutboxSettle)(nil),
 	}
 	file_actors_actorspb_grain_proto_msgTypes[5].OneofWrappers = []any{}
 	file_actors_actorspb_grain_proto_msgTypes[7].OneofWrappers = []any{
@@ -2310,7 +2379,7 @@ func file_actors_actorspb_grain_proto_init() {
 		(*Point_Flag)(nil),
 		(*Point_Text)(nil),
 	}
-	file_actors_actorspb_grain_proto_msgTypes[19].OneofWrappers = []any{
+	file_actors_actorspb_grain_proto_msgTypes[20].OneofWrappers = []any{
 		(*Notify_Contrib)(nil),
 		(*Notify_Gateway)(nil),
 		(*Notify_Move)(nil),
@@ -2322,7 +2391,7 @@ func file_actors_actorspb_grain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_actorspb_grain_proto_rawDesc), len(file_actors_actorspb_grain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

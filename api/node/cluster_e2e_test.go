@@ -42,13 +42,14 @@ type cmember struct {
 }
 
 // ceStart starts a node named name on data, joining join (a gossip
-// address) when it is not empty.
-func ceStart(t *testing.T, name, label, data, join string) *cmember {
+// address) when it is not empty, with extra flags.
+func ceStart(t *testing.T, name, label, data, join string, extra ...string) *cmember {
 	t.Helper()
 	args := []string{"--node-name", name, "--replicas", "2"}
 	if join != "" {
 		args = append(args, "--join", join)
 	}
+	args = append(args, extra...)
 	m := &cmember{name: name, label: label, data: data, started: time.Now()}
 	m.node = testutil.Start(t, data, args...)
 	m.ready = time.Now()

@@ -64,6 +64,7 @@ type serveConfig struct {
 	AMQPMaxTries       int
 	AMQPCredit         int
 	AMQPMaxMessage     int
+	AMQPBackoffMax     time.Duration
 	LogLevel           string
 	LogFormat          string
 	Pprof              bool
@@ -125,6 +126,7 @@ func serveFlags(c *serveConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.AMQPMaxTries, "amqp-max-tries", 5, "a message an AMQP broker rejects this many times goes to the endpoint's dead letters")
 	fs.IntVar(&c.AMQPCredit, "amqp-credit", 32, "AMQP ingress messages in flight per ingress (link credit)")
 	fs.IntVar(&c.AMQPMaxMessage, "amqp-max-message", 256<<10, "largest AMQP ingress message body in bytes")
+	fs.DurationVar(&c.AMQPBackoffMax, "amqp-backoff-max", 30*time.Second, "longest wait between an AMQP endpoint's retries (the first waits 200ms, then each doubles, with jitter)")
 	fs.IntVar(&c.MaxPoints, "max-points", 64, "most telemetry point names per device")
 	fs.IntVar(&c.MaxPointsPerMsg, "max-points-per-message", 64, "most telemetry points in one message")
 	fs.IntVar(&c.MaxPointName, "max-point-name", 64, "longest telemetry point name, in bytes")
@@ -286,6 +288,7 @@ func (c *serveConfig) checkRanges() error {
 		{"max-token-lifetime", c.MaxTokenLifetime, time.Minute, 100 * 365 * 24 * time.Hour},
 		{"coap-presence-window", c.COAPPresenceWindow, time.Second, 24 * time.Hour},
 		{"amqp-outbox-age", c.AMQPOutboxAge, 0, 100 * 365 * 24 * time.Hour},
+		{"amqp-backoff-max", c.AMQPBackoffMax, 200 * time.Millisecond, 24 * time.Hour},
 	}
 	for _, f := range durs {
 		if f.v < f.min || f.v > f.max {

@@ -294,12 +294,15 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, err
 	}
-	// AMQP 1.0 routes out and ingress in (CONTRACT section 8): the outbox
-	// is written from the event sink, so it hears events from Start on;
-	// its store closes after the actor system stopped.
+	// AMQP 1.0 routes out and ingress in (CONTRACT section 8): grains
+	// match their events against the routes and write what they route to
+	// their outbox in the same commit; the endpoints' workers send the
+	// outboxes of the grains this member owns. Its store closes after the
+	// actor system stopped.
 	amqpSvc, err := amqpio.New(amqpio.Config{Path: filepath.Join(c.Data, "amqp.db"), Backend: n.sys,
+		Grains: amqpGrains{db: n.db, sys: n.sys, place: n.place}, Definitions: amqpDefs{n.sys},
 		Bounds:   amqpio.Bounds{MaxCount: c.AMQPOutboxMessages, MaxBytes: c.AMQPOutboxBytes, MaxAge: c.AMQPOutboxAge},
-		MaxTries: c.AMQPMaxTries, Credit: c.AMQPCredit, MaxMessageBytes: c.AMQPMaxMessage,
+		MaxTries: c.AMQPMaxTries, Credit: c.AMQPCredit, MaxMessageBytes: c.AMQPMaxMessage, BackoffMax: c.AMQPBackoffMax,
 		KeepPayloads: n.sys.KeepTelemetryPayloads,
 		Tags:         func(id string) (map[string]any, error) { return storedTags(n.db, id) },
 		Logger:       log.With("component", "amqp"), Registerer: reg})
@@ -311,7 +314,8 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 			log.Error("close amqp store", "err", err)
 		}
 	})
-	n.sys.OnEvent(amqpSvc.HandleEvent)
+	n.sys.OnEvent(amqpSvc.HandleEvent) // the tags cache
+	n.sys.SetRouter(amqpSvc)
 	// The device sessions of this node: the MQTT adapter (listening once
 	// the catalog is synced), or none.
 	var ms *mqtt.Server

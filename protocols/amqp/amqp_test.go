@@ -53,6 +53,9 @@ func newService(t *testing.T, cfg Config) (*Service, *testutil.Client, *syncBuf)
 		cfg.Path = t.TempDir() + "/amqp.db"
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	if cfg.Grains == nil {
+		cfg.Grains = newTestGrains(t)
+	}
 	if cfg.BackoffBase == 0 {
 		cfg.BackoffBase, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	}
@@ -145,13 +148,13 @@ func TestRoutesOutWithConditionAndRedaction(t *testing.T) {
 	}
 
 	// The sink gets events as the actor system publishes them.
-	s.HandleEvent(telemetry("d1", map[string]any{"temp": 25.0}))                                           // routed
-	s.HandleEvent(telemetry("d1", map[string]any{"temp": 10.0}))                                           // too cold
-	s.HandleEvent(telemetry("x1", map[string]any{"temp": 30.0}))                                           // wrong device
-	s.HandleEvent(telemetry("d2", map[string]any{"hum": 30.0}))                                            // no temp: the condition errs, no match
-	s.HandleEvent(actors.Event{Type: actors.EventAlert, Entity: "d1", Data: []byte(`{}`), TS: time.Now()}) // disabled route
+	emit(t, s, telemetry("d1", map[string]any{"temp": 25.0}))                                           // routed
+	emit(t, s, telemetry("d1", map[string]any{"temp": 10.0}))                                           // too cold
+	emit(t, s, telemetry("x1", map[string]any{"temp": 30.0}))                                           // wrong device
+	emit(t, s, telemetry("d2", map[string]any{"hum": 30.0}))                                            // no temp: the condition errs, no match
+	emit(t, s, actors.Event{Type: actors.EventAlert, Entity: "d1", Data: []byte(`{}`), TS: time.Now()}) // disabled route
 	created, _ := json.Marshal(map[string]any{"entity": map[string]string{"kind": "device"}, "created": true})
-	s.HandleEvent(actors.Event{Type: actors.EventTopology, Entity: "d3", Data: created, TS: time.Now()})
+	emit(t, s, actors.Event{Type: actors.EventTopology, Entity: "d3", Data: created, TS: time.Now()})
 
 	msgs := consume(t, rb.URL(), "/queue/routes-out", 3, 3*time.Second)
 	if len(msgs) != 2 {
@@ -195,7 +198,7 @@ func TestAMQPSWithCA(t *testing.T) {
 	c.MustDo(t, "PUT", "/api/v1/endpoints/untrusted", fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/tls-out"}`, rb.TLSURL()), 200)
 	c.MustDo(t, "PUT", "/api/v1/routes/a", `{"source":"telemetry","endpoint":"tls","enabled":true}`, 200)
 	c.MustDo(t, "PUT", "/api/v1/routes/b", `{"source":"telemetry","endpoint":"untrusted","enabled":true}`, 200)
-	s.HandleEvent(telemetry("d1", map[string]any{"v": 1.0}))
+	emit(t, s, telemetry("d1", map[string]any{"v": 1.0}))
 	var ok, bad EndpointStatus
 	testutil.Eventually(t, 10*time.Second, "delivered over amqps", func() bool {
 		_ = json.Unmarshal(c.MustDo(t, "GET", "/api/v1/endpoints/tls", nil, 200), &ok)

@@ -9,30 +9,6 @@ import (
 	"strconv"
 )
 
-// PutIngress creates or replaces an ingress and (re)starts its consumer.
-func (s *Service) PutIngress(g Ingress) error {
-	if err := g.Check(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	old := s.ingresses[g.Name]
-	s.mu.Unlock()
-	if old != nil && old.alive {
-		old.stop()
-		<-old.done
-	}
-	if err := s.st.putDef(bucketIngress, g.Name, g); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := newIngress(s, g)
-	s.ingresses[g.Name] = n
-	s.startIngress(n)
-	s.log.Info("amqp ingress defined", "ingress", g.Name, "url", RedactURL(g.URL), "address", g.Address, "under", g.Under)
-	return nil
-}
-
 // IngressDef returns an ingress's status, its URL redacted.
 func (s *Service) IngressDef(name string) (IngressStatus, error) {
 	s.mu.RLock()
@@ -54,22 +30,6 @@ func (s *Service) Ingresses() []IngressStatus {
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-// DeleteIngress stops and removes an ingress.
-func (s *Service) DeleteIngress(name string) error {
-	s.mu.Lock()
-	g := s.ingresses[name]
-	delete(s.ingresses, name)
-	s.mu.Unlock()
-	if g == nil {
-		return ErrNotFound
-	}
-	if g.alive {
-		g.stop()
-		<-g.done
-	}
-	return s.st.deleteDef(bucketIngress, name)
 }
 
 // Mount adds the REST surface of CONTRACT section 8 to mux, each handler

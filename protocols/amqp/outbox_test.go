@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/Azure/go-amqp"
 
 	"github.com/twinmesh/twinmesh/internal/testutil"
 )
@@ -28,7 +31,7 @@ func TestBrokerRestartKeepsEverythingInOrder(t *testing.T) {
 	emit := func(from, to int) {
 		for n := from; n < to; n++ {
 			for d := range devices {
-				s.HandleEvent(telemetry("dev"+strconv.Itoa(d), map[string]any{"n": float64(n)}))
+				emit(t, s, telemetry("dev"+strconv.Itoa(d), map[string]any{"n": float64(n)}))
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -79,8 +82,8 @@ func TestBrokerRestartKeepsEverythingInOrder(t *testing.T) {
 }
 
 // TestOutboxBoundDropsAndCounts fills an unreachable endpoint's outbox past
-// its bound: the excess is dropped and counted; the outbox survives a
-// restart of the service.
+// its bound: the excess is dropped and counted (not written to the grain's
+// outbox); the outbox survives a restart of the service.
 func TestOutboxBoundDropsAndCounts(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -93,7 +96,7 @@ func TestOutboxBoundDropsAndCounts(t *testing.T) {
 	c.MustDo(t, "PUT", "/api/v1/endpoints/gone", fmt.Sprintf(`{"type":"amqp","url":"amqp://%s","address":"/queue/x"}`, dead), 200)
 	c.MustDo(t, "PUT", "/api/v1/routes/all", `{"source":"telemetry","endpoint":"gone","enabled":true}`, 200)
 	for n := range 15 {
-		s.HandleEvent(telemetry("d1", map[string]any{"n": float64(n)}))
+		emit(t, s, telemetry("d1", map[string]any{"n": float64(n)}))
 	}
 	var st EndpointStatus
 	testutil.Eventually(t, 5*time.Second, "10 kept, 5 dropped", func() bool {
@@ -103,29 +106,74 @@ func TestOutboxBoundDropsAndCounts(t *testing.T) {
 	if st.State != StateRetrying || st.LastError == "" {
 		t.Fatalf("state %q, last error %q", st.State, st.LastError)
 	}
-	var entries []entry
-	testutil.Eventually(t, 5*time.Second, "10 in the outbox file", func() bool {
-		entries, err = s.st.peek("gone", 100)
-		return err == nil && len(entries) == 10
-	})
+	g := s.cfg.Grains.(*testGrains)
+	entries, err := g.Outbox("d1", 0, 100)
+	if err != nil || len(entries) != 10 {
+		t.Fatalf("%d entries in the outbox (%v), want 10", len(entries), err)
+	}
 	for i, e := range entries {
+		var r record
+		_ = json.Unmarshal(e.Data, &r)
 		var b struct{ Points map[string]float64 }
-		_ = json.Unmarshal(e.rec.Body, &b)
-		if int(b.Points["n"]) != i {
-			t.Fatalf("outbox entry %d holds message %v", i, b.Points["n"])
+		_ = json.Unmarshal(r.Body, &b)
+		if int(b.Points["n"]) != i || e.Endpoint != "gone" {
+			t.Fatalf("outbox entry %d holds message %v for %q", i, b.Points["n"], e.Endpoint)
 		}
 	}
 	// Definitions and outbox survive a restart.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := New(Config{Path: path})
+	s2, err := New(Config{Path: path, Grains: g})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s2.Close()
+	s2.rescan()
 	eps := s2.Endpoints()
 	if len(eps) != 1 || eps[0].Backlog != 10 || len(s2.Routes()) != 1 || s2.enabled.Load() != 1 {
 		t.Fatalf("after a restart: %+v, routes %+v", eps, s2.Routes())
 	}
+}
+
+// TestOnlyTheOwnerSends: a device whose grain another member owns is not
+// sent from here, though its outbox is in this member's store (a replica's
+// copy); once this member owns it (the owner died), the next scan finds
+// the outbox and sends it, in order.
+func TestOnlyTheOwnerSends(t *testing.T) {
+	rb := testutil.RabbitMQ(t)
+	s, c, _ := newService(t, Config{RescanEvery: 100 * time.Millisecond})
+	g := s.cfg.Grains.(*testGrains)
+	g.setOwner("theirs", false)
+	c.MustDo(t, "PUT", "/api/v1/endpoints/own", fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/owner"}`, rb.URL()), 200)
+	c.MustDo(t, "PUT", "/api/v1/routes/all", `{"source":"telemetry","endpoint":"own","enabled":true}`, 200)
+	for n := range 3 {
+		emit(t, s, telemetry("mine", map[string]any{"n": float64(n)}), telemetry("theirs", map[string]any{"n": float64(n)}))
+	}
+	seen := func(msgs []*amqp.Message) map[string][]int {
+		out := map[string][]int{}
+		for _, m := range msgs {
+			dev, _ := m.Annotations["iothub-connection-device-id"].(string)
+			var b struct{ Points map[string]float64 }
+			_ = json.Unmarshal(m.GetData(), &b)
+			out[dev] = append(out[dev], int(b.Points["n"]))
+		}
+		return out
+	}
+	got := seen(consume(t, rb.URL(), "/queue/owner", 10, 2*time.Second))
+	if !reflect.DeepEqual(got, map[string][]int{"mine": {0, 1, 2}}) {
+		t.Fatalf("before the takeover: %v", got)
+	}
+	if left, _ := g.Outbox("theirs", 0, 0); len(left) != 3 {
+		t.Fatalf("the other member's device: %d entries here, want 3", len(left))
+	}
+	g.setOwner("theirs", true)
+	got = seen(consume(t, rb.URL(), "/queue/owner", 10, 3*time.Second))
+	if !reflect.DeepEqual(got, map[string][]int{"theirs": {0, 1, 2}}) {
+		t.Fatalf("after the takeover: %v", got)
+	}
+	testutil.Eventually(t, 5*time.Second, "the outbox emptied", func() bool {
+		left, _ := g.Outbox("theirs", 0, 0)
+		return len(left) == 0
+	})
 }

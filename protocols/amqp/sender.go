@@ -40,11 +40,29 @@ type worker struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	alive bool
+	// dirty holds the devices whose grain outbox may hold entries for this
+	// endpoint (bounded by the devices with entries).
+	dirty map[string]struct{}
+	// tried counts the tries of entries not accepted yet (heads of their
+	// devices' outboxes, at most one per device but for a window cut by a
+	// failed link).
+	tried map[tryKey]int
+	// legacyCount and legacyBytes are what the legacy outbox in amqp.db
+	// still holds.
+	legacyCount, legacyBytes int
+	// settling holds, per device, the entries to remove from its outbox
+	// (settle.go); settlingSeqs the same entries, to skip them meanwhile.
+	settling      map[string]*pendingSettle
+	settlingSeqs  map[tryKey]struct{}
+	settlingN     int
+	settlingSince time.Time
 }
 
-func newWorker(svc *Service, def Endpoint, count, bytes int) *worker {
-	w := &worker{svc: svc, def: def, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	w.st = EndpointStatus{Endpoint: def, State: StateRetrying, Backlog: count, BacklogBytes: bytes}
+func newWorker(svc *Service, def Endpoint, legacyCount, legacyBytes int) *worker {
+	w := &worker{svc: svc, def: def, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		dirty: map[string]struct{}{}, tried: map[tryKey]int{}, legacyCount: legacyCount, legacyBytes: legacyBytes,
+		settling: map[string]*pendingSettle{}, settlingSeqs: map[tryKey]struct{}{}}
+	w.st = EndpointStatus{Endpoint: def, State: StateRetrying, Backlog: legacyCount, BacklogBytes: legacyBytes}
 	return w
 }
 
@@ -103,11 +121,24 @@ func (w *worker) setState(state string, err error) {
 // backoff.
 func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
+	defer func() {
+		// What the broker accepted leaves the outbox, if the node still
+		// can (else it is sent again: duplicates, never losses).
+		fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = w.flushSettle(fctx)
+	}()
 	bo := backoff{base: w.svc.cfg.BackoffBase, max: w.svc.cfg.BackoffMax}
 	for ctx.Err() == nil {
 		err := w.session(ctx, &bo)
 		if ctx.Err() != nil {
 			return
+		}
+		if w.settleDue(true) {
+			// The broker accepted them before the link failed.
+			if err := w.flushSettle(ctx); err != nil {
+				w.svc.log.Warn("amqp outbox settlement", "endpoint", w.def.Name, "err", err)
+			}
 		}
 		w.setState(StateRetrying, err)
 		if !sleep(ctx, bo.next()) {
@@ -135,11 +166,22 @@ func (w *worker) session(ctx context.Context, bo *backoff) error {
 	age := time.NewTicker(time.Second)
 	defer age.Stop()
 	for {
-		n, err := w.deliverBatch(ctx, snd, bo)
+		n := 0
+		if w.hasLegacy() {
+			if n, err = w.deliverLegacy(ctx, snd, bo); err != nil {
+				return err
+			}
+		}
+		progressed, err := w.deliverDevices(ctx, snd, bo)
 		if err != nil {
 			return err
 		}
-		if n > 0 {
+		if w.settleDue(n == 0 && !progressed) {
+			if err := w.flushSettle(ctx); err != nil {
+				w.svc.log.Warn("amqp outbox settlement", "endpoint", w.def.Name, "err", err)
+			}
+		}
+		if n > 0 || progressed {
 			continue
 		}
 		select {
@@ -151,12 +193,27 @@ func (w *worker) session(ctx context.Context, bo *backoff) error {
 	}
 }
 
-// deliverBatch sends up to Window messages pipelined on the link, waits for
-// their outcomes in order and settles the outbox; n is how many left it.
-func (w *worker) deliverBatch(ctx context.Context, snd *amqp.Sender, bo *backoff) (int, error) {
+// hasLegacy reports whether the legacy outbox may hold entries.
+func (w *worker) hasLegacy() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.legacyCount > 0
+}
+
+// deliverLegacy sends up to Window messages of the legacy outbox (amqp.db,
+// written by binaries before the grain outbox) pipelined on the link,
+// waits for their outcomes in order and settles that outbox; n is how many
+// left it. It stops being called once that outbox is empty.
+func (w *worker) deliverLegacy(ctx context.Context, snd *amqp.Sender, bo *backoff) (int, error) {
 	entries, err := w.svc.st.peek(w.def.Name, w.svc.cfg.Window)
-	if err != nil || len(entries) == 0 {
+	if err != nil {
 		return 0, err
+	}
+	if len(entries) == 0 {
+		w.mu.Lock()
+		w.legacyCount, w.legacyBytes = 0, 0
+		w.mu.Unlock()
+		return 0, nil
 	}
 	now := w.svc.cfg.Now()
 	var done [][]byte
@@ -216,6 +273,9 @@ func (w *worker) deliverBatch(ctx context.Context, snd *amqp.Sender, bo *backoff
 		return 0, err
 	}
 	w.account(len(done)-aged, aged, len(retried), len(dead), len(done)+len(dead), doneBytes)
+	w.mu.Lock()
+	w.legacyCount, w.legacyBytes = max(w.legacyCount-len(done)-len(dead), 0), max(w.legacyBytes-doneBytes, 0)
+	w.mu.Unlock()
 	if sendErr != nil && !retryLater {
 		return 0, sendErr // the link failed: reconnect
 	}
@@ -238,8 +298,8 @@ func (w *worker) account(delivered, aged, retried, dead, left, leftBytes int) {
 	w.st.Dropped += int64(aged)
 	w.st.Retried += int64(retried)
 	w.st.DeadLettered += int64(dead)
-	w.st.Backlog -= left
-	w.st.BacklogBytes -= leftBytes
+	w.st.Backlog = max(w.st.Backlog-left, 0)
+	w.st.BacklogBytes = max(w.st.BacklogBytes-leftBytes, 0)
 	m, n := w.svc.m, w.def.Name
 	m.delivered.WithLabelValues(n).Add(float64(delivered))
 	m.dropped.WithLabelValues(n).Add(float64(aged))

@@ -33,9 +33,22 @@ type Config struct {
 	// BackoffBase and BackoffMax shape the retry delays (default 200ms, 30s).
 	BackoffBase, BackoffMax time.Duration
 	Window                  int           // messages in flight per endpoint (default 64)
-	QueueLen                int           // events waiting for the outbox writer (default 8192)
 	DialTimeout             time.Duration // default 10s
 	SendTimeout             time.Duration // wait for a settlement (default 30s)
+	// Grains holds the grains' outboxes, which RouteEvents fills (the Service
+	// is the actor system's Router) and the endpoints' workers send; nil:
+	// only the legacy outbox of Path is sent.
+	Grains Grains
+	// RescanEvery is how often the outboxes of the store are scanned for
+	// the devices this member owns (default 2s): how soon a new owner
+	// sends what a dead member left.
+	RescanEvery time.Duration
+	// Definitions keeps endpoints, routes and ingresses cluster-wide;
+	// nil: in the Path file, for this member only.
+	Definitions Definitions
+	// DefsEvery is how often definitions written on other members are
+	// looked for (default 1s).
+	DefsEvery time.Duration
 	// Credit bounds the ingress messages in flight per ingress (default 32).
 	Credit int
 	// MaxMessageBytes is the largest ingress message body (default 256 KiB).
@@ -70,7 +83,6 @@ func (c *Config) defaults() {
 	def(&c.Bounds.MaxBytes, 64<<20)
 	def(&c.MaxTries, 5)
 	def(&c.Window, 64)
-	def(&c.QueueLen, 8192)
 	def(&c.Credit, 32)
 	def(&c.MaxMessageBytes, 256<<10)
 	defd(&c.BackoffBase, 200*time.Millisecond)
@@ -78,6 +90,8 @@ func (c *Config) defaults() {
 	defd(&c.DialTimeout, 10*time.Second)
 	defd(&c.SendTimeout, 30*time.Second)
 	defd(&c.TagsTTL, 30*time.Second)
+	defd(&c.RescanEvery, 2*time.Second)
+	defd(&c.DefsEvery, time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -94,14 +108,18 @@ type Service struct {
 	m    *metrics
 	tags *tagCache // devices' tags for conditions; nil without Config.Tags
 
-	queue chan queued // events matched by a route, waiting for the outbox writer
-	// enabled counts the enabled routes: with none, HandleEvent returns
-	// before it looks at the event (it runs inside every grain's commit
-	// path).
+	// enabled counts the enabled routes: with none, grains do not call
+	// RouteEvents (it runs inside every grain's commit path).
 	enabled atomic.Int32
 	// telemetryRoutes: whether an enabled route takes telemetry; without
 	// one a telemetry event is not looked at (not even re-encoded).
 	telemetryRoutes atomic.Bool
+
+	// defsMu serialises the changes of definitions (REST and defsPoller);
+	// applied holds the catalog documents applied, by key.
+	defsMu   sync.Mutex
+	applied  map[string]string
+	migrated bool
 
 	mu        sync.RWMutex
 	ctx       context.Context // the Start context; nil before Start
@@ -122,7 +140,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, st: st, m: newMetrics(cfg.Registerer),
-		queue: make(chan queued, cfg.QueueLen), workers: map[string]*worker{},
+		workers: map[string]*worker{}, applied: map[string]string{},
 		routes: map[string]*compiledRoute{}, ingresses: map[string]*ingress{}}
 	if cfg.Tags != nil {
 		s.tags = newTagCache(cfg.Tags, cfg.TagsTTL, 100_000, cfg.Now)
@@ -163,10 +181,11 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("load amqp definitions: %w", err)
 	}
 	s.countEnabled()
+	s.syncDefs(false) // the cluster's definitions (moved from amqp.db once running)
 	return s, nil
 }
 
-// Start runs the outbox writer, the endpoint workers and the ingress
+// Start runs the outbox scan, the endpoint workers and the ingress
 // consumers until ctx ends or Close.
 func (s *Service) Start(ctx context.Context) {
 	s.mu.Lock()
@@ -174,7 +193,11 @@ func (s *Service) Start(ctx context.Context) {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.ctx = ctx
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.writer(ctx) }()
+	go func() { defer s.wg.Done(); s.rescanner(ctx) }()
+	if s.cfg.Definitions != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.defsPoller(ctx) }()
+	}
 	for _, w := range s.workers {
 		s.startWorker(w)
 	}
@@ -185,7 +208,7 @@ func (s *Service) Start(ctx context.Context) {
 
 // startWorker runs w under the Start context; callers hold s.mu.
 func (s *Service) startWorker(w *worker) {
-	if s.ctx == nil {
+	if s.ctx == nil || s.closed {
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -195,7 +218,7 @@ func (s *Service) startWorker(w *worker) {
 }
 
 func (s *Service) startIngress(g *ingress) {
-	if s.ctx == nil {
+	if s.ctx == nil || s.closed {
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -234,168 +257,17 @@ func (s *Service) Close() error {
 	return s.st.close()
 }
 
-// HandleEvent is an actors.EventSink: it matches the event against the
-// routes and queues the matches for the outbox writer. It never blocks: a
-// full queue drops the message and counts it.
+// HandleEvent is an actors.EventSink: it keeps the tags cache up to date
+// (routing itself happens in the grain, see RouteEvents).
 func (s *Service) HandleEvent(e actors.Event) {
 	if s.tags != nil {
 		s.tags.observe(e) // also for remote events and with no route
-	}
-	if e.Remote || s.enabled.Load() == 0 || (e.Type == actors.EventTelemetry && !s.telemetryRoutes.Load()) {
-		return // the member hosting the grain routes it; no route
-	}
-	source, msg, ok := classify(e)
-	if !ok {
-		return
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var body, tags map[string]any // decoded once, for the first condition
-	for _, r := range s.routes {
-		if !r.Enabled || r.Source != source {
-			continue
-		}
-		if r.prog != nil && body == nil {
-			body = conditionBody(msg)
-		}
-		if r.tags && tags == nil {
-			tags = map[string]any{}
-			if s.tags != nil {
-				var err error
-				if tags, err = s.tags.get(e.Entity); err != nil {
-					s.log.Warn("amqp route: device tags", "device", e.Entity, "err", err)
-				}
-			}
-		}
-		ok, err := r.match(source, e, msg, body, tags)
-		if err != nil {
-			s.m.condErrors.WithLabelValues(r.Name).Inc()
-			continue
-		}
-		if !ok {
-			continue
-		}
-		ts := e.TS
-		if ts.IsZero() {
-			ts = s.cfg.Now()
-		}
-		m := msg
-		m.Device, m.Source, m.Enqueued = e.Entity, messageSource[source], ts.UTC()
-		q := queued{endpoint: r.Endpoint, rec: record{Route: r.Name, outMessage: m}}
-		select {
-		case s.queue <- q:
-		default:
-			s.m.dropped.WithLabelValues(r.Endpoint).Inc()
-			if w := s.workers[r.Endpoint]; w != nil {
-				w.mu.Lock()
-				w.st.Dropped++
-				w.mu.Unlock()
-			}
-		}
-	}
-}
-
-// writer moves queued messages into the outboxes, many per transaction.
-func (s *Service) writer(ctx context.Context) {
-	batch := make([]queued, 0, 256)
-	for {
-		select {
-		case <-ctx.Done():
-			// What is queued at shutdown still goes to the outbox.
-			for {
-				batch = batch[:0]
-				for len(batch) < cap(batch) {
-					select {
-					case q := <-s.queue:
-						batch = append(batch, q)
-						continue
-					default:
-					}
-					break
-				}
-				if len(batch) == 0 {
-					return
-				}
-				s.writeBatch(batch)
-			}
-		case q := <-s.queue:
-			batch = append(batch[:0], q)
-		}
-	drain:
-		for len(batch) < cap(batch) {
-			select {
-			case q := <-s.queue:
-				batch = append(batch, q)
-			default:
-				break drain
-			}
-		}
-		s.writeBatch(batch)
-	}
-}
-
-func (s *Service) writeBatch(batch []queued) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	written, sizes, err := s.st.appendOutbox(batch, func(endpoint string, size int) bool {
-		w := s.workers[endpoint]
-		if w == nil {
-			s.m.dropped.WithLabelValues(endpoint).Inc() // the route names no endpoint
-			return false
-		}
-		return w.admit(size)
-	})
-	if err != nil {
-		// The transaction rolled back: what it admitted is lost, counted
-		// as dropped, and its reservations are given back.
-		s.log.Error("amqp outbox write", "err", err, "messages", len(batch))
-		for i, q := range written {
-			w := s.workers[q.endpoint]
-			w.account(0, 1, 0, 0, 1, sizes[i])
-		}
-		return
-	}
-	for _, q := range written {
-		s.workers[q.endpoint].notify()
 	}
 }
 
 // ErrConflict: a definition refers to something that does not exist (a
 // route's endpoint).
 var ErrConflict = errors.New("conflict")
-
-// PutEndpoint creates or replaces an endpoint; its outbox is kept and its
-// worker restarted with the new definition.
-func (s *Service) PutEndpoint(e Endpoint) error {
-	if err := e.Check(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	old := s.workers[e.Name]
-	s.mu.Unlock()
-	if old != nil && old.alive {
-		old.stop()
-		<-old.done
-	}
-	if err := s.st.putDef(bucketEndpoints, e.Name, e); err != nil {
-		return err
-	}
-	n, b, err := s.st.stats(e.Name)
-	if err != nil {
-		return err
-	}
-	w := newWorker(s, e, n, b)
-	if old != nil {
-		st := old.status()
-		w.st.Delivered, w.st.Retried, w.st.Dropped, w.st.DeadLettered = st.Delivered, st.Retried, st.Dropped, st.DeadLettered
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.workers[e.Name] = w
-	s.startWorker(w)
-	s.log.Info("amqp endpoint defined", "endpoint", e.Name, "url", RedactURL(e.URL), "address", e.Address)
-	return nil
-}
 
 // Endpoint returns an endpoint's status; ErrNotFound when undefined.
 func (s *Service) Endpoint(name string) (EndpointStatus, error) {
@@ -418,22 +290,6 @@ func (s *Service) Endpoints() []EndpointStatus {
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-// DeleteEndpoint stops an endpoint and drops its outbox.
-func (s *Service) DeleteEndpoint(name string) error {
-	s.mu.Lock()
-	w := s.workers[name]
-	delete(s.workers, name)
-	s.mu.Unlock()
-	if w == nil {
-		return ErrNotFound
-	}
-	if w.alive {
-		w.stop()
-		<-w.done
-	}
-	return s.st.deleteDef(bucketEndpoints, name)
 }
 
 // DeadLetters returns up to limit dead letters of an endpoint.
@@ -477,25 +333,6 @@ func (s *Service) countEnabled() {
 	}
 }
 
-// PutRoute creates or replaces a route; its endpoint must exist.
-func (s *Service) PutRoute(r Route) error {
-	if err := r.Check(); err != nil {
-		return err
-	}
-	p, _ := compileCondition(r.Condition)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.workers[r.Endpoint] == nil {
-		return fmt.Errorf("%w: endpoint %q does not exist", ErrConflict, r.Endpoint)
-	}
-	if err := s.st.putDef(bucketRoutes, r.Name, r); err != nil {
-		return err
-	}
-	s.routes[r.Name] = newCompiledRoute(r, p)
-	s.countEnabled()
-	return nil
-}
-
 // Route returns a route; ErrNotFound when undefined.
 func (s *Service) Route(name string) (Route, error) {
 	s.mu.RLock()
@@ -517,16 +354,4 @@ func (s *Service) Routes() []Route {
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-// DeleteRoute removes a route.
-func (s *Service) DeleteRoute(name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.routes[name] == nil {
-		return ErrNotFound
-	}
-	delete(s.routes, name)
-	s.countEnabled()
-	return s.st.deleteDef(bucketRoutes, name)
 }

@@ -18,14 +18,20 @@ var (
 	bucketEndpoints = []byte("endpoints")
 	bucketRoutes    = []byte("routes")
 	bucketIngress   = []byte("ingress")
-	bucketOutbox    = []byte("outbox") // one nested bucket per endpoint, keyed by sequence
-	bucketDead      = []byte("dead")   // one nested bucket per endpoint
+	// bucketOutbox is the outbox of the binaries before the grain outbox
+	// (persistence schema 9): one nested bucket per endpoint, keyed by
+	// sequence. Nothing writes it now; its workers drain what is left.
+	bucketOutbox = []byte("outbox")
+	bucketDead   = []byte("dead") // one nested bucket per endpoint
 )
 
 // record is one outbox or dead-letter entry.
 type record struct {
 	outMessage
 	Route string `json:"r"`
+	// Kind is the device's kind (grain outbox entries: the grain that
+	// settles the entry is addressed by it).
+	Kind  string `json:"k,omitempty"`
 	Tries int    `json:"n,omitempty"`
 	// Error is why a dead letter is dead (the broker's rejection).
 	Error string    `json:"e,omitempty"`
@@ -91,50 +97,45 @@ func (s *store) deleteDef(bucket []byte, name string) error {
 	})
 }
 
+// namedDefs calls fn with every definition of a bucket and its name.
+func (s *store) namedDefs(bucket []byte, fn func(name string, raw []byte) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error { return fn(string(k), v) })
+	})
+}
+
+// forgetDefs removes definitions from a bucket (moved to the cluster's
+// catalog), keeping the outboxes.
+func (s *store) forgetDefs(bucket []byte, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, n := range names {
+			if err := tx.Bucket(bucket).Delete([]byte(n)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// dropLegacyOutbox deletes an endpoint's legacy outbox, if any.
+func (s *store) dropLegacyOutbox(endpoint string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketOutbox).DeleteBucket([]byte(endpoint))
+		if errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return nil
+		}
+		return err
+	})
+}
+
 // defs decodes every definition of a bucket through fn.
 func (s *store) defs(bucket []byte, fn func(raw []byte) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(_, v []byte) error { return fn(v) })
 	})
-}
-
-// queued is a message on its way into an endpoint's outbox.
-type queued struct {
-	endpoint string
-	rec      record
-}
-
-// appendOutbox writes a batch in one transaction. admit is asked, per
-// message, whether the endpoint's bound leaves room for size more bytes;
-// refused messages are not written.
-func (s *store) appendOutbox(batch []queued, admit func(endpoint string, size int) bool) (written []queued, sizes []int, err error) {
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		written, sizes = written[:0], sizes[:0]
-		ob := tx.Bucket(bucketOutbox)
-		for _, q := range batch {
-			b, err := json.Marshal(q.rec)
-			if err != nil {
-				return err
-			}
-			if !admit(q.endpoint, len(b)) {
-				continue
-			}
-			eb, err := ob.CreateBucketIfNotExists([]byte(q.endpoint))
-			if err != nil {
-				return err
-			}
-			seq, err := eb.NextSequence()
-			if err != nil {
-				return err
-			}
-			if err := eb.Put(seqKey(seq), b); err != nil {
-				return err
-			}
-			written, sizes = append(written, q), append(sizes, len(b))
-		}
-		return nil
-	})
-	return written, sizes, err
 }
 
 func seqKey(n uint64) []byte {
@@ -213,6 +214,30 @@ func (s *store) settle(endpoint string, done [][]byte, retried, dead []entry) er
 				return err
 			}
 			if err := eb.Delete(e.key); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// addDead appends dead letters to an endpoint's list.
+func (s *store) addDead(endpoint string, recs []record) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		db, err := tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(endpoint))
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			seq, err := db.NextSequence()
+			if err != nil {
+				return err
+			}
+			b, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := db.Put(seqKey(seq), b); err != nil {
 				return err
 			}
 		}

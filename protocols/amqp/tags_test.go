@@ -90,9 +90,11 @@ func TestTagCache(t *testing.T) {
 }
 
 // TestTelemetryUntouchedWithoutATelemetryRoute: with routes for other
-// sources only, a telemetry event costs HandleEvent no allocation (its
-// points are not re-encoded) and queues nothing; KeepPayloads follows
-// whether a telemetry route is enabled.
+// sources only, a telemetry event costs RouteEvents (called in the grain,
+// before its commit) no allocation (its points are not re-encoded) and
+// routes nothing; without an enabled route the Service is not Active, so
+// grains do not call it at all; KeepPayloads follows whether a telemetry
+// route is enabled.
 func TestTelemetryUntouchedWithoutATelemetryRoute(t *testing.T) {
 	var keep []bool
 	s, err := New(Config{Path: t.TempDir() + "/amqp.db", KeepPayloads: func(on bool) { keep = append(keep, on) }})
@@ -108,23 +110,30 @@ func TestTelemetryUntouchedWithoutATelemetryRoute(t *testing.T) {
 	}
 	e := actors.Event{Type: actors.EventTelemetry, Entity: "d1", Telemetry: &actorspb.Telemetry{
 		Points: entity.PointsProto(map[string]any{"t": 1.0}), ContentType: "application/json"}}
-	if n := testing.AllocsPerRun(100, func() { s.HandleEvent(e) }); n != 0 {
-		t.Fatalf("HandleEvent of telemetry without a telemetry route: %v allocations", n)
+	evs := []actors.Event{e}
+	var routed []actors.OutboxMessage
+	if n := testing.AllocsPerRun(100, func() { routed = s.RouteEvents(evs) }); n != 0 {
+		t.Fatalf("RouteEvents of telemetry without a telemetry route: %v allocations", n)
 	}
-	if len(s.queue) != 0 {
-		t.Fatalf("%d messages queued", len(s.queue))
+	if len(routed) != 0 {
+		t.Fatalf("%d messages routed", len(routed))
+	}
+	if err := s.DeleteRoute("life"); err != nil {
+		t.Fatal(err)
+	}
+	if s.Active() {
+		t.Fatal("active without an enabled route: grains would call RouteEvents")
 	}
 	if err := s.PutRoute(Route{Name: "all", Source: SourceTelemetry, Endpoint: "e", Enabled: true}); err != nil {
 		t.Fatal(err)
 	}
-	s.HandleEvent(e)
-	if len(s.queue) != 1 {
-		t.Fatalf("%d messages queued with a telemetry route, want 1", len(s.queue))
+	if routed = s.RouteEvents(evs); len(routed) != 1 || routed[0].Endpoint != "e" {
+		t.Fatalf("routed %+v with a telemetry route, want 1 message to e", routed)
 	}
 	if err := s.DeleteRoute("all"); err != nil {
 		t.Fatal(err)
 	}
-	if want := []bool{false, false, true, false}; !reflect.DeepEqual(keep, want) {
+	if want := []bool{false, false, false, true, false}; !reflect.DeepEqual(keep, want) {
 		t.Fatalf("KeepPayloads calls %v, want %v", keep, want)
 	}
 }
