@@ -118,6 +118,7 @@ type Placement struct {
 	knownCache atomic.Pointer[knownCount]
 	placement  *actor.PID
 	node       *actor.PID
+	queries    queries
 	subs       []*eventstream.Subscription
 	// send carries a request to another member (sendRemote; tests put
 	// members of their own behind it).

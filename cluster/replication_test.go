@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -382,6 +383,8 @@ func FuzzServe(f *testing.F) {
 		{opRepair, `{"id":"d1","to":["10.0.0.9:1"]}`},
 		{opInvoke, `{"device":"d1","method":"m","timeoutMs":1}`},
 		{opStats, `{}`},
+		{opQuery, `{"name":"echo","body":{"a":1}}`},
+		{opQuery, `{"name":"unknown"}`},
 		{"nope", `[]`},
 		{opApply, `{"ops":[{"t":"telemetry","k":"d1","v":"bnVsbA=="}]}`},
 	} {
@@ -396,6 +399,7 @@ func FuzzServe(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	p.HandleQuery("echo", func(_ context.Context, b json.RawMessage) (json.RawMessage, error) { return b, nil })
 	f.Fuzz(func(t *testing.T, op string, body []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

@@ -395,6 +395,8 @@ func (p *Placement) serve(ctx context.Context, op string, body []byte) ([]byte, 
 		return json.Marshal(statsRes{Grains: p.ActiveGrains()})
 	case opInterest:
 		return nil, p.heardInterest(body)
+	case opQuery:
+		return p.serveQuery(ctx, body)
 	}
 	return nil, fmt.Errorf("unknown operation %q", op)
 }

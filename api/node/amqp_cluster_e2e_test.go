@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +162,50 @@ func TestAMQPRoutesInACluster(t *testing.T) {
 		}
 		testutil.Eventually(t, 20*time.Second, m.label+"'s backlog to drain", func() bool { return endpoint(m).Backlog == 0 })
 	}
+
+	// A poison message: the queue refuses it (RabbitMQ ends the session),
+	// its owner dead-letters it after --amqp-max-tries, and every member
+	// lists it, marked with the member that holds it.
+	if out, err := rb.Ctl("set_policy", "poison", "^cluster-poison$", `{"max-length-bytes":10000,"overflow":"reject-publish"}`,
+		"--apply-to", "queues"); err != nil {
+		t.Fatalf("set_policy: %v: %s", err, out)
+	}
+	live := slices.DeleteFunc(slices.Clone(members), func(m *cmember) bool { return m == victim })
+	ceDo(t, 30*time.Second, live[:1], "PUT", "/api/v1/endpoints/poison",
+		fmt.Sprintf(`{"type":"amqp","url":%q,"address":"/queue/cluster-poison"}`, rb.URL()), 200)
+	ceDo(t, 30*time.Second, live[:1], "PUT", "/api/v1/routes/big",
+		`{"source":"telemetry","condition":"tags.site == \"poison\"","endpoint":"poison","enabled":true}`, 200)
+	for _, m := range live {
+		testutil.Eventually(t, 10*time.Second, m.label+" to know the route", func() bool {
+			st, _, _, err := m.api.Do(context.Background(), "GET", "/api/v1/routes/big", nil)
+			return err == nil && st == 200
+		})
+	}
+	d := ceRegister(t, live[1], "cpz", `{}`)
+	ceDo(t, 30*time.Second, live[:1], "PATCH", "/api/v1/twins/cpz", `{"tags":{"site":"poison"}}`, 200)
+	mc, err := ceConnect(live[1], d, token(t, d.ID, d.Primary, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, mc.Publish("devices/cpz/messages/events/", 1, false, fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 20000))))
+	mc.Disconnect(50)
+	poisoned := time.Now()
+	holder := ""
+	for _, m := range live {
+		var dead []struct {
+			DeviceID string
+			Tries    int
+			Member   string
+		}
+		testutil.Eventually(t, 90*time.Second, m.label+" to list the dead letter", func() bool {
+			_ = json.Unmarshal(ceDo(t, 10*time.Second, []*cmember{m}, "GET", "/api/v1/endpoints/poison/deadletters", nil, 200), &dead)
+			return len(dead) == 1
+		})
+		if dead[0].DeviceID != "cpz" || dead[0].Tries < 1 || dead[0].Member == "" || (holder != "" && dead[0].Member != holder) {
+			t.Errorf("%s lists %+v (held by %q)", m.label, dead[0], holder)
+		}
+		holder = dead[0].Member
+	}
+	t.Logf("the poison message was a dead letter, listed by every member, %v after its PUBACK (held by %s)",
+		time.Since(poisoned).Round(time.Millisecond), holder)
 }

@@ -300,7 +300,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	// outboxes of the grains this member owns. Its store closes after the
 	// actor system stopped.
 	amqpSvc, err := amqpio.New(amqpio.Config{Path: filepath.Join(c.Data, "amqp.db"), Backend: n.sys,
-		Grains: amqpGrains{db: n.db, sys: n.sys, place: n.place}, Definitions: amqpDefs{n.sys},
+		Grains: amqpGrains{db: n.db, sys: n.sys, place: n.place}, Definitions: amqpDefs{n.sys}, Members: n.place,
 		Bounds:   amqpio.Bounds{MaxCount: c.AMQPOutboxMessages, MaxBytes: c.AMQPOutboxBytes, MaxAge: c.AMQPOutboxAge},
 		MaxTries: c.AMQPMaxTries, Credit: c.AMQPCredit, MaxMessageBytes: c.AMQPMaxMessage, BackoffMax: c.AMQPBackoffMax,
 		KeepPayloads: n.sys.KeepTelemetryPayloads,
@@ -309,6 +309,7 @@ func startNode(ctx context.Context, c *serveConfig, log *slog.Logger) (*node, er
 	if err != nil {
 		return n, err
 	}
+	n.place.HandleQuery(amqpio.DeadLettersQuery, amqpSvc.AnswerDeadLetters)
 	n.stops = append(n.stops, func(context.Context) {
 		if err := amqpSvc.Close(); err != nil {
 			log.Error("close amqp store", "err", err)

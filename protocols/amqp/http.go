@@ -67,7 +67,7 @@ func (s *Service) Mount(mux *http.ServeMux, auth func(http.Handler) http.Handler
 	h("DELETE /api/v1/endpoints/{name}", func(_ http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, s.DeleteEndpoint(name(r))
 	})
-	h("GET /api/v1/endpoints/{name}/deadletters", func(_ http.ResponseWriter, r *http.Request) (any, error) {
+	h("GET /api/v1/endpoints/{name}/deadletters", func(w http.ResponseWriter, r *http.Request) (any, error) {
 		if _, err := s.Endpoint(name(r)); err != nil {
 			return nil, err
 		}
@@ -79,7 +79,14 @@ func (s *Service) Mount(mux *http.ServeMux, auth func(http.Handler) http.Handler
 			}
 			limit = n
 		}
-		return s.DeadLetters(name(r), limit)
+		if s.cfg.Members == nil {
+			return s.DeadLetters(name(r), limit)
+		}
+		dl, missing, err := s.clusterDeadLetters(r.Context(), name(r), limit)
+		if len(missing) > 0 {
+			w.Header().Set(missingHeader, joinMissing(missing))
+		}
+		return dl, err
 	})
 	h("PUT /api/v1/routes/{name}", func(_ http.ResponseWriter, r *http.Request) (any, error) {
 		var rt Route

@@ -46,6 +46,9 @@ type Config struct {
 	// Definitions keeps endpoints, routes and ingresses cluster-wide;
 	// nil: in the Path file, for this member only.
 	Definitions Definitions
+	// Members gathers the dead letters from every member of a cluster;
+	// nil: this member's only.
+	Members Members
 	// DefsEvery is how often definitions written on other members are
 	// looked for (default 1s).
 	DefsEvery time.Duration
@@ -314,6 +317,9 @@ type DeadLetter struct {
 	Tries      int               `json:"tries"`
 	Error      string            `json:"error"`
 	DeadAt     time.Time         `json:"deadAt"`
+	// Member is the cluster member that holds the dead letter (its
+	// remote address); empty on a node without Members.
+	Member string `json:"member,omitempty"`
 }
 
 // countEnabled recounts the enabled routes and tells KeepPayloads whether
