@@ -128,24 +128,33 @@ func (p *Placement) Invoke(ctx context.Context, node, device, method string, pay
 // GrainCounts asks every member how many grains it hosts, by remote
 // address; members that do not answer within the peer timeout are absent.
 func (p *Placement) GrainCounts(ctx context.Context) map[string]int64 {
-	addrs := p.memberAddrs()
-	out := make(map[string]int64, len(addrs))
+	out := map[string]int64{}
+	p.askEvery(ctx, opStats, struct{}{}, func(addr string, body json.RawMessage, err error) {
+		var r statsRes
+		if err == nil && json.Unmarshal(body, &r) == nil {
+			out[addr] = r.Grains
+		}
+	})
+	return out
+}
+
+// askEvery sends op to every live member, this one included, at once,
+// and hands each answer (or error) to each, one call at a time.
+func (p *Placement) askEvery(ctx context.Context, op string, in any, each func(addr string, body json.RawMessage, err error)) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, a := range addrs {
+	for _, a := range p.memberAddrs() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var r statsRes
-			if err := p.request(ctx, a, opStats, struct{}{}, &r); err == nil {
-				mu.Lock()
-				out[a] = r.Grains
-				mu.Unlock()
-			}
+			var res json.RawMessage
+			err := p.request(ctx, a, op, in, &res)
+			mu.Lock()
+			defer mu.Unlock()
+			each(a, res, err)
 		}()
 	}
 	wg.Wait()
-	return out
 }
 
 func (p *Placement) markSynced() { p.syncOnce.Do(func() { close(p.synced) }) }

@@ -55,25 +55,13 @@ func (p *Placement) serveQuery(ctx context.Context, body []byte) ([]byte, error)
 // members that did not answer within the peer timeout, or answered an
 // error, with the error.
 func (p *Placement) QueryMembers(ctx context.Context, name string, body json.RawMessage) (answers map[string]json.RawMessage, failed map[string]error) {
-	addrs := p.memberAddrs()
-	answers, failed = make(map[string]json.RawMessage, len(addrs)), map[string]error{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, a := range addrs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var res json.RawMessage
-			err := p.request(ctx, a, opQuery, queryReq{Name: name, Body: body}, &res)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed[a] = err
-				return
-			}
-			answers[a] = res
-		}()
-	}
-	wg.Wait()
+	answers, failed = map[string]json.RawMessage{}, map[string]error{}
+	p.askEvery(ctx, opQuery, queryReq{Name: name, Body: body}, func(addr string, res json.RawMessage, err error) {
+		if err != nil {
+			failed[addr] = err
+			return
+		}
+		answers[addr] = res
+	})
 	return answers, failed
 }

@@ -43,15 +43,8 @@ func (s *Server) InvokeMethod(ctx context.Context, deviceID, method string, payl
 	}
 	rid := strconv.FormatUint(s.rid.Add(1), 10)
 	key := deviceID + "\x00" + rid
-	ch := make(chan methodResult, 1)
-	s.methodsMu.Lock()
-	s.methods[key] = ch
-	s.methodsMu.Unlock()
-	defer func() {
-		s.methodsMu.Lock()
-		delete(s.methods, key)
-		s.methodsMu.Unlock()
-	}()
+	ch, release := s.awaitReply(key)
+	defer release()
 	if len(payload) == 0 {
 		payload = []byte("null")
 	}
@@ -151,4 +144,18 @@ func (s *Server) markSent(deviceID, msgID string) bool {
 		}
 	}
 	return fresh
+}
+
+// awaitReply registers key (device and request ID) for the device's
+// answer to a direct method or a stream request; release forgets it.
+func (s *Server) awaitReply(key string) (ch chan methodResult, release func()) {
+	ch = make(chan methodResult, 1)
+	s.methodsMu.Lock()
+	s.methods[key] = ch
+	s.methodsMu.Unlock()
+	return ch, func() {
+		s.methodsMu.Lock()
+		delete(s.methods, key)
+		s.methodsMu.Unlock()
+	}
 }

@@ -41,15 +41,8 @@ func (s *Server) RequestStream(ctx context.Context, deviceID, name, url, token s
 	}
 	rid := strconv.FormatUint(s.rid.Add(1), 10)
 	key := streamKey(deviceID, rid)
-	ch := make(chan methodResult, 1)
-	s.methodsMu.Lock()
-	s.methods[key] = ch
-	s.methodsMu.Unlock()
-	defer func() {
-		s.methodsMu.Lock()
-		delete(s.methods, key)
-		s.methodsMu.Unlock()
-	}()
+	ch, release := s.awaitReply(key)
+	defer release()
 	body, _ := json.Marshal(struct {
 		URL   string `json:"url"`
 		Token string `json:"authorizationToken"`
